@@ -1,0 +1,10 @@
+import type { Migration } from "kysely";
+import * as m0001 from "./0001_initial.js";
+
+/**
+ * Every migration, by name, in order. Imported statically (not read from the directory)
+ * so the same list works under tsx, vitest and compiled output.
+ */
+export const migrations: Record<string, Migration> = {
+  "0001_initial": m0001,
+};

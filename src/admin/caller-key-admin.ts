@@ -1,0 +1,79 @@
+import { randomBytes } from "node:crypto";
+import type { Kysely } from "kysely";
+import { generateCallerKey } from "../auth/caller-key-format.js";
+import { type CallerScope, isCallerScope } from "../auth/identity.js";
+import { BrokerError } from "../errors.js";
+import {
+  type CallerKeySummary,
+  insertCallerKey,
+  listCallerKeys,
+  revokeCallerKey,
+} from "../store/caller-keys.repository.js";
+import type { Database } from "../store/schema.js";
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/;
+
+export interface CreatedCallerKey {
+  /** The key itself: shown once, never stored (only its hash is). */
+  readonly key: string;
+  readonly summary: CallerKeySummary;
+}
+
+export interface CallerKeyAdmin {
+  create(input: { name: string; scopes: readonly string[]; expiresAt: Date | null }): Promise<CreatedCallerKey>;
+  list(): Promise<CallerKeySummary[]>;
+  revoke(id: string): Promise<void>;
+}
+
+export function createCallerKeyAdmin(deps: { db: Kysely<Database>; now?: () => Date }): CallerKeyAdmin {
+  const now = deps.now ?? (() => new Date());
+  return {
+    async create(input) {
+      if (!NAME.test(input.name)) {
+        throw new BrokerError("invalid_argument", "name must be 1-64 characters of letters, digits, space, . _ -");
+      }
+      const scopes = parseScopes(input.scopes);
+      const createdAt = now();
+      if (input.expiresAt !== null && input.expiresAt <= createdAt) {
+        throw new BrokerError("invalid_argument", "expiry must be in the future");
+      }
+      const generated = generateCallerKey();
+      const id = `ck_${randomBytes(8).toString("hex")}`;
+      await insertCallerKey(deps.db, {
+        id,
+        name: input.name,
+        keyHash: generated.hash,
+        last4: generated.last4,
+        scopes,
+        expiresAt: input.expiresAt,
+      });
+      return {
+        key: generated.key,
+        summary: {
+          id,
+          name: input.name,
+          last4: generated.last4,
+          scopes,
+          createdAt,
+          expiresAt: input.expiresAt,
+          revokedAt: null,
+          lastUsedAt: null,
+        },
+      };
+    },
+    list: () => listCallerKeys(deps.db),
+    async revoke(id) {
+      if (!(await revokeCallerKey(deps.db, id, now()))) {
+        throw new BrokerError("not_found", "no live caller key with that id");
+      }
+    },
+  };
+}
+
+function parseScopes(scopes: readonly string[]): CallerScope[] {
+  const unique = [...new Set(scopes)];
+  if (unique.length === 0) throw new BrokerError("invalid_argument", "at least one scope is required");
+  const bad = unique.filter((s) => !isCallerScope(s));
+  if (bad.length > 0) throw new BrokerError("invalid_argument", `unknown scope(s): ${bad.join(", ")}`);
+  return unique as CallerScope[];
+}

@@ -1,0 +1,19 @@
+/**
+ * What a handler knows about the call, independent of transport (grpc-js or Connect).
+ * Credentials are raw header values; handlers pass them to the auth layer and never log them.
+ */
+export interface CallContext {
+  /** Random id for correlating logs and audit rows; echoed to the caller as `x-request-id`. */
+  readonly requestId: string;
+  /** Value of the `x-keybroker-key` metadata, if present. */
+  readonly callerKey: string | undefined;
+  /** Token from `authorization: Bearer <token>`, if present. */
+  readonly bearerToken: string | undefined;
+  /** Aborted when the client cancels, the deadline passes or the server shuts down. */
+  readonly signal: AbortSignal;
+  /** Client deadline as epoch ms, if the client set one. */
+  readonly deadline: number | undefined;
+}
+
+export const CALLER_KEY_HEADER = "x-keybroker-key";
+export const REQUEST_ID_HEADER = "x-request-id";

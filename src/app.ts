@@ -1,0 +1,135 @@
+import { createConnectServer } from "./api/connect-server.js";
+import { createGrpcServer } from "./api/grpc-server.js";
+import { registerService } from "./api/handlers.js";
+import { createSecretServiceHandlers } from "./api/secret-service-handlers.js";
+import { createCallerAuthenticator } from "./auth/caller-authenticator.js";
+import { createTokenVerifier } from "./auth/token-verifier.js";
+import { createUserCallGuard } from "./auth/user-call-guard.js";
+import type { Config } from "./config/config.js";
+import { createAwsKmsKeyring, createKmsClient, resolveKmsKeyArn } from "./crypto/aws-kms-keyring.js";
+import { createDataKeyCache } from "./crypto/data-key-cache.js";
+import type { Keyring } from "./crypto/keyring.js";
+import { loadOrCreateLocalKeyring } from "./crypto/local-keyring.js";
+import { deriveFingerprintKey, deriveUserRef } from "./crypto/user-ref.js";
+import { SecretService } from "./gen/keybroker/v1/secrets_pb.js";
+import { loadOrCreatePepper } from "./keys/pepper.js";
+import { createUserDataKeys } from "./keys/user-data-keys.js";
+import type { Logger } from "./log/logger.js";
+import { createSecretService } from "./secrets/secret-service.js";
+import { findCallerKeyByHash, markCallerKeyUsed } from "./store/caller-keys.repository.js";
+import { type DatabaseHandle, openDatabase } from "./store/database.js";
+import { migrateToLatest, pendingMigrations } from "./store/migrate.js";
+
+/** Parts a test or the dev command may supply instead of building them from config. */
+export interface AppOverrides {
+  readonly database?: DatabaseHandle;
+  readonly keyring?: Keyring;
+}
+
+export interface App {
+  /** Listens on the configured ports; resolves with the bound ports. */
+  start(): Promise<{ grpcPort: number; connectPort: number | undefined }>;
+  /** Graceful: health NOT_SERVING, drain in-flight calls (bounded), close pools. */
+  stop(): Promise<void>;
+  readonly database: DatabaseHandle;
+  readonly keyring: Keyring;
+}
+
+/**
+ * The one composition root: builds every part from the config and wires dependencies
+ * explicitly. Nothing else in src/ constructs a service or holds module state.
+ */
+export async function createApp(
+  config: Config,
+  logger: Logger,
+  options: { migrate: boolean; overrides?: AppOverrides },
+): Promise<App> {
+  const overrides = options.overrides ?? {};
+  const database = overrides.database ?? (await openDatabase(config.database, logger));
+  const ownsDatabase = overrides.database === undefined;
+  try {
+    if (options.migrate) {
+      const applied = await migrateToLatest(database.db);
+      if (applied.length > 0) logger.info({ applied }, "database migrated");
+    } else {
+      const pending = await pendingMigrations(database.db);
+      if (pending.length > 0) {
+        throw new Error(`database has ${pending.length} pending migration(s): run \`keybroker migrate\` first`);
+      }
+    }
+
+    const keyring = overrides.keyring ?? (await createKeyring(config));
+    const pepper = await loadOrCreatePepper(database.db, keyring);
+    const fingerprintKey = deriveFingerprintKey(pepper);
+
+    const { allowedAzp, tokenCacheMaxEntries, ...auth } = config.auth;
+    const tokens = createTokenVerifier({
+      ...auth,
+      ...(allowedAzp === undefined ? {} : { allowedAzp }),
+      cacheMaxEntries: tokenCacheMaxEntries,
+      deriveUserRef: (issuer, subject) => deriveUserRef(pepper, issuer, subject),
+    });
+    const callers = createCallerAuthenticator({
+      lookup: { findByHash: (hash) => findCallerKeyByHash(database.db, hash) },
+      markUsed: (id) => {
+        markCallerKeyUsed(database.db, id, new Date()).catch((err: unknown) =>
+          logger.warn({ err }, "could not record caller key use"),
+        );
+      },
+    });
+    const guard = createUserCallGuard({ callers, tokens });
+    const dataKeyCache = createDataKeyCache(config.dataKeyCache);
+    // Expiry is otherwise only checked on lookup: sweep so idle users' keys leave memory.
+    const sweep = setInterval(() => dataKeyCache.evictExpired(), 30_000);
+    sweep.unref();
+    const userDataKeys = createUserDataKeys({ keyring, cache: dataKeyCache });
+    const secrets = createSecretService({ db: database.db, userDataKeys, fingerprintKey });
+
+    const services = [registerService(SecretService, createSecretServiceHandlers({ guard, secrets }))];
+    const grpc = createGrpcServer({ services, logger });
+    const connect = config.connect === undefined ? undefined : createConnectServer({ services, logger });
+
+    return {
+      database,
+      keyring,
+      async start() {
+        const grpcPort = await grpc.listen(config.grpc.host, config.grpc.port);
+        const connectPort =
+          config.connect === undefined || connect === undefined
+            ? undefined
+            : await connect.listen(config.connect.host, config.connect.port);
+        logger.info({ grpcPort, connectPort }, "keybroker serving");
+        return { grpcPort, connectPort };
+      },
+      async stop() {
+        await Promise.all([grpc.shutdown(config.shutdownGraceMs), connect?.shutdown(config.shutdownGraceMs)]);
+        clearInterval(sweep);
+        dataKeyCache.clear();
+        pepper.fill(0);
+        fingerprintKey.fill(0);
+        if (ownsDatabase) await database.close();
+        logger.info("keybroker stopped");
+      },
+    };
+  } catch (err) {
+    if (ownsDatabase) await database.close();
+    throw err;
+  }
+}
+
+async function createKeyring(config: Config): Promise<Keyring> {
+  if (config.keyring.kind === "local") {
+    return loadOrCreateLocalKeyring({
+      path: config.keyring.file,
+      nodeEnv: config.production ? "production" : "development",
+    });
+  }
+  const client = createKmsClient({
+    region: config.keyring.region,
+    maxAttempts: config.keyring.maxAttempts,
+    ...(config.keyring.endpoint === undefined ? {} : { endpoint: config.keyring.endpoint }),
+  });
+  // Rows record the ARN that wrapped them; resolve an alias once so they compare equal.
+  const keyArn = await resolveKmsKeyArn(client, config.keyring.keyId);
+  return createAwsKmsKeyring({ client, keyId: keyArn });
+}

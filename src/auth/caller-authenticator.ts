@@ -1,0 +1,108 @@
+import { timingSafeEqual } from "node:crypto";
+import { BrokerError, isBrokerError } from "../errors.js";
+import { parseCallerKey } from "./caller-key-format.js";
+import type { CallerIdentity, CallerScope } from "./identity.js";
+import { isCallerScope } from "./identity.js";
+
+/** A stored caller key: only its hash, never the key. */
+export interface CallerKeyRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly keyHash: Buffer;
+  readonly scopes: readonly string[];
+  readonly expiresAt: Date | null;
+  readonly revokedAt: Date | null;
+}
+
+/** Finds a caller key by the SHA-256 of the presented key (implemented by the store). */
+export interface CallerKeyLookup {
+  findByHash(hash: Buffer): Promise<CallerKeyRecord | undefined>;
+}
+
+export interface CallerAuthenticatorDeps {
+  readonly lookup: CallerKeyLookup;
+  /** Epoch milliseconds. */
+  readonly now?: () => number;
+  /** Records last use; best effort, throttled per key, its failures never fail the call. */
+  readonly markUsed?: (id: string) => void | Promise<void>;
+  readonly markUsedIntervalMs?: number;
+}
+
+/** Authenticates the calling application by its broker-issued key. */
+export interface CallerAuthenticator {
+  authenticate(rawKey: string | undefined, requiredScope: CallerScope): Promise<CallerIdentity>;
+}
+
+const INVALID_KEY = "invalid caller key";
+const DEFAULT_MARK_USED_INTERVAL_MS = 60_000;
+// Bounds the throttle map if keys churn; dropping entries only means an extra markUsed call.
+const MAX_THROTTLE_ENTRIES = 10_000;
+
+/**
+ * Every failure to authenticate gives the same message, so a caller cannot tell an unknown key
+ * from a revoked or expired one. Records are read on every call and never cached: a revocation
+ * or expiry takes effect on the very next call (catalogue B20).
+ */
+export function createCallerAuthenticator(deps: CallerAuthenticatorDeps): CallerAuthenticator {
+  const now = deps.now ?? Date.now;
+  const interval = deps.markUsedIntervalMs ?? DEFAULT_MARK_USED_INTERVAL_MS;
+  const lastMarked = new Map<string, number>();
+
+  function noteUse(id: string): void {
+    const markUsed = deps.markUsed;
+    if (markUsed === undefined) return;
+    const at = now();
+    const last = lastMarked.get(id);
+    if (last !== undefined && at - last < interval) return;
+    if (lastMarked.size >= MAX_THROTTLE_ENTRIES) lastMarked.clear();
+    lastMarked.set(id, at);
+    try {
+      const pending = markUsed(id);
+      if (pending instanceof Promise) pending.catch(() => undefined);
+    } catch {
+      // Last-used is bookkeeping; losing one update must not refuse an authenticated call.
+    }
+  }
+
+  return {
+    async authenticate(rawKey, requiredScope) {
+      // Shape and checksum first: junk and typos never reach the database (catalogue B17).
+      const hash = rawKey === undefined ? undefined : parseCallerKey(rawKey);
+      if (hash === undefined) {
+        throw invalid(rawKey === undefined ? "caller key missing" : "caller key malformed");
+      }
+
+      let record: CallerKeyRecord | undefined;
+      try {
+        record = await deps.lookup.findByHash(hash);
+      } catch (err) {
+        if (isBrokerError(err)) throw err;
+        throw new BrokerError("unavailable", "caller key store unavailable", { cause: err });
+      }
+      if (record === undefined) throw invalid("caller key unknown");
+
+      // Compare the stored hash ourselves, in constant time on equal lengths (catalogue B18):
+      // the lookup may match by index or prefix, and must not be the only check.
+      if (record.keyHash.length !== hash.length || !timingSafeEqual(record.keyHash, hash)) {
+        throw invalid(`caller key ${record.id} hash mismatch`);
+      }
+      // Any revocation counts, even one dated in the future: revocation is never scheduled.
+      if (record.revokedAt !== null) throw invalid(`caller key ${record.id} revoked`);
+      if (record.expiresAt !== null && record.expiresAt.getTime() <= now()) {
+        throw invalid(`caller key ${record.id} expired`);
+      }
+
+      noteUse(record.id);
+      const scopes = new Set(record.scopes.filter(isCallerScope));
+      if (!scopes.has(requiredScope)) {
+        throw new BrokerError("permission_denied", `caller key lacks the ${requiredScope} scope`);
+      }
+      return { keyId: record.id, name: record.name, scopes };
+    },
+  };
+}
+
+/** One message for every reason; the reason (never the key) goes to `cause` for the logs. */
+function invalid(reason: string): BrokerError {
+  return new BrokerError("unauthenticated", INVALID_KEY, { cause: new Error(reason) });
+}

@@ -1,0 +1,274 @@
+import type { JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from "jose";
+import { createRemoteJWKSet, errors, jwtVerify } from "jose";
+import { BrokerError } from "../errors.js";
+import type { UserIdentity } from "./identity.js";
+import { createTokenCache } from "./token-cache.js";
+import { precheckAccessToken } from "./token-precheck.js";
+
+/** Settings for verifying Auth0 user access tokens (SPEC I3). */
+export interface TokenVerifierOptions {
+  /** Exact `iss`, e.g. "https://tenant.eu.auth0.com/" (Auth0 issuers end with "/"; never normalised). */
+  readonly issuer: string;
+  /** Our API identifier; `aud` must be it or an array containing it. */
+  readonly audience: string;
+  readonly jwksUrl: string;
+  /** Must appear in `scope` or in the RBAC `permissions` array. */
+  readonly requiredPermission: string;
+  /** If set, `azp` must equal it (the main app's client id). */
+  readonly allowedAzp?: string;
+  /** 0..30 seconds. */
+  readonly clockToleranceSec: number;
+  /** How long fetched keys are trusted without a refetch; also the most stale a key can be used. */
+  readonly jwksCacheMaxAgeMs: number;
+  /** Minimum time between refetches triggered by an unknown `kid`. */
+  readonly jwksCooldownMs: number;
+  readonly jwksTimeoutMs: number;
+  readonly cacheMaxEntries: number;
+  /** Maps the verified (issuer, sub) to the opaque user reference (an HMAC under the pepper). */
+  readonly deriveUserRef: (issuer: string, subject: string) => Buffer;
+  /** Epoch milliseconds; injectable for tests. */
+  readonly now?: () => number;
+}
+
+/** Turns a bearer token into the user it speaks for, or throws a BrokerError. */
+export interface TokenVerifier {
+  verify(token: string | undefined, options?: { signal?: AbortSignal }): Promise<UserIdentity>;
+}
+
+const MAX_CLOCK_TOLERANCE_SEC = 30;
+// Duplicate kids appear briefly during some rotations; each candidate costs one RSA verify.
+const MAX_KEYS_PER_KID = 4;
+const MACHINE_GRANT = "client-credentials";
+
+/**
+ * Verifies RS256 access tokens against the issuer's remote JWKS, then applies the user-call
+ * policy (no machine tokens, allowed client, required permission). The raw `sub` is used only
+ * to derive `userRef` and never leaves this function: not in the result, an error or a log.
+ *
+ * JWKS behaviour (jose's remote set): keys are refetched when older than `jwksCacheMaxAgeMs`;
+ * an unknown `kid` triggers at most one refetch per `jwksCooldownMs`, so random kids cannot
+ * hammer the issuer; concurrent refetches are shared. If a needed refetch fails (down, non-200,
+ * timeout) the call is "unavailable", never "unauthenticated": a provider outage must not look
+ * like the user's fault. Stated staleness: keys older than `jwksCacheMaxAgeMs` are not used.
+ */
+export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
+  const jwksUrl = checkOptions(opts);
+  const now = opts.now ?? Date.now;
+  const jwks = createRemoteJWKSet(jwksUrl, {
+    cacheMaxAge: opts.jwksCacheMaxAgeMs,
+    cooldownDuration: opts.jwksCooldownMs,
+    timeoutDuration: opts.jwksTimeoutMs,
+  });
+  const cache = createTokenCache({ maxEntries: opts.cacheMaxEntries, now });
+
+  async function verifyUncached(token: string): Promise<UserIdentity> {
+    const payload = await verifySignature(token, jwks, {
+      algorithms: ["RS256"],
+      issuer: opts.issuer,
+      audience: opts.audience,
+      clockTolerance: opts.clockToleranceSec,
+      requiredClaims: ["exp", "sub"],
+      currentDate: new Date(now()),
+    });
+    const { sub, exp } = checkUserPolicy(payload, opts);
+    return { userRef: opts.deriveUserRef(opts.issuer, sub), expiresAt: exp };
+  }
+
+  return {
+    async verify(token, options) {
+      const signal = options?.signal;
+      if (signal?.aborted === true) throw abortError(signal);
+      precheckAccessToken(token);
+
+      const cached = cache.get(token);
+      if (cached !== undefined) return cached;
+
+      const identity = await untilAborted(verifyUncached(token), signal);
+      cache.set(token, identity);
+      return identity;
+    },
+  };
+}
+
+async function verifySignature(
+  token: string,
+  keys: JWTVerifyGetKey,
+  options: JWTVerifyOptions,
+): Promise<JWTPayload> {
+  try {
+    return (await jwtVerify(token, keys, options)).payload;
+  } catch (err) {
+    if (!(err instanceof errors.JWKSMultipleMatchingKeys)) throw toBrokerError(err);
+    // Several JWKS keys share the kid: try each (jose's documented pattern), a bounded few.
+    let tried = 0;
+    for await (const key of err) {
+      if (++tried > MAX_KEYS_PER_KID) break;
+      try {
+        return (await jwtVerify(token, key, options)).payload;
+      } catch (inner) {
+        if (inner instanceof errors.JWSSignatureVerificationFailed) continue;
+        throw toBrokerError(inner);
+      }
+    }
+    throw toBrokerError(new errors.JWSSignatureVerificationFailed());
+  }
+}
+
+/** Rules for a token acting for a user, applied after the signature and standard claims pass. */
+function checkUserPolicy(payload: JWTPayload, opts: TokenVerifierOptions): { sub: string; exp: number } {
+  const { sub, exp } = payload;
+  if (typeof sub !== "string" || sub.length === 0 || typeof exp !== "number") {
+    throw new BrokerError("unauthenticated", "user access token lacks required claims");
+  }
+  // A client-credentials token speaks for an application, not a person (SPEC I3, catalogue A9).
+  const gty = payload.gty;
+  const machine =
+    sub.endsWith("@clients") ||
+    (typeof gty === "string" && gty.includes(MACHINE_GRANT)) ||
+    (Array.isArray(gty) && gty.includes(MACHINE_GRANT));
+  if (machine) {
+    throw new BrokerError("permission_denied", "machine tokens cannot act for a user");
+  }
+  if (opts.allowedAzp !== undefined && payload.azp !== opts.allowedAzp) {
+    throw new BrokerError("permission_denied", "user access token was issued to another client");
+  }
+  if (!hasPermission(payload, opts.requiredPermission)) {
+    throw new BrokerError("permission_denied", "user access token lacks the required permission");
+  }
+  return { sub, exp };
+}
+
+/** `scope` is split on single spaces and matched exactly, so "secrets:useX" is not "secrets:use". */
+function hasPermission(payload: JWTPayload, permission: string): boolean {
+  const { scope, permissions } = payload;
+  if (typeof scope === "string" && scope.split(" ").includes(permission)) return true;
+  return Array.isArray(permissions) && permissions.some((p) => p === permission);
+}
+
+/**
+ * Maps jose and fetch failures to caller-safe errors. The cause is rebuilt from the error's
+ * code and fixed message only: jose's claim errors carry the whole payload (with `sub`), which
+ * a log serializer would print.
+ */
+function toBrokerError(err: unknown): BrokerError {
+  if (err instanceof BrokerError) return err;
+  const cause = err instanceof errors.JOSEError ? new Error(`${err.code}: ${err.message}`) : err;
+  const unauthenticated = (message: string) => new BrokerError("unauthenticated", message, { cause });
+
+  if (err instanceof errors.JWTExpired) return unauthenticated("user access token expired");
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    switch (err.claim) {
+      case "nbf":
+        return unauthenticated("user access token not yet valid");
+      case "iss":
+        return unauthenticated("user access token issuer not accepted");
+      case "aud":
+        return unauthenticated("user access token audience not accepted");
+      default:
+        return unauthenticated(
+          err.reason === "missing"
+            ? "user access token lacks required claims"
+            : "user access token claims invalid",
+        );
+    }
+  }
+  if (err instanceof errors.JWSSignatureVerificationFailed) {
+    return unauthenticated("user access token signature invalid");
+  }
+  if (err instanceof errors.JWKSNoMatchingKey) {
+    return unauthenticated("user access token signed by an unknown key");
+  }
+  if (
+    err instanceof errors.JWKSTimeout ||
+    err instanceof errors.JWKSInvalid ||
+    // ERR_JOSE_GENERIC is only thrown by the JWKS fetch: non-200 or a body that is not JSON.
+    (err instanceof errors.JOSEError && err.code === "ERR_JOSE_GENERIC") ||
+    isFetchFailure(err)
+  ) {
+    return new BrokerError("unavailable", "identity provider keys unavailable", { cause });
+  }
+  if (
+    err instanceof errors.JWSInvalid ||
+    err instanceof errors.JWTInvalid ||
+    err instanceof errors.JOSEAlgNotAllowed ||
+    err instanceof errors.JOSENotSupported ||
+    err instanceof errors.JWKInvalid
+  ) {
+    return unauthenticated("malformed user access token");
+  }
+  return new BrokerError("internal", "internal error", { cause });
+}
+
+/** undici rejects `fetch` with a TypeError("fetch failed") for refused, reset or DNS failures. */
+function isFetchFailure(err: unknown): boolean {
+  return (
+    (err instanceof TypeError && err.message === "fetch failed") ||
+    (err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError"))
+  );
+}
+
+/** Stops waiting when the call is cancelled; jose cannot be interrupted, its result is dropped. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return work;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(abortError(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+function abortError(signal: AbortSignal): BrokerError {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error && reason.name === "TimeoutError"
+    ? new BrokerError("deadline_exceeded", "deadline exceeded while verifying the user access token")
+    : new BrokerError("unavailable", "call cancelled while verifying the user access token");
+}
+
+/** Fails fast on a misconfiguration that would weaken verification. */
+function checkOptions(opts: TokenVerifierOptions): URL {
+  const problems: string[] = [];
+  if (opts.issuer.length === 0) problems.push("issuer is empty");
+  if (opts.audience.length === 0) problems.push("audience is empty");
+  if (opts.requiredPermission.length === 0 || opts.requiredPermission.includes(" ")) {
+    problems.push("requiredPermission must be one non-empty word");
+  }
+  const tolerance = opts.clockToleranceSec;
+  if (!Number.isInteger(tolerance) || tolerance < 0 || tolerance > MAX_CLOCK_TOLERANCE_SEC) {
+    problems.push(`clockToleranceSec must be an integer in 0..${MAX_CLOCK_TOLERANCE_SEC}`);
+  }
+  for (const [name, value] of [
+    ["jwksCacheMaxAgeMs", opts.jwksCacheMaxAgeMs],
+    ["jwksCooldownMs", opts.jwksCooldownMs],
+    ["jwksTimeoutMs", opts.jwksTimeoutMs],
+    ["cacheMaxEntries", opts.cacheMaxEntries],
+  ] as const) {
+    if (!Number.isInteger(value) || value < 0) problems.push(`${name} must be a non-negative integer`);
+  }
+  let url: URL | undefined;
+  try {
+    url = new URL(opts.jwksUrl);
+  } catch {
+    problems.push("jwksUrl is not a URL");
+  }
+  // Keys fetched over plain HTTP could be swapped in transit; only a local dev issuer may use it.
+  if (url !== undefined && url.protocol !== "https:" && !(url.protocol === "http:" && isLoopback(url))) {
+    problems.push("jwksUrl must be https (http only on a loopback host)");
+  }
+  if (problems.length > 0 || url === undefined) {
+    throw new BrokerError("internal", `invalid token verifier options: ${problems.join("; ")}`);
+  }
+  return url;
+}
+
+function isLoopback(url: URL): boolean {
+  return url.hostname === "127.0.0.1" || url.hostname === "[::1]" || url.hostname === "localhost";
+}

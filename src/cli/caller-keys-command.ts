@@ -1,0 +1,67 @@
+import { parseArgs } from "node:util";
+import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
+import { loadDatabaseConfig } from "../config/config.js";
+import { BrokerError } from "../errors.js";
+import { createLogger } from "../log/logger.js";
+import { openDatabase } from "../store/database.js";
+
+const DAY_MS = 86_400_000;
+
+export async function runCallerKeys(args: string[]): Promise<number> {
+  const [action, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    options: {
+      name: { type: "string" },
+      scopes: { type: "string" },
+      "expires-in-days": { type: "string" },
+    },
+    allowPositionals: true,
+  });
+  const logger = createLogger({ level: process.env.LOG_LEVEL ?? "warn" });
+  const database = await openDatabase(loadDatabaseConfig(process.env), logger);
+  try {
+    const admin = createCallerKeyAdmin({ db: database.db });
+    switch (action) {
+      case "create": {
+        const days = values["expires-in-days"] === undefined ? undefined : Number(values["expires-in-days"]);
+        if (days !== undefined && !(Number.isInteger(days) && days > 0)) {
+          throw new BrokerError("invalid_argument", "--expires-in-days must be a positive integer");
+        }
+        const created = await admin.create({
+          name: values.name ?? "",
+          scopes: (values.scopes ?? "").split(",").filter((s) => s !== ""),
+          expiresAt: days === undefined ? null : new Date(Date.now() + days * DAY_MS),
+        });
+        process.stdout.write(
+          `${created.key}\n\nThis key is shown once. Store it in the main app's secret store now.\n` +
+            `id=${created.summary.id} name=${created.summary.name} scopes=${created.summary.scopes.join(",")}` +
+            ` expires=${created.summary.expiresAt?.toISOString() ?? "never"}\n`,
+        );
+        return 0;
+      }
+      case "list": {
+        for (const key of await admin.list()) {
+          const state = key.revokedAt !== null ? "revoked" : key.expiresAt !== null && key.expiresAt < new Date() ? "expired" : "active";
+          process.stdout.write(
+            `${key.id}\t${key.name}\tkbk_…${key.last4}\t${key.scopes.join(",")}\t${state}\t` +
+              `last used ${key.lastUsedAt?.toISOString() ?? "never"}\n`,
+          );
+        }
+        return 0;
+      }
+      case "revoke": {
+        const id = positionals[0];
+        if (id === undefined) throw new BrokerError("invalid_argument", "usage: caller-keys revoke <id>");
+        await admin.revoke(id);
+        process.stdout.write(`revoked ${id}\n`);
+        return 0;
+      }
+      default:
+        process.stderr.write("usage: keybroker caller-keys create|list|revoke\n");
+        return 2;
+    }
+  } finally {
+    await database.close();
+  }
+}

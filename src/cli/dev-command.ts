@@ -1,0 +1,104 @@
+import { mkdir } from "node:fs/promises";
+import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
+import { createApp } from "../app.js";
+import { loadOrCreateDevIssuerKey, startDevIssuer } from "../auth/dev-issuer.js";
+import { loadConfig } from "../config/config.js";
+import { createLogger } from "../log/logger.js";
+import {
+  DEV_AUDIENCE,
+  DEV_DIR,
+  DEV_PERMISSION,
+  devPath,
+  refuseProduction,
+  writeDevState,
+} from "./dev-environment.js";
+import { stopOnSignals } from "./shutdown-signals.js";
+
+const DEV_KEY_NAME = "dev";
+
+/**
+ * `npm start`: the broker with embedded DEV-ONLY defaults — PGlite in .keybroker-dev/,
+ * the local file keyring, and a loopback token issuer whose JWKS is served over HTTP so
+ * the production jose code path runs unchanged. Refuses NODE_ENV=production.
+ */
+export async function runDev(): Promise<number> {
+  refuseProduction("keybroker dev");
+  await mkdir(DEV_DIR, { recursive: true, mode: 0o700 });
+  const issuerKey = await loadOrCreateDevIssuerKey(devPath("issuer-key.json"));
+  const issuer = await startDevIssuer({
+    host: "127.0.0.1",
+    port: Number(process.env.KEYBROKER_DEV_ISSUER_PORT ?? 4455),
+    key: issuerKey,
+  });
+
+  const config = loadConfig({
+    NODE_ENV: "development",
+    LOG_LEVEL: "info",
+    KEYBROKER_GRPC_HOST: "127.0.0.1",
+    KEYBROKER_PGLITE_DIR: devPath("pgdata"),
+    KEYBROKER_KEYRING: "local",
+    KEYBROKER_LOCAL_KEYRING_FILE: devPath("keyring.json"),
+    AUTH0_ISSUER: issuer.issuer,
+    AUTH0_AUDIENCE: DEV_AUDIENCE,
+    AUTH0_JWKS_URL: issuer.jwksUrl,
+    AUTH0_REQUIRED_PERMISSION: DEV_PERMISSION,
+    // Ports and log level may still be overridden from the environment.
+    ...pick(process.env, ["KEYBROKER_GRPC_PORT", "KEYBROKER_CONNECT_PORT", "LOG_LEVEL"]),
+  });
+  const logger = createLogger({ level: config.logLevel });
+  const app = await createApp(config, logger, { migrate: true });
+
+  // A fresh dev caller key each start (the previous one is revoked): it is printed once, below.
+  const admin = createCallerKeyAdmin({ db: app.database.db });
+  for (const key of await admin.list()) {
+    if (key.name === DEV_KEY_NAME && key.revokedAt === null) await admin.revoke(key.id);
+  }
+  const devKey = await admin.create({
+    name: DEV_KEY_NAME,
+    scopes: ["secrets:read", "secrets:write", "proxy:call"],
+    expiresAt: null,
+  });
+
+  const { grpcPort, connectPort } = await app.start();
+  await writeDevState({ issuer: issuer.issuer, audience: DEV_AUDIENCE, permission: DEV_PERMISSION, grpcPort, connectPort });
+  process.stdout.write(banner(devKey.key, grpcPort, connectPort));
+
+  await stopOnSignals(async () => {
+    await app.stop();
+    await issuer.close();
+  }, logger);
+  return 0;
+}
+
+function pick(env: NodeJS.ProcessEnv, names: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of names) {
+    const value = env[name];
+    if (value !== undefined) out[name] = value;
+  }
+  return out;
+}
+
+function banner(callerKey: string, grpcPort: number, connectPort: number | undefined): string {
+  const line = "=".repeat(78);
+  return `
+${line}
+  KEYBROKER DEV MODE — DEVELOPMENT ONLY. Local file keyring, embedded PGlite and a
+  loopback token issuer: none of this is safe for real keys. Production: keybroker serve.
+${line}
+  gRPC            127.0.0.1:${grpcPort}   (grpc.health.v1 and reflection enabled)
+  Connect/gRPC-Web ${connectPort === undefined ? "disabled" : `http://127.0.0.1:${connectPort}`}
+  Dev caller key  ${callerKey}
+                  (shown once; a new one is issued at every dev start)
+
+  Get a user token:   npm run -s keybroker -- dev-token --sub alice
+  First call:
+    KEY=${callerKey}
+    TOKEN=$(npm run -s keybroker -- dev-token --sub alice)
+    npx buf curl --protocol grpc --http2-prior-knowledge \\
+      -H "x-keybroker-key: $KEY" -H "authorization: Bearer $TOKEN" \\
+      -d '{"provider":"github","label":"my token","fields":{"token":"ghp_example"}}' \\
+      http://127.0.0.1:${grpcPort}/keybroker.v1.SecretService/PutSecret
+${line}
+`;
+}

@@ -1,0 +1,48 @@
+import { ConfigError } from "../config/config.js";
+import { isBrokerError } from "../errors.js";
+import { runCallerKeys } from "./caller-keys-command.js";
+import { runDev } from "./dev-command.js";
+import { runDevToken } from "./dev-token-command.js";
+import { runMigrate } from "./migrate-command.js";
+import { runServe } from "./serve-command.js";
+
+const USAGE = `keybroker <command>
+
+  serve                      run the broker (production: configuration from the environment)
+  dev                        run the broker with embedded DEV-ONLY defaults (npm start)
+  migrate                    apply database migrations
+  caller-keys create --name N --scopes s1,s2 [--expires-in-days D]
+  caller-keys list
+  caller-keys revoke <id>
+  dev-token --sub SUBJECT    print a user access token from the dev issuer (dev only)
+`;
+
+const commands: Record<string, (args: string[]) => Promise<number | undefined>> = {
+  serve: runServe,
+  dev: runDev,
+  migrate: runMigrate,
+  "caller-keys": runCallerKeys,
+  "dev-token": runDevToken,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  const command = name === undefined ? undefined : commands[name];
+  if (command === undefined) {
+    process.stderr.write(USAGE);
+    return name === undefined || name === "help" || name === "--help" ? 0 : 2;
+  }
+  try {
+    return (await command(args)) ?? 0;
+  } catch (err) {
+    // Config and domain errors carry safe, helpful messages; anything else is summarised.
+    if (err instanceof ConfigError || isBrokerError(err)) {
+      process.stderr.write(`keybroker ${name}: ${err.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`keybroker ${name}: ${err instanceof Error ? err.message : "failed"}\n`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

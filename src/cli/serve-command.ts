@@ -1,0 +1,14 @@
+import { createApp } from "../app.js";
+import { loadConfig } from "../config/config.js";
+import { createLogger } from "../log/logger.js";
+import { stopOnSignals } from "./shutdown-signals.js";
+
+/** Production entry point: everything from the environment, nothing embedded. */
+export async function runServe(): Promise<number> {
+  const config = loadConfig(process.env);
+  const logger = createLogger({ level: config.logLevel });
+  const app = await createApp(config, logger, { migrate: false });
+  await app.start();
+  await stopOnSignals(() => app.stop(), logger);
+  return 0;
+}

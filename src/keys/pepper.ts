@@ -1,0 +1,29 @@
+import type { Kysely } from "kysely";
+import type { Keyring } from "../crypto/keyring.js";
+import { findBrokerState, insertBrokerStateIfAbsent } from "../store/broker-state.repository.js";
+import type { Database } from "../store/schema.js";
+
+const PEPPER_STATE = "user_ref_pepper";
+export const PEPPER_CONTEXT = { purpose: "keybroker:user-ref-pepper" } as const;
+
+/**
+ * The pepper keys user refs: HMAC(pepper, issuer | sub). It is generated once by the
+ * keyring and stored only wrapped, so a stolen database cannot link a row to a user (I5)
+ * and cannot even test a guessed `sub`. It lives in memory for the process lifetime.
+ */
+export async function loadOrCreatePepper(db: Kysely<Database>, keyring: Keyring): Promise<Buffer> {
+  let stored = await findBrokerState(db, PEPPER_STATE);
+  if (stored === undefined) {
+    const generated = await keyring.generateDataKey(PEPPER_CONTEXT);
+    generated.plaintext.fill(0);
+    // Another replica may have won the race: always read back the stored value.
+    await insertBrokerStateIfAbsent(db, PEPPER_STATE, {
+      wrapped: generated.wrapped,
+      masterKeyId: generated.keyId,
+    });
+    stored = await findBrokerState(db, PEPPER_STATE);
+    if (stored === undefined) throw new Error("pepper row vanished after insert");
+  }
+  const { plaintext } = await keyring.decrypt(stored.wrapped, PEPPER_CONTEXT);
+  return plaintext;
+}

@@ -1,0 +1,97 @@
+import { createHash } from "node:crypto";
+import type { Kysely } from "kysely";
+import type { EncryptionContext, Keyring } from "../crypto/keyring.js";
+import { asBuffer } from "../store/bytes.js";
+import type { Database } from "../store/schema.js";
+import { findUserKey, insertUserIfAbsent, type StoredUserKey } from "../store/users.repository.js";
+
+/** The slice of the data-key cache this module needs. */
+export interface DataKeyCache {
+  getOrLoad(key: string, load: () => Promise<Buffer>): Promise<Buffer>;
+  delete(key: string): void;
+}
+
+/** A user's unwrapped data key. The holder zeroes `key` (fill(0)) when done with it. */
+export interface UserDataKey {
+  readonly key: Buffer;
+  readonly stored: StoredUserKey;
+}
+
+/**
+ * Encryption context of a user's wrapped data key. KMS authenticates it, so A's wrapped
+ * key stored under B's row does not unwrap (catalogue D37). It holds the HMAC'd user ref,
+ * never an email or `sub`: AWS records contexts in CloudTrail (D38).
+ */
+export function userKeyContext(userRef: Buffer): EncryptionContext {
+  return { purpose: "keybroker:user-data-key", user_ref: userRef.toString("hex") };
+}
+
+export interface UserDataKeys {
+  /** The user's data key, created (one KMS GenerateDataKey) on the user's first write. */
+  forWrite(db: Kysely<Database>, userRef: Buffer, signal: AbortSignal): Promise<UserDataKey>;
+  /** The user's data key, or undefined if the user has never stored anything. */
+  forRead(db: Kysely<Database>, userRef: Buffer, signal: AbortSignal): Promise<UserDataKey | undefined>;
+}
+
+/**
+ * Cache entries are keyed by the exact wrapped key, not (user, version): a user shredded and
+ * re-created on another replica gets a new data key under the same version number, and a
+ * stale entry would then seal new secrets under a key no other replica can unwrap.
+ */
+function cacheKeyOf(userRef: Buffer, stored: StoredUserKey): string {
+  const digest = createHash("sha256").update(stored.wrappedDataKey).digest("hex").slice(0, 32);
+  return `${userRef.toString("hex")}:${digest}`;
+}
+
+export function createUserDataKeys(deps: { keyring: Keyring; cache: DataKeyCache }): UserDataKeys {
+  const { keyring, cache } = deps;
+
+  async function unwrap(userRef: Buffer, stored: StoredUserKey, signal: AbortSignal): Promise<UserDataKey> {
+    const key = await cache.getOrLoad(cacheKeyOf(userRef, stored), async () => {
+      const unwrapped = await keyring.decrypt(asBuffer(stored.wrappedDataKey), userKeyContext(userRef), {
+        signal,
+      });
+      return unwrapped.plaintext;
+    });
+    return { key, stored };
+  }
+
+  async function seed(userRef: Buffer, stored: StoredUserKey, plaintext: Buffer): Promise<Buffer> {
+    // Copy now: the loader may run after the caller has zeroed `plaintext`.
+    const copy = Buffer.from(plaintext);
+    let taken = false;
+    const key = await cache.getOrLoad(cacheKeyOf(userRef, stored), async () => {
+      taken = true;
+      return copy;
+    });
+    if (!taken) copy.fill(0);
+    return key;
+  }
+
+  return {
+    async forRead(db, userRef, signal) {
+      const stored = await findUserKey(db, userRef);
+      return stored === undefined ? undefined : unwrap(userRef, stored, signal);
+    },
+
+    async forWrite(db, userRef, signal) {
+      const existing = await findUserKey(db, userRef);
+      if (existing !== undefined) return unwrap(userRef, existing, signal);
+
+      const generated = await keyring.generateDataKey(userKeyContext(userRef), { signal });
+      try {
+        await insertUserIfAbsent(db, userRef, generated.wrapped, generated.keyId);
+        // A concurrent first write may have won: use whatever is stored.
+        const stored = await findUserKey(db, userRef);
+        if (stored === undefined) throw new Error("user row vanished after insert");
+        const won = asBuffer(stored.wrappedDataKey).equals(asBuffer(generated.wrapped));
+        // If ours was stored, seed the cache with it and save a KMS Decrypt round trip.
+        return won
+          ? { key: await seed(userRef, stored, generated.plaintext), stored }
+          : await unwrap(userRef, stored, signal);
+      } finally {
+        generated.plaintext.fill(0);
+      }
+    },
+  };
+}

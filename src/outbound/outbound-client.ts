@@ -1,0 +1,241 @@
+import { performance } from "node:perf_hooks";
+import { Pool } from "undici";
+import { BrokerError, isBrokerError } from "../errors.js";
+import type { Logger } from "../log/logger.js";
+import { createGuardedConnector, type Dialer, type Resolver, systemResolver } from "./guarded-connector.js";
+import { filterResponseHeaders } from "./header-policy.js";
+import { createNonceSource } from "./nonce-source.js";
+import type { Provider, ProviderRegistry } from "./provider-registry.js";
+import { type OutboundRequest, planRequest } from "./request-plan.js";
+import { decodeContent, scrubbedChunks } from "./response-body.js";
+import { createScrubber } from "./response-scrubber.js";
+import { describeCause, toUpstreamError } from "./upstream-errors.js";
+
+export type { OutboundRequest } from "./request-plan.js";
+
+/** A buffered upstream reply, already scrubbed of every secret field. */
+export interface OutboundResponse {
+  status: number;
+  headers: Array<[string, string]>;
+  body: Buffer;
+}
+
+/** A streamed upstream reply: head first, then scrubbed chunks (errors surface while iterating). */
+export interface OutboundStreamResponse {
+  status: number;
+  headers: Array<[string, string]>;
+  body: AsyncIterable<Buffer>;
+}
+
+/** The egress engine: calls a provider with a user's secret and returns only the scrubbed reply. */
+export interface OutboundClient {
+  call(req: OutboundRequest, signal: AbortSignal): Promise<OutboundResponse>;
+  callStream(req: OutboundRequest, signal: AbortSignal): Promise<OutboundStreamResponse>;
+  /** Closes every pool; later calls fail with unavailable. */
+  close(): Promise<void>;
+}
+
+export interface OutboundClientDeps {
+  readonly registry: ProviderRegistry;
+  readonly logger: Logger;
+  /** DNS; tests inject a fake. Defaults to the system resolver. */
+  readonly resolve?: Resolver;
+  /** Extra trusted CA, for a test upstream with a throwaway certificate. */
+  readonly ca?: string | Buffer;
+  /** Epoch milliseconds; drives HMAC timestamps and nonces. */
+  readonly now?: () => number;
+  /** Socket opener; tests wrap it to see which address was dialled. */
+  readonly dial?: Dialer;
+  /** Concurrent connections per provider origin. */
+  readonly connectionsPerOrigin?: number;
+}
+
+type Outcome =
+  | { readonly kind: "complete" }
+  | { readonly kind: "abandoned" }
+  | { readonly kind: "failed"; readonly err: unknown };
+
+interface Started {
+  readonly status: number;
+  readonly headers: Array<[string, string]>;
+  readonly chunks: AsyncGenerator<Buffer, void, undefined>;
+  /**
+   * Ends the call once: logs the outcome, clears the deadline and, unless the body was read to
+   * the end, aborts the upstream request. Returns the caller-safe error for a failure.
+   */
+  readonly settle: (outcome: Outcome, bytes: number) => BrokerError | undefined;
+}
+
+export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
+  const now = deps.now ?? Date.now;
+  const resolve = deps.resolve ?? systemResolver;
+  const logger = deps.logger.child({ component: "outbound" });
+  const nonces = createNonceSource({ now });
+  const pools = new Map<string, Pool>();
+  let closed = false;
+
+  // One keep-alive pool per provider (each provider has one origin), each with its own guarded
+  // connector: the allowlist and loopback rule travel with the pool, not with each request.
+  const poolFor = (provider: Provider): Pool => {
+    const def = provider.definition;
+    let pool = pools.get(def.id);
+    if (pool === undefined) {
+      pool = new Pool(provider.baseUrl.origin, {
+        connect: createGuardedConnector({
+          allowedHosts: def.allowedHosts,
+          allowLoopback: def.allowLoopback === true,
+          resolve,
+          ...(deps.ca === undefined ? {} : { ca: deps.ca }),
+          ...(deps.dial === undefined ? {} : { dial: deps.dial }),
+          connectTimeoutMs: Math.min(def.timeoutMs, 10_000),
+        }),
+        connections: deps.connectionsPerOrigin ?? 16,
+        pipelining: 1,
+        keepAliveTimeout: 10_000,
+        headersTimeout: def.timeoutMs,
+        bodyTimeout: def.timeoutMs,
+      });
+      pools.set(def.id, pool);
+    }
+    return pool;
+  };
+
+  const start = async (req: OutboundRequest, signal: AbortSignal): Promise<Started> => {
+    const began = performance.now();
+    let status: number | undefined;
+    if (closed) throw new BrokerError("unavailable", "outbound client is shutting down");
+    if (signal.aborted) {
+      throw isBrokerError(signal.reason)
+        ? signal.reason
+        : new BrokerError("deadline_exceeded", "call was cancelled before it was sent");
+    }
+    const provider = deps.registry.get(req.providerId);
+    if (provider === undefined) throw new BrokerError("failed_precondition", "provider is not configured");
+
+    const plan = planRequest(provider, req, { now, nextNonce: (id) => nonces.next(id) });
+    const scrubber = createScrubber(plan.secrets);
+    const { timeoutMs, maxResponseBytes } = provider.definition;
+
+    // One deadline for the whole exchange, body included: undici's body timeout is per chunk,
+    // so a server dripping a byte at a time would never trip it (C33).
+    const controller = new AbortController();
+    const state = { timedOut: false, cancelled: false, done: false };
+    const timer = setTimeout(() => {
+      state.timedOut = true;
+      controller.abort();
+    }, timeoutMs);
+    const onCallerAbort = (): void => {
+      state.cancelled = true;
+      controller.abort();
+    };
+    signal.addEventListener("abort", onCallerAbort, { once: true });
+
+    const settle = (outcome: Outcome, bytes: number): BrokerError | undefined => {
+      if (state.done) return undefined;
+      state.done = true;
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onCallerAbort);
+      // Logged: provider, method, status, sizes, timings. Never the URL, query, headers or body.
+      const logFields = { provider: req.providerId, method: plan.method, status, bytes };
+      const durationMs = Math.round(performance.now() - began);
+      if (outcome.kind === "complete") {
+        logger.info({ ...logFields, durationMs }, "outbound call finished");
+        return undefined;
+      }
+      // Stop the upstream exchange; undici does not reuse a socket after an abort.
+      controller.abort();
+      if (outcome.kind === "abandoned") {
+        logger.info({ ...logFields, durationMs }, "outbound stream abandoned by the caller");
+        return undefined;
+      }
+      const err = outcome.err;
+      const mapped = toUpstreamError(err, {
+        method: plan.method,
+        timedOut: state.timedOut,
+        cancelled: state.cancelled,
+        cancelReason: signal.reason,
+      });
+      logger.warn(
+        { ...logFields, code: mapped.code, cause: describeCause(mapped), durationMs },
+        "outbound call failed",
+      );
+      return mapped;
+    };
+
+    try {
+      const res = await poolFor(provider).request({
+        method: plan.method,
+        path: plan.pathAndQuery,
+        headers: plan.headers.flat(),
+        body: plan.body.length > 0 ? plan.body : null,
+        signal: controller.signal,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+      // HEAD, 204, 304 and empty bodies may still name an encoding; there is nothing to decode.
+      const declared = Number(single(res.headers["content-length"]) ?? Number.NaN);
+      const hasBody =
+        plan.method !== "HEAD" && res.statusCode !== 204 && res.statusCode !== 304 && declared !== 0;
+      const encoding = hasBody ? single(res.headers["content-encoding"]) : undefined;
+      if (hasBody && encoding === undefined && declared > maxResponseBytes) {
+        res.body.destroy();
+        throw new BrokerError("resource_exhausted", "upstream response is larger than this provider allows");
+      }
+      const headers = filterResponseHeaders(res.headers, (v) => scrubber.scrubText(v));
+      const chunks = scrubbedChunks(decodeContent(res.body, encoding), maxResponseBytes, scrubber);
+      status = res.statusCode;
+      return { status: res.statusCode, headers, chunks, settle };
+    } catch (err) {
+      throw settle({ kind: "failed", err }, 0) ?? err;
+    }
+  };
+
+  return {
+    async call(req, signal) {
+      const started = await start(req, signal);
+      const parts: Buffer[] = [];
+      let bytes = 0;
+      try {
+        for await (const chunk of started.chunks) {
+          parts.push(chunk);
+          bytes += chunk.length;
+        }
+      } catch (err) {
+        throw started.settle({ kind: "failed", err }, bytes) ?? err;
+      }
+      started.settle({ kind: "complete" }, bytes);
+      return { status: started.status, headers: started.headers, body: Buffer.concat(parts) };
+    },
+
+    async callStream(req, signal) {
+      const started = await start(req, signal);
+      async function* body(): AsyncGenerator<Buffer, void, undefined> {
+        let bytes = 0;
+        try {
+          for await (const chunk of started.chunks) {
+            bytes += chunk.length;
+            yield chunk;
+          }
+          started.settle({ kind: "complete" }, bytes);
+        } catch (err) {
+          throw started.settle({ kind: "failed", err }, bytes) ?? err;
+        } finally {
+          // Reached without settling only when the consumer stopped early: abort the upstream.
+          started.settle({ kind: "abandoned" }, bytes);
+        }
+      }
+      return { status: started.status, headers: started.headers, body: body() };
+    },
+
+    async close() {
+      closed = true;
+      const all = [...pools.values()];
+      pools.clear();
+      await Promise.all(all.map((p) => p.destroy()));
+    },
+  };
+}
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}

@@ -1,0 +1,182 @@
+import { readFile } from "node:fs/promises";
+import { isIP } from "node:net";
+import type { z } from "zod";
+import { BrokerError } from "../errors.js";
+import { credentialFields } from "./auth-schemes.js";
+import { compilePathPattern, type PathPattern, pathPatternProblem } from "./path-guard.js";
+import {
+  type ProviderDefinition,
+  providerSchema,
+  registryFileSchema,
+  type SignedPart,
+} from "./provider-schema.js";
+
+/** A provider definition plus what the client derives from it once, at start-up. */
+export interface Provider {
+  readonly definition: ProviderDefinition;
+  readonly baseUrl: URL;
+  readonly patterns: readonly PathPattern[];
+}
+
+/** The validated, frozen set of providers the broker may talk to. */
+export interface ProviderRegistry {
+  get(id: string): Provider | undefined;
+  ids(): readonly string[];
+}
+
+export interface RegistryOptions {
+  /** Production refuses `allowLoopback` and any non-https base URL. */
+  readonly production: boolean;
+}
+
+export async function loadProviderRegistry(
+  path: string,
+  options: RegistryOptions,
+): Promise<ProviderRegistry> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(path, "utf8"));
+  } catch (err) {
+    throw new BrokerError("failed_precondition", `provider registry ${path} cannot be read as JSON`, {
+      cause: err,
+    });
+  }
+  return parseProviderRegistry(raw, options);
+}
+
+/**
+ * Validates a registry document and lists every problem at once (a start-up that fails one
+ * problem at a time wastes an operator's afternoon).
+ */
+export function parseProviderRegistry(raw: unknown, options: RegistryOptions): ProviderRegistry {
+  const problems: string[] = [];
+  const file = registryFileSchema.safeParse(raw);
+  if (!file.success) {
+    throw registryError(formatIssues("registry", file.error.issues));
+  }
+
+  const providers = new Map<string, Provider>();
+  file.data.providers.forEach((entry, index) => {
+    const label =
+      typeof entry === "object" && entry !== null && "id" in entry ? String(entry.id) : `#${index}`;
+    const parsed = providerSchema.safeParse(entry);
+    if (!parsed.success) {
+      problems.push(...formatIssues(`providers[${index}] (${label})`, parsed.error.issues));
+      return;
+    }
+    const definition = parsed.data;
+    const own = checkProvider(definition, options).map((p) => `providers[${index}] (${label}): ${p}`);
+    problems.push(...own);
+    if (providers.has(definition.id)) problems.push(`providers[${index}]: duplicate id "${definition.id}"`);
+    if (own.length === 0) {
+      providers.set(
+        definition.id,
+        Object.freeze({
+          definition: Object.freeze(definition),
+          baseUrl: new URL(definition.baseUrl),
+          patterns: Object.freeze(definition.pathPatterns.map(compilePathPattern)),
+        }),
+      );
+    }
+  });
+
+  if (problems.length > 0) throw registryError(problems);
+  const ids = Object.freeze([...providers.keys()]);
+  return Object.freeze({ get: (id: string) => providers.get(id), ids: () => ids });
+}
+
+function registryError(problems: readonly string[]): BrokerError {
+  return new BrokerError("failed_precondition", `provider registry is invalid:\n- ${problems.join("\n- ")}`);
+}
+
+function formatIssues(prefix: string, issues: readonly z.core.$ZodIssue[]): string[] {
+  return issues.map(
+    (issue) => `${prefix}${issue.path.length > 0 ? `.${issue.path.join(".")}` : ""}: ${issue.message}`,
+  );
+}
+
+/** The hostname exactly as the WHATWG parser would spell it, or undefined if it has none. */
+function canonicalHost(host: string): string | undefined {
+  try {
+    const url = new URL(`https://${host}/`);
+    return url.port === "" && url.pathname === "/" && url.username === "" ? url.hostname : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function checkProvider(p: ProviderDefinition, { production }: RegistryOptions): string[] {
+  const problems: string[] = [];
+
+  let base: URL | undefined;
+  try {
+    base = new URL(p.baseUrl);
+  } catch {
+    problems.push("baseUrl is not a URL");
+  }
+  if (base !== undefined) {
+    if (base.protocol !== "https:" && (production || !p.allowLoopback)) {
+      problems.push("baseUrl must be https (plain http only for allowLoopback providers outside production)");
+    }
+    if (base.protocol !== "https:" && base.protocol !== "http:") problems.push("baseUrl must be http(s)");
+    if (base.username !== "" || base.password !== "") problems.push("baseUrl must not carry credentials");
+    if (base.search !== "" || base.hash !== "" || p.baseUrl.includes("?") || p.baseUrl.includes("#")) {
+      problems.push("baseUrl must not have a query or fragment");
+    }
+    if (base.href !== p.baseUrl && `${base.href}` !== `${p.baseUrl}/`) {
+      problems.push(`baseUrl must be written canonically (${base.href})`);
+    }
+    if (!p.allowedHosts.includes(base.hostname)) {
+      problems.push(`baseUrl host "${base.hostname}" is not in allowedHosts`);
+    }
+  }
+
+  for (const host of p.allowedHosts) {
+    // Exact, canonical spellings only: a trailing dot, upper case or a Unicode look-alike in the
+    // registry would make "exact match" mean something other than what the operator read.
+    if (host.endsWith(".") || canonicalHost(host) !== host) {
+      problems.push(
+        `allowedHosts entry "${host}" must be a canonical lower-case hostname (punycode, no port)`,
+      );
+    }
+    if (production && isIP(host.replace(/^\[|\]$/g, "")) !== 0) {
+      problems.push(`allowedHosts entry "${host}" is an IP literal; production providers use hostnames`);
+    }
+  }
+
+  if (p.allowLoopback && production) problems.push("allowLoopback is for development and tests only");
+
+  for (const pattern of p.pathPatterns) {
+    const problem = pathPatternProblem(pattern);
+    if (problem !== undefined) problems.push(`pathPatterns "${pattern}": ${problem}`);
+  }
+
+  for (const field of credentialFields(p.auth)) {
+    if (!p.requiredFields.includes(field))
+      problems.push(`auth uses field "${field}" which is not in requiredFields`);
+  }
+
+  if (p.auth.type === "hmac") {
+    const recipe = p.auth.recipe;
+    const uses = partsUsed(recipe.message);
+    if (uses.has("timestamp") && recipe.timestamp === undefined) {
+      problems.push("auth.recipe signs a timestamp but does not say where it goes");
+    }
+    if (uses.has("nonce") && recipe.nonce === undefined) {
+      problems.push("auth.recipe signs a nonce but does not say where it goes");
+    }
+    const placedInBody = recipe.timestamp?.in === "body" || recipe.nonce?.in === "body";
+    if (placedInBody && p.allowedMethods.some((m) => m === "GET" || m === "HEAD")) {
+      problems.push("auth.recipe puts values in the body, so GET/HEAD cannot be allowed");
+    }
+  }
+  return problems;
+}
+
+function partsUsed(parts: readonly SignedPart[], into = new Set<string>()): Set<string> {
+  for (const part of parts) {
+    into.add(part.type);
+    if (part.type === "digest") partsUsed(part.parts, into);
+  }
+  return into;
+}

@@ -1,0 +1,138 @@
+import { z } from "zod";
+
+// Shapes of a provider definition. Cross-field rules (host in allowedHosts, fields covered,
+// production restrictions) live in provider-registry.ts so every problem is reported together.
+
+const fieldName = z
+  .string()
+  .regex(/^[a-z][a-z0-9_]{0,63}$/, "field names are lower_snake_case, at most 64 characters");
+
+// RFC 9110 token: no separators, no whitespace, no control characters.
+const headerName = z
+  .string()
+  .max(128)
+  .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, "must be an HTTP header name (RFC 9110 token)");
+
+const paramName = z
+  .string()
+  .max(128)
+  .regex(/^[A-Za-z0-9_.\-~]+$/, "parameter names are unreserved URL characters only");
+
+/** One piece of the byte string an HMAC recipe signs, in order. */
+export type SignedPart =
+  | { readonly type: "timestamp" }
+  | { readonly type: "nonce" }
+  | { readonly type: "method" }
+  | { readonly type: "path" }
+  | { readonly type: "pathAndQuery" }
+  | { readonly type: "query" }
+  | { readonly type: "body" }
+  | { readonly type: "literal"; readonly value: string }
+  | {
+      readonly type: "digest";
+      readonly algorithm: "sha256" | "sha512";
+      readonly parts: readonly SignedPart[];
+    };
+
+const signedPart: z.ZodType<SignedPart> = z.lazy(() =>
+  z.discriminatedUnion("type", [
+    z.strictObject({ type: z.literal("timestamp") }),
+    z.strictObject({ type: z.literal("nonce") }),
+    z.strictObject({ type: z.literal("method") }),
+    z.strictObject({ type: z.literal("path") }),
+    z.strictObject({ type: z.literal("pathAndQuery") }),
+    z.strictObject({ type: z.literal("query") }),
+    z.strictObject({ type: z.literal("body") }),
+    z.strictObject({ type: z.literal("literal"), value: z.string().max(256) }),
+    z.strictObject({
+      type: z.literal("digest"),
+      algorithm: z.enum(["sha256", "sha512"]),
+      parts: z.array(signedPart).min(1).max(16),
+    }),
+  ]),
+);
+
+const valuePlacement = z.discriminatedUnion("in", [
+  z.strictObject({ in: z.literal("query"), name: paramName }),
+  z.strictObject({ in: z.literal("header"), name: headerName }),
+  z.strictObject({ in: z.literal("body"), name: paramName }),
+]);
+
+const timestampUnit = z.enum(["ms", "s"]);
+
+const hmacRecipe = z.strictObject({
+  /** Field holding the public key id, sent in `apiKeyHeader`. */
+  keyField: fieldName,
+  /** Field holding the signing secret; it is never sent. */
+  secretField: fieldName,
+  algorithm: z.enum(["sha256", "sha512"]),
+  /** `base64`: the stored secret is base64 text and the HMAC key is its decoded bytes. */
+  secretEncoding: z.enum(["raw", "base64"]),
+  signatureEncoding: z.enum(["hex", "base64"]),
+  apiKeyHeader: headerName,
+  /** Unix time in milliseconds or whole seconds, read from the broker's clock. */
+  timestamp: z.optional(
+    z.discriminatedUnion("in", [
+      z.strictObject({ in: z.literal("query"), name: paramName, unit: timestampUnit }),
+      z.strictObject({ in: z.literal("header"), name: headerName, unit: timestampUnit }),
+      z.strictObject({ in: z.literal("body"), name: paramName, unit: timestampUnit }),
+    ]),
+  ),
+  /** A strictly increasing integer per secret (nonce-source.ts). */
+  nonce: z.optional(valuePlacement),
+  /** Query placement appends the signature as the very last parameter. */
+  signature: z.discriminatedUnion("in", [
+    z.strictObject({ in: z.literal("query"), name: paramName }),
+    z.strictObject({ in: z.literal("header"), name: headerName }),
+  ]),
+  message: z.array(signedPart).min(1).max(16),
+  /** Further fields sent verbatim as headers (e.g. Coinbase's passphrase). */
+  fieldHeaders: z.optional(z.array(z.strictObject({ name: headerName, field: fieldName })).max(4)),
+});
+
+export const authSchemeSchema = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("bearer"), field: fieldName }),
+  z.strictObject({ type: z.literal("header"), name: headerName, field: fieldName }),
+  z.strictObject({ type: z.literal("query"), param: paramName, field: fieldName }),
+  z.strictObject({ type: z.literal("basic"), usernameField: fieldName, passwordField: fieldName }),
+  z.strictObject({ type: z.literal("hmac"), recipe: hmacRecipe }),
+  z.strictObject({ type: z.literal("facebook"), accessTokenField: fieldName, appSecretField: fieldName }),
+]);
+
+export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] as const;
+export type HttpMethod = (typeof HTTP_METHODS)[number];
+
+export const providerSchema = z.strictObject({
+  id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "ids are lower-case letters, digits and dashes"),
+  displayName: z.string().min(1).max(100),
+  baseUrl: z.string().max(2048),
+  allowedHosts: z.array(z.string().min(1).max(253)).min(1).max(16),
+  allowedMethods: z.array(z.enum(HTTP_METHODS)).min(1),
+  pathPatterns: z.array(z.string().min(1).max(512)).min(1).max(64),
+  requiredFields: z.array(fieldName).min(1).max(8),
+  auth: authSchemeSchema,
+  timeoutMs: z.int().min(100).max(300_000),
+  maxResponseBytes: z
+    .int()
+    .min(1)
+    .max(1024 ** 3),
+  maxRequestBytes: z.optional(
+    z
+      .int()
+      .min(0)
+      .max(64 * 1024 ** 2),
+  ),
+  allowLoopback: z.optional(z.boolean()),
+});
+
+export const registryFileSchema = z.strictObject({
+  $comment: z.optional(z.string()),
+  providers: z.array(z.unknown()).min(1),
+});
+
+/** How the broker authenticates to a provider, as declared in the registry. */
+export type AuthScheme = z.infer<typeof authSchemeSchema>;
+/** A declarative HMAC request-signing recipe. */
+export type HmacRecipe = z.infer<typeof hmacRecipe>;
+/** One validated provider definition. */
+export type ProviderDefinition = Readonly<z.infer<typeof providerSchema>>;

@@ -1,0 +1,135 @@
+import { BrokerError } from "../errors.js";
+import { injectCredential, type PreparedRequest, reservedNames } from "./auth-schemes.js";
+import { checkCallerHeaders } from "./header-policy.js";
+import { checkCallerPath, resolveUpstreamUrl } from "./path-guard.js";
+import type { Provider } from "./provider-registry.js";
+import { HTTP_METHODS, type HttpMethod } from "./provider-schema.js";
+
+/** A call as the proxy service hands it over: the caller's parts plus the decrypted fields. */
+export interface OutboundRequest {
+  readonly providerId: string;
+  /** Keys the per-secret nonce sequence; never sent or logged. */
+  readonly secretId: string;
+  readonly fields: ReadonlyMap<string, Buffer>;
+  readonly method: string;
+  /** Relative to the provider's base URL, e.g. "/api/v3/account"; no query string. */
+  readonly path: string;
+  readonly query: ReadonlyArray<readonly [string, string]>;
+  readonly headers: ReadonlyArray<readonly [string, string]>;
+  readonly body: Uint8Array;
+}
+
+/** A fully built request, ready to send unchanged, with what must be scrubbed from the reply. */
+export interface PlannedRequest extends PreparedRequest {
+  readonly method: HttpMethod;
+  readonly url: URL;
+  readonly secrets: readonly Uint8Array[];
+}
+
+export interface PlanDeps {
+  readonly now: () => number;
+  readonly nextNonce: (secretId: string) => string;
+}
+
+const QUERY_LIMITS = { maxCount: 100, maxNameLength: 256, maxValueLength: 8192 } as const;
+const DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024;
+const USER_AGENT = "keybroker/0.1";
+
+/**
+ * Checks everything the caller chose against the provider definition, in the order a caller
+ * can act on: malformed input (invalid_argument), then not allowed (permission_denied), then
+ * the stored secret not fitting the provider (failed_precondition). Nothing here does I/O.
+ */
+export function planRequest(provider: Provider, req: OutboundRequest, deps: PlanDeps): PlannedRequest {
+  const def = provider.definition;
+  const method = req.method;
+  if (!isHttpMethod(method))
+    throw new BrokerError("invalid_argument", "method must be an upper-case HTTP method");
+
+  const path = checkCallerPath(req.path);
+  const url = resolveUpstreamUrl(provider.baseUrl, path);
+
+  const reserved = reservedNames(def.auth);
+  const headers = checkCallerHeaders(req.headers, reserved.headers);
+  checkQuery(req.query, reserved.params);
+
+  const maxBody = def.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+  if (req.body.length > maxBody) throw new BrokerError("invalid_argument", "request body is too large");
+  if ((method === "GET" || method === "HEAD") && req.body.length > 0) {
+    throw new BrokerError("invalid_argument", "GET and HEAD requests cannot carry a body");
+  }
+  if (reserved.bodyFields.size > 0 && req.body.length > 0) {
+    for (const name of new URLSearchParams(Buffer.from(req.body).toString("latin1")).keys()) {
+      if (reserved.bodyFields.has(name.toLowerCase())) {
+        throw new BrokerError("invalid_argument", `body field "${name}" is set by the broker`);
+      }
+    }
+  }
+
+  if (!def.allowedMethods.includes(method)) {
+    throw new BrokerError("permission_denied", "method is not allowed for this provider");
+  }
+  if (!provider.patterns.some((p) => p.matches(path))) {
+    throw new BrokerError("permission_denied", "path is not allowed for this provider");
+  }
+
+  const missing = def.requiredFields.filter((f) => (req.fields.get(f)?.length ?? 0) === 0);
+  if (missing.length > 0) {
+    throw new BrokerError(
+      "failed_precondition",
+      `secret is missing required field(s): ${missing.join(", ")}`,
+    );
+  }
+
+  // Broker defaults before the credential; the credential itself is appended last by injectCredential.
+  headers.push(["accept-encoding", "identity"]);
+  if (!headers.some(([name]) => name.toLowerCase() === "user-agent"))
+    headers.push(["user-agent", USER_AGENT]);
+
+  const prepared = injectCredential({
+    scheme: def.auth,
+    fields: req.fields,
+    method,
+    pathname: url.pathname,
+    query: req.query,
+    headers,
+    body: req.body,
+    now: deps.now,
+    nonce: () => deps.nextNonce(req.secretId),
+  });
+  return { ...prepared, method, url, secrets: [...req.fields.values(), ...prepared.derivedSecrets] };
+}
+
+function isHttpMethod(method: string): method is HttpMethod {
+  return (HTTP_METHODS as readonly string[]).includes(method);
+}
+
+function checkQuery(query: ReadonlyArray<readonly [string, string]>, reserved: ReadonlySet<string>): void {
+  if (query.length > QUERY_LIMITS.maxCount) {
+    throw new BrokerError(
+      "invalid_argument",
+      `at most ${QUERY_LIMITS.maxCount} query parameters are allowed`,
+    );
+  }
+  for (const [name, value] of query) {
+    if (
+      name.length === 0 ||
+      name.length > QUERY_LIMITS.maxNameLength ||
+      value.length > QUERY_LIMITS.maxValueLength
+    ) {
+      throw new BrokerError(
+        "invalid_argument",
+        "query parameter name is empty or a name or value is too long",
+      );
+    }
+    try {
+      encodeURIComponent(name);
+      encodeURIComponent(value);
+    } catch (err) {
+      throw new BrokerError("invalid_argument", "query parameters must be valid Unicode", { cause: err });
+    }
+    if (reserved.has(name.toLowerCase())) {
+      throw new BrokerError("invalid_argument", `query parameter "${name}" is set by the broker`);
+    }
+  }
+}

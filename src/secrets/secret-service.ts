@@ -1,0 +1,217 @@
+import { randomUUID } from "node:crypto";
+import type { Kysely } from "kysely";
+import type { UserIdentity } from "../auth/identity.js";
+import { type SecretBinding, open, seal } from "../crypto/envelope.js";
+import { decodeFields, encodeFields } from "../crypto/field-codec.js";
+import { fingerprintFields, maskedHint } from "../crypto/user-ref.js";
+import { BrokerError } from "../errors.js";
+import type { UserDataKeys } from "../keys/user-data-keys.js";
+import { asBuffer, isUniqueViolation } from "../store/bytes.js";
+import type { Database } from "../store/schema.js";
+import * as secretsRepo from "../store/secrets.repository.js";
+import { addEncryptions } from "../store/users.repository.js";
+import { type PutSecretInput, SECRET_LIMITS } from "./secret-input.js";
+
+/** What a caller may know about a secret (SPEC I1): never a value. */
+export interface SecretMetadata {
+  readonly id: string;
+  readonly provider: string;
+  readonly label: string;
+  readonly version: number;
+  readonly fieldNames: readonly string[];
+  readonly hint: string;
+  readonly fingerprint: string;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  readonly lastUsedAt: Date | null;
+}
+
+/** A secret opened for use by the proxy. The holder zeroes every field buffer when done. */
+export interface OpenedSecret {
+  readonly id: string;
+  readonly provider: string;
+  readonly fields: Map<string, Buffer>;
+}
+
+/** Which providers exist and the fields each needs (the provider registry, once loaded). */
+export interface ProviderCatalog {
+  requiredFields(providerId: string): readonly string[] | undefined;
+}
+
+export interface SecretService {
+  put(user: UserIdentity, input: PutSecretInput, signal: AbortSignal): Promise<SecretMetadata>;
+  list(user: UserIdentity, provider: string | undefined, signal: AbortSignal): Promise<SecretMetadata[]>;
+  delete(user: UserIdentity, secretId: string): Promise<void>;
+  open(user: UserIdentity, secretId: string, signal: AbortSignal): Promise<OpenedSecret>;
+}
+
+// The field whose masked tail identifies a secret to its owner, in order of preference.
+const HINT_FIELDS = ["api_key", "access_token", "token", "key", "client_id"];
+
+const NOT_FOUND = "secret not found";
+
+export function createSecretService(deps: {
+  db: Kysely<Database>;
+  userDataKeys: UserDataKeys;
+  fingerprintKey: Buffer;
+  providers?: ProviderCatalog;
+  now?: () => Date;
+}): SecretService {
+  const { db, userDataKeys, fingerprintKey } = deps;
+  const now = deps.now ?? (() => new Date());
+
+  function checkProvider(input: PutSecretInput): void {
+    if (deps.providers === undefined) return;
+    const required = deps.providers.requiredFields(input.provider);
+    if (required === undefined) throw new BrokerError("invalid_argument", "unknown provider");
+    const missing = required.filter((name) => !input.fields.has(name));
+    if (missing.length > 0) {
+      throw new BrokerError("invalid_argument", `provider ${input.provider} needs fields: ${missing.join(", ")}`);
+    }
+  }
+
+  function openHint(key: Buffer, userRef: Buffer, secret: secretsRepo.StoredSecret): string {
+    const binding = bindingOf(secret.id, userRef, secret.provider, secret.version, "hint");
+    const hint = open(key, secret.hintCiphertext, binding);
+    const text = hint.toString("utf8");
+    hint.fill(0);
+    return text;
+  }
+
+  function toMetadata(key: Buffer, userRef: Buffer, secret: secretsRepo.StoredSecret): SecretMetadata {
+    return {
+      id: secret.id,
+      provider: secret.provider,
+      label: secret.label,
+      version: secret.version,
+      fieldNames: secret.fieldNames,
+      hint: openHint(key, userRef, secret),
+      fingerprint: secret.fingerprint,
+      createdAt: secret.createdAt,
+      updatedAt: secret.updatedAt,
+      lastUsedAt: secret.lastUsedAt,
+    };
+  }
+
+  return {
+    async put(user, input, signal) {
+      checkProvider(input);
+      const userRef = user.userRef;
+      const plaintext = encodeFields(input.fields);
+      const hint = Buffer.from(maskedHint(primaryField(input.fields)), "utf8");
+      for (const value of input.fields.values()) value.fill(0);
+      const { key } = await userDataKeys.forWrite(db, userRef, signal);
+      try {
+        const fingerprint = fingerprintFields(fingerprintKey, userRef, plaintext);
+        const fieldNames = [...input.fields.keys()].sort();
+        const at = now();
+        const secretId = await db.transaction().execute(async (trx) => {
+          let id: string;
+          let version: number;
+          let label: string;
+          if (input.secretId === undefined) {
+            if ((await secretsRepo.countSecrets(trx, userRef)) >= SECRET_LIMITS.maxSecretsPerUser) {
+              throw new BrokerError("resource_exhausted", `at most ${SECRET_LIMITS.maxSecretsPerUser} secrets per user`);
+            }
+            id = randomUUID();
+            version = 1;
+            label = input.label ?? "";
+            await secretsRepo.insertSecret(trx, { id, userRef, provider: input.provider, label, createdAt: at });
+          } else {
+            const existing = await secretsRepo.lockSecret(trx, userRef, input.secretId);
+            if (existing === undefined) throw new BrokerError("not_found", NOT_FOUND);
+            if (existing.provider !== input.provider) {
+              throw new BrokerError("invalid_argument", "a secret's provider cannot change");
+            }
+            id = input.secretId;
+            version = existing.currentVersion + 1;
+            label = input.label ?? existing.label;
+          }
+          await secretsRepo.insertSecretVersion(trx, {
+            secretId: id,
+            version,
+            ciphertext: seal(key, plaintext, bindingOf(id, userRef, input.provider, version, "fields")),
+            hintCiphertext: seal(key, hint, bindingOf(id, userRef, input.provider, version, "hint")),
+            fingerprint,
+            fieldNames,
+            createdAt: at,
+          });
+          if (version > 1) {
+            await secretsRepo.setCurrentVersion(trx, id, version, label, at);
+            await secretsRepo.pruneVersions(trx, id, version, SECRET_LIMITS.versionsKept);
+          }
+          await addEncryptions(trx, userRef, 2);
+          return id;
+        });
+        const stored = await secretsRepo.findSecretWithCiphertext(db, userRef, secretId);
+        if (stored === undefined) throw new BrokerError("not_found", NOT_FOUND);
+        return toMetadata(key, userRef, stored);
+      } catch (err) {
+        if (isUniqueViolation(err)) {
+          throw new BrokerError("already_exists", "a secret with this provider and label already exists", {
+            cause: err,
+          });
+        }
+        throw err;
+      } finally {
+        key.fill(0);
+        plaintext.fill(0);
+      }
+    },
+
+    async list(user, provider, signal) {
+      const secrets = await secretsRepo.listSecrets(db, user.userRef, provider);
+      if (secrets.length === 0) return [];
+      const dataKey = await userDataKeys.forRead(db, user.userRef, signal);
+      if (dataKey === undefined) return [];
+      try {
+        return secrets.map((secret) => toMetadata(dataKey.key, user.userRef, secret));
+      } finally {
+        dataKey.key.fill(0);
+      }
+    },
+
+    async delete(user, secretId) {
+      // Absent and another user's answer alike (SPEC I4).
+      if (!(await secretsRepo.deleteSecret(db, user.userRef, secretId))) {
+        throw new BrokerError("not_found", NOT_FOUND);
+      }
+    },
+
+    async open(user, secretId, signal) {
+      const secret = await secretsRepo.findSecretWithCiphertext(db, user.userRef, secretId);
+      if (secret === undefined) throw new BrokerError("not_found", NOT_FOUND);
+      const dataKey = await userDataKeys.forRead(db, user.userRef, signal);
+      if (dataKey === undefined) throw new BrokerError("not_found", NOT_FOUND);
+      try {
+        const binding = bindingOf(secret.id, user.userRef, secret.provider, secret.version, "fields");
+        const plaintext = open(dataKey.key, asBuffer(secret.ciphertext), binding);
+        try {
+          return { id: secret.id, provider: secret.provider, fields: decodeFields(plaintext) };
+        } finally {
+          plaintext.fill(0);
+        }
+      } finally {
+        dataKey.key.fill(0);
+      }
+    },
+  };
+}
+
+function bindingOf(
+  secretId: string,
+  userRef: Buffer,
+  provider: string,
+  version: number,
+  part: SecretBinding["part"],
+): SecretBinding {
+  return { secretId, userRef, provider, version, part };
+}
+
+function primaryField(fields: ReadonlyMap<string, Buffer>): Buffer {
+  for (const name of [...HINT_FIELDS, ...[...fields.keys()].sort()]) {
+    const value = fields.get(name);
+    if (value !== undefined) return value;
+  }
+  return Buffer.alloc(0);
+}

@@ -1,0 +1,95 @@
+import type { Kysely } from "kysely";
+import type { CallerKeyRecord } from "../auth/caller-authenticator.js";
+import { asBuffer } from "./bytes.js";
+import type { CallerKeyRow, Database } from "./schema.js";
+
+/** Metadata about a caller key; never includes the key or its hash. */
+export interface CallerKeySummary {
+  readonly id: string;
+  readonly name: string;
+  readonly last4: string;
+  readonly scopes: readonly string[];
+  readonly createdAt: Date;
+  readonly expiresAt: Date | null;
+  readonly revokedAt: Date | null;
+  readonly lastUsedAt: Date | null;
+}
+
+export interface NewCallerKey {
+  readonly id: string;
+  readonly name: string;
+  readonly keyHash: Buffer;
+  readonly last4: string;
+  readonly scopes: readonly string[];
+  readonly expiresAt: Date | null;
+}
+
+export async function insertCallerKey(db: Kysely<Database>, key: NewCallerKey): Promise<void> {
+  await db
+    .insertInto("caller_keys")
+    .values({
+      id: key.id,
+      name: key.name,
+      key_hash: key.keyHash,
+      last4: key.last4,
+      scopes: [...key.scopes],
+      expires_at: key.expiresAt,
+      revoked_at: null,
+      last_used_at: null,
+    })
+    .execute();
+}
+
+export async function findCallerKeyByHash(
+  db: Kysely<Database>,
+  hash: Buffer,
+): Promise<CallerKeyRecord | undefined> {
+  const row = await db
+    .selectFrom("caller_keys")
+    .select(["id", "name", "key_hash", "scopes", "expires_at", "revoked_at"])
+    .where("key_hash", "=", hash)
+    .executeTakeFirst();
+  return (
+    row && {
+      id: row.id,
+      name: row.name,
+      keyHash: asBuffer(row.key_hash),
+      scopes: row.scopes,
+      expiresAt: row.expires_at,
+      revokedAt: row.revoked_at,
+    }
+  );
+}
+
+export async function listCallerKeys(db: Kysely<Database>): Promise<CallerKeySummary[]> {
+  const rows = await db.selectFrom("caller_keys").selectAll().orderBy("created_at").orderBy("id").execute();
+  return rows.map(toSummary);
+}
+
+/** Revokes a key that is not yet revoked; returns false when there is no such live key. */
+export async function revokeCallerKey(db: Kysely<Database>, id: string, at: Date): Promise<boolean> {
+  const result = await db
+    .updateTable("caller_keys")
+    .set({ revoked_at: at })
+    .where("id", "=", id)
+    .where("revoked_at", "is", null)
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}
+
+export async function markCallerKeyUsed(db: Kysely<Database>, id: string, at: Date): Promise<void> {
+  await db.updateTable("caller_keys").set({ last_used_at: at }).where("id", "=", id).execute();
+}
+
+function toSummary(row: CallerKeyRow): CallerKeySummary {
+  return {
+    id: row.id,
+    name: row.name,
+    last4: row.last4,
+    scopes: row.scopes,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+    lastUsedAt: row.last_used_at,
+  };
+}

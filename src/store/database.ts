@@ -1,0 +1,68 @@
+import { PGlite } from "@electric-sql/pglite";
+import { Kysely, PostgresDialect } from "kysely";
+import { PGliteDialect } from "kysely-pglite-dialect";
+import pg from "pg";
+import type { Logger } from "../log/logger.js";
+import type { Database } from "./schema.js";
+
+/** Where the data lives: a Postgres server, or the embedded PGlite (a directory, or memory). */
+export type DatabaseConfig =
+  | {
+      readonly kind: "postgres";
+      readonly url: string;
+      readonly maxConnections: number;
+      /** How long a call may wait for a pooled connection before failing fast. */
+      readonly connectTimeoutMs: number;
+      readonly statementTimeoutMs: number;
+    }
+  | { readonly kind: "pglite"; readonly dataDir: string | undefined };
+
+export interface DatabaseHandle {
+  readonly db: Kysely<Database>;
+  readonly kind: DatabaseConfig["kind"];
+  close(): Promise<void>;
+}
+
+const INT8_OID = 20;
+// Counters are bigint in SQL but stay far below 2^53; both drivers must agree on numbers.
+const parseInt8 = (value: string): number => Number.parseInt(value, 10);
+
+export async function openDatabase(config: DatabaseConfig, logger: Logger): Promise<DatabaseHandle> {
+  if (config.kind === "pglite") {
+    const pglite = await PGlite.create({
+      ...(config.dataDir === undefined ? {} : { dataDir: config.dataDir }),
+      parsers: { [INT8_OID]: parseInt8 },
+    });
+    const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+    return {
+      db,
+      kind: "pglite",
+      async close() {
+        await db.destroy();
+        if (!pglite.closed) await pglite.close();
+      },
+    };
+  }
+
+  const pool = new pg.Pool({
+    connectionString: config.url,
+    max: config.maxConnections,
+    connectionTimeoutMillis: config.connectTimeoutMs,
+    idleTimeoutMillis: 30_000,
+    statement_timeout: config.statementTimeoutMs,
+    types: {
+      getTypeParser: ((oid: number, format?: "text" | "binary") =>
+        oid === INT8_OID ? parseInt8 : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+    },
+  });
+  // An idle client whose backend was terminated emits here; without a listener the process dies.
+  pool.on("error", (err) => logger.warn({ err: { message: err.message } }, "postgres idle client error"));
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return {
+    db,
+    kind: "postgres",
+    async close() {
+      await db.destroy();
+    },
+  };
+}

@@ -1,0 +1,69 @@
+import type { ColumnType, Generated, Insertable, Selectable } from "kysely";
+
+/** Row types, mirroring migrations/. Only `timestamptz` is used, so Dates are UTC instants. */
+type Timestamp = ColumnType<Date, Date | undefined, Date>;
+
+export interface BrokerStateTable {
+  name: string;
+  wrapped_value: Uint8Array;
+  master_key_id: string;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface CallerKeysTable {
+  id: string;
+  name: string;
+  key_hash: Uint8Array;
+  last4: string;
+  scopes: string[];
+  created_at: Generated<Date>;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  last_used_at: Date | null;
+}
+
+export interface UsersTable {
+  user_ref: Uint8Array;
+  wrapped_data_key: Uint8Array;
+  master_key_id: string;
+  data_key_version: Generated<number>;
+  encryptions: ColumnType<number, number | undefined, number>;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface SecretsTable {
+  id: string;
+  user_ref: Uint8Array;
+  provider: string;
+  label: string;
+  current_version: number;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  last_used_at: Date | null;
+}
+
+export interface SecretVersionsTable {
+  secret_id: string;
+  version: number;
+  ciphertext: Uint8Array;
+  hint_ciphertext: Uint8Array;
+  fingerprint: string;
+  field_names: string[];
+  created_at: Timestamp;
+}
+
+export interface Database {
+  broker_state: BrokerStateTable;
+  caller_keys: CallerKeysTable;
+  users: UsersTable;
+  secrets: SecretsTable;
+  secret_versions: SecretVersionsTable;
+}
+
+export type CallerKeyRow = Selectable<CallerKeysTable>;
+export type NewCallerKeyRow = Insertable<CallerKeysTable>;
+export type UserRow = Selectable<UsersTable>;
+export type SecretRow = Selectable<SecretsTable>;
+export type SecretVersionRow = Selectable<SecretVersionsTable>;

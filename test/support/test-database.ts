@@ -1,0 +1,104 @@
+import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { PGlite } from "@electric-sql/pglite";
+import { Kysely, PostgresDialect, sql } from "kysely";
+import { PGliteDialect } from "kysely-pglite-dialect";
+import pg from "pg";
+import { inject } from "vitest";
+import { createLogger } from "../../src/log/logger.js";
+import { type DatabaseHandle, openDatabase } from "../../src/store/database.js";
+import { migrateToLatest } from "../../src/store/migrate.js";
+import type { Database } from "../../src/store/schema.js";
+
+export type TestDatabaseKind = "pglite" | "postgres";
+
+/**
+ * The databases every storage-touching suite runs on: always the embedded PGlite, plus a
+ * real Postgres server when TEST_DATABASE_URL is set (CI sets it).
+ */
+export function testDatabaseKinds(): TestDatabaseKind[] {
+  return process.env.TEST_DATABASE_URL ? ["pglite", "postgres"] : ["pglite"];
+}
+
+export interface TestDatabase extends DatabaseHandle {
+  /** Empties every table (between tests). */
+  truncate(): Promise<void>;
+  /** For Postgres: the URL of this throwaway database (to start a broker process on it). */
+  readonly url: string | undefined;
+}
+
+const TABLES = ["secret_versions", "secrets", "users", "caller_keys", "broker_state"] as const;
+
+/** A throwaway, migrated database of the given kind; `close()` destroys it. */
+export async function createTestDatabase(kind: TestDatabaseKind): Promise<TestDatabase> {
+  if (kind === "pglite") {
+    const template = await readFile(inject("pgliteTemplate"));
+    const pglite = await PGlite.create({
+      loadDataDir: new Blob([template]),
+      parsers: { 20: (v: string) => Number.parseInt(v, 10) },
+    });
+    const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+    return {
+      db,
+      kind,
+      url: undefined,
+      truncate: () => truncateAll(db),
+      async close() {
+        await db.destroy();
+        if (!pglite.closed) await pglite.close();
+      },
+    };
+  }
+
+  const adminUrl = process.env.TEST_DATABASE_URL;
+  if (adminUrl === undefined) throw new Error("TEST_DATABASE_URL is not set");
+  const name = `keybroker_test_${randomBytes(6).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const handle = await openDatabase(
+    {
+      kind: "postgres",
+      url: url.toString(),
+      maxConnections: 5,
+      connectTimeoutMs: 5_000,
+      statementTimeoutMs: 30_000,
+    },
+    createLogger({ level: "silent" }),
+  );
+  await migrateToLatest(handle.db);
+  return {
+    ...handle,
+    url: url.toString(),
+    truncate: () => truncateAll(handle.db),
+    async close() {
+      await handle.close();
+      const drop = new pg.Client({ connectionString: adminUrl });
+      await drop.connect();
+      await drop.query(`drop database if exists ${name} with (force)`);
+      await drop.end();
+    },
+  };
+}
+
+async function truncateAll(db: Kysely<Database>): Promise<void> {
+  await sql`truncate table ${sql.join(TABLES.map((t) => sql.table(t)))} cascade`.execute(db);
+}
+
+/** For assertions that need a raw view of every stored byte (a "stolen database dump"). */
+export async function dumpAllRows(db: Kysely<Database>): Promise<string> {
+  const parts: string[] = [];
+  for (const table of TABLES) {
+    const rows = await sql<Record<string, unknown>>`select * from ${sql.table(table)}`.execute(db);
+    for (const row of rows.rows) {
+      for (const value of Object.values(row)) {
+        if (value instanceof Uint8Array) parts.push(Buffer.from(value).toString("latin1"), Buffer.from(value).toString("hex"));
+        else parts.push(typeof value === "string" ? value : JSON.stringify(value));
+      }
+    }
+  }
+  return parts.join("\n");
+}

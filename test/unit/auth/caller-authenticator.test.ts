@@ -1,0 +1,231 @@
+import { inspect } from "node:util";
+import { describe, expect, it } from "vitest";
+import type { CallerKeyLookup, CallerKeyRecord } from "../../../src/auth/caller-authenticator.js";
+import { createCallerAuthenticator } from "../../../src/auth/caller-authenticator.js";
+import { generateCallerKey } from "../../../src/auth/caller-key-format.js";
+import type { CallerScope } from "../../../src/auth/identity.js";
+import { BrokerError } from "../../../src/errors.js";
+import { brokerErrorOf } from "./verifier-fixture.js";
+
+const T0 = Date.UTC(2030, 0, 1);
+
+type MutableRecord = { -readonly [K in keyof CallerKeyRecord]: CallerKeyRecord[K] };
+
+/** An in-memory key table that counts lookups. */
+function keyTable() {
+  const rows = new Map<string, MutableRecord>();
+  let lookups = 0;
+  const lookup: CallerKeyLookup = {
+    async findByHash(hash) {
+      lookups++;
+      return rows.get(hash.toString("hex"));
+    },
+  };
+  return {
+    lookup,
+    lookups: () => lookups,
+    add(scopes: readonly string[], fields: Partial<MutableRecord> = {}) {
+      const { key, hash } = generateCallerKey();
+      const record: MutableRecord = {
+        id: `key-${rows.size + 1}`,
+        name: "main app",
+        keyHash: hash,
+        scopes,
+        expiresAt: null,
+        revokedAt: null,
+        ...fields,
+      };
+      rows.set(hash.toString("hex"), record);
+      return { key, record };
+    },
+  };
+}
+
+describe("caller authenticator", () => {
+  it("authenticates a valid key with the required scope", async () => {
+    const table = keyTable();
+    const { key } = table.add(["secrets:read", "proxy:call", "not-a-scope"]);
+    const caller = await createCallerAuthenticator({ lookup: table.lookup }).authenticate(key, "proxy:call");
+    expect(caller.keyId).toBe("key-1");
+    expect(caller.name).toBe("main app");
+    expect([...caller.scopes].sort()).toEqual(["proxy:call", "secrets:read"]);
+  });
+
+  it("answers UNAUTHENTICATED 'invalid caller key' for a missing or unknown key", async () => {
+    const table = keyTable();
+    const auth = createCallerAuthenticator({ lookup: table.lookup });
+    const missing = await brokerErrorOf(auth.authenticate(undefined, "secrets:read"));
+    const unknown = await brokerErrorOf(auth.authenticate(generateCallerKey().key, "secrets:read"));
+    for (const err of [missing, unknown]) {
+      expect(err).toMatchObject({ code: "unauthenticated", message: "invalid caller key" });
+    }
+    expect(table.lookups()).toBe(1);
+  });
+
+  it("B17 rejects a bad checksum or malformed key before any database lookup", async () => {
+    const table = keyTable();
+    const { key } = table.add(["secrets:read"]);
+    const auth = createCallerAuthenticator({ lookup: table.lookup });
+    const badChecksum = `${key.slice(0, -1)}${key.endsWith("0") ? "1" : "0"}`;
+    for (const raw of [badChecksum, "", "kbk_short", `${key} `, "Bearer x"]) {
+      const err = await brokerErrorOf(auth.authenticate(raw, "secrets:read"));
+      expect(err).toMatchObject({ code: "unauthenticated", message: "invalid caller key" });
+    }
+    expect(table.lookups()).toBe(0);
+  });
+
+  it("B18 compares the stored hash itself and rejects a record for another key", async () => {
+    const table = keyTable();
+    const { record: victim } = table.add(["admin"]);
+    const { key: attackerKey } = generateCallerKey();
+    // A lookup that matches loosely (e.g. by prefix) must not be enough on its own.
+    const sloppy: CallerKeyLookup = { findByHash: async () => victim };
+    const err = await brokerErrorOf(
+      createCallerAuthenticator({ lookup: sloppy }).authenticate(attackerKey, "admin"),
+    );
+    expect(err.code).toBe("unauthenticated");
+  });
+
+  it("B18 rejects a stored hash of another length without throwing a RangeError", async () => {
+    const { key } = generateCallerKey();
+    const truncated: CallerKeyLookup = {
+      findByHash: async (hash) => ({
+        id: "k",
+        name: "n",
+        keyHash: hash.subarray(0, 16),
+        scopes: ["admin"],
+        expiresAt: null,
+        revokedAt: null,
+      }),
+    };
+    const err = await brokerErrorOf(
+      createCallerAuthenticator({ lookup: truncated }).authenticate(key, "admin"),
+    );
+    expect(err).toBeInstanceOf(BrokerError);
+    expect(err.code).toBe("unauthenticated");
+  });
+
+  it("B20 rejects a key on the very next call after it is revoked (no stale window)", async () => {
+    const table = keyTable();
+    const { key, record } = table.add(["secrets:read"]);
+    const auth = createCallerAuthenticator({ lookup: table.lookup, now: () => T0 });
+    await expect(auth.authenticate(key, "secrets:read")).resolves.toBeDefined();
+    record.revokedAt = new Date(T0);
+    expect(await brokerErrorOf(auth.authenticate(key, "secrets:read"))).toMatchObject({
+      code: "unauthenticated",
+      message: "invalid caller key",
+    });
+  });
+
+  it("B20 rejects a key from the millisecond it expires", async () => {
+    const table = keyTable();
+    const { key } = table.add(["secrets:read"], { expiresAt: new Date(T0 + 1_000) });
+    let now = T0 + 999;
+    const auth = createCallerAuthenticator({ lookup: table.lookup, now: () => now });
+    await expect(auth.authenticate(key, "secrets:read")).resolves.toBeDefined();
+    now = T0 + 1_000;
+    expect((await brokerErrorOf(auth.authenticate(key, "secrets:read"))).code).toBe("unauthenticated");
+  });
+
+  it("treats a revocation dated in the future as revoked", async () => {
+    const table = keyTable();
+    const { key } = table.add(["secrets:read"], { revokedAt: new Date(T0 + 86_400_000) });
+    const auth = createCallerAuthenticator({ lookup: table.lookup, now: () => T0 });
+    expect((await brokerErrorOf(auth.authenticate(key, "secrets:read"))).code).toBe("unauthenticated");
+  });
+
+  it.each<[CallerScope, readonly string[]]>([
+    ["admin", ["proxy:call"]],
+    ["secrets:write", ["proxy:call"]],
+    ["secrets:write", ["secrets:read"]],
+    ["proxy:call", []],
+  ])("B21 answers PERMISSION_DENIED for %s with scopes %j", async (required, scopes) => {
+    const table = keyTable();
+    const { key } = table.add(scopes);
+    const err = await brokerErrorOf(
+      createCallerAuthenticator({ lookup: table.lookup }).authenticate(key, required),
+    );
+    expect(err.code).toBe("permission_denied");
+  });
+
+  it("never puts the key in an error or its cause", async () => {
+    const table = keyTable();
+    const { key, record } = table.add(["secrets:read"]);
+    record.revokedAt = new Date(T0);
+    const auth = createCallerAuthenticator({ lookup: table.lookup });
+    const broken = `${key.slice(0, -1)}${key.endsWith("0") ? "1" : "0"}`;
+    for (const raw of [key, broken]) {
+      const err = await brokerErrorOf(auth.authenticate(raw, "secrets:read"));
+      expect(inspect(err, { depth: 10 })).not.toContain(key.slice(4, 36));
+    }
+  });
+
+  it("reports a failing key store as UNAVAILABLE", async () => {
+    const failing: CallerKeyLookup = {
+      findByHash: async () => {
+        throw new Error("connection terminated");
+      },
+    };
+    const err = await brokerErrorOf(
+      createCallerAuthenticator({ lookup: failing }).authenticate(generateCallerKey().key, "admin"),
+    );
+    expect(err).toMatchObject({ code: "unavailable", message: "caller key store unavailable" });
+  });
+
+  describe("last-used marking", () => {
+    it("marks a key used at most once per interval", async () => {
+      const table = keyTable();
+      const { key } = table.add(["secrets:read"]);
+      const marked: string[] = [];
+      let now = T0;
+      const auth = createCallerAuthenticator({
+        lookup: table.lookup,
+        now: () => now,
+        markUsed: (id) => {
+          marked.push(id);
+        },
+        markUsedIntervalMs: 60_000,
+      });
+      for (let i = 0; i < 5; i++) await auth.authenticate(key, "secrets:read");
+      now += 59_999;
+      await auth.authenticate(key, "secrets:read");
+      expect(marked).toEqual(["key-1"]);
+      now += 1;
+      await auth.authenticate(key, "secrets:read");
+      expect(marked).toEqual(["key-1", "key-1"]);
+    });
+
+    it("does not mark a key that failed to authenticate", async () => {
+      const table = keyTable();
+      const { key, record } = table.add(["secrets:read"]);
+      record.revokedAt = new Date(T0);
+      const marked: string[] = [];
+      const auth = createCallerAuthenticator({
+        lookup: table.lookup,
+        markUsed: (id) => void marked.push(id),
+      });
+      await brokerErrorOf(auth.authenticate(key, "secrets:read"));
+      expect(marked).toEqual([]);
+    });
+
+    it("never fails the call when markUsed throws or rejects", async () => {
+      const table = keyTable();
+      const { key: a } = table.add(["secrets:read"]);
+      const { key: b } = table.add(["secrets:read"]);
+      const throwing = createCallerAuthenticator({
+        lookup: table.lookup,
+        markUsed: () => {
+          throw new Error("db down");
+        },
+      });
+      const rejecting = createCallerAuthenticator({
+        lookup: table.lookup,
+        markUsed: async () => {
+          throw new Error("db down");
+        },
+      });
+      await expect(throwing.authenticate(a, "secrets:read")).resolves.toHaveProperty("keyId", "key-1");
+      await expect(rejecting.authenticate(b, "secrets:read")).resolves.toHaveProperty("keyId", "key-2");
+    });
+  });
+});

@@ -1,0 +1,151 @@
+import { fileURLToPath } from "node:url";
+import { beforeAll, describe, expect, it } from "vitest";
+import { BrokerError } from "../../../src/errors.js";
+import { loadProviderRegistry, type ProviderRegistry } from "../../../src/outbound/provider-registry.js";
+import { type OutboundRequest, planRequest } from "../../../src/outbound/request-plan.js";
+
+// Everything the caller chooses is checked before any I/O; these run against the SHIPPED
+// definitions, so they also pin what production allows.
+
+let registry: ProviderRegistry;
+beforeAll(async () => {
+  registry = await loadProviderRegistry(
+    fileURLToPath(new URL("../../../providers/providers.json", import.meta.url)),
+    {
+      production: true,
+    },
+  );
+});
+
+const b = (s: string): Buffer => Buffer.from(s, "utf8");
+const FIELDS: Record<string, Map<string, Buffer>> = {
+  github: new Map([["token", b("ghp_secret")]]),
+  binance: new Map([
+    ["api_key", b("k")],
+    ["api_secret", b("s")],
+  ]),
+  kraken: new Map([
+    ["api_key", b("k")],
+    ["api_secret", b("c2VjcmV0")],
+  ]),
+  "facebook-graph": new Map([
+    ["access_token", b("t")],
+    ["app_secret", b("s")],
+  ]),
+};
+
+function plan(providerId: string, overrides: Partial<OutboundRequest> = {}) {
+  const provider = registry.get(providerId);
+  if (provider === undefined) throw new Error(providerId);
+  return planRequest(
+    provider,
+    {
+      providerId,
+      secretId: "s1",
+      fields: FIELDS[providerId] ?? new Map(),
+      method: "GET",
+      path: "/user",
+      query: [],
+      headers: [],
+      body: new Uint8Array(),
+      ...overrides,
+    },
+    { now: () => 1_700_000_000_000, nextNonce: () => "1700000000000000" },
+  );
+}
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return err instanceof BrokerError ? err.code : "not a BrokerError";
+  }
+  return undefined;
+}
+
+describe("request plan", () => {
+  it("builds the URL from the provider's base URL, never from the caller", () => {
+    const p = plan("github", { path: "/repos/o/r/issues", query: [["state", "open"]] });
+    expect(p.url.origin).toBe("https://api.github.com");
+    expect(p.pathAndQuery).toBe("/repos/o/r/issues?state=open");
+  });
+
+  it("answers permission_denied for a well-formed path outside the patterns", () => {
+    expect(codeOf(() => plan("github", { path: "/admin/users" }))).toBe("permission_denied");
+  });
+
+  it("answers permission_denied for a method the provider does not allow", () => {
+    expect(codeOf(() => plan("kraken", { method: "GET", path: "/0/private/Balance" }))).toBe(
+      "permission_denied",
+    );
+  });
+
+  it("answers invalid_argument for a method that is not an upper-case HTTP method", () => {
+    expect(codeOf(() => plan("github", { method: "get" }))).toBe("invalid_argument");
+    expect(codeOf(() => plan("github", { method: "CONNECT" }))).toBe("invalid_argument");
+  });
+
+  it("answers failed_precondition listing missing fields, never their values", () => {
+    const err = (() => {
+      try {
+        plan("binance", { path: "/api/v3/account", fields: new Map([["api_key", b("k")]]) });
+      } catch (e) {
+        return e as BrokerError;
+      }
+      return undefined;
+    })();
+    expect(err?.code).toBe("failed_precondition");
+    expect(err?.message).toBe("secret is missing required field(s): api_secret");
+  });
+
+  it.each([
+    ["binance", "/api/v3/account", "signature"],
+    ["binance", "/api/v3/account", "SIGNATURE"],
+    ["binance", "/api/v3/account", "timestamp"],
+    ["facebook-graph", "/me", "access_token"],
+    ["facebook-graph", "/me", "appsecret_proof"],
+  ])("C34 %s refuses a caller-supplied %s query parameter", (providerId, path, name) => {
+    expect(codeOf(() => plan(providerId, { path, query: [[name, "forged"]] }))).toBe("invalid_argument");
+  });
+
+  it("C34 Kraken refuses a caller-supplied nonce in the form body", () => {
+    expect(
+      codeOf(() =>
+        plan("kraken", { method: "POST", path: "/0/private/Balance", body: b("nonce=1&asset=XBT") }),
+      ),
+    ).toBe("invalid_argument");
+  });
+
+  it("C30 refuses the header the scheme injects, however it is cased", () => {
+    expect(
+      codeOf(() => plan("binance", { path: "/api/v3/account", headers: [["x-mbx-apikey", "mine"]] })),
+    ).toBe("invalid_argument");
+    expect(codeOf(() => plan("github", { headers: [["AUTHORIZATION", "Bearer mine"]] }))).toBe(
+      "invalid_argument",
+    );
+  });
+
+  it("C30 injects the credential last and forces identity encoding", () => {
+    const p = plan("github", { headers: [["accept", "application/vnd.github+json"]] });
+    expect(p.headers.map(([n]) => n.toLowerCase())).toEqual([
+      "accept",
+      "accept-encoding",
+      "user-agent",
+      "authorization",
+    ]);
+    expect(p.headers.find(([n]) => n === "accept-encoding")?.[1]).toBe("identity");
+  });
+
+  it("refuses a body on GET and query values that are not valid Unicode", () => {
+    expect(codeOf(() => plan("github", { body: b("x") }))).toBe("invalid_argument");
+    expect(codeOf(() => plan("github", { query: [["q", "\uD800"]] }))).toBe("invalid_argument");
+  });
+
+  it("lists every secret field and derived credential for the scrubber", () => {
+    const p = plan("facebook-graph", { path: "/me" });
+    const secrets = p.secrets.map((s) => Buffer.from(s).toString());
+    expect(secrets).toContain("t");
+    expect(secrets).toContain("s");
+    expect(secrets.some((s) => /^[0-9a-f]{64}$/.test(s))).toBe(true);
+  });
+});

@@ -1,0 +1,16 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts", "src/**/*.test.ts"],
+    environment: "node",
+    globalSetup: ["test/support/global-setup.ts"],
+    // Every timestamp is timestamptz, but pg and PGlite serialise bare Dates differently: pin UTC.
+    env: { TZ: "UTC" },
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    pool: "forks",
+    // Two cores: more workers only thrash (PGlite start-up alone is CPU-heavy).
+    maxWorkers: 2,
+  },
+});
