@@ -1,6 +1,8 @@
+import { readFile } from "node:fs/promises";
 import { createConnectServer } from "./api/connect-server.js";
 import { createGrpcServer } from "./api/grpc-server.js";
 import { registerService } from "./api/handlers.js";
+import { createProxyServiceHandlers } from "./api/proxy-service-handlers.js";
 import { createSecretServiceHandlers } from "./api/secret-service-handlers.js";
 import { createCallerAuthenticator } from "./auth/caller-authenticator.js";
 import { createTokenVerifier } from "./auth/token-verifier.js";
@@ -11,19 +13,28 @@ import { createDataKeyCache } from "./crypto/data-key-cache.js";
 import type { Keyring } from "./crypto/keyring.js";
 import { loadOrCreateLocalKeyring } from "./crypto/local-keyring.js";
 import { deriveFingerprintKey, deriveUserRef } from "./crypto/user-ref.js";
+import { ProxyService } from "./gen/keybroker/v1/proxy_pb.js";
 import { SecretService } from "./gen/keybroker/v1/secrets_pb.js";
 import { loadOrCreatePepper } from "./keys/pepper.js";
 import { createUserDataKeys } from "./keys/user-data-keys.js";
 import type { Logger } from "./log/logger.js";
+import type { Resolver } from "./outbound/guarded-connector.js";
+import { createOutboundClient } from "./outbound/outbound-client.js";
+import { loadProviderRegistry } from "./outbound/provider-registry.js";
+import { createProxyService } from "./proxy/proxy-service.js";
 import { createSecretService } from "./secrets/secret-service.js";
 import { findCallerKeyByHash, markCallerKeyUsed } from "./store/caller-keys.repository.js";
 import { type DatabaseHandle, openDatabase } from "./store/database.js";
 import { migrateToLatest, pendingMigrations } from "./store/migrate.js";
+import { markSecretUsed } from "./store/secrets.repository.js";
+import { createUsageRecorder } from "./store/usage-recorder.js";
 
 /** Parts a test or the dev command may supply instead of building them from config. */
 export interface AppOverrides {
   readonly database?: DatabaseHandle;
   readonly keyring?: Keyring;
+  /** DNS for the egress guard (tests resolve fake hostnames to loopback). */
+  readonly resolve?: Resolver;
 }
 
 export interface App {
@@ -54,7 +65,9 @@ export async function createApp(
     } else {
       const pending = await pendingMigrations(database.db);
       if (pending.length > 0) {
-        throw new Error(`database has ${pending.length} pending migration(s): run \`keybroker migrate\` first`);
+        throw new Error(
+          `database has ${pending.length} pending migration(s): run \`keybroker migrate\` first`,
+        );
       }
     }
 
@@ -83,9 +96,26 @@ export async function createApp(
     const sweep = setInterval(() => dataKeyCache.evictExpired(), 30_000);
     sweep.unref();
     const userDataKeys = createUserDataKeys({ keyring, cache: dataKeyCache });
-    const secrets = createSecretService({ db: database.db, userDataKeys, fingerprintKey });
+    const registry = await loadProviderRegistry(config.providersFile, { production: config.production });
+    const secrets = createSecretService({
+      db: database.db,
+      userDataKeys,
+      fingerprintKey,
+      providers: { requiredFields: (id) => registry.get(id)?.definition.requiredFields },
+    });
+    const outbound = createOutboundClient({
+      registry,
+      logger,
+      ...(overrides.resolve === undefined ? {} : { resolve: overrides.resolve }),
+      ...(config.outboundCaFile === undefined ? {} : { ca: await readFile(config.outboundCaFile) }),
+    });
+    const markUsed = createUsageRecorder({ record: (id, at) => markSecretUsed(database.db, id, at), logger });
+    const proxy = createProxyService({ secrets, outbound, markUsed });
 
-    const services = [registerService(SecretService, createSecretServiceHandlers({ guard, secrets }))];
+    const services = [
+      registerService(SecretService, createSecretServiceHandlers({ guard, secrets })),
+      registerService(ProxyService, createProxyServiceHandlers({ guard, proxy })),
+    ];
     const grpc = createGrpcServer({ services, logger });
     const connect = config.connect === undefined ? undefined : createConnectServer({ services, logger });
 
@@ -103,6 +133,7 @@ export async function createApp(
       },
       async stop() {
         await Promise.all([grpc.shutdown(config.shutdownGraceMs), connect?.shutdown(config.shutdownGraceMs)]);
+        await outbound.close();
         clearInterval(sweep);
         dataKeyCache.clear();
         pepper.fill(0);

@@ -20,7 +20,11 @@ export interface CreatedCallerKey {
 }
 
 export interface CallerKeyAdmin {
-  create(input: { name: string; scopes: readonly string[]; expiresAt: Date | null }): Promise<CreatedCallerKey>;
+  create(input: {
+    name: string;
+    scopes: readonly string[];
+    expiresAt: Date | null;
+  }): Promise<CreatedCallerKey>;
   list(): Promise<CallerKeySummary[]>;
   revoke(id: string): Promise<void>;
 }
@@ -30,7 +34,10 @@ export function createCallerKeyAdmin(deps: { db: Kysely<Database>; now?: () => D
   return {
     async create(input) {
       if (!NAME.test(input.name)) {
-        throw new BrokerError("invalid_argument", "name must be 1-64 characters of letters, digits, space, . _ -");
+        throw new BrokerError(
+          "invalid_argument",
+          "name must be 1-64 characters of letters, digits, space, . _ -",
+        );
       }
       const scopes = parseScopes(input.scopes);
       const createdAt = now();

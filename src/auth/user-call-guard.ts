@@ -13,7 +13,10 @@ export interface UserCallGuard {
    * access token. The caller key goes first: it is one indexed lookup, and without it no
    * token is ever verified, so a T2 attacker holding only tokens gets nowhere.
    */
-  authorize(credentials: CallCredentials, scope: CallerScope): Promise<{ caller: CallerIdentity; user: UserIdentity }>;
+  authorize(
+    credentials: CallCredentials,
+    scope: CallerScope,
+  ): Promise<{ caller: CallerIdentity; user: UserIdentity }>;
 }
 
 export function createUserCallGuard(deps: {

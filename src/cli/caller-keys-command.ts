@@ -42,7 +42,12 @@ export async function runCallerKeys(args: string[]): Promise<number> {
       }
       case "list": {
         for (const key of await admin.list()) {
-          const state = key.revokedAt !== null ? "revoked" : key.expiresAt !== null && key.expiresAt < new Date() ? "expired" : "active";
+          const state =
+            key.revokedAt !== null
+              ? "revoked"
+              : key.expiresAt !== null && key.expiresAt < new Date()
+                ? "expired"
+                : "active";
           process.stdout.write(
             `${key.id}\t${key.name}\tkbk_…${key.last4}\t${key.scopes.join(",")}\t${state}\t` +
               `last used ${key.lastUsedAt?.toISOString() ?? "never"}\n`,

@@ -60,7 +60,13 @@ export async function runDev(): Promise<number> {
   });
 
   const { grpcPort, connectPort } = await app.start();
-  await writeDevState({ issuer: issuer.issuer, audience: DEV_AUDIENCE, permission: DEV_PERMISSION, grpcPort, connectPort });
+  await writeDevState({
+    issuer: issuer.issuer,
+    audience: DEV_AUDIENCE,
+    permission: DEV_PERMISSION,
+    grpcPort,
+    connectPort,
+  });
   process.stdout.write(banner(devKey.key, grpcPort, connectPort));
 
   await stopOnSignals(async () => {

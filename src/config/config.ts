@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import type { DatabaseConfig } from "../store/database.js";
 
@@ -30,10 +31,23 @@ export interface Config {
     readonly tokenCacheMaxEntries: number;
   };
   readonly dataKeyCache: { readonly maxAgeMs: number; readonly maxUses: number; readonly maxEntries: number };
-  readonly providersFile: string | undefined;
+  /** The provider registry (JSON); defaults to the definitions shipped in providers/. */
+  readonly providersFile: string;
+  /** An extra CA bundle (PEM) to trust for upstream TLS, e.g. a corporate egress proxy's. */
+  readonly outboundCaFile: string | undefined;
   readonly logLevel: string;
   readonly shutdownGraceMs: number;
 }
+
+/** providers/providers.json at the package root (from src/config/ or dist/src/config/). */
+const SHIPPED_PROVIDERS_FILE = fileURLToPath(
+  new URL(
+    import.meta.url.includes("/dist/")
+      ? "../../../providers/providers.json"
+      : "../../providers/providers.json",
+    import.meta.url,
+  ),
+);
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const port = int(0, 65535);
@@ -76,6 +90,7 @@ export const envSchema = z.object({
   KEYBROKER_DATA_KEY_CACHE_MAX_USES: int(1, 1_000_000).default(10_000),
   KEYBROKER_DATA_KEY_CACHE_MAX_ENTRIES: int(0, 1_000_000).default(10_000),
   KEYBROKER_PROVIDERS_FILE: z.string().min(1).optional(),
+  KEYBROKER_OUTBOUND_CA_FILE: z.string().min(1).optional(),
   KEYBROKER_SHUTDOWN_GRACE_MS: int(0, 120_000).default(10_000),
 });
 
@@ -103,7 +118,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
 
   const loopback = (u: string) => ["127.0.0.1", "localhost", "[::1]"].includes(new URL(u).hostname);
   if (new URL(e.AUTH0_ISSUER).protocol !== "https:" && (production || !loopback(e.AUTH0_ISSUER))) {
-    problems.push("AUTH0_ISSUER: must be https (http is allowed only for a loopback dev issuer outside production)");
+    problems.push(
+      "AUTH0_ISSUER: must be https (http is allowed only for a loopback dev issuer outside production)",
+    );
   }
   const jwksUrl = e.AUTH0_JWKS_URL ?? new URL(".well-known/jwks.json", e.AUTH0_ISSUER).toString();
   if (new URL(jwksUrl).protocol !== "https:" && (production || !loopback(jwksUrl))) {
@@ -123,7 +140,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       statementTimeoutMs: e.KEYBROKER_DB_STATEMENT_TIMEOUT_MS,
     };
   } else {
-    if (production) problems.push("DATABASE_URL: required in production (the embedded PGlite is for development)");
+    if (production)
+      problems.push("DATABASE_URL: required in production (the embedded PGlite is for development)");
     database = { kind: "pglite", dataDir: e.KEYBROKER_PGLITE_DIR };
   }
 
@@ -174,7 +192,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       maxUses: e.KEYBROKER_DATA_KEY_CACHE_MAX_USES,
       maxEntries: e.KEYBROKER_DATA_KEY_CACHE_MAX_ENTRIES,
     },
-    providersFile: e.KEYBROKER_PROVIDERS_FILE,
+    providersFile: e.KEYBROKER_PROVIDERS_FILE ?? SHIPPED_PROVIDERS_FILE,
+    outboundCaFile: e.KEYBROKER_OUTBOUND_CA_FILE,
     logLevel: e.LOG_LEVEL,
     shutdownGraceMs: e.KEYBROKER_SHUTDOWN_GRACE_MS,
   });

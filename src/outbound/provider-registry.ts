@@ -123,7 +123,8 @@ function checkProvider(p: ProviderDefinition, { production }: RegistryOptions): 
     if (base.search !== "" || base.hash !== "" || p.baseUrl.includes("?") || p.baseUrl.includes("#")) {
       problems.push("baseUrl must not have a query or fragment");
     }
-    if (base.href !== p.baseUrl && `${base.href}` !== `${p.baseUrl}/`) {
+    // What the operator wrote must be what the parser reads ("https://h" parses as "https://h/").
+    if (base.href !== p.baseUrl && base.href !== `${p.baseUrl}/`) {
       problems.push(`baseUrl must be written canonically (${base.href})`);
     }
     if (!p.allowedHosts.includes(base.hostname)) {

@@ -31,7 +31,9 @@ function invalid(message: string): BrokerError {
 
 export function parseProviderId(value: string): string {
   if (!PROVIDER_ID.test(value)) {
-    throw invalid("provider must be 1-32 characters of a-z, 0-9, '_' or '-', starting with a letter or digit");
+    throw invalid(
+      "provider must be 1-32 characters of a-z, 0-9, '_' or '-', starting with a letter or digit",
+    );
   }
   return value;
 }

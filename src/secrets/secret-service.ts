@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { UserIdentity } from "../auth/identity.js";
-import { type SecretBinding, open, seal } from "../crypto/envelope.js";
+import { open, type SecretBinding, seal } from "../crypto/envelope.js";
 import { decodeFields, encodeFields } from "../crypto/field-codec.js";
 import { fingerprintFields, maskedHint } from "../crypto/user-ref.js";
 import { BrokerError } from "../errors.js";
@@ -66,7 +66,10 @@ export function createSecretService(deps: {
     if (required === undefined) throw new BrokerError("invalid_argument", "unknown provider");
     const missing = required.filter((name) => !input.fields.has(name));
     if (missing.length > 0) {
-      throw new BrokerError("invalid_argument", `provider ${input.provider} needs fields: ${missing.join(", ")}`);
+      throw new BrokerError(
+        "invalid_argument",
+        `provider ${input.provider} needs fields: ${missing.join(", ")}`,
+      );
     }
   }
 
@@ -111,12 +114,21 @@ export function createSecretService(deps: {
           let label: string;
           if (input.secretId === undefined) {
             if ((await secretsRepo.countSecrets(trx, userRef)) >= SECRET_LIMITS.maxSecretsPerUser) {
-              throw new BrokerError("resource_exhausted", `at most ${SECRET_LIMITS.maxSecretsPerUser} secrets per user`);
+              throw new BrokerError(
+                "resource_exhausted",
+                `at most ${SECRET_LIMITS.maxSecretsPerUser} secrets per user`,
+              );
             }
             id = randomUUID();
             version = 1;
             label = input.label ?? "";
-            await secretsRepo.insertSecret(trx, { id, userRef, provider: input.provider, label, createdAt: at });
+            await secretsRepo.insertSecret(trx, {
+              id,
+              userRef,
+              provider: input.provider,
+              label,
+              createdAt: at,
+            });
           } else {
             const existing = await secretsRepo.lockSecret(trx, userRef, input.secretId);
             if (existing === undefined) throw new BrokerError("not_found", NOT_FOUND);

@@ -6,7 +6,10 @@ export interface SealedStateValue {
   readonly masterKeyId: string;
 }
 
-export async function findBrokerState(db: Kysely<Database>, name: string): Promise<SealedStateValue | undefined> {
+export async function findBrokerState(
+  db: Kysely<Database>,
+  name: string,
+): Promise<SealedStateValue | undefined> {
   const row = await db
     .selectFrom("broker_state")
     .select(["wrapped_value", "master_key_id"])

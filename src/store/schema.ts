@@ -54,12 +54,36 @@ export interface SecretVersionsTable {
   created_at: Timestamp;
 }
 
+export interface AuditEventsTable {
+  seq: number;
+  occurred_at: Date;
+  request_id: string;
+  caller_key_id: string | null;
+  user_ref: Uint8Array | null;
+  action: string;
+  target: string | null;
+  outcome: string;
+  code: string | null;
+  /** jsonb: both drivers parse it on read; written as JSON text so neither re-encodes it. */
+  detail: ColumnType<unknown, string, string>;
+  prev_hash: Uint8Array;
+  hash: Uint8Array;
+}
+
+export interface AuditChainHeadTable {
+  id: number;
+  last_seq: number;
+  last_hash: Uint8Array;
+}
+
 export interface Database {
   broker_state: BrokerStateTable;
   caller_keys: CallerKeysTable;
   users: UsersTable;
   secrets: SecretsTable;
   secret_versions: SecretVersionsTable;
+  audit_events: AuditEventsTable;
+  audit_chain_head: AuditChainHeadTable;
 }
 
 export type CallerKeyRow = Selectable<CallerKeysTable>;

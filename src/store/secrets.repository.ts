@@ -186,7 +186,11 @@ export async function pruneVersions(
 }
 
 /** Deletes the user's secret and its versions; false if absent or another user's. */
-export async function deleteSecret(db: Kysely<Database>, userRef: Buffer, secretId: string): Promise<boolean> {
+export async function deleteSecret(
+  db: Kysely<Database>,
+  userRef: Buffer,
+  secretId: string,
+): Promise<boolean> {
   const result = await db
     .deleteFrom("secrets")
     .where("id", "=", secretId)

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { PGlite } from "@electric-sql/pglite";
-import { Kysely, PostgresDialect, sql } from "kysely";
+import { Kysely, sql } from "kysely";
 import { PGliteDialect } from "kysely-pglite-dialect";
 import pg from "pg";
 import { inject } from "vitest";
@@ -27,7 +27,15 @@ export interface TestDatabase extends DatabaseHandle {
   readonly url: string | undefined;
 }
 
-const TABLES = ["secret_versions", "secrets", "users", "caller_keys", "broker_state"] as const;
+const TABLES = [
+  "secret_versions",
+  "secrets",
+  "users",
+  "caller_keys",
+  "broker_state",
+  "audit_events",
+  "audit_chain_head",
+] as const;
 
 /** A throwaway, migrated database of the given kind; `close()` destroys it. */
 export async function createTestDatabase(kind: TestDatabaseKind): Promise<TestDatabase> {
@@ -95,7 +103,8 @@ export async function dumpAllRows(db: Kysely<Database>): Promise<string> {
     const rows = await sql<Record<string, unknown>>`select * from ${sql.table(table)}`.execute(db);
     for (const row of rows.rows) {
       for (const value of Object.values(row)) {
-        if (value instanceof Uint8Array) parts.push(Buffer.from(value).toString("latin1"), Buffer.from(value).toString("hex"));
+        if (value instanceof Uint8Array)
+          parts.push(Buffer.from(value).toString("latin1"), Buffer.from(value).toString("hex"));
         else parts.push(typeof value === "string" ? value : JSON.stringify(value));
       }
     }

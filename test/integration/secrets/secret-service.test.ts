@@ -50,10 +50,19 @@ describe.each(testDatabaseKinds())("secret service on %s", (kind) => {
     await sql`truncate table secret_versions, secrets, users cascade`.execute(database.db);
   });
 
-  const put = (user: UserIdentity, fields: Record<string, string>, extra: Partial<{ secretId: string; label: string }> = {}) =>
+  const put = (
+    user: UserIdentity,
+    fields: Record<string, string>,
+    extra: Partial<{ secretId: string; label: string }> = {},
+  ) =>
     fixture.secrets.put(
       user,
-      parsePutSecret({ secretId: extra.secretId ?? "", provider: "binance", label: extra.label ?? "main", fields }),
+      parsePutSecret({
+        secretId: extra.secretId ?? "",
+        provider: "binance",
+        label: extra.label ?? "main",
+        fields,
+      }),
       signal,
     );
 
@@ -76,7 +85,11 @@ describe.each(testDatabaseKinds())("secret service on %s", (kind) => {
 
   it("adds a new version to an existing secret and keeps the id", async () => {
     const v1 = await put(alice, { api_key: CANARY_KEY, api_secret: CANARY_SECRET });
-    const v2 = await put(alice, { api_key: `${CANARY_KEY}2`, api_secret: CANARY_SECRET }, { secretId: v1.id, label: "" });
+    const v2 = await put(
+      alice,
+      { api_key: `${CANARY_KEY}2`, api_secret: CANARY_SECRET },
+      { secretId: v1.id, label: "" },
+    );
     expect(v2.id).toBe(v1.id);
     expect(v2.version).toBe(2);
     expect(v2.label).toBe("main");
@@ -106,13 +119,17 @@ describe.each(testDatabaseKinds())("secret service on %s", (kind) => {
   it("I4 answers NOT_FOUND for another user's secret on open, new version and delete, and leaves it intact", async () => {
     const mine = await put(alice, { api_key: CANARY_KEY });
     expect((await rejection(fixture.secrets.open(bob, mine.id, signal))).code).toBe("not_found");
-    expect((await rejection(put(bob, { api_key: "x".repeat(20) }, { secretId: mine.id }))).code).toBe("not_found");
+    expect((await rejection(put(bob, { api_key: "x".repeat(20) }, { secretId: mine.id }))).code).toBe(
+      "not_found",
+    );
     expect((await rejection(fixture.secrets.delete(bob, mine.id))).code).toBe("not_found");
     expect(await fixture.secrets.list(bob, undefined, signal)).toEqual([]);
     const unknown = await rejection(fixture.secrets.delete(alice, "00000000-0000-4000-8000-000000000000"));
     expect(unknown.code).toBe("not_found");
     expect(unknown.message).toBe((await rejection(fixture.secrets.delete(bob, mine.id))).message);
-    expect((await fixture.secrets.open(alice, mine.id, signal)).fields.get("api_key")?.toString()).toBe(CANARY_KEY);
+    expect((await fixture.secrets.open(alice, mine.id, signal)).fields.get("api_key")?.toString()).toBe(
+      CANARY_KEY,
+    );
   });
 
   it("deletes a secret with all its versions", async () => {
@@ -143,7 +160,11 @@ describe.each(testDatabaseKinds())("secret service on %s", (kind) => {
       .executeTakeFirstOrThrow();
     const tampered = Buffer.from(row.ciphertext);
     tampered[tampered.length - 20] = (tampered[tampered.length - 20] ?? 0) ^ 0x01;
-    await database.db.updateTable("secret_versions").set({ ciphertext: tampered }).where("secret_id", "=", mine.id).execute();
+    await database.db
+      .updateTable("secret_versions")
+      .set({ ciphertext: tampered })
+      .where("secret_id", "=", mine.id)
+      .execute();
     const err = await rejection(fixture.secrets.open(alice, mine.id, signal));
     expect(err.code).toBe("data_loss");
     expect(err.message).not.toContain(CANARY_KEY);
@@ -152,10 +173,21 @@ describe.each(testDatabaseKinds())("secret service on %s", (kind) => {
   it("I6 detects two rows' ciphertexts swapped, even within one user", async () => {
     const a = await put(alice, { api_key: CANARY_KEY }, { label: "a" });
     const b = await put(alice, { api_key: CANARY_SECRET }, { label: "b" });
-    const rows = await database.db.selectFrom("secret_versions").select(["secret_id", "ciphertext"]).execute();
+    const rows = await database.db
+      .selectFrom("secret_versions")
+      .select(["secret_id", "ciphertext"])
+      .execute();
     const ctOf = (id: string) => rows.find((r) => r.secret_id === id)?.ciphertext ?? new Uint8Array();
-    await database.db.updateTable("secret_versions").set({ ciphertext: ctOf(b.id) }).where("secret_id", "=", a.id).execute();
-    await database.db.updateTable("secret_versions").set({ ciphertext: ctOf(a.id) }).where("secret_id", "=", b.id).execute();
+    await database.db
+      .updateTable("secret_versions")
+      .set({ ciphertext: ctOf(b.id) })
+      .where("secret_id", "=", a.id)
+      .execute();
+    await database.db
+      .updateTable("secret_versions")
+      .set({ ciphertext: ctOf(a.id) })
+      .where("secret_id", "=", b.id)
+      .execute();
     expect((await rejection(fixture.secrets.open(alice, a.id, signal))).code).toBe("data_loss");
     expect((await rejection(fixture.secrets.open(alice, b.id, signal))).code).toBe("data_loss");
   });

@@ -1,0 +1,163 @@
+import type { Kysely } from "kysely";
+import { BrokerError } from "../errors.js";
+import { appendAuditRows, lockAuditChainHead, type NewAuditRow } from "../store/audit.repository.js";
+import type { Database } from "../store/schema.js";
+import { chainHash, GENESIS_HASH } from "./audit-chain.js";
+import { type AuditEntry, type AuditEvent, toAuditEntry } from "./audit-event.js";
+
+/** Appends events to the hash-chained audit trail (SPEC I8). */
+export interface AuditLog {
+  /** Resolves once the event's row is committed; rejects `unavailable` if it could not be written. */
+  record(event: AuditEvent): Promise<void>;
+  /** Waits until every event recorded before the call is committed or has failed. Never rejects. */
+  flush(): Promise<void>;
+  /** Flushes, then refuses further events. Does not close the database. */
+  close(): Promise<void>;
+}
+
+export interface AuditLogDeps {
+  readonly db: Kysely<Database>;
+  readonly now?: () => Date;
+  /** How long the first event of a batch waits for company; default 2 ms. */
+  readonly batchMaxDelayMs?: number;
+  /** Events per transaction; default 256. */
+  readonly batchMaxSize?: number;
+  /** Told about every failed batch (with the real cause), e.g. to log it and fail readiness. */
+  readonly onWriteFailure?: (err: unknown) => void;
+}
+
+interface Pending {
+  readonly entry: AuditEntry;
+  readonly resolve: () => void;
+  readonly reject: (err: BrokerError) => void;
+  done: boolean;
+}
+
+const DEFAULT_BATCH_MAX_DELAY_MS = 2;
+const DEFAULT_BATCH_MAX_SIZE = 256;
+
+function unavailable(cause?: unknown): BrokerError {
+  return new BrokerError(
+    "unavailable",
+    "audit trail unavailable",
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+/**
+ * The audit writer. Appending takes the chain head's row lock, the one point where every replica
+ * serialises, so events are grouped: one transaction per batch (lock head, insert rows, move head,
+ * commit) and at most one batch in flight per process. Events that arrive while a batch commits
+ * form the next one, so batches grow with load and the lock is taken once per batch, not per event.
+ * A batch commits or fails whole; each caller learns which, so no operation proceeds unaudited.
+ */
+export function createAuditLog(deps: AuditLogDeps): AuditLog {
+  const now = deps.now ?? (() => new Date());
+  const maxDelayMs = deps.batchMaxDelayMs ?? DEFAULT_BATCH_MAX_DELAY_MS;
+  const maxSize = deps.batchMaxSize ?? DEFAULT_BATCH_MAX_SIZE;
+  if (!(maxDelayMs >= 0) || !Number.isSafeInteger(maxSize) || maxSize < 1) {
+    throw new BrokerError("internal", "audit batch settings must be non-negative and a positive size");
+  }
+
+  const queue: Pending[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let draining: Promise<void> | undefined;
+  let closed = false;
+
+  function reportFailure(err: unknown): void {
+    try {
+      deps.onWriteFailure?.(err);
+    } catch {
+      // A broken failure hook must not turn a clean `unavailable` into something else.
+    }
+  }
+
+  async function appendBatch(batch: readonly Pending[]): Promise<void> {
+    try {
+      await deps.db.transaction().execute(async (trx) => {
+        const head = await lockAuditChainHead(trx, GENESIS_HASH);
+        let seq = head.lastSeq;
+        let prevHash: Uint8Array = head.lastHash;
+        const rows: NewAuditRow[] = batch.map(({ entry }) => {
+          seq += 1;
+          const hash = chainHash(prevHash, seq, entry);
+          const row = { ...entry, seq, detailJson: JSON.stringify(entry.detail), prevHash, hash };
+          prevHash = hash;
+          return row;
+        });
+        await appendAuditRows(trx, rows);
+      });
+    } catch (err) {
+      reportFailure(err);
+      for (const pending of batch) {
+        pending.done = true;
+        pending.reject(unavailable(err));
+      }
+      return;
+    }
+    for (const pending of batch) {
+      pending.done = true;
+      pending.resolve();
+    }
+  }
+
+  async function drain(): Promise<void> {
+    while (queue.length > 0) await appendBatch(queue.splice(0, maxSize));
+  }
+
+  function startDrain(): void {
+    if (timer !== undefined) {
+      clearTimeout(timer);
+      timer = undefined;
+    }
+    if (draining !== undefined || queue.length === 0) return;
+    draining = drain().finally(() => {
+      draining = undefined;
+      // Events queued between the loop's last check and here would otherwise wait for the next record.
+      if (queue.length > 0) schedule();
+    });
+  }
+
+  function schedule(): void {
+    // A running drain picks new events up as soon as its batch commits.
+    if (draining !== undefined) return;
+    if (queue.length >= maxSize) startDrain();
+    else timer ??= setTimeout(startDrain, maxDelayMs);
+  }
+
+  async function flush(): Promise<void> {
+    const last = queue.at(-1);
+    if (last === undefined) {
+      await draining;
+      return;
+    }
+    // Batches settle in queue order, so the last queued event settles last.
+    while (!last.done) {
+      startDrain();
+      await draining;
+    }
+  }
+
+  return {
+    record(event) {
+      if (closed) return Promise.reject(unavailable());
+      let entry: AuditEntry;
+      try {
+        entry = toAuditEntry(event, now());
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      return new Promise<void>((resolve, reject) => {
+        queue.push({ entry, resolve, reject, done: false });
+        schedule();
+      });
+    },
+
+    flush,
+
+    async close() {
+      closed = true;
+      await flush();
+    },
+  };
+}

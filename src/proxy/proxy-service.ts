@@ -1,0 +1,74 @@
+import type { UserIdentity } from "../auth/identity.js";
+import type {
+  OutboundClient,
+  OutboundResponse,
+  OutboundStreamResponse,
+} from "../outbound/outbound-client.js";
+import type { OpenedSecret, SecretService } from "../secrets/secret-service.js";
+import type { ProxyCallInput } from "./proxy-input.js";
+
+export interface ProxyService {
+  call(user: UserIdentity, input: ProxyCallInput, signal: AbortSignal): Promise<OutboundResponse>;
+  callStream(user: UserIdentity, input: ProxyCallInput, signal: AbortSignal): Promise<OutboundStreamResponse>;
+}
+
+/**
+ * Uses one of the user's secrets against its provider. The provider is the one the secret
+ * was stored for, read from the user's own row: the caller names a secret, never a provider
+ * or a host, so a key stored for A can never be sent to B (C23, SPEC I2).
+ */
+export function createProxyService(deps: {
+  secrets: Pick<SecretService, "open">;
+  outbound: Pick<OutboundClient, "call" | "callStream">;
+  /** Records that a secret was used (best effort: never fails the call). */
+  markUsed?: (secretId: string) => void;
+}): ProxyService {
+  const request = (secret: OpenedSecret, input: ProxyCallInput) => ({
+    providerId: secret.provider,
+    secretId: secret.id,
+    fields: secret.fields,
+    method: input.method,
+    path: input.path,
+    query: input.query,
+    headers: input.headers,
+    body: input.body,
+  });
+
+  return {
+    async call(user, input, signal) {
+      const secret = await deps.secrets.open(user, input.secretId, signal);
+      try {
+        const response = await deps.outbound.call(request(secret, input), signal);
+        deps.markUsed?.(secret.id);
+        return response;
+      } finally {
+        zero(secret);
+      }
+    },
+
+    async callStream(user, input, signal) {
+      const secret = await deps.secrets.open(user, input.secretId, signal);
+      let response: OutboundStreamResponse;
+      try {
+        response = await deps.outbound.callStream(request(secret, input), signal);
+      } catch (err) {
+        zero(secret);
+        throw err;
+      }
+      deps.markUsed?.(secret.id);
+      // The scrubber needs the values until the last chunk: zero them when the stream ends.
+      async function* body(): AsyncIterable<Buffer> {
+        try {
+          yield* response.body;
+        } finally {
+          zero(secret);
+        }
+      }
+      return { status: response.status, headers: response.headers, body: body() };
+    },
+  };
+}
+
+function zero(secret: OpenedSecret): void {
+  for (const value of secret.fields.values()) value.fill(0);
+}

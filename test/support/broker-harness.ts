@@ -1,0 +1,160 @@
+import { readFileSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { JWTPayload } from "jose";
+import { createCallerKeyAdmin } from "../../src/admin/caller-key-admin.js";
+import { type App, createApp } from "../../src/app.js";
+import type { CallerScope } from "../../src/auth/identity.js";
+import { loadConfig } from "../../src/config/config.js";
+import { type CapturedLogs, captureLogs } from "./captured-logs.js";
+import { createGrpcClients, type GrpcClients } from "./grpc-client.js";
+import {
+  canaryCredentials,
+  type HttpsUpstream,
+  startHttpsUpstream,
+  type UpstreamCredentials,
+} from "./https-upstream.js";
+import { type LocalKmsServer, startLocalKmsServer } from "./local-kms-server.js";
+import { createTestDatabase, type TestDatabase, type TestDatabaseKind } from "./test-database.js";
+import { startTestIssuer, type TestIssuer } from "./test-issuer.js";
+
+/** The whole broker, started as `keybroker serve` would, on loopback with real dependencies. */
+export interface BrokerHarness {
+  readonly app: App;
+  readonly grpcAddress: string;
+  readonly connectUrl: string;
+  readonly database: TestDatabase;
+  readonly issuer: TestIssuer;
+  readonly kms: LocalKmsServer;
+  readonly logs: CapturedLogs;
+  /** A real HTTPS upstream (throwaway CA) behind the loopback test providers. */
+  readonly upstream: HttpsUpstream;
+  readonly upstreamCredentials: UpstreamCredentials;
+  readonly clients: GrpcClients;
+  /** Creates a caller key with these scopes; returns the key (shown once). */
+  callerKey(
+    scopes: readonly CallerScope[],
+    options?: { expiresAt?: Date },
+  ): Promise<{ key: string; id: string }>;
+  revokeCallerKey(id: string): Promise<void>;
+  /** A valid user access token for `sub` (claims may override anything). */
+  tokenFor(sub: string, claims?: Partial<JWTPayload>): Promise<string>;
+  close(): Promise<void>;
+}
+
+export async function startBroker(
+  kind: TestDatabaseKind,
+  env: Readonly<Record<string, string>> = {},
+): Promise<BrokerHarness> {
+  const database = await createTestDatabase(kind);
+  const issuer = await startTestIssuer();
+  const kms = await startLocalKmsServer();
+  const keyArn = kms.createKey("keybroker test master key");
+  kms.createAlias("alias/keybroker", keyArn);
+  // The real SDK's default credential chain reads these: the local KMS server only checks SigV4 is present.
+  process.env.AWS_ACCESS_KEY_ID = "test";
+  process.env.AWS_SECRET_ACCESS_KEY = "test";
+  const logs = captureLogs();
+  const upstreamCredentials = canaryCredentials();
+  const upstream = await startHttpsUpstream(upstreamCredentials);
+  const dir = await mkdtemp(join(tmpdir(), "keybroker-harness-"));
+  const providersFile = join(dir, "providers.json");
+  const caFile = join(dir, "upstream-ca.pem");
+  await writeFile(providersFile, JSON.stringify(testProviders(upstream.port)));
+  await writeFile(caFile, upstream.ca);
+  const config = loadConfig({
+    NODE_ENV: "test",
+    LOG_LEVEL: "debug",
+    KEYBROKER_GRPC_HOST: "127.0.0.1",
+    KEYBROKER_GRPC_PORT: "0",
+    KEYBROKER_CONNECT_PORT: "0",
+    KEYBROKER_KEYRING: "aws-kms",
+    KEYBROKER_KMS_KEY_ID: "alias/keybroker",
+    KEYBROKER_KMS_ENDPOINT: kms.endpoint,
+    KEYBROKER_KMS_MAX_ATTEMPTS: "2",
+    AWS_REGION: kms.region,
+    AUTH0_ISSUER: issuer.issuer,
+    AUTH0_AUDIENCE: issuer.audience,
+    AUTH0_REQUIRED_PERMISSION: issuer.permission,
+    KEYBROKER_JWKS_COOLDOWN_MS: "1000",
+    KEYBROKER_SHUTDOWN_GRACE_MS: "2000",
+    KEYBROKER_PROVIDERS_FILE: providersFile,
+    KEYBROKER_OUTBOUND_CA_FILE: caFile,
+    ...env,
+  });
+  const app = await createApp(config, logs.logger, { migrate: false, overrides: { database } });
+  const { grpcPort, connectPort } = await app.start();
+  const grpcAddress = `127.0.0.1:${grpcPort}`;
+  const clients = createGrpcClients(grpcAddress);
+  const admin = createCallerKeyAdmin({ db: database.db });
+  let closed = false;
+
+  return {
+    app,
+    grpcAddress,
+    connectUrl: `http://127.0.0.1:${connectPort}`,
+    database,
+    issuer,
+    kms,
+    logs,
+    upstream,
+    upstreamCredentials,
+    clients,
+    async callerKey(scopes, options = {}) {
+      const created = await admin.create({
+        name: `test ${scopes.join(" ")}`.replaceAll(":", "-"),
+        scopes,
+        expiresAt: options.expiresAt ?? null,
+      });
+      return { key: created.key, id: created.summary.id };
+    },
+    revokeCallerKey: (id) => admin.revoke(id),
+    tokenFor: (sub, claims = {}) => issuer.sign({ sub, ...claims }),
+    async close() {
+      if (closed) return;
+      closed = true;
+      clients.close();
+      await app.stop();
+      await Promise.all([issuer.close(), kms.close(), upstream.close()]);
+      await rm(dir, { recursive: true, force: true });
+      await database.close();
+    },
+  };
+}
+
+const SHIPPED = JSON.parse(
+  readFileSync(new URL("../../providers/providers.json", import.meta.url), "utf8"),
+) as {
+  providers: Array<{ id: string; auth: unknown }>;
+};
+
+/**
+ * The shipped providers plus loopback ones pointing at the test upstream. `test-binance`
+ * reuses the SHIPPED Binance signing recipe, so the upstream's Binance-style verifier checks
+ * the real definition. Loopback is allowed only because NODE_ENV is not production.
+ */
+function testProviders(port: number): unknown {
+  const base = `https://127.0.0.1:${port}`;
+  const loopback = (id: string, path: string, requiredFields: string[], auth: unknown) => ({
+    id,
+    displayName: `test ${id}`,
+    baseUrl: `${base}${path}`,
+    allowedHosts: ["127.0.0.1"],
+    allowedMethods: ["GET", "POST"],
+    pathPatterns: ["/**"],
+    requiredFields,
+    auth,
+    timeoutMs: 3000,
+    maxResponseBytes: 1024 * 1024,
+    allowLoopback: true,
+  });
+  const binance = SHIPPED.providers.find((p) => p.id === "binance");
+  return {
+    providers: [
+      ...SHIPPED.providers,
+      loopback("test-upstream", "/bearer", ["token"], { type: "bearer", field: "token" }),
+      loopback("test-binance", "/binance", ["api_key", "api_secret"], binance?.auth),
+    ],
+  };
+}
