@@ -83,7 +83,7 @@ export async function createApp(
       deriveUserRef: (issuer, subject) => deriveUserRef(pepper, issuer, subject),
     });
     const callers = createCallerAuthenticator({
-      lookup: { findByHash: (hash) => findCallerKeyByHash(database.db, hash) },
+      lookup: { findByHash: (hash) => findCallerKeyByHash(database.prepared, hash) },
       markUsed: (id) => {
         markCallerKeyUsed(database.db, id, new Date()).catch((err: unknown) =>
           logger.warn({ err }, "could not record caller key use"),
@@ -99,6 +99,7 @@ export async function createApp(
     const registry = await loadProviderRegistry(config.providersFile, { production: config.production });
     const secrets = createSecretService({
       db: database.db,
+      prepared: database.prepared,
       userDataKeys,
       fingerprintKey,
       providers: { requiredFields: (id) => registry.get(id)?.definition.requiredFields },

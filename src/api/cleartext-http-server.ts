@@ -38,7 +38,9 @@ export function createCleartextHttpServer(handler: CleartextRequestHandler): Cle
   h1.emit("listening");
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
-  const listener = net.createServer((socket) => {
+  // noDelay: small RPC frames must not wait for Nagle + the peer's delayed ACK (~40 ms each;
+  // measured: Connect calls at concurrency 1 took 48 ms p50 without it).
+  const listener = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     sniff(socket);

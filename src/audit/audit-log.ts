@@ -61,6 +61,7 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
 
   const queue: Pending[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let soon = false;
   let draining: Promise<void> | undefined;
   let closed = false;
 
@@ -118,10 +119,21 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
     });
   }
 
+  // setTimeout(0) waits ~1 ms; setImmediate still groups every event recorded in the same tick.
+  function startSoon(): void {
+    if (soon) return;
+    soon = true;
+    setImmediate(() => {
+      soon = false;
+      startDrain();
+    });
+  }
+
   function schedule(): void {
     // A running drain picks new events up as soon as its batch commits.
     if (draining !== undefined) return;
     if (queue.length >= maxSize) startDrain();
+    else if (maxDelayMs === 0) startSoon();
     else timer ??= setTimeout(startDrain, maxDelayMs);
   }
 

@@ -27,10 +27,10 @@ export function userKeyContext(userRef: Buffer): EncryptionContext {
 }
 
 export interface UserDataKeys {
+  /** Unwraps a stored key (served from the cache when possible). */
+  unwrap(userRef: Buffer, stored: StoredUserKey, signal: AbortSignal): Promise<UserDataKey>;
   /** The user's data key, created (one KMS GenerateDataKey) on the user's first write. */
   forWrite(db: Kysely<Database>, userRef: Buffer, signal: AbortSignal): Promise<UserDataKey>;
-  /** The user's data key, or undefined if the user has never stored anything. */
-  forRead(db: Kysely<Database>, userRef: Buffer, signal: AbortSignal): Promise<UserDataKey | undefined>;
 }
 
 /**
@@ -69,11 +69,7 @@ export function createUserDataKeys(deps: { keyring: Keyring; cache: DataKeyCache
   }
 
   return {
-    async forRead(db, userRef, signal) {
-      const stored = await findUserKey(db, userRef);
-      return stored === undefined ? undefined : unwrap(userRef, stored, signal);
-    },
-
+    unwrap,
     async forWrite(db, userRef, signal) {
       const existing = await findUserKey(db, userRef);
       if (existing !== undefined) return unwrap(userRef, existing, signal);

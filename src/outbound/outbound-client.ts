@@ -139,7 +139,8 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
       const logFields = { provider: req.providerId, method: plan.method, status, bytes };
       const durationMs = Math.round(performance.now() - began);
       if (outcome.kind === "complete") {
-        logger.info({ ...logFields, durationMs }, "outbound call finished");
+        // Success is the hot path: debug only (metrics carry the counts and latencies).
+        logger.debug({ ...logFields, durationMs }, "outbound call finished");
         return undefined;
       }
       // Stop the upstream exchange; undici does not reuse a socket after an abort.

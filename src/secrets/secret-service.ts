@@ -7,6 +7,7 @@ import { fingerprintFields, maskedHint } from "../crypto/user-ref.js";
 import { BrokerError } from "../errors.js";
 import type { UserDataKeys } from "../keys/user-data-keys.js";
 import { asBuffer, isUniqueViolation } from "../store/bytes.js";
+import type { PreparedRunner } from "../store/prepared.js";
 import type { Database } from "../store/schema.js";
 import * as secretsRepo from "../store/secrets.repository.js";
 import { addEncryptions } from "../store/users.repository.js";
@@ -52,12 +53,13 @@ const NOT_FOUND = "secret not found";
 
 export function createSecretService(deps: {
   db: Kysely<Database>;
+  prepared: PreparedRunner;
   userDataKeys: UserDataKeys;
   fingerprintKey: Buffer;
   providers?: ProviderCatalog;
   now?: () => Date;
 }): SecretService {
-  const { db, userDataKeys, fingerprintKey } = deps;
+  const { db, prepared, userDataKeys, fingerprintKey } = deps;
   const now = deps.now ?? (() => new Date());
 
   function checkProvider(input: PutSecretInput): void {
@@ -155,9 +157,9 @@ export function createSecretService(deps: {
           await addEncryptions(trx, userRef, 2);
           return id;
         });
-        const stored = await secretsRepo.findSecretWithCiphertext(db, userRef, secretId);
+        const stored = await secretsRepo.findSecretForUse(prepared, userRef, secretId);
         if (stored === undefined) throw new BrokerError("not_found", NOT_FOUND);
-        return toMetadata(key, userRef, stored);
+        return toMetadata(key, userRef, stored.secret);
       } catch (err) {
         if (isUniqueViolation(err)) {
           throw new BrokerError("already_exists", "a secret with this provider and label already exists", {
@@ -172,14 +174,13 @@ export function createSecretService(deps: {
     },
 
     async list(user, provider, signal) {
-      const secrets = await secretsRepo.listSecrets(db, user.userRef, provider);
-      if (secrets.length === 0) return [];
-      const dataKey = await userDataKeys.forRead(db, user.userRef, signal);
-      if (dataKey === undefined) return [];
+      const { secrets, userKey } = await secretsRepo.listSecretsWithUserKey(prepared, user.userRef, provider);
+      if (userKey === undefined) return [];
+      const { key } = await userDataKeys.unwrap(user.userRef, userKey, signal);
       try {
-        return secrets.map((secret) => toMetadata(dataKey.key, user.userRef, secret));
+        return secrets.map((secret) => toMetadata(key, user.userRef, secret));
       } finally {
-        dataKey.key.fill(0);
+        key.fill(0);
       }
     },
 
@@ -191,20 +192,20 @@ export function createSecretService(deps: {
     },
 
     async open(user, secretId, signal) {
-      const secret = await secretsRepo.findSecretWithCiphertext(db, user.userRef, secretId);
-      if (secret === undefined) throw new BrokerError("not_found", NOT_FOUND);
-      const dataKey = await userDataKeys.forRead(db, user.userRef, signal);
-      if (dataKey === undefined) throw new BrokerError("not_found", NOT_FOUND);
+      const found = await secretsRepo.findSecretForUse(prepared, user.userRef, secretId);
+      if (found === undefined) throw new BrokerError("not_found", NOT_FOUND);
+      const { secret } = found;
+      const { key } = await userDataKeys.unwrap(user.userRef, found.userKey, signal);
       try {
         const binding = bindingOf(secret.id, user.userRef, secret.provider, secret.version, "fields");
-        const plaintext = open(dataKey.key, asBuffer(secret.ciphertext), binding);
+        const plaintext = open(key, asBuffer(secret.ciphertext), binding);
         try {
           return { id: secret.id, provider: secret.provider, fields: decodeFields(plaintext) };
         } finally {
           plaintext.fill(0);
         }
       } finally {
-        dataKey.key.fill(0);
+        key.fill(0);
       }
     },
   };

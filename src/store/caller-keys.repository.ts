@@ -1,6 +1,7 @@
 import type { Kysely } from "kysely";
 import type { CallerKeyRecord } from "../auth/caller-authenticator.js";
 import { asBuffer } from "./bytes.js";
+import type { PreparedRunner, PreparedStatement } from "./prepared.js";
 import type { CallerKeyRow, Database } from "./schema.js";
 
 /** Metadata about a caller key; never includes the key or its hash. */
@@ -40,15 +41,19 @@ export async function insertCallerKey(db: Kysely<Database>, key: NewCallerKey): 
     .execute();
 }
 
+const FIND_BY_HASH: PreparedStatement = {
+  name: "kb_caller_key_by_hash",
+  text: "select id, name, key_hash, scopes, expires_at, revoked_at from caller_keys where key_hash = $1",
+};
+
+/** Hot path: every call authenticates its caller, uncached so a revocation takes effect at once. */
 export async function findCallerKeyByHash(
-  db: Kysely<Database>,
+  prepared: PreparedRunner,
   hash: Buffer,
 ): Promise<CallerKeyRecord | undefined> {
-  const row = await db
-    .selectFrom("caller_keys")
-    .select(["id", "name", "key_hash", "scopes", "expires_at", "revoked_at"])
-    .where("key_hash", "=", hash)
-    .executeTakeFirst();
+  const [row] = await prepared.rows<
+    Pick<CallerKeyRow, "id" | "name" | "key_hash" | "scopes" | "expires_at" | "revoked_at">
+  >(FIND_BY_HASH, [hash]);
   return (
     row && {
       id: row.id,

@@ -3,6 +3,7 @@ import { Kysely, PostgresDialect } from "kysely";
 import { PGliteDialect } from "kysely-pglite-dialect";
 import pg from "pg";
 import type { Logger } from "../log/logger.js";
+import { type PreparedRunner, pgliteRunner, pgPreparedRunner } from "./prepared.js";
 import type { Database } from "./schema.js";
 
 /** Where the data lives: a Postgres server, or the embedded PGlite (a directory, or memory). */
@@ -19,6 +20,8 @@ export type DatabaseConfig =
 
 export interface DatabaseHandle {
   readonly db: Kysely<Database>;
+  /** Prepared statements for the hot path (see prepared.ts). */
+  readonly prepared: PreparedRunner;
   readonly kind: DatabaseConfig["kind"];
   close(): Promise<void>;
 }
@@ -36,6 +39,7 @@ export async function openDatabase(config: DatabaseConfig, logger: Logger): Prom
     const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
     return {
       db,
+      prepared: pgliteRunner(pglite),
       kind: "pglite",
       async close() {
         await db.destroy();
@@ -60,6 +64,7 @@ export async function openDatabase(config: DatabaseConfig, logger: Logger): Prom
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
     db,
+    prepared: pgPreparedRunner(pool),
     kind: "postgres",
     async close() {
       await db.destroy();

@@ -1,5 +1,7 @@
 import type { Kysely } from "kysely";
+import type { PreparedRunner, PreparedStatement } from "./prepared.js";
 import type { Database } from "./schema.js";
+import type { StoredUserKey } from "./users.repository.js";
 
 /** A secret's row joined with its current version. Ciphertexts are opaque here: store/ never decrypts. */
 export interface StoredSecret {
@@ -29,37 +31,48 @@ export interface NewSecretVersion {
   readonly createdAt: Date;
 }
 
-function currentVersions(db: Kysely<Database>, userRef: Buffer) {
-  return db
-    .selectFrom("secrets as s")
-    .innerJoin("secret_versions as v", (join) =>
-      join.onRef("v.secret_id", "=", "s.id").onRef("v.version", "=", "s.current_version"),
-    )
-    .where("s.user_ref", "=", userRef);
+// Hot path: the user's secrets with their current version AND the user's wrapped data key,
+// in one round trip (prepared statements; see prepared.ts).
+const SELECT_WITH_KEY = `
+  select s.id, s.provider, s.label, s.current_version, s.created_at, s.updated_at, s.last_used_at,
+         v.hint_ciphertext, v.fingerprint, v.field_names,
+         u.wrapped_data_key, u.master_key_id, u.data_key_version, u.encryptions`;
+const FROM_WITH_KEY = `
+    from secrets s
+    join secret_versions v on v.secret_id = s.id and v.version = s.current_version
+    join users u on u.user_ref = s.user_ref
+   where s.user_ref = $1`;
+
+const LIST: PreparedStatement = {
+  name: "kb_list_secrets",
+  text: `${SELECT_WITH_KEY} ${FROM_WITH_KEY} and ($2::text is null or s.provider = $2) order by s.created_at, s.id`,
+};
+
+const FIND_FOR_USE: PreparedStatement = {
+  name: "kb_find_secret_for_use",
+  text: `${SELECT_WITH_KEY}, v.ciphertext ${FROM_WITH_KEY} and s.id = $2`,
+};
+
+interface SecretWithKeyRow {
+  id: string;
+  provider: string;
+  label: string;
+  current_version: number;
+  created_at: Date;
+  updated_at: Date;
+  last_used_at: Date | null;
+  hint_ciphertext: Uint8Array;
+  fingerprint: string;
+  field_names: string[];
+  wrapped_data_key: Uint8Array;
+  master_key_id: string;
+  data_key_version: number;
+  encryptions: number;
+  ciphertext?: Uint8Array;
 }
 
-const METADATA_COLUMNS = [
-  "s.id",
-  "s.provider",
-  "s.label",
-  "s.current_version",
-  "s.created_at",
-  "s.updated_at",
-  "s.last_used_at",
-  "v.hint_ciphertext",
-  "v.fingerprint",
-  "v.field_names",
-] as const;
-
-export async function listSecrets(
-  db: Kysely<Database>,
-  userRef: Buffer,
-  provider: string | undefined,
-): Promise<StoredSecret[]> {
-  let query = currentVersions(db, userRef).select(METADATA_COLUMNS);
-  if (provider !== undefined) query = query.where("s.provider", "=", provider);
-  const rows = await query.orderBy("s.created_at").orderBy("s.id").execute();
-  return rows.map((row) => ({
+function toStoredSecret(row: SecretWithKeyRow): StoredSecret {
+  return {
     id: row.id,
     provider: row.provider,
     label: row.label,
@@ -70,34 +83,38 @@ export async function listSecrets(
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     lastUsedAt: row.last_used_at,
-  }));
+  };
 }
 
-/** The user's secret with its current ciphertext; undefined if absent OR another user's (I4). */
-export async function findSecretWithCiphertext(
-  db: Kysely<Database>,
+function toUserKey(row: SecretWithKeyRow): StoredUserKey {
+  return {
+    wrappedDataKey: row.wrapped_data_key,
+    masterKeyId: row.master_key_id,
+    dataKeyVersion: row.data_key_version,
+    encryptions: row.encryptions,
+  };
+}
+
+/** The user's secrets (current versions) and, if they have any, the user's wrapped data key. */
+export async function listSecretsWithUserKey(
+  prepared: PreparedRunner,
+  userRef: Buffer,
+  provider: string | undefined,
+): Promise<{ secrets: StoredSecret[]; userKey: StoredUserKey | undefined }> {
+  const rows = await prepared.rows<SecretWithKeyRow>(LIST, [userRef, provider ?? null]);
+  const first = rows[0];
+  return { secrets: rows.map(toStoredSecret), userKey: first === undefined ? undefined : toUserKey(first) };
+}
+
+/** The user's secret with its ciphertext and the user's wrapped key; undefined if absent OR another user's (I4). */
+export async function findSecretForUse(
+  prepared: PreparedRunner,
   userRef: Buffer,
   secretId: string,
-): Promise<StoredSecretWithCiphertext | undefined> {
-  const row = await currentVersions(db, userRef)
-    .select([...METADATA_COLUMNS, "v.ciphertext"])
-    .where("s.id", "=", secretId)
-    .executeTakeFirst();
-  return (
-    row && {
-      id: row.id,
-      provider: row.provider,
-      label: row.label,
-      version: row.current_version,
-      hintCiphertext: row.hint_ciphertext,
-      fingerprint: row.fingerprint,
-      fieldNames: row.field_names,
-      createdAt: row.created_at,
-      updatedAt: row.updated_at,
-      lastUsedAt: row.last_used_at,
-      ciphertext: row.ciphertext,
-    }
-  );
+): Promise<{ secret: StoredSecretWithCiphertext; userKey: StoredUserKey } | undefined> {
+  const [row] = await prepared.rows<SecretWithKeyRow>(FIND_FOR_USE, [userRef, secretId]);
+  if (row === undefined || row.ciphertext === undefined) return undefined;
+  return { secret: { ...toStoredSecret(row), ciphertext: row.ciphertext }, userKey: toUserKey(row) };
 }
 
 /** Locks the user's secret row for a version bump; undefined if absent or another user's. */

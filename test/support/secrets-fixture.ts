@@ -36,6 +36,7 @@ export async function createSecretsFixture(
   const replica = () =>
     createSecretService({
       db: database.db,
+      prepared: database.prepared,
       userDataKeys: createUserDataKeys({ keyring, cache: createDataKeyCache(cache) }),
       fingerprintKey: deriveFingerprintKey(pepper),
     });

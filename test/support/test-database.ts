@@ -8,6 +8,7 @@ import { inject } from "vitest";
 import { createLogger } from "../../src/log/logger.js";
 import { type DatabaseHandle, openDatabase } from "../../src/store/database.js";
 import { migrateToLatest } from "../../src/store/migrate.js";
+import { pgliteRunner } from "../../src/store/prepared.js";
 import type { Database } from "../../src/store/schema.js";
 
 export type TestDatabaseKind = "pglite" | "postgres";
@@ -48,6 +49,7 @@ export async function createTestDatabase(kind: TestDatabaseKind): Promise<TestDa
     const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
     return {
       db,
+      prepared: pgliteRunner(pglite),
       kind,
       url: undefined,
       truncate: () => truncateAll(db),

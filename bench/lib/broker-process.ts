@@ -1,0 +1,190 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { createCallerKeyAdmin } from "../../src/admin/caller-key-admin.js";
+import { createLogger } from "../../src/log/logger.js";
+import { openDatabase } from "../../src/store/database.js";
+import {
+  canaryCredentials,
+  type HttpsUpstream,
+  startHttpsUpstream,
+  type UpstreamCredentials,
+} from "../../test/support/https-upstream.js";
+import { type LocalKmsServer, startLocalKmsServer } from "../../test/support/local-kms-server.js";
+import { startTestIssuer, type TestIssuer } from "../../test/support/test-issuer.js";
+
+const ROOT = new URL("../..", import.meta.url).pathname;
+
+/** A `keybroker serve` child process with its dependencies (KMS, issuer, upstream) in this process. */
+export interface BrokerProcess {
+  readonly pid: number;
+  readonly grpcAddress: string;
+  readonly connectUrl: string;
+  readonly callerKey: string;
+  readonly issuer: TestIssuer;
+  readonly kms: LocalKmsServer;
+  readonly upstream: HttpsUpstream;
+  readonly upstreamCredentials: UpstreamCredentials;
+  stop(): Promise<void>;
+}
+
+export interface BrokerProcessOptions {
+  readonly database: "postgres" | "pglite";
+  readonly kmsLatencyMs?: number;
+  readonly env?: Record<string, string>;
+}
+
+const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+
+export async function startBrokerProcess(options: BrokerProcessOptions): Promise<BrokerProcess> {
+  const dir = await mkdtemp(join(tmpdir(), "keybroker-bench-"));
+  const kms = await startLocalKmsServer(
+    options.kmsLatencyMs === undefined ? {} : { latencyMs: options.kmsLatencyMs },
+  );
+  const keyArn = kms.createKey("bench");
+  const issuer = await startTestIssuer();
+  const upstreamCredentials = canaryCredentials();
+  const upstream = await startHttpsUpstream(upstreamCredentials);
+  const providersFile = join(dir, "providers.json");
+  await writeFile(providersFile, JSON.stringify({ providers: [benchProvider(upstream.port)] }));
+  const caFile = join(dir, "ca.pem");
+  await writeFile(caFile, upstream.ca);
+
+  let databaseEnv: Record<string, string>;
+  let dropDatabase = async () => {};
+  if (options.database === "postgres") {
+    const name = `keybroker_bench_${randomBytes(4).toString("hex")}`;
+    const admin = new pg.Client({ connectionString: ADMIN_URL });
+    await admin.connect();
+    await admin.query(`create database ${name}`);
+    await admin.end();
+    const url = new URL(ADMIN_URL);
+    url.pathname = `/${name}`;
+    databaseEnv = { DATABASE_URL: url.toString() };
+    dropDatabase = async () => {
+      const c = new pg.Client({ connectionString: ADMIN_URL });
+      await c.connect();
+      await c.query(`drop database if exists ${name} with (force)`);
+      await c.end();
+    };
+  } else {
+    databaseEnv = { KEYBROKER_PGLITE_DIR: join(dir, "pgdata") };
+  }
+
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    NODE_ENV: "test",
+    LOG_LEVEL: "info",
+    KEYBROKER_GRPC_HOST: "127.0.0.1",
+    KEYBROKER_GRPC_PORT: "0",
+    KEYBROKER_CONNECT_PORT: "0",
+    KEYBROKER_KEYRING: "aws-kms",
+    KEYBROKER_KMS_KEY_ID: keyArn,
+    KEYBROKER_KMS_ENDPOINT: kms.endpoint,
+    AWS_REGION: kms.region,
+    AWS_ACCESS_KEY_ID: "bench",
+    AWS_SECRET_ACCESS_KEY: "bench",
+    AUTH0_ISSUER: issuer.issuer,
+    AUTH0_AUDIENCE: issuer.audience,
+    AUTH0_REQUIRED_PERMISSION: issuer.permission,
+    KEYBROKER_PROVIDERS_FILE: providersFile,
+    KEYBROKER_OUTBOUND_CA_FILE: caFile,
+    ...databaseEnv,
+    ...options.env,
+  };
+
+  // Migrate and mint the caller key before the broker owns the database (PGlite is single-process).
+  const db = await openDatabase(
+    options.database === "postgres"
+      ? {
+          kind: "postgres",
+          url: env.DATABASE_URL ?? "",
+          maxConnections: 2,
+          connectTimeoutMs: 5000,
+          statementTimeoutMs: 30000,
+        }
+      : { kind: "pglite", dataDir: env.KEYBROKER_PGLITE_DIR },
+    createLogger({ level: "silent" }),
+  );
+  const { migrateToLatest } = await import("../../src/store/migrate.js");
+  await migrateToLatest(db.db);
+  const created = await createCallerKeyAdmin({ db: db.db }).create({
+    name: "bench",
+    scopes: ["secrets:read", "secrets:write", "proxy:call"],
+    expiresAt: null,
+  });
+  await db.close();
+
+  // BENCH_CPU_PROF=DIR writes a V8 CPU profile of the broker (open it in Chrome DevTools).
+  const profile = process.env.BENCH_CPU_PROF
+    ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
+    : [];
+  // The compiled broker when `npm run build` has run (as in the image), else the sources via tsx.
+  const compiled = join(ROOT, "dist/src/cli/main.js");
+  const entry = existsSync(compiled) ? [compiled] : ["--import", "tsx", join(ROOT, "src/cli/main.ts")];
+  const child = spawn(process.execPath, [...profile, ...entry, "serve"], {
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const ports = await waitForPorts(child);
+  return {
+    pid: child.pid ?? 0,
+    grpcAddress: `127.0.0.1:${ports.grpc}`,
+    connectUrl: `http://127.0.0.1:${ports.connect}`,
+    callerKey: created.key,
+    issuer,
+    kms,
+    upstream,
+    upstreamCredentials,
+    async stop() {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      await exited;
+      await Promise.all([kms.close(), issuer.close(), upstream.close()]);
+      await dropDatabase();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function waitForPorts(child: ChildProcess): Promise<{ grpc: number; connect: number }> {
+  let out = "";
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`broker did not start:\n${out}`)), 60_000);
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      // The broker logs its bound ports once at start-up (LOG_LEVEL=info; nothing per call).
+      const match = /"grpcPort":(\d+),"connectPort":(\d+)/.exec(out);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ grpc: Number(match[1]), connect: Number(match[2]) });
+      }
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`broker exited with ${code}:\n${out}`));
+    });
+  });
+}
+
+function benchProvider(port: number): unknown {
+  return {
+    id: "bench-upstream",
+    displayName: "bench upstream",
+    baseUrl: `https://127.0.0.1:${port}/bearer`,
+    allowedHosts: ["127.0.0.1"],
+    allowedMethods: ["GET", "POST"],
+    pathPatterns: ["/**"],
+    requiredFields: ["token"],
+    auth: { type: "bearer", field: "token" },
+    timeoutMs: 10_000,
+    maxResponseBytes: 1024 * 1024,
+    allowLoopback: true,
+  };
+}

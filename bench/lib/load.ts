@@ -1,0 +1,43 @@
+/** Latency and throughput of `total` calls issued by `concurrency` workers. */
+export interface LoadResult {
+  readonly calls: number;
+  readonly errors: number;
+  readonly seconds: number;
+  readonly callsPerSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+}
+
+export async function runLoad(
+  total: number,
+  concurrency: number,
+  call: () => Promise<unknown>,
+): Promise<LoadResult> {
+  const latencies: number[] = [];
+  let next = 0;
+  let errors = 0;
+  const started = process.hrtime.bigint();
+  async function worker(): Promise<void> {
+    while (next < total) {
+      next += 1;
+      const t0 = process.hrtime.bigint();
+      try {
+        await call();
+      } catch {
+        errors += 1;
+      }
+      latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+  return { calls: total, errors, seconds, callsPerSecond: total / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
+}
+
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] ?? 0) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+}

@@ -1,0 +1,180 @@
+import { statSync } from "node:fs";
+import { beforeAll, describe, expect, it } from "vitest";
+import { envSchema, loadConfig, loadDatabaseConfig } from "../../../src/config/config.js";
+import {
+  asArray,
+  asObject,
+  asString,
+  at,
+  composeConfig,
+  composeService,
+  durationMs,
+  environmentOf,
+  healthcheckDisabled,
+  type JsonObject,
+  mountsOf,
+  portsOf,
+  RUNTIME_VARIABLES,
+  readRepoFile,
+  repoPath,
+} from "./deploy-files.js";
+
+const LONG_RUNNING = ["postgres", "localstack", "mock-oauth2", "edge", "broker"];
+const ONE_SHOTS = ["dev-ca", "migrate"];
+
+let model: JsonObject;
+let broker: JsonObject;
+let brokerEnv: Record<string, string>;
+
+beforeAll(() => {
+  // Fails (never skips) when no compose binary is installed: CI must provide one.
+  model = composeConfig("docker-compose.yml");
+  broker = composeService(model, "broker");
+  brokerEnv = environmentOf(broker);
+});
+
+function dependency(service: JsonObject, on: string): string | undefined {
+  const condition = at(service, "depends_on", on, "condition");
+  return typeof condition === "string" ? condition : undefined;
+}
+
+describe("docker-compose.yml", () => {
+  it("is accepted by `docker compose config` and defines the whole stack", () => {
+    const services = Object.keys(asObject(model.services, "services")).sort();
+    expect(services).toEqual([...LONG_RUNNING, ...ONE_SHOTS].sort());
+  });
+
+  it("sets only variables of envSchema (or ones Node and the AWS SDK read) on broker and migrate", () => {
+    const known = new Set(Object.keys(envSchema.shape));
+    for (const name of ["broker", "migrate"]) {
+      const unknown = Object.keys(environmentOf(composeService(model, name))).filter(
+        (key) => !known.has(key) && !(key in RUNTIME_VARIABLES),
+      );
+      expect(unknown, `${name} sets variables the broker does not know`).toEqual([]);
+    }
+  });
+
+  it("keeps the runtime-variable allowance free of broker configuration", () => {
+    const known = new Set(Object.keys(envSchema.shape));
+    expect(Object.keys(RUNTIME_VARIABLES).filter((key) => known.has(key))).toEqual([]);
+  });
+
+  it("gives the broker a configuration loadConfig accepts for production: KMS, Postgres, https issuer", () => {
+    const config = loadConfig(brokerEnv);
+    expect(config.production).toBe(true);
+    expect(config.keyring).toMatchObject({ kind: "aws-kms", endpoint: "http://localstack:4566" });
+    expect(config.database.kind).toBe("postgres");
+    expect(new URL(config.auth.issuer).protocol).toBe("https:");
+    expect(new URL(config.auth.jwksUrl).protocol).toBe("https:");
+  });
+
+  it("runs `migrate` on the broker's image with a production database configuration", () => {
+    const migrate = composeService(model, "migrate");
+    expect(migrate.command).toEqual(["migrate"]);
+    expect(migrate.image).toBe(broker.image);
+    const env = environmentOf(migrate);
+    expect(env.NODE_ENV).toBe("production");
+    expect(loadDatabaseConfig(env)).toMatchObject({ kind: "postgres", url: brokerEnv.DATABASE_URL });
+    expect(dependency(migrate, "postgres")).toBe("service_healthy");
+  });
+
+  it("starts the broker only after migrate completed and its dependencies are healthy", () => {
+    expect(broker.command).toEqual(["serve"]);
+    expect(dependency(broker, "migrate")).toBe("service_completed_successfully");
+    expect(dependency(broker, "dev-ca")).toBe("service_completed_successfully");
+    for (const name of ["postgres", "localstack", "edge"]) {
+      expect(dependency(broker, name), `broker -> ${name}`).toBe("service_healthy");
+    }
+  });
+
+  it("health-checks every long-running service and leaves one-shots to their exit status", () => {
+    for (const name of LONG_RUNNING) {
+      const service = composeService(model, name);
+      expect(healthcheckDisabled(service), name).toBe(false);
+      expect(asArray(at(service, "healthcheck", "test"), `${name} healthcheck`).length, name).toBeGreaterThan(
+        1,
+      );
+    }
+    for (const name of ONE_SHOTS) {
+      const service = composeService(model, name);
+      expect(service.restart, name).toBe("no");
+      expect(at(service, "healthcheck") === undefined || healthcheckDisabled(service), name).toBe(true);
+    }
+  });
+
+  it("checks the broker's health through grpc.health.v1 (deploy/healthcheck.mjs)", () => {
+    expect(at(broker, "healthcheck", "test")).toEqual(["CMD", "node", "/app/deploy/healthcheck.mjs"]);
+  });
+
+  it("configures the mock issuer to sign tokens with the broker's issuer, audience and permission", () => {
+    const issuer = new URL(asString(brokerEnv.AUTH0_ISSUER, "AUTH0_ISSUER"));
+    const mock = asObject(JSON.parse(readRepoFile("deploy/compose/mock-oauth2/config.json")), "mock config");
+    const callbacks = asArray(mock.tokenCallbacks, "tokenCallbacks");
+    const callback = callbacks
+      .map((c) => asObject(c, "callback"))
+      .find((c) => `/${c.issuerId}` === issuer.pathname);
+    expect(callback, `a token callback for issuer id ${issuer.pathname}`).toBeDefined();
+    const claims = asObject(at(callback, "requestMappings", 0, "claims"), "claims");
+    expect(claims.aud).toContain(brokerEnv.AUTH0_AUDIENCE);
+    expect(claims.permissions).toContain(brokerEnv.AUTH0_REQUIRED_PERMISSION);
+    expect(claims.sub, "sub must come from the user name, not be fixed").toBeUndefined();
+    // mock-oauth2-server serves the keys of issuer id X at /X/jwks.
+    expect(brokerEnv.AUTH0_JWKS_URL).toBe(`${issuer.origin}${issuer.pathname}/jwks`);
+  });
+
+  it("serves the issuer over TLS under a name the broker resolves to the edge", () => {
+    const host = new URL(asString(brokerEnv.AUTH0_ISSUER, "AUTH0_ISSUER")).hostname;
+    expect(at(composeService(model, "edge"), "networks", "default", "aliases")).toContain(host);
+    const caddyfile = readRepoFile("deploy/compose/edge/Caddyfile");
+    const site = new RegExp(
+      `^${host.replaceAll(".", "\\.")} \\{\\s*reverse_proxy mock-oauth2:8080\\s*\\}`,
+      "m",
+    );
+    expect(caddyfile).toMatch(site);
+  });
+
+  it("trusts the dev CA through a read-only copy of its root certificate, never the CA's keys", () => {
+    const caFile = brokerEnv.NODE_EXTRA_CA_CERTS ?? "";
+    const mounts = mountsOf(broker);
+    const caMount = mounts.find((m) => caFile.startsWith(`${m.target}/`));
+    expect(caMount).toMatchObject({ source: "dev-ca", readOnly: true });
+    expect(mountsOf(composeService(model, "dev-ca")).map((m) => m.source)).toContain("dev-ca");
+    expect(
+      mounts.map((m) => m.source),
+      "edge-data holds the CA's private keys",
+    ).not.toContain("edge-data");
+  });
+
+  it("creates the configured KMS key alias in a mounted, executable LocalStack READY hook", () => {
+    const localstack = composeService(model, "localstack");
+    const env = environmentOf(localstack);
+    expect(env.SERVICES).toBe("kms");
+    expect(brokerEnv.AWS_REGION).toBe(env.AWS_DEFAULT_REGION);
+    expect(new URL(brokerEnv.KEYBROKER_KMS_ENDPOINT ?? "").hostname).toBe("localstack");
+
+    const hook = mountsOf(localstack).find((m) => m.target.startsWith("/etc/localstack/init/ready.d/"));
+    expect(hook?.source.endsWith("deploy/compose/localstack/init-kms.sh")).toBe(true);
+    const script = "deploy/compose/localstack/init-kms.sh";
+    expect(statSync(repoPath(script)).mode & 0o111, "LocalStack runs only executable hooks").not.toBe(0);
+    expect(brokerEnv.KEYBROKER_KMS_KEY_ID).toBe("alias/keybroker");
+    expect(readRepoFile(script)).toMatch(
+      /ALIAS="alias\/keybroker"[\s\S]*create-alias --alias-name "\$ALIAS"/,
+    );
+  });
+
+  it("runs the broker hardened and lets it drain before the stop timeout", () => {
+    expect(broker.read_only).toBe(true);
+    expect(broker.cap_drop).toContain("ALL");
+    expect(broker.security_opt).toContain("no-new-privileges:true");
+    const graceMs = Number(brokerEnv.KEYBROKER_SHUTDOWN_GRACE_MS);
+    expect(durationMs(broker.stop_grace_period)).toBeGreaterThan(graceMs);
+  });
+
+  it("publishes ports on the loopback interface only", () => {
+    for (const name of LONG_RUNNING) {
+      for (const port of portsOf(composeService(model, name))) {
+        expect(port.hostIp, `${name} publishes ${port.published}`).toBe("127.0.0.1");
+      }
+    }
+  });
+});
