@@ -4,6 +4,8 @@ import { createGrpcServer } from "./api/grpc-server.js";
 import { registerService } from "./api/handlers.js";
 import { createProxyServiceHandlers } from "./api/proxy-service-handlers.js";
 import { createSecretServiceHandlers } from "./api/secret-service-handlers.js";
+import { createAuditLog } from "./audit/audit-log.js";
+import { createAuditedRunner } from "./audit/audited-operation.js";
 import { createCallerAuthenticator } from "./auth/caller-authenticator.js";
 import { createTokenVerifier } from "./auth/token-verifier.js";
 import { createUserCallGuard } from "./auth/user-call-guard.js";
@@ -90,7 +92,15 @@ export async function createApp(
         );
       },
     });
-    const guard = createUserCallGuard({ callers, tokens });
+    const audit = createAuditLog({
+      db: database.db,
+      // Flush in the same event-loop turn: at low load a 2 ms batching delay would sit on
+      // every sensitive call's latency; under load batches still form while one is in flight.
+      batchMaxDelayMs: 0,
+      onWriteFailure: (err) => logger.error({ err }, "audit trail write failed"),
+    });
+    const audited = createAuditedRunner({ audit, logger });
+    const guard = createUserCallGuard({ callers, tokens, audit, logger });
     const dataKeyCache = createDataKeyCache(config.dataKeyCache);
     // Expiry is otherwise only checked on lookup: sweep so idle users' keys leave memory.
     const sweep = setInterval(() => dataKeyCache.evictExpired(), 30_000);
@@ -114,8 +124,8 @@ export async function createApp(
     const proxy = createProxyService({ secrets, outbound, markUsed });
 
     const services = [
-      registerService(SecretService, createSecretServiceHandlers({ guard, secrets })),
-      registerService(ProxyService, createProxyServiceHandlers({ guard, proxy })),
+      registerService(SecretService, createSecretServiceHandlers({ guard, secrets, audited })),
+      registerService(ProxyService, createProxyServiceHandlers({ guard, proxy, audited })),
     ];
     const grpc = createGrpcServer({ services, logger });
     const connect = config.connect === undefined ? undefined : createConnectServer({ services, logger });
@@ -135,6 +145,7 @@ export async function createApp(
       async stop() {
         await Promise.all([grpc.shutdown(config.shutdownGraceMs), connect?.shutdown(config.shutdownGraceMs)]);
         await outbound.close();
+        await audit.close();
         clearInterval(sweep);
         dataKeyCache.clear();
         pepper.fill(0);

@@ -1,27 +1,49 @@
+import type { AuditedRunner } from "../audit/audited-operation.js";
 import type { UserCallGuard } from "../auth/user-call-guard.js";
 import type { ProxyService as ProxyServiceDesc } from "../gen/keybroker/v1/proxy_pb.js";
-import { parseProxyCall } from "../proxy/proxy-input.js";
-import type { ProxyService } from "../proxy/proxy-service.js";
+import { type ProxyCallInput, parseProxyCall } from "../proxy/proxy-input.js";
+import type { ProxiedResponse, ProxiedStreamResponse, ProxyService } from "../proxy/proxy-service.js";
+import { actorOf } from "./audit-actor.js";
 import type { ServiceHandlers } from "./handlers.js";
 
 const toHeaders = (headers: ReadonlyArray<readonly [string, string]>) =>
   headers.map(([name, value]) => ({ name, value }));
 
-/** Thin handlers: authorize (proxy:call + the user's live token), parse, delegate, convert. */
+// A use of a key: `started` is committed before anything is decrypted (I8). Never the path's
+// concrete values, query, headers or bodies: only the method and the upstream's status.
+const auditSpec = (input: ProxyCallInput) => ({
+  action: "proxy.call" as const,
+  sensitive: true,
+  target: input.secretId,
+  detail: { method: input.method },
+  resultDetail: (r: ProxiedResponse | ProxiedStreamResponse) => ({
+    provider: r.provider,
+    upstreamStatus: r.status,
+  }),
+});
+
+/** Thin handlers: authorize (proxy:call + the user's live token), parse, delegate (audited), convert. */
 export function createProxyServiceHandlers(deps: {
   guard: UserCallGuard;
   proxy: ProxyService;
+  audited: AuditedRunner;
 }): ServiceHandlers<typeof ProxyServiceDesc> {
-  const { guard, proxy } = deps;
+  const { guard, proxy, audited } = deps;
   return {
     async call(request, ctx) {
-      const { user } = await guard.authorize(ctx, "proxy:call");
-      const response = await proxy.call(user, parseProxyCall(request), ctx.signal);
+      const { caller, user } = await guard.authorize(ctx, "proxy:call");
+      const input = parseProxyCall(request);
+      const response = await audited.run(actorOf(ctx, caller, user), auditSpec(input), () =>
+        proxy.call(user, input, ctx.signal),
+      );
       return { status: response.status, headers: toHeaders(response.headers), body: response.body };
     },
     async *callStream(request, ctx) {
-      const { user } = await guard.authorize(ctx, "proxy:call");
-      const response = await proxy.callStream(user, parseProxyCall(request), ctx.signal);
+      const { caller, user } = await guard.authorize(ctx, "proxy:call");
+      const input = parseProxyCall(request);
+      const response = await audited.run(actorOf(ctx, caller, user), auditSpec(input), () =>
+        proxy.callStream(user, input, ctx.signal),
+      );
       yield {
         part: { case: "head", value: { status: response.status, headers: toHeaders(response.headers) } },
       };

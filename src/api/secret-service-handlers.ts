@@ -1,35 +1,59 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { AuditedRunner } from "../audit/audited-operation.js";
 import type { UserCallGuard } from "../auth/user-call-guard.js";
 import type { SecretMetadata as ProtoSecretMetadata, SecretService } from "../gen/keybroker/v1/secrets_pb.js";
 import { parseProviderId, parsePutSecret, parseSecretId } from "../secrets/secret-input.js";
 import type { SecretMetadata, SecretService as Secrets } from "../secrets/secret-service.js";
+import { actorOf } from "./audit-actor.js";
 import type { ServiceHandlers } from "./handlers.js";
 
 type ProtoMetadataInit = Omit<ProtoSecretMetadata, "$typeName" | "$unknown" | "fieldNames"> & {
   fieldNames: string[];
 };
 
-/** Thin handlers: authorize, parse, delegate, convert. Logic lives in secrets/. */
+/** Thin handlers: authorize, parse, delegate (audited), convert. Logic lives in secrets/. */
 export function createSecretServiceHandlers(deps: {
   guard: UserCallGuard;
   secrets: Secrets;
+  audited: AuditedRunner;
 }): ServiceHandlers<typeof SecretService> {
-  const { guard, secrets } = deps;
+  const { guard, secrets, audited } = deps;
   return {
     async putSecret(request, ctx) {
-      const { user } = await guard.authorize(ctx, "secrets:write");
-      const metadata = await secrets.put(user, parsePutSecret(request), ctx.signal);
+      const { caller, user } = await guard.authorize(ctx, "secrets:write");
+      const input = parsePutSecret(request);
+      const metadata = await audited.run(
+        actorOf(ctx, caller, user),
+        {
+          action: "secret.put",
+          sensitive: true,
+          ...(input.secretId === undefined ? {} : { target: input.secretId }),
+          detail: { provider: input.provider, fieldCount: input.fields.size },
+          resultTarget: (m) => m.id,
+          resultDetail: (m) => ({ secretVersion: m.version }),
+        },
+        () => secrets.put(user, input, ctx.signal),
+      );
       return { secret: toProto(metadata) };
     },
     async listSecrets(request, ctx) {
-      const { user } = await guard.authorize(ctx, "secrets:read");
+      const { caller, user } = await guard.authorize(ctx, "secrets:read");
       const provider = request.provider === "" ? undefined : parseProviderId(request.provider);
-      const list = await secrets.list(user, provider, ctx.signal);
+      const list = await audited.run(
+        actorOf(ctx, caller, user),
+        { action: "secret.list", sensitive: false, resultDetail: (l) => ({ count: l.length }) },
+        () => secrets.list(user, provider, ctx.signal),
+      );
       return { secrets: list.map(toProto) };
     },
     async deleteSecret(request, ctx) {
-      const { user } = await guard.authorize(ctx, "secrets:write");
-      await secrets.delete(user, parseSecretId(request.secretId));
+      const { caller, user } = await guard.authorize(ctx, "secrets:write");
+      const secretId = parseSecretId(request.secretId);
+      await audited.run(
+        actorOf(ctx, caller, user),
+        { action: "secret.delete", sensitive: true, target: secretId },
+        () => secrets.delete(user, secretId),
+      );
       return {};
     },
   };

@@ -15,7 +15,11 @@ export type AuditAction =
   | "rewrap.step"
   | "integrity.failure";
 
-export type AuditOutcome = "ok" | "denied" | "error";
+/**
+ * `started` is written before a sensitive operation touches any key (Vault's request entry):
+ * if it cannot be committed the operation does not run (I8). The final row follows.
+ */
+export type AuditOutcome = "started" | "ok" | "denied" | "error";
 
 /**
  * The only facts an audit row may carry beyond its columns. Keys are a fixed list and each value
@@ -82,7 +86,7 @@ export const DROPPED = "[dropped]";
 
 const USER_REF_BYTES = 32;
 const ACTION = /^[a-z_]{1,32}\.[a-z_]{1,32}$/;
-const OUTCOMES: ReadonlySet<string> = new Set<AuditOutcome>(["ok", "denied", "error"]);
+const OUTCOMES: ReadonlySet<string> = new Set<AuditOutcome>(["started", "ok", "denied", "error"]);
 const CODE = /^[a-z_]{1,32}$/;
 const MAX_ID_CHARS = 128;
 const MAX_TARGET_CHARS = 256;

@@ -1,7 +1,11 @@
+import type { AuditLog } from "../audit/audit-log.js";
+import { isBrokerError } from "../errors.js";
+import type { Logger } from "../log/logger.js";
 import type { CallerIdentity, CallerScope, UserIdentity } from "./identity.js";
 
 /** The credentials a call carries, as the transport found them. */
 export interface CallCredentials {
+  readonly requestId: string;
   readonly callerKey: string | undefined;
   readonly bearerToken: string | undefined;
   readonly signal: AbortSignal;
@@ -22,12 +26,44 @@ export interface UserCallGuard {
 export function createUserCallGuard(deps: {
   callers: { authenticate(rawKey: string | undefined, scope: CallerScope): Promise<CallerIdentity> };
   tokens: { verify(token: string | undefined, options?: { signal?: AbortSignal }): Promise<UserIdentity> };
+  audit?: AuditLog;
+  logger?: Logger;
 }): UserCallGuard {
+  // Every refusal is audited (catalogue E47), best effort: an audit outage must not turn an
+  // authentication failure into something else, and nothing is decrypted on this path anyway.
+  async function recordFailure(
+    credentials: CallCredentials,
+    scope: CallerScope,
+    caller: CallerIdentity | undefined,
+    err: unknown,
+  ) {
+    if (deps.audit === undefined || !isBrokerError(err)) return;
+    await deps.audit
+      .record({
+        requestId: credentials.requestId,
+        callerKeyId: caller?.keyId ?? null,
+        userRef: null,
+        action: "auth.failure",
+        outcome: err.code === "permission_denied" ? "denied" : "error",
+        code: err.code,
+        detail: { scope, reason: caller === undefined ? "caller_key" : "user_token" },
+      })
+      .catch((auditErr: unknown) =>
+        deps.logger?.error({ err: auditErr }, "audit: could not record an auth failure"),
+      );
+  }
+
   return {
     async authorize(credentials, scope) {
-      const caller = await deps.callers.authenticate(credentials.callerKey, scope);
-      const user = await deps.tokens.verify(credentials.bearerToken, { signal: credentials.signal });
-      return { caller, user };
+      let caller: CallerIdentity | undefined;
+      try {
+        caller = await deps.callers.authenticate(credentials.callerKey, scope);
+        const user = await deps.tokens.verify(credentials.bearerToken, { signal: credentials.signal });
+        return { caller, user };
+      } catch (err) {
+        await recordFailure(credentials, scope, caller, err);
+        throw err;
+      }
     },
   };
 }

@@ -35,6 +35,16 @@ export interface OutboundClient {
   close(): Promise<void>;
 }
 
+/** One settled upstream call, for metrics: provider id and outcome only, never the URL or headers. */
+export interface UpstreamCallEvent {
+  readonly provider: string;
+  /** HTTP status, or undefined when no response head arrived. */
+  readonly status: number | undefined;
+  /** The BrokerError code of a failure, "abandoned" when the caller stopped reading; undefined on success. */
+  readonly code: string | undefined;
+  readonly durationMs: number;
+}
+
 export interface OutboundClientDeps {
   readonly registry: ProviderRegistry;
   readonly logger: Logger;
@@ -48,6 +58,8 @@ export interface OutboundClientDeps {
   readonly dial?: Dialer;
   /** Concurrent connections per provider origin. */
   readonly connectionsPerOrigin?: number;
+  /** Told once per settled call (success, failure or abandonment); must be cheap. */
+  readonly onUpstreamCall?: (event: UpstreamCallEvent) => void;
 }
 
 type Outcome =
@@ -73,6 +85,16 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
   const nonces = createNonceSource({ now });
   const pools = new Map<string, Pool>();
   let closed = false;
+
+  // A metrics hook must never turn a settled call into a different outcome.
+  const reportUpstreamCall = (event: UpstreamCallEvent): void => {
+    if (deps.onUpstreamCall === undefined) return;
+    try {
+      deps.onUpstreamCall(event);
+    } catch (err) {
+      logger.error({ err, provider: event.provider }, "onUpstreamCall listener threw");
+    }
+  };
 
   // One keep-alive pool per provider (each provider has one origin), each with its own guarded
   // connector: the allowlist and loopback rule travel with the pool, not with each request.
@@ -137,16 +159,19 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
       signal.removeEventListener("abort", onCallerAbort);
       // Logged: provider, method, status, sizes, timings. Never the URL, query, headers or body.
       const logFields = { provider: req.providerId, method: plan.method, status, bytes };
-      const durationMs = Math.round(performance.now() - began);
+      const elapsedMs = performance.now() - began;
+      const durationMs = Math.round(elapsedMs);
       if (outcome.kind === "complete") {
         // Success is the hot path: debug only (metrics carry the counts and latencies).
         logger.debug({ ...logFields, durationMs }, "outbound call finished");
+        reportUpstreamCall({ provider: req.providerId, status, code: undefined, durationMs: elapsedMs });
         return undefined;
       }
       // Stop the upstream exchange; undici does not reuse a socket after an abort.
       controller.abort();
       if (outcome.kind === "abandoned") {
         logger.info({ ...logFields, durationMs }, "outbound stream abandoned by the caller");
+        reportUpstreamCall({ provider: req.providerId, status, code: "abandoned", durationMs: elapsedMs });
         return undefined;
       }
       const err = outcome.err;
@@ -160,6 +185,7 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
         { ...logFields, code: mapped.code, cause: describeCause(mapped), durationMs },
         "outbound call failed",
       );
+      reportUpstreamCall({ provider: req.providerId, status, code: mapped.code, durationMs: elapsedMs });
       return mapped;
     };
 

@@ -7,9 +7,13 @@ import type {
 import type { OpenedSecret, SecretService } from "../secrets/secret-service.js";
 import type { ProxyCallInput } from "./proxy-input.js";
 
+/** The upstream's answer, and which provider the secret was sent to (for the audit trail). */
+export type ProxiedResponse = OutboundResponse & { readonly provider: string };
+export type ProxiedStreamResponse = OutboundStreamResponse & { readonly provider: string };
+
 export interface ProxyService {
-  call(user: UserIdentity, input: ProxyCallInput, signal: AbortSignal): Promise<OutboundResponse>;
-  callStream(user: UserIdentity, input: ProxyCallInput, signal: AbortSignal): Promise<OutboundStreamResponse>;
+  call(user: UserIdentity, input: ProxyCallInput, signal: AbortSignal): Promise<ProxiedResponse>;
+  callStream(user: UserIdentity, input: ProxyCallInput, signal: AbortSignal): Promise<ProxiedStreamResponse>;
 }
 
 /**
@@ -40,7 +44,7 @@ export function createProxyService(deps: {
       try {
         const response = await deps.outbound.call(request(secret, input), signal);
         deps.markUsed?.(secret.id);
-        return response;
+        return { ...response, provider: secret.provider };
       } finally {
         zero(secret);
       }
@@ -64,7 +68,7 @@ export function createProxyService(deps: {
           zero(secret);
         }
       }
-      return { status: response.status, headers: response.headers, body: body() };
+      return { provider: secret.provider, status: response.status, headers: response.headers, body: body() };
     },
   };
 }

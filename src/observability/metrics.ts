@@ -1,0 +1,303 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { CallEndEvent } from "../api/call-end.js";
+import type { DataKeyCacheStats } from "../crypto/data-key-cache.js";
+import type { BrokerErrorCode } from "../errors.js";
+import type { UpstreamCallEvent } from "../outbound/outbound-client.js";
+
+/**
+ * The broker's Prometheus metrics (SPEC I7: never a secret, token or raw user id).
+ *
+ *   keybroker_rpc_requests_total{service,method,code}          finished RPCs; code is the gRPC name
+ *   keybroker_rpc_duration_seconds{service,method}             histogram, 0.1 ms – 10 s
+ *   keybroker_kms_requests_total{op,outcome}                   keyring calls (SDK retries are inside one)
+ *   keybroker_kms_duration_seconds{op}                         histogram
+ *   keybroker_data_key_cache_hits_total                        read from the cache's own counters
+ *   keybroker_data_key_cache_misses_total
+ *   keybroker_data_key_cache_entries                           unwrapped keys held in memory now
+ *   keybroker_data_key_cache_hit_ratio                         lifetime hits / lookups (rate() the counters for a window)
+ *   keybroker_upstream_requests_total{provider,status_class,code}   outbound proxy calls
+ *   keybroker_upstream_duration_seconds{provider}              histogram
+ *   keybroker_audit_write_failures_total                       audit batches that could not be committed
+ *
+ * Every label value comes from a closed set: route names, provider ids from the registry file,
+ * gRPC code names, status classes ("2xx"), broker error codes. Anything a caller or user chose
+ * (secret ids, user refs, paths, caller key ids, tokens) is never a label: one series per user
+ * would leak who uses the broker and grow without bound.
+ */
+
+/** Keyring verbs, as the `op` label spells them. */
+export type KmsOp = "generate_data_key" | "decrypt" | "re_encrypt";
+/** `ok`, or the BrokerError code the keyring call failed with. */
+export type KmsOutcome = "ok" | BrokerErrorCode;
+
+/** Typed recorders over one private Registry; each is cheap and never throws. */
+export interface Metrics {
+  /** This app's registry (never prom-client's global one), for the ops server to expose. */
+  readonly registry: Registry;
+  rpcCompleted(event: CallEndEvent): void;
+  kmsCall(op: KmsOp, outcome: KmsOutcome, durationMs: number): void;
+  upstreamCall(event: UpstreamCallEvent): void;
+  auditWriteFailed(): void;
+}
+
+export interface MetricsDeps {
+  /** The data-key cache's counters, read at scrape time; the cache metrics are absent without it. */
+  readonly dataKeyCacheStats?: () => DataKeyCacheStats;
+  /** Also export process_* and nodejs_* metrics (CPU, heap, event-loop lag). Off in tests: the
+   * event-loop monitor they start cannot be stopped. */
+  readonly processMetrics?: boolean;
+}
+
+// 0.1 ms (a cache hit) to 10 s (a slow upstream at its timeout), roughly ×2.5 per step.
+const DURATION_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
+
+// Indexed by gRPC status number (status.OK = 0 … UNAUTHENTICATED = 16).
+const GRPC_CODE_NAMES = [
+  "OK",
+  "CANCELLED",
+  "UNKNOWN",
+  "INVALID_ARGUMENT",
+  "DEADLINE_EXCEEDED",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "PERMISSION_DENIED",
+  "RESOURCE_EXHAUSTED",
+  "FAILED_PRECONDITION",
+  "ABORTED",
+  "OUT_OF_RANGE",
+  "UNIMPLEMENTED",
+  "INTERNAL",
+  "UNAVAILABLE",
+  "DATA_LOSS",
+  "UNAUTHENTICATED",
+] as const;
+
+const UPSTREAM_CODES: ReadonlySet<string> = new Set<BrokerErrorCode | "abandoned">([
+  "invalid_argument",
+  "unauthenticated",
+  "permission_denied",
+  "not_found",
+  "already_exists",
+  "failed_precondition",
+  "resource_exhausted",
+  "unavailable",
+  "deadline_exceeded",
+  "data_loss",
+  "internal",
+  "abandoned",
+]);
+
+// Route and provider names are already a closed set; the cap is a backstop so a bug upstream
+// can never turn a label into an unbounded one (memory and scrape size grow per series).
+const MAX_LABEL_SETS = 256;
+const OVERFLOW = "_other";
+
+interface RpcSeries {
+  readonly duration: Histogram.Internal<"service" | "method">;
+  readonly byCode: Array<Counter.Internal<"service" | "method" | "code"> | undefined>;
+  readonly service: string;
+  readonly method: string;
+}
+
+interface UpstreamSeries {
+  readonly provider: string;
+  readonly duration: Histogram.Internal<"provider">;
+  readonly byOutcome: Map<string, Counter.Internal<"provider" | "status_class" | "code">>;
+}
+
+const seconds = (ms: number): number => (Number.isFinite(ms) && ms > 0 ? ms / 1000 : 0);
+
+function statusClass(status: number | undefined): string {
+  if (status === undefined) return "none"; // no response: refused, timed out, blocked by the guard
+  return status >= 100 && status < 600 ? `${Math.floor(status / 100)}xx` : "other";
+}
+
+export function createMetrics(deps: MetricsDeps = {}): Metrics {
+  const registry = new Registry();
+  const registers = [registry];
+  if (deps.processMetrics === true) collectDefaultMetrics({ register: registry });
+
+  const rpcTotal = new Counter({
+    name: "keybroker_rpc_requests_total",
+    help: "Finished RPCs by service, method and gRPC status code.",
+    labelNames: ["service", "method", "code"] as const,
+    registers,
+  });
+  const rpcDuration = new Histogram({
+    name: "keybroker_rpc_duration_seconds",
+    help: "RPC duration from admission to the status being sent.",
+    labelNames: ["service", "method"] as const,
+    buckets: DURATION_BUCKETS,
+    registers,
+  });
+  const kmsTotal = new Counter({
+    name: "keybroker_kms_requests_total",
+    help: "Keyring calls by operation and outcome (ok or the broker error code).",
+    labelNames: ["op", "outcome"] as const,
+    registers,
+  });
+  const kmsDuration = new Histogram({
+    name: "keybroker_kms_duration_seconds",
+    help: "Keyring call duration, the SDK's own retries included.",
+    labelNames: ["op"] as const,
+    buckets: DURATION_BUCKETS,
+    registers,
+  });
+  const upstreamTotal = new Counter({
+    name: "keybroker_upstream_requests_total",
+    help: "Outbound provider calls by provider, HTTP status class and broker error code (ok on success).",
+    labelNames: ["provider", "status_class", "code"] as const,
+    registers,
+  });
+  const upstreamDuration = new Histogram({
+    name: "keybroker_upstream_duration_seconds",
+    help: "Outbound provider call duration, body included.",
+    labelNames: ["provider"] as const,
+    buckets: DURATION_BUCKETS,
+    registers,
+  });
+  const auditFailures = new Counter({
+    name: "keybroker_audit_write_failures_total",
+    help: "Audit batches that could not be committed (their operations failed).",
+    registers,
+  });
+
+  const { dataKeyCacheStats } = deps;
+  if (dataKeyCacheStats !== undefined) registerDataKeyCache(registers, dataKeyCacheStats);
+
+  // Hot path: label children are bound once per route / provider / outcome and reused, so a
+  // recorded event is a map lookup and two increments, not a label hash per metric.
+  const rpcSeries = new Map<string, RpcSeries>();
+  const newRpcSeries = (service: string, method: string): RpcSeries => ({
+    service,
+    method,
+    duration: rpcDuration.labels(service, method),
+    byCode: [],
+  });
+  let rpcOverflow: RpcSeries | undefined;
+  const rpcSeriesFor = (service: string, method: string): RpcSeries => {
+    const key = `${service}/${method}`;
+    const known = rpcSeries.get(key);
+    if (known !== undefined) return known;
+    if (rpcSeries.size >= MAX_LABEL_SETS) {
+      rpcOverflow ??= newRpcSeries(OVERFLOW, OVERFLOW);
+      return rpcOverflow;
+    }
+    const created = newRpcSeries(service, method);
+    rpcSeries.set(key, created);
+    return created;
+  };
+
+  const upstreamSeries = new Map<string, UpstreamSeries>();
+  const newUpstreamSeries = (provider: string): UpstreamSeries => ({
+    provider,
+    duration: upstreamDuration.labels(provider),
+    byOutcome: new Map(),
+  });
+  let upstreamOverflow: UpstreamSeries | undefined;
+  const upstreamSeriesFor = (provider: string): UpstreamSeries => {
+    const known = upstreamSeries.get(provider);
+    if (known !== undefined) return known;
+    if (upstreamSeries.size >= MAX_LABEL_SETS) {
+      upstreamOverflow ??= newUpstreamSeries(OVERFLOW);
+      return upstreamOverflow;
+    }
+    const created = newUpstreamSeries(provider);
+    upstreamSeries.set(provider, created);
+    return created;
+  };
+
+  // op and outcome are both closed unions: at most 3 × 12 children.
+  const kmsCounters = new Map<string, Counter.Internal<"op" | "outcome">>();
+  const kmsDurationByOp = {
+    generate_data_key: kmsDuration.labels("generate_data_key"),
+    decrypt: kmsDuration.labels("decrypt"),
+    re_encrypt: kmsDuration.labels("re_encrypt"),
+  } satisfies Record<KmsOp, unknown>;
+
+  return {
+    registry,
+
+    rpcCompleted(event) {
+      const series = rpcSeriesFor(event.service, event.method);
+      const index = Number.isInteger(event.code) && event.code >= 0 && event.code <= 16 ? event.code : 2;
+      let counter = series.byCode[index];
+      if (counter === undefined) {
+        counter = rpcTotal.labels(series.service, series.method, GRPC_CODE_NAMES[index] ?? "UNKNOWN");
+        series.byCode[index] = counter;
+      }
+      counter.inc();
+      series.duration.observe(seconds(event.durationMs));
+    },
+
+    kmsCall(op, outcome, durationMs) {
+      const key = `${op}|${outcome}`;
+      let counter = kmsCounters.get(key);
+      if (counter === undefined) {
+        counter = kmsTotal.labels(op, outcome);
+        kmsCounters.set(key, counter);
+      }
+      counter.inc();
+      kmsDurationByOp[op].observe(seconds(durationMs));
+    },
+
+    upstreamCall(event) {
+      const series = upstreamSeriesFor(event.provider);
+      const cls = statusClass(event.status);
+      const code = event.code === undefined ? "ok" : UPSTREAM_CODES.has(event.code) ? event.code : "other";
+      const key = `${cls}|${code}`;
+      let counter = series.byOutcome.get(key);
+      if (counter === undefined) {
+        counter = upstreamTotal.labels(series.provider, cls, code);
+        series.byOutcome.set(key, counter);
+      }
+      counter.inc();
+      series.duration.observe(seconds(event.durationMs));
+    },
+
+    auditWriteFailed() {
+      auditFailures.inc();
+    },
+  };
+}
+
+// Read at scrape time: the cache keeps its own counters, so the hot path pays nothing here.
+function registerDataKeyCache(registers: Registry[], stats: () => DataKeyCacheStats): void {
+  new Counter({
+    name: "keybroker_data_key_cache_hits_total",
+    help: "Data-key lookups served from memory.",
+    registers,
+    collect() {
+      this.reset();
+      this.inc(stats().hits);
+    },
+  });
+  new Counter({
+    name: "keybroker_data_key_cache_misses_total",
+    help: "Data-key lookups that needed (or joined) a KMS unwrap.",
+    registers,
+    collect() {
+      this.reset();
+      this.inc(stats().misses);
+    },
+  });
+  new Gauge({
+    name: "keybroker_data_key_cache_entries",
+    help: "Unwrapped data keys currently held in memory.",
+    registers,
+    collect() {
+      this.set(stats().size);
+    },
+  });
+  new Gauge({
+    name: "keybroker_data_key_cache_hit_ratio",
+    help: "Hits over lookups since start; use rate() of the counters for a recent window.",
+    registers,
+    collect() {
+      const { hits, misses } = stats();
+      this.set(hits + misses === 0 ? 0 : hits / (hits + misses));
+    },
+  });
+}
