@@ -33,7 +33,8 @@ export function createInstrumentedKeyring(deps: InstrumentedKeyringDeps): Keyrin
     currentKeyId: () => keyring.currentKeyId(),
     generateDataKey: (context, options) =>
       timed("generate_data_key", () => keyring.generateDataKey(context, options)),
-    decrypt: (wrapped, context, options) => timed("decrypt", () => keyring.decrypt(wrapped, context, options)),
+    decrypt: (wrapped, context, options) =>
+      timed("decrypt", () => keyring.decrypt(wrapped, context, options)),
     reEncrypt: (wrapped, context, destinationKeyId, options) =>
       timed("re_encrypt", () => keyring.reEncrypt(wrapped, context, destinationKeyId, options)),
   };

@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { CallEndEvent } from "../api/call-end.js";
 import type { DataKeyCacheStats } from "../crypto/data-key-cache.js";
 import type { BrokerErrorCode } from "../errors.js";
@@ -96,7 +96,7 @@ const OVERFLOW = "_other";
 
 interface RpcSeries {
   readonly duration: Histogram.Internal<"service" | "method">;
-  readonly byCode: Array<Counter.Internal<"service" | "method" | "code"> | undefined>;
+  readonly byCode: Array<Counter.Internal | undefined>;
   readonly service: string;
   readonly method: string;
 }
@@ -104,7 +104,7 @@ interface RpcSeries {
 interface UpstreamSeries {
   readonly provider: string;
   readonly duration: Histogram.Internal<"provider">;
-  readonly byOutcome: Map<string, Counter.Internal<"provider" | "status_class" | "code">>;
+  readonly byOutcome: Map<string, Counter.Internal>;
 }
 
 const seconds = (ms: number): number => (Number.isFinite(ms) && ms > 0 ? ms / 1000 : 0);
@@ -210,7 +210,7 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
   };
 
   // op and outcome are both closed unions: at most 3 × 12 children.
-  const kmsCounters = new Map<string, Counter.Internal<"op" | "outcome">>();
+  const kmsCounters = new Map<string, Counter.Internal>();
   const kmsDurationByOp = {
     generate_data_key: kmsDuration.labels("generate_data_key"),
     decrypt: kmsDuration.labels("decrypt"),
