@@ -26,9 +26,9 @@ import {
 } from "@grpc/grpc-js";
 import { CALLER_KEY_HEADER, REQUEST_ID_HEADER } from "../src/api/call-context.js";
 import {
+  type CallRequestSchema,
   type CallResponse,
   type CallStreamResponse,
-  CallRequestSchema,
   ProxyService,
 } from "../src/gen/keybroker/v1/proxy_pb.js";
 import {
@@ -38,15 +38,15 @@ import {
 } from "../src/gen/keybroker/v1/secrets_pb.js";
 import {
   CancelledError,
-  InvalidArgumentError,
   InternalError,
+  InvalidArgumentError,
   KeybrokerError,
   keybrokerErrorOf,
   UnauthenticatedError,
 } from "./errors.js";
 
-export * from "./errors.js";
 export type { CallResponse, ResponseHead } from "../src/gen/keybroker/v1/proxy_pb.js";
+export * from "./errors.js";
 
 export interface KeybrokerClientOptions {
   /** "host:port" of the broker's gRPC listener, e.g. "127.0.0.1:50051". */
@@ -72,7 +72,10 @@ type FieldsOf<S extends DescMessage> = Omit<Exclude<MessageInitShape<S>, Message
 type WithRequired<T, K extends keyof T> = Omit<T, K> & Required<Pick<T, K>>;
 
 /** `PutSecretRequest`: leave out `secretId` to create a secret, set it to add a version. */
-export type PutSecretInput = WithRequired<FieldsOf<typeof PutSecretRequestSchema>, "provider" | "label" | "fields">;
+export type PutSecretInput = WithRequired<
+  FieldsOf<typeof PutSecretRequestSchema>,
+  "provider" | "label" | "fields"
+>;
 
 /** `CallRequest` (also used for `callStream`): query and headers as `{ name, value }` lists. */
 export type ProxyCallInput = WithRequired<FieldsOf<typeof CallRequestSchema>, "secretId" | "method" | "path">;
@@ -128,7 +131,10 @@ export function createKeybrokerClient(options: KeybrokerClientOptions): Keybroke
   const grpc = new Client(options.address, options.credentials ?? defaultCredentials(options.address));
 
   /** Metadata and call options for one call; throws the typed error instead of sending junk. */
-  function prepare(userToken: string, opts: KeybrokerCallOptions): { metadata: Metadata; callOptions: CallOptions } {
+  function prepare(
+    userToken: string,
+    opts: KeybrokerCallOptions,
+  ): { metadata: Metadata; callOptions: CallOptions } {
     if (opts.signal?.aborted) {
       throw new CancelledError("CANCELLED", "call cancelled before it started", undefined);
     }
@@ -296,11 +302,7 @@ function onAbort(signal: AbortSignal | undefined, cancel: () => void): () => voi
 }
 
 /** Our typed errors pass through; a gRPC status is mapped; anything else is INTERNAL with a fixed text. */
-function asKeybrokerError(
-  err: unknown,
-  requestId?: string,
-  secrets: readonly string[] = [],
-): KeybrokerError {
+function asKeybrokerError(err: unknown, requestId?: string, secrets: readonly string[] = []): KeybrokerError {
   if (err instanceof KeybrokerError) return err;
   if (err instanceof Error && "code" in err && typeof err.code === "number" && "details" in err) {
     const details = typeof err.details === "string" ? err.details : "";

@@ -1,0 +1,102 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../../../src/config/config.js";
+
+const production = {
+  NODE_ENV: "production",
+  DATABASE_URL: "postgres://keybroker:s3cretPassw0rd@db.internal:5432/keybroker",
+  KEYBROKER_KEYRING: "aws-kms",
+  KEYBROKER_KMS_KEY_ID: "alias/keybroker",
+  AWS_REGION: "eu-west-1",
+  AUTH0_ISSUER: "https://tenant.eu.auth0.com/",
+  AUTH0_AUDIENCE: "https://keybroker.example.com/api",
+  AUTH0_REQUIRED_PERMISSION: "keybroker:use",
+};
+
+function problemsOf(env: Record<string, string | undefined>): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return [...err.problems];
+    throw err;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("configuration", () => {
+  it("accepts a complete production environment and derives the JWKS URL from the issuer", () => {
+    const config = loadConfig(production);
+    expect(config.production).toBe(true);
+    expect(config.auth.jwksUrl).toBe("https://tenant.eu.auth0.com/.well-known/jwks.json");
+    expect(config.keyring).toMatchObject({ kind: "aws-kms", keyId: "alias/keybroker", region: "eu-west-1" });
+    expect(config.database.kind).toBe("postgres");
+    expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it("refuses the local keyring in production", () => {
+    expect(
+      problemsOf({ ...production, KEYBROKER_KEYRING: "local", KEYBROKER_LOCAL_KEYRING_FILE: "/tmp/k.json" }),
+    ).toEqual([expect.stringContaining("KEYBROKER_KEYRING")]);
+  });
+
+  it("refuses the embedded PGlite in production", () => {
+    expect(problemsOf({ ...production, DATABASE_URL: undefined })).toEqual([
+      expect.stringContaining("DATABASE_URL"),
+    ]);
+  });
+
+  it("refuses an http issuer in production, even on loopback", () => {
+    expect(problemsOf({ ...production, AUTH0_ISSUER: "http://127.0.0.1:4455/" }).join("\n")).toContain(
+      "AUTH0_ISSUER",
+    );
+  });
+
+  it("allows an http issuer on loopback outside production (the dev issuer) but not elsewhere", () => {
+    const dev = { ...production, NODE_ENV: "development", AUTH0_ISSUER: "http://127.0.0.1:4455/" };
+    expect(loadConfig(dev).auth.issuer).toBe("http://127.0.0.1:4455/");
+    expect(problemsOf({ ...dev, AUTH0_ISSUER: "http://auth.example.com/" }).join("\n")).toContain(
+      "AUTH0_ISSUER",
+    );
+  });
+
+  it("lists every problem at once", () => {
+    const problems = problemsOf({
+      NODE_ENV: "production",
+      KEYBROKER_KEYRING: "aws-kms",
+      AUTH0_CLOCK_TOLERANCE_SEC: "90",
+    });
+    const text = problems.join("\n");
+    for (const name of [
+      "AUTH0_ISSUER",
+      "AUTH0_AUDIENCE",
+      "AUTH0_REQUIRED_PERMISSION",
+      "AUTH0_CLOCK_TOLERANCE_SEC",
+    ]) {
+      expect(text).toContain(name);
+    }
+    expect(problems.length).toBeGreaterThanOrEqual(4);
+  });
+
+  it("names variables but never echoes their values (a DATABASE_URL carries a password)", () => {
+    const err = (() => {
+      try {
+        loadConfig({
+          ...production,
+          DATABASE_URL: "mysql://root:s3cretPassw0rd@db/x",
+          KEYBROKER_KEYRING: "local",
+        });
+      } catch (e) {
+        return e as Error;
+      }
+      return undefined;
+    })();
+    expect(err?.message).toContain("DATABASE_URL");
+    expect(err?.message).not.toContain("s3cretPassw0rd");
+  });
+
+  it("caps the clock tolerance at 30 seconds (catalogue A8)", () => {
+    expect(problemsOf({ ...production, AUTH0_CLOCK_TOLERANCE_SEC: "31" }).join()).toContain(
+      "AUTH0_CLOCK_TOLERANCE_SEC",
+    );
+    expect(loadConfig({ ...production, AUTH0_CLOCK_TOLERANCE_SEC: "30" }).auth.clockToleranceSec).toBe(30);
+  });
+});
