@@ -1,4 +1,7 @@
 import { readFile } from "node:fs/promises";
+import { createCallerKeyAdmin } from "./admin/caller-key-admin.js";
+import { createUserShredder } from "./admin/user-shredder.js";
+import { createAdminServiceHandlers } from "./api/admin-service-handlers.js";
 import { createConnectServer } from "./api/connect-server.js";
 import { createGrpcServer } from "./api/grpc-server.js";
 import { registerService } from "./api/handlers.js";
@@ -15,6 +18,7 @@ import { createDataKeyCache } from "./crypto/data-key-cache.js";
 import type { Keyring } from "./crypto/keyring.js";
 import { loadOrCreateLocalKeyring } from "./crypto/local-keyring.js";
 import { deriveFingerprintKey, deriveUserRef } from "./crypto/user-ref.js";
+import { AdminService } from "./gen/keybroker/v1/admin_pb.js";
 import { ProxyService } from "./gen/keybroker/v1/proxy_pb.js";
 import { SecretService } from "./gen/keybroker/v1/secrets_pb.js";
 import { loadOrCreatePepper } from "./keys/pepper.js";
@@ -126,6 +130,17 @@ export async function createApp(
     const services = [
       registerService(SecretService, createSecretServiceHandlers({ guard, secrets, audited })),
       registerService(ProxyService, createProxyServiceHandlers({ guard, proxy, audited })),
+      registerService(
+        AdminService,
+        createAdminServiceHandlers({
+          guard,
+          audited,
+          db: database.db,
+          callerKeys: createCallerKeyAdmin({ db: database.db }),
+          shredder: createUserShredder({ db: database.db, userDataKeys }),
+          userRefOf: (subject) => deriveUserRef(pepper, config.auth.issuer, subject),
+        }),
+      ),
     ];
     const grpc = createGrpcServer({ services, logger });
     const connect = config.connect === undefined ? undefined : createConnectServer({ services, logger });

@@ -41,6 +41,8 @@ export interface ExampleAppDeps {
    * answers 401 without calling the broker. The broker verifies the token on every call anyway.
    */
   readonly verifyUser?: (accessToken: string) => Promise<boolean>;
+  /** Where server-side failures are reported (one line each, no secrets); default console.error. */
+  readonly logError?: (line: string) => void;
 }
 
 const ConnectBody = z.object({
@@ -92,7 +94,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
     res.json(providerResponseOf(response));
   });
 
-  app.use(sendError);
+  app.use(errorSender(deps.logError ?? console.error));
   return app;
 }
 
@@ -162,16 +164,23 @@ function jsonOr(text: string): unknown {
  * INVALID_ARGUMENT, whose broker text describes the request (field names, never values) and
  * helps the user fix it. The request id lets support find the broker's log line.
  */
-const sendError: ErrorRequestHandler = (err: unknown, _req, res, _next) => {
-  const { status, message } = httpErrorOf(err);
-  const requestId = err instanceof KeybrokerError ? err.requestId : undefined;
-  if (status >= 500) {
-    // Name, code and request id only: an arbitrary error's message could hold anything.
-    const code = err instanceof KeybrokerError ? err.code : undefined;
-    console.error(`example app: ${status} after ${errorName(err)} ${code ?? ""} request ${requestId ?? "-"}`);
+function errorSender(logError: (line: string) => void): ErrorRequestHandler {
+  return (err: unknown, _req, res, _next) => {
+    const { status, message } = httpErrorOf(err);
+    const requestId = err instanceof KeybrokerError ? err.requestId : undefined;
+    if (status >= 500) logError(`example app: answered ${status} after ${describeError(err)}`);
+    res.status(status).json(requestId === undefined ? { error: message } : { error: message, requestId });
+  };
+}
+
+/** Name, code and request id only: an arbitrary error's message could hold anything. */
+function describeError(err: unknown): string {
+  if (err instanceof UnauthenticatedError) {
+    return `${err.name} (${err.credential} refused) request ${err.requestId ?? "-"}`;
   }
-  res.status(status).json(requestId === undefined ? { error: message } : { error: message, requestId });
-};
+  if (err instanceof KeybrokerError) return `${err.name} (${err.code}) request ${err.requestId ?? "-"}`;
+  return err instanceof Error ? err.name : typeof err;
+}
 
 function httpErrorOf(err: unknown): { status: number; message: string } {
   if (err instanceof BadRequest) return { status: 400, message: err.message };
@@ -209,10 +218,6 @@ function httpErrorOf(err: unknown): { status: number; message: string } {
 function isBodyParserError(err: unknown): err is { status: number } {
   const status = (err as { status?: unknown } | null)?.status;
   return typeof status === "number" && status >= 400 && status < 500;
-}
-
-function errorName(err: unknown): string {
-  return err instanceof Error ? err.name : typeof err;
 }
 
 /** Reads the example's settings, listing every missing one at once; never prints their values. */

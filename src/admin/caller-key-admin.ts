@@ -5,6 +5,8 @@ import { type CallerScope, isCallerScope } from "../auth/identity.js";
 import { BrokerError } from "../errors.js";
 import {
   type CallerKeySummary,
+  expireCallerKeyBy,
+  findCallerKeyById,
   insertCallerKey,
   listCallerKeys,
   revokeCallerKey,
@@ -27,11 +29,16 @@ export interface CallerKeyAdmin {
   }): Promise<CreatedCallerKey>;
   list(): Promise<CallerKeySummary[]>;
   revoke(id: string): Promise<void>;
+  /** A new key with the same name and scopes; the old one keeps working for `overlapSeconds`. */
+  rotate(id: string, overlapSeconds: number): Promise<CreatedCallerKey & { oldKeyExpiresAt: Date }>;
 }
+
+/** Long enough to roll a key out to every app instance; short enough that a leak is bounded. */
+export const MAX_ROTATION_OVERLAP_SECONDS = 7 * 24 * 3600;
 
 export function createCallerKeyAdmin(deps: { db: Kysely<Database>; now?: () => Date }): CallerKeyAdmin {
   const now = deps.now ?? (() => new Date());
-  return {
+  const admin: CallerKeyAdmin = {
     async create(input) {
       if (!NAME.test(input.name)) {
         throw new BrokerError(
@@ -69,12 +76,38 @@ export function createCallerKeyAdmin(deps: { db: Kysely<Database>; now?: () => D
       };
     },
     list: () => listCallerKeys(deps.db),
+    async rotate(id, overlapSeconds) {
+      if (
+        !Number.isInteger(overlapSeconds) ||
+        overlapSeconds < 0 ||
+        overlapSeconds > MAX_ROTATION_OVERLAP_SECONDS
+      ) {
+        throw new BrokerError(
+          "invalid_argument",
+          `overlap must be 0-${MAX_ROTATION_OVERLAP_SECONDS} seconds`,
+        );
+      }
+      const old = await findCallerKeyById(deps.db, id);
+      const at = now();
+      if (old === undefined || old.revokedAt !== null || (old.expiresAt !== null && old.expiresAt <= at)) {
+        throw new BrokerError("not_found", "no live caller key with that id");
+      }
+      const created = await admin.create({ name: old.name, scopes: old.scopes, expiresAt: old.expiresAt });
+      const oldKeyExpiresAt = new Date(at.getTime() + overlapSeconds * 1000);
+      await expireCallerKeyBy(deps.db, id, oldKeyExpiresAt);
+      return {
+        ...created,
+        oldKeyExpiresAt:
+          old.expiresAt !== null && old.expiresAt < oldKeyExpiresAt ? old.expiresAt : oldKeyExpiresAt,
+      };
+    },
     async revoke(id) {
       if (!(await revokeCallerKey(deps.db, id, now()))) {
         throw new BrokerError("not_found", "no live caller key with that id");
       }
     },
   };
+  return admin;
 }
 
 function parseScopes(scopes: readonly string[]): CallerScope[] {

@@ -11,6 +11,7 @@ export type AuditAction =
   | "auth.failure"
   | "caller_key.create"
   | "caller_key.revoke"
+  | "caller_key.rotate"
   | "user.shred"
   | "rewrap.step"
   | "integrity.failure";

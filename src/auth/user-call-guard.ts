@@ -21,6 +21,8 @@ export interface UserCallGuard {
     credentials: CallCredentials,
     scope: CallerScope,
   ): Promise<{ caller: CallerIdentity; user: UserIdentity }>;
+  /** The caller key alone (admin calls act for no user, so they carry no user token). */
+  authorizeCaller(credentials: CallCredentials, scope: CallerScope): Promise<CallerIdentity>;
 }
 
 export function createUserCallGuard(deps: {
@@ -62,6 +64,14 @@ export function createUserCallGuard(deps: {
         return { caller, user };
       } catch (err) {
         await recordFailure(credentials, scope, caller, err);
+        throw err;
+      }
+    },
+    async authorizeCaller(credentials, scope) {
+      try {
+        return await deps.callers.authenticate(credentials.callerKey, scope);
+      } catch (err) {
+        await recordFailure(credentials, scope, undefined, err);
         throw err;
       }
     },

@@ -3,7 +3,9 @@ import { isBrokerError } from "../errors.js";
 import { runCallerKeys } from "./caller-keys-command.js";
 import { runDev } from "./dev-command.js";
 import { runDevToken } from "./dev-token-command.js";
+import { runKeys } from "./keys-command.js";
 import { runMigrate } from "./migrate-command.js";
+import { runRewrap } from "./rewrap-command.js";
 import { runServe } from "./serve-command.js";
 
 const USAGE = `keybroker <command>
@@ -15,6 +17,9 @@ const USAGE = `keybroker <command>
   caller-keys list
   caller-keys revoke <id>
   dev-token --sub SUBJECT    print a user access token from the dev issuer (dev only)
+  rewrap --to <key ARN|alias|local:N> [--dry-run] [--batch-size N] [--concurrency N] [--rate N]
+                             re-wrap every data key and the pepper under another master key, online
+  keys status                users (and the pepper) per master key
 `;
 
 const commands: Record<string, (args: string[]) => Promise<number | undefined>> = {
@@ -23,6 +28,8 @@ const commands: Record<string, (args: string[]) => Promise<number | undefined>> 
   migrate: runMigrate,
   "caller-keys": runCallerKeys,
   "dev-token": runDevToken,
+  rewrap: runRewrap,
+  keys: runKeys,
 };
 
 async function main(argv: string[]): Promise<number> {

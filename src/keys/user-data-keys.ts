@@ -27,6 +27,8 @@ export function userKeyContext(userRef: Buffer): EncryptionContext {
 }
 
 export interface UserDataKeys {
+  /** Drops a user's cached plaintext key now (shred, rotation) instead of at cache expiry (D46). */
+  forget(userRef: Buffer, stored: StoredUserKey): void;
   /** Unwraps a stored key (served from the cache when possible). */
   unwrap(userRef: Buffer, stored: StoredUserKey, signal: AbortSignal): Promise<UserDataKey>;
   /** The user's data key, created (one KMS GenerateDataKey) on the user's first write. */
@@ -70,6 +72,9 @@ export function createUserDataKeys(deps: { keyring: Keyring; cache: DataKeyCache
 
   return {
     unwrap,
+    forget(userRef, stored) {
+      cache.delete(cacheKeyOf(userRef, stored));
+    },
     async forWrite(db, userRef, signal) {
       const existing = await findUserKey(db, userRef);
       if (existing !== undefined) return unwrap(userRef, existing, signal);

@@ -18,7 +18,10 @@ export interface KeyStatus {
 }
 
 export async function readKeyStatus(db: Kysely<Database>): Promise<KeyStatus> {
-  const [users, pepper] = await Promise.all([countUsersByMasterKey(db), findBrokerState(db, PEPPER_STATE_NAME)]);
+  const [users, pepper] = await Promise.all([
+    countUsersByMasterKey(db),
+    findBrokerState(db, PEPPER_STATE_NAME),
+  ]);
   return { users, pepperKeyId: pepper?.masterKeyId };
 }
 
@@ -46,7 +49,10 @@ export function formatKeyStatus(status: KeyStatus, acceptedKeyIds?: ReadonlySet<
   const total = [...status.users.values()].reduce((sum, n) => sum + n, 0);
   lines.push(`${"total".padEnd(width)}  ${total.toLocaleString("en-US").padStart(9)}`);
   if (retiredInUse) {
-    lines.push("", "warning: rows above are wrapped under a retired master key and will be refused; run rewrap");
+    lines.push(
+      "",
+      "warning: rows above are wrapped under a retired master key and will be refused; run rewrap",
+    );
   }
   return `${lines.join("\n")}\n`;
 }

@@ -98,3 +98,21 @@ function toSummary(row: CallerKeyRow): CallerKeySummary {
     lastUsedAt: row.last_used_at,
   };
 }
+
+export async function findCallerKeyById(
+  db: Kysely<Database>,
+  id: string,
+): Promise<CallerKeySummary | undefined> {
+  const row = await db.selectFrom("caller_keys").selectAll().where("id", "=", id).executeTakeFirst();
+  return row && toSummary(row);
+}
+
+/** Shortens a live key's life (rotation overlap); never extends it. */
+export async function expireCallerKeyBy(db: Kysely<Database>, id: string, at: Date): Promise<void> {
+  await db
+    .updateTable("caller_keys")
+    .set({ expires_at: at })
+    .where("id", "=", id)
+    .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", at)]))
+    .execute();
+}

@@ -104,7 +104,11 @@ export async function compareAndSetBrokerState(
 ): Promise<boolean> {
   const result = await db
     .updateTable("broker_state")
-    .set({ wrapped_value: asBuffer(change.wrapped), master_key_id: change.masterKeyId, updated_at: sql`now()` })
+    .set({
+      wrapped_value: asBuffer(change.wrapped),
+      master_key_id: change.masterKeyId,
+      updated_at: sql`now()`,
+    })
     .where("name", "=", change.name)
     .where("wrapped_value", "=", change.expected)
     .executeTakeFirst();
@@ -202,7 +206,8 @@ export async function replaceUserDataKey(
   }
   const values = sql.join(
     change.versions.map(
-      (v) => sql`(${v.secretId}::uuid, ${v.version}::integer, ${v.ciphertext}::bytea, ${v.hintCiphertext}::bytea)`,
+      (v) =>
+        sql`(${v.secretId}::uuid, ${v.version}::integer, ${v.ciphertext}::bytea, ${v.hintCiphertext}::bytea)`,
     ),
   );
   const result = await sql<{ data_key_version: number; replaced: number | string | bigint }>`

@@ -25,7 +25,7 @@ import {
 import { loadSync, type Options } from "@grpc/proto-loader";
 
 const PROTO_ROOT = fileURLToPath(new URL("../../proto", import.meta.url));
-const PROTO_FILES = ["keybroker/v1/secrets.proto", "keybroker/v1/proxy.proto"];
+const PROTO_FILES = ["keybroker/v1/secrets.proto", "keybroker/v1/proxy.proto", "keybroker/v1/admin.proto"];
 
 export const PROTO_LOADER_OPTIONS: Options = {
   keepCase: false,
@@ -54,6 +54,7 @@ export interface GrpcCallOptions {
 export interface GrpcClients {
   readonly secrets: Client;
   readonly proxy: Client;
+  readonly admin: Client;
   close(): void;
 }
 
@@ -84,12 +85,15 @@ export function createGrpcClients(address: string): GrpcClients {
   const ProxyClient = v1.ProxyService as ServiceClientConstructor;
   const secrets = new SecretsClient(address, credentials.createInsecure());
   const proxy = new ProxyClient(address, credentials.createInsecure());
+  const admin = new (v1.AdminService as ServiceClientConstructor)(address, credentials.createInsecure());
   return {
     secrets,
     proxy,
+    admin,
     close() {
       secrets.close();
       proxy.close();
+      admin.close();
     },
   };
 }

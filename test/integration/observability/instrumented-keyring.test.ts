@@ -79,7 +79,9 @@ describe("instrumented keyring (real SDK, local KMS server)", () => {
     await expect(keyring.decrypt(randomBytes(64), context)).rejects.toMatchObject({ code: "unavailable" });
 
     const text = await metrics.registry.metrics();
-    expect(sample(text, `keybroker_kms_requests_total{op="generate_data_key",outcome="unavailable"}`)).toBe(1);
+    expect(sample(text, `keybroker_kms_requests_total{op="generate_data_key",outcome="unavailable"}`)).toBe(
+      1,
+    );
     expect(sample(text, `keybroker_kms_requests_total{op="decrypt",outcome="unavailable"}`)).toBe(1);
     expect(text).not.toContain(`outcome="ok"`);
   });
@@ -92,7 +94,9 @@ describe("instrumented keyring (real SDK, local KMS server)", () => {
     await expect(keyring.generateDataKey(context)).rejects.toMatchObject({ code: "failed_precondition" });
 
     const text = await metrics.registry.metrics();
-    expect(sample(text, `keybroker_kms_requests_total{op="generate_data_key",outcome="failed_precondition"}`)).toBe(1);
+    expect(
+      sample(text, `keybroker_kms_requests_total{op="generate_data_key",outcome="failed_precondition"}`),
+    ).toBe(1);
   });
 
   it("counts a wrapped key presented with another context as data_loss", async () => {

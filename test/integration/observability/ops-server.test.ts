@@ -15,7 +15,11 @@ interface Reply {
   readonly body: string;
 }
 
-function fetchOps(port: number, path: string, options: { method?: string; agent?: Agent } = {}): Promise<Reply> {
+function fetchOps(
+  port: number,
+  path: string,
+  options: { method?: string; agent?: Agent } = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = request(
       { host: HOST, port, path, method: options.method ?? "GET", agent: options.agent ?? false },
@@ -23,7 +27,11 @@ function fetchOps(port: number, path: string, options: { method?: string; agent?
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("end", () =>
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }),
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(chunks).toString("utf8"),
+          }),
         );
         res.on("error", reject);
       },
@@ -82,7 +90,10 @@ describe("ops server", () => {
     const before = await fetchOps(port, "/readyz");
     expect(before.status).toBe(503);
     expect(before.headers["content-type"]).toMatch(/^application\/json/);
-    expect(JSON.parse(before.body)).toEqual({ ready: false, reasons: ["migrations pending", "pepper not loaded"] });
+    expect(JSON.parse(before.body)).toEqual({
+      ready: false,
+      reasons: ["migrations pending", "pepper not loaded"],
+    });
 
     readiness.markReady("migrations");
     readiness.markReady("pepper");
@@ -111,7 +122,12 @@ describe("ops server", () => {
 
   it("serves /metrics in the Prometheus text format with the recorded counts", async () => {
     const { metrics, port } = await start();
-    metrics.rpcCompleted({ service: "keybroker.v1.SecretService", method: "PutSecret", code: 0, durationMs: 4 });
+    metrics.rpcCompleted({
+      service: "keybroker.v1.SecretService",
+      method: "PutSecret",
+      code: 0,
+      durationMs: 4,
+    });
     metrics.auditWriteFailed();
 
     const reply = await fetchOps(port, "/metrics");

@@ -33,13 +33,19 @@ describe("metrics", () => {
     expect(sample(text, `keybroker_rpc_requests_total{${put},code="OK"}`)).toBe(2);
     expect(sample(text, `keybroker_rpc_requests_total{${put},code="NOT_FOUND"}`)).toBe(1);
     expect(
-      sample(text, `keybroker_rpc_requests_total{service="${service}",method="ListSecrets",code="UNAUTHENTICATED"}`),
+      sample(
+        text,
+        `keybroker_rpc_requests_total{service="${service}",method="ListSecrets",code="UNAUTHENTICATED"}`,
+      ),
     ).toBe(1);
     expect(sample(text, `keybroker_rpc_duration_seconds_count{${put}}`)).toBe(3);
     expect(sample(text, `keybroker_rpc_duration_seconds_sum{${put}}`)).toBeCloseTo(0.043, 6);
     // 0.05 ms lands in the smallest bucket; 40 ms only from 50 ms up.
     expect(
-      sample(text, `keybroker_rpc_duration_seconds_bucket{le="0.0001",service="${service}",method="ListSecrets"}`),
+      sample(
+        text,
+        `keybroker_rpc_duration_seconds_bucket{le="0.0001",service="${service}",method="ListSecrets"}`,
+      ),
     ).toBe(1);
     expect(sample(text, `keybroker_rpc_duration_seconds_bucket{le="0.025",${put}}`)).toBe(2);
     expect(sample(text, `keybroker_rpc_duration_seconds_bucket{le="0.05",${put}}`)).toBe(3);
@@ -60,7 +66,12 @@ describe("metrics", () => {
     metrics.upstreamCall({ provider: "binance", status: 200, code: undefined, durationMs: 30 });
     metrics.upstreamCall({ provider: "binance", status: 204, code: undefined, durationMs: 30 });
     metrics.upstreamCall({ provider: "binance", status: 429, code: undefined, durationMs: 5 });
-    metrics.upstreamCall({ provider: "binance", status: undefined, code: "deadline_exceeded", durationMs: 2000 });
+    metrics.upstreamCall({
+      provider: "binance",
+      status: undefined,
+      code: "deadline_exceeded",
+      durationMs: 2000,
+    });
     metrics.upstreamCall({ provider: "kraken", status: 200, code: "abandoned", durationMs: 1 });
 
     const text = await metrics.registry.metrics();
@@ -77,7 +88,9 @@ describe("metrics", () => {
     metrics.upstreamCall({ provider: "p", status: 999, code: `boom ${TOKEN}`, durationMs: 1 });
 
     const text = await metrics.registry.metrics();
-    expect(sample(text, `keybroker_upstream_requests_total{provider="p",status_class="other",code="other"}`)).toBe(1);
+    expect(
+      sample(text, `keybroker_upstream_requests_total{provider="p",status_class="other",code="other"}`),
+    ).toBe(1);
     expect(text).not.toContain(TOKEN);
   });
 
@@ -156,14 +169,23 @@ describe("metrics", () => {
     (await cache.getOrLoad(`${USER_REF}:${SECRET_ID}`, async () => Buffer.alloc(32, 1))).fill(0);
     // Extra properties the way a careless caller might spread a whole request into the event.
     const leaky = { userRef: USER_REF, secretId: SECRET_ID, token: TOKEN, path: PATH };
-    metrics.rpcCompleted({ service: "keybroker.v1.ProxyService", method: "Call", code: 0, durationMs: 3, ...leaky });
+    metrics.rpcCompleted({
+      service: "keybroker.v1.ProxyService",
+      method: "Call",
+      code: 0,
+      durationMs: 3,
+      ...leaky,
+    });
     metrics.upstreamCall({ provider: "binance", status: 200, code: undefined, durationMs: 3, ...leaky });
     metrics.kmsCall("generate_data_key", "ok", 9);
 
     const text = await metrics.registry.metrics();
-    expect(sample(text, `keybroker_rpc_requests_total{service="keybroker.v1.ProxyService",method="Call",code="OK"}`)).toBe(
-      1,
-    );
+    expect(
+      sample(
+        text,
+        `keybroker_rpc_requests_total{service="keybroker.v1.ProxyService",method="Call",code="OK"}`,
+      ),
+    ).toBe(1);
     for (const canary of [USER_REF, SECRET_ID, TOKEN, "canary", "signature"]) {
       expect(text).not.toContain(canary);
     }

@@ -1,0 +1,157 @@
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { Kysely } from "kysely";
+import type { CallerKeyAdmin } from "../admin/caller-key-admin.js";
+import type { UserShredder } from "../admin/user-shredder.js";
+import { verifyAuditChain } from "../audit/audit-chain.js";
+import type { AuditedRunner } from "../audit/audited-operation.js";
+import type { CallerIdentity } from "../auth/identity.js";
+import type { UserCallGuard } from "../auth/user-call-guard.js";
+import { BrokerError } from "../errors.js";
+import type { AdminService } from "../gen/keybroker/v1/admin_pb.js";
+import { queryAuditEvents } from "../store/audit.repository.js";
+import type { CallerKeySummary } from "../store/caller-keys.repository.js";
+import type { Database } from "../store/schema.js";
+import type { CallContext } from "./call-context.js";
+import type { ServiceHandlers } from "./handlers.js";
+
+const DAY_MS = 86_400_000;
+const USER_REF_HEX = /^[0-9a-f]{64}$/;
+
+/** Operator RPCs: the `admin` scope, no user token. Thin: authorize, parse, delegate (audited), convert. */
+export function createAdminServiceHandlers(deps: {
+  guard: UserCallGuard;
+  callerKeys: CallerKeyAdmin;
+  shredder: UserShredder;
+  audited: AuditedRunner;
+  db: Kysely<Database>;
+  /** user_ref of a subject under the configured issuer (the raw subject is used and forgotten). */
+  userRefOf: (subject: string) => Buffer;
+}): ServiceHandlers<typeof AdminService> {
+  const { guard, callerKeys, audited } = deps;
+  const admin = (ctx: CallContext) => guard.authorizeCaller(ctx, "admin");
+  const actor = (ctx: CallContext, caller: CallerIdentity, userRef: Buffer | null = null) => ({
+    requestId: ctx.requestId,
+    callerKeyId: caller.keyId,
+    userRef,
+  });
+
+  return {
+    async createCallerKey(request, ctx) {
+      const caller = await admin(ctx);
+      const expiresAt =
+        request.expiresInDays === 0 ? null : new Date(Date.now() + request.expiresInDays * DAY_MS);
+      const created = await audited.run(
+        actor(ctx, caller),
+        { action: "caller_key.create", sensitive: true, resultTarget: (c) => c.summary.id },
+        () => callerKeys.create({ name: request.name, scopes: request.scopes, expiresAt }),
+      );
+      return { key: created.key, callerKey: toProto(created.summary) };
+    },
+    async listCallerKeys(_request, ctx) {
+      await admin(ctx);
+      return { callerKeys: (await callerKeys.list()).map(toProto) };
+    },
+    async revokeCallerKey(request, ctx) {
+      const caller = await admin(ctx);
+      await audited.run(
+        actor(ctx, caller),
+        { action: "caller_key.revoke", sensitive: true, target: request.id },
+        () => callerKeys.revoke(request.id),
+      );
+      return {};
+    },
+    async rotateCallerKey(request, ctx) {
+      const caller = await admin(ctx);
+      const rotated = await audited.run(
+        actor(ctx, caller),
+        { action: "caller_key.rotate", sensitive: true, target: request.id },
+        () => callerKeys.rotate(request.id, request.overlapSeconds),
+      );
+      return {
+        key: rotated.key,
+        callerKey: toProto(rotated.summary),
+        oldKeyExpiresAt: timestampFromDate(rotated.oldKeyExpiresAt),
+      };
+    },
+    async shredUser(request, ctx) {
+      const caller = await admin(ctx);
+      const userRef = userRefFrom(request.user, deps.userRefOf);
+      const destroyed = await audited.run(
+        actor(ctx, caller, userRef),
+        { action: "user.shred", sensitive: true, resultDetail: (n) => ({ count: n }) },
+        () => deps.shredder.shred(userRef),
+      );
+      return { secretsDestroyed: destroyed };
+    },
+    async queryAudit(request, ctx) {
+      await admin(ctx);
+      if (request.userRef !== "" && !USER_REF_HEX.test(request.userRef)) {
+        throw new BrokerError("invalid_argument", "user_ref must be 64 lowercase hex characters");
+      }
+      const events = await queryAuditEvents(deps.db, {
+        limit: request.limit === 0 ? 100 : request.limit,
+        ...(request.afterSeq === 0n ? {} : { afterSeq: Number(request.afterSeq) }),
+        ...(request.userRef === "" ? {} : { userRef: Buffer.from(request.userRef, "hex") }),
+        ...(request.action === "" ? {} : { action: request.action }),
+        ...(request.callerKeyId === "" ? {} : { callerKeyId: request.callerKeyId }),
+        ...(request.since === undefined ? {} : { since: timestampDate(request.since) }),
+        ...(request.until === undefined ? {} : { until: timestampDate(request.until) }),
+      });
+      return {
+        events: events.map((e) => ({
+          seq: BigInt(e.seq),
+          occurredAt: timestampFromDate(e.occurredAt),
+          requestId: e.requestId,
+          callerKeyId: e.callerKeyId ?? "",
+          userRef: e.userRef ?? "",
+          action: e.action,
+          target: e.target ?? "",
+          outcome: e.outcome,
+          code: e.code ?? "",
+          detail: Object.fromEntries(Object.entries(e.detail).map(([k, v]) => [k, String(v)])),
+        })),
+      };
+    },
+    async verifyAudit(_request, ctx) {
+      await admin(ctx);
+      const verdict = await verifyAuditChain(deps.db);
+      return verdict.ok
+        ? { ok: true, rows: BigInt(verdict.rows) }
+        : {
+            ok: false,
+            rows: BigInt(verdict.rows),
+            firstBadSeq: BigInt(verdict.firstBadSeq),
+            reason: verdict.reason,
+          };
+    },
+  };
+}
+
+function userRefFrom(
+  user:
+    | { case: "userRef"; value: string }
+    | { case: "subject"; value: string }
+    | { case: undefined; value?: undefined },
+  userRefOf: (subject: string) => Buffer,
+): Buffer {
+  if (user.case === "userRef" && USER_REF_HEX.test(user.value)) return Buffer.from(user.value, "hex");
+  if (user.case === "subject" && user.value.length > 0 && user.value.length <= 256)
+    return userRefOf(user.value);
+  throw new BrokerError(
+    "invalid_argument",
+    "give user_ref (64 hex characters) or subject (1-256 characters)",
+  );
+}
+
+function toProto(key: CallerKeySummary) {
+  return {
+    id: key.id,
+    name: key.name,
+    last4: key.last4,
+    scopes: [...key.scopes],
+    createdAt: timestampFromDate(key.createdAt),
+    ...(key.expiresAt === null ? {} : { expiresAt: timestampFromDate(key.expiresAt) }),
+    ...(key.revokedAt === null ? {} : { revokedAt: timestampFromDate(key.revokedAt) }),
+    ...(key.lastUsedAt === null ? {} : { lastUsedAt: timestampFromDate(key.lastUsedAt) }),
+  };
+}

@@ -1,0 +1,224 @@
+import { parseArgs } from "node:util";
+import { loadConfig } from "../config/config.js";
+import { BrokerError } from "../errors.js";
+import { createLogger } from "../log/logger.js";
+import { openKeyringFromConfig } from "../rotation/keyring-from-config.js";
+import {
+  createRewrapJob,
+  type RewrapPlan,
+  type RewrapProgress,
+  type RewrapReport,
+} from "../rotation/rewrap-job.js";
+import { openDatabase } from "../store/database.js";
+import { pendingMigrations } from "../store/migrate.js";
+
+/** Where an operator command reads its environment and writes; tests pass their own. */
+export interface CommandIo {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly stdout: Output;
+  readonly stderr: Output;
+}
+
+export interface Output {
+  write(text: string): unknown;
+  readonly isTTY?: boolean;
+}
+
+const processIo: CommandIo = { env: process.env, stdout: process.stdout, stderr: process.stderr };
+
+// Conservative defaults: a fraction of the smallest regional KMS quota (5,500 calls/s shared
+// by the account); raise --rate and --concurrency for big tables (see bench/rewrap-bench.ts).
+const DEFAULTS = { batchSize: 500, concurrency: 16, rate: 1_000 } as const;
+const TTY_REFRESH_MS = 200;
+const LOG_LINE_EVERY_MS = 5_000;
+
+const USAGE =
+  "usage: keybroker rewrap --to <key ARN|key id|alias|local:N|current> [--dry-run] " +
+  "[--batch-size N] [--concurrency N] [--rate N]\n";
+
+const number = new Intl.NumberFormat("en-US");
+
+function formatProgress(p: RewrapProgress): string {
+  const total = Math.max(p.total, p.done);
+  const percent = total === 0 ? 100 : (p.done / total) * 100;
+  const eta = p.rate > 0 ? Math.ceil((total - p.done) / p.rate) : undefined;
+  return (
+    `rewrap: ${number.format(p.done)} / ${number.format(total)} rows (${percent.toFixed(1)}%), ` +
+    `${number.format(Math.round(p.rate))} rows/s${eta === undefined ? "" : `, ETA ${eta} s`}`
+  );
+}
+
+/**
+ * The progress line: on a terminal one line rewritten in place; in a log file or a pipe a
+ * line every few seconds, so CI and `kubectl logs` get a readable history.
+ */
+export function createProgressLine(
+  out: Output,
+  options: { now?: () => number; everyMs?: number } = {},
+): { update(progress: RewrapProgress): void; finish(): void } {
+  const now = options.now ?? Date.now;
+  const tty = out.isTTY === true;
+  const everyMs = options.everyMs ?? (tty ? TTY_REFRESH_MS : LOG_LINE_EVERY_MS);
+  let last: RewrapProgress | undefined;
+  let shownAt = Number.NEGATIVE_INFINITY;
+  let dirty = false;
+  let open = false;
+
+  function show(progress: RewrapProgress): void {
+    if (tty) {
+      out.write(`\r\x1b[K${formatProgress(progress)}`);
+      open = true;
+    } else {
+      out.write(`${formatProgress(progress)}\n`);
+    }
+    shownAt = now();
+    dirty = false;
+  }
+
+  return {
+    update(progress) {
+      last = progress;
+      dirty = true;
+      if (now() - shownAt >= everyMs) show(progress);
+    },
+    finish() {
+      if (last !== undefined && dirty) show(last);
+      if (open) out.write("\n");
+      open = false;
+    },
+  };
+}
+
+function positiveInteger(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const parsed = Number(value);
+  if (!(Number.isInteger(parsed) && parsed > 0)) {
+    throw new BrokerError("invalid_argument", `--${flag} must be a positive integer`);
+  }
+  return parsed;
+}
+
+function describePlan(targetKeyId: string, plan: RewrapPlan): string {
+  const lines = [`target master key: ${targetKeyId}`];
+  const sources = Object.entries(plan.byKey);
+  if (sources.length === 0 && !plan.pepper) {
+    lines.push("every data key and the pepper are already wrapped under the target");
+  } else {
+    lines.push(
+      `to rewrap: ${number.format(plan.users)} user data key(s)${plan.pepper ? " and the pepper" : ""}`,
+    );
+    for (const [keyId, users] of sources) lines.push(`  from ${keyId}: ${number.format(users)} user(s)`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+function describeReport(report: RewrapReport): string {
+  return (
+    `rewrap ${report.stopped ? "stopped" : "finished"} in ${report.seconds.toFixed(1)} s: ` +
+    `${number.format(report.rewrapped)} rewrapped, ${number.format(report.skipped)} skipped, ` +
+    `${number.format(report.failed)} failed, ${number.format(report.remaining)} remaining` +
+    `${report.retries > 0 ? ` (${number.format(report.retries)} KMS calls retried)` : ""}\n`
+  );
+}
+
+/**
+ * `keybroker rewrap`: re-wraps every stored data key and the pepper under another master
+ * key while the broker keeps serving (SPEC I9). Uses the broker's own configuration.
+ * Ctrl-C stops gracefully (rows in flight finish); running the command again resumes.
+ */
+export async function runRewrap(args: string[], io: CommandIo = processIo): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      to: { type: "string" },
+      "dry-run": { type: "boolean", default: false },
+      "batch-size": { type: "string" },
+      concurrency: { type: "string" },
+      rate: { type: "string" },
+    },
+  });
+  if (values.to === undefined) {
+    io.stderr.write(USAGE);
+    return 2;
+  }
+  const batchSize = positiveInteger("batch-size", values["batch-size"], DEFAULTS.batchSize);
+  const concurrency = positiveInteger("concurrency", values.concurrency, DEFAULTS.concurrency);
+  const rate = positiveInteger("rate", values.rate, DEFAULTS.rate);
+
+  const config = loadConfig(io.env);
+  // Logs go to stderr so stdout holds the plan, the progress line and the report.
+  const logger = createLogger({ level: io.env.LOG_LEVEL ?? "warn", destination: io.stderr });
+  const database = await openDatabase(config.database, logger);
+  let closeKeyring = () => {};
+  try {
+    const pending = await pendingMigrations(database.db);
+    if (pending.length > 0) {
+      throw new BrokerError(
+        "failed_precondition",
+        "the database has pending migrations: run `keybroker migrate`",
+      );
+    }
+    const configured = await openKeyringFromConfig(config);
+    closeKeyring = configured.close;
+    const targetKeyId = await configured.resolveKeyId(values.to);
+    const line = createProgressLine(io.stdout);
+    const job = createRewrapJob({
+      db: database.db,
+      keyring: configured.keyring,
+      logger,
+      batchSize,
+      concurrency,
+      ratePerSecond: rate,
+      onProgress: (progress) => line.update(progress),
+    });
+
+    io.stdout.write(describePlan(targetKeyId, await job.plan(targetKeyId)));
+    if (targetKeyId !== configured.keyring.currentKeyId()) {
+      io.stderr.write(
+        `warning: the broker's configured master key is ${configured.keyring.currentKeyId()}; new data keys ` +
+          "are still wrapped under it. Point the broker at the target first, then rewrap (run again to catch up).\n",
+      );
+    }
+    if (values["dry-run"]) {
+      await job.run(targetKeyId, { dryRun: true });
+      io.stdout.write(
+        "dry run: the key management service re-encrypted one row to the target; nothing was written\n",
+      );
+      return 0;
+    }
+
+    const stop = new AbortController();
+    const onSignal = () => {
+      if (!stop.signal.aborted) io.stderr.write("\nstopping: rows in flight finish, then the job ends\n");
+      stop.abort();
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    let report: RewrapReport;
+    try {
+      report = await job.run(targetKeyId, { signal: stop.signal });
+    } finally {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      line.finish();
+    }
+    io.stdout.write(describeReport(report));
+    if (report.stopped) {
+      io.stdout.write("run the same command again to resume\n");
+      return 130;
+    }
+    if (report.remaining > 0) {
+      io.stdout.write(
+        "some rows are still on other master keys: run again; rows counted as failed need an operator (see the log)\n",
+      );
+      return 1;
+    }
+    io.stdout.write(
+      "every data key and the pepper are wrapped under the target; see `keybroker keys status`\n",
+    );
+    return 0;
+  } finally {
+    closeKeyring();
+    await database.close();
+  }
+}
