@@ -14,7 +14,9 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn("user_ref", "bytea")
     .addColumn("action", "text", (c) => c.notNull())
     .addColumn("target", "text")
-    .addColumn("outcome", "text", (c) => c.notNull().check(sql`outcome in ('started', 'ok', 'denied', 'error')`))
+    .addColumn("outcome", "text", (c) =>
+      c.notNull().check(sql`outcome in ('started', 'ok', 'denied', 'error')`),
+    )
     .addColumn("code", "text")
     .addColumn("detail", "jsonb", (c) => c.notNull().defaultTo(sql`'{}'::jsonb`))
     .addColumn("prev_hash", "bytea", (c) => c.notNull().check(sql`octet_length(prev_hash) = 32`))

@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { createCallerKeyAdmin } from "./admin/caller-key-admin.js";
 import { createUserShredder } from "./admin/user-shredder.js";
 import { createAdminServiceHandlers } from "./api/admin-service-handlers.js";
+import type { CallEndEvent } from "./api/call-end.js";
 import { createConnectServer } from "./api/connect-server.js";
 import { createGrpcServer } from "./api/grpc-server.js";
 import { registerService } from "./api/handlers.js";
@@ -24,6 +25,10 @@ import { SecretService } from "./gen/keybroker/v1/secrets_pb.js";
 import { loadOrCreatePepper } from "./keys/pepper.js";
 import { createUserDataKeys } from "./keys/user-data-keys.js";
 import type { Logger } from "./log/logger.js";
+import { createInstrumentedKeyring } from "./observability/instrumented-keyring.js";
+import { createMetrics } from "./observability/metrics.js";
+import { createOpsServer } from "./observability/ops-server.js";
+import { createReadiness } from "./observability/readiness.js";
 import type { Resolver } from "./outbound/guarded-connector.js";
 import { createOutboundClient } from "./outbound/outbound-client.js";
 import { loadProviderRegistry } from "./outbound/provider-registry.js";
@@ -45,7 +50,7 @@ export interface AppOverrides {
 
 export interface App {
   /** Listens on the configured ports; resolves with the bound ports. */
-  start(): Promise<{ grpcPort: number; connectPort: number | undefined }>;
+  start(): Promise<{ grpcPort: number; connectPort: number | undefined; opsPort: number | undefined }>;
   /** Graceful: health NOT_SERVING, drain in-flight calls (bounded), close pools. */
   stop(): Promise<void>;
   readonly database: DatabaseHandle;
@@ -77,8 +82,21 @@ export async function createApp(
       }
     }
 
-    const keyring = overrides.keyring ?? (await createKeyring(config));
+    const readiness = createReadiness({
+      parts: { migrations: "migrations pending", pepper: "pepper not loaded", serving: "not serving yet" },
+    });
+    readiness.markReady("migrations");
+    const dataKeyCache = createDataKeyCache(config.dataKeyCache);
+    const metrics = createMetrics({
+      dataKeyCacheStats: () => dataKeyCache.stats(),
+      processMetrics: config.production,
+    });
+    const keyring = createInstrumentedKeyring({
+      keyring: overrides.keyring ?? (await createKeyring(config)),
+      metrics,
+    });
     const pepper = await loadOrCreatePepper(database.db, keyring);
+    readiness.markReady("pepper");
     const fingerprintKey = deriveFingerprintKey(pepper);
 
     const { allowedAzp, tokenCacheMaxEntries, ...auth } = config.auth;
@@ -101,11 +119,13 @@ export async function createApp(
       // Flush in the same event-loop turn: at low load a 2 ms batching delay would sit on
       // every sensitive call's latency; under load batches still form while one is in flight.
       batchMaxDelayMs: 0,
-      onWriteFailure: (err) => logger.error({ err }, "audit trail write failed"),
+      onWriteFailure: (err) => {
+        metrics.auditWriteFailed();
+        logger.error({ err }, "audit trail write failed");
+      },
     });
     const audited = createAuditedRunner({ audit, logger });
     const guard = createUserCallGuard({ callers, tokens, audit, logger });
-    const dataKeyCache = createDataKeyCache(config.dataKeyCache);
     // Expiry is otherwise only checked on lookup: sweep so idle users' keys leave memory.
     const sweep = setInterval(() => dataKeyCache.evictExpired(), 30_000);
     sweep.unref();
@@ -121,6 +141,7 @@ export async function createApp(
     const outbound = createOutboundClient({
       registry,
       logger,
+      onUpstreamCall: (e) => metrics.upstreamCall(e),
       ...(overrides.resolve === undefined ? {} : { resolve: overrides.resolve }),
       ...(config.outboundCaFile === undefined ? {} : { ca: await readFile(config.outboundCaFile) }),
     });
@@ -142,22 +163,34 @@ export async function createApp(
         }),
       ),
     ];
-    const grpc = createGrpcServer({ services, logger });
-    const connect = config.connect === undefined ? undefined : createConnectServer({ services, logger });
+    const onCallEnd = (e: CallEndEvent) => metrics.rpcCompleted(e);
+    const grpc = createGrpcServer({ services, logger, onCallEnd });
+    const connect =
+      config.connect === undefined ? undefined : createConnectServer({ services, logger, onCallEnd });
+    const ops =
+      config.ops === undefined
+        ? undefined
+        : createOpsServer({ metrics, readiness: () => readiness.check(), logger });
 
     return {
       database,
       keyring,
       async start() {
+        const opsPort =
+          config.ops === undefined || ops === undefined
+            ? undefined
+            : await ops.listen(config.ops.host, config.ops.port);
         const grpcPort = await grpc.listen(config.grpc.host, config.grpc.port);
         const connectPort =
           config.connect === undefined || connect === undefined
             ? undefined
             : await connect.listen(config.connect.host, config.connect.port);
-        logger.info({ grpcPort, connectPort }, "keybroker serving");
-        return { grpcPort, connectPort };
+        readiness.markReady("serving");
+        logger.info({ grpcPort, connectPort, opsPort }, "keybroker serving");
+        return { grpcPort, connectPort, opsPort };
       },
       async stop() {
+        readiness.markShuttingDown();
         await Promise.all([grpc.shutdown(config.shutdownGraceMs), connect?.shutdown(config.shutdownGraceMs)]);
         await outbound.close();
         await audit.close();
@@ -166,6 +199,7 @@ export async function createApp(
         pepper.fill(0);
         fingerprintKey.fill(0);
         if (ownsDatabase) await database.close();
+        await ops?.close();
         logger.info("keybroker stopped");
       },
     };

@@ -8,6 +8,8 @@ export interface Config {
   readonly grpc: { readonly host: string; readonly port: number };
   /** Connect/gRPC-Web/gRPC over connect-node; undefined when disabled (port 0 means "any"). */
   readonly connect: { readonly host: string; readonly port: number } | undefined;
+  /** Metrics (/metrics), liveness (/livez) and readiness (/readyz), plain HTTP; undefined when off. */
+  readonly ops: { readonly host: string; readonly port: number } | undefined;
   readonly database: DatabaseConfig;
   readonly keyring:
     | {
@@ -62,6 +64,9 @@ export const envSchema = z.object({
   KEYBROKER_CONNECT_HOST: z.string().min(1).optional(),
   /** Set to "off" to disable the Connect/gRPC-Web listener. */
   KEYBROKER_CONNECT_PORT: z.union([z.literal("off"), port]).default(8080),
+  KEYBROKER_METRICS_HOST: z.string().min(1).optional(),
+  /** Set to "off" to disable the metrics and probes listener. */
+  KEYBROKER_METRICS_PORT: z.union([z.literal("off"), port]).default(9464),
   DATABASE_URL: z
     .string()
     .regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL")
@@ -173,6 +178,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       e.KEYBROKER_CONNECT_PORT === "off"
         ? undefined
         : { host: e.KEYBROKER_CONNECT_HOST ?? e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_CONNECT_PORT },
+    ops:
+      e.KEYBROKER_METRICS_PORT === "off"
+        ? undefined
+        : { host: e.KEYBROKER_METRICS_HOST ?? e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_METRICS_PORT },
     database,
     keyring,
     auth: {

@@ -93,7 +93,8 @@ export interface RewrapJobDeps {
   readonly retry?: RetryPolicy;
 }
 
-const DEFAULT_RETRY: RetryPolicy = { attempts: 8, baseDelayMs: 200, maxDelayMs: 10_000 };
+// Up to ~2 minutes of backoff per call: throttling passes, an outage stops the job (resumable).
+const DEFAULT_RETRY: RetryPolicy = { attempts: 10, baseDelayMs: 250, maxDelayMs: 20_000 };
 // A row whose key changes this often under us (rotations in a loop) is left for a later run.
 const MAX_COMPARE_AND_SET_ATTEMPTS = 5;
 // Rows created behind the cursor while the job ran (by replicas still on the old key) are
@@ -401,7 +402,8 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
     progress();
     if (fatal !== undefined) {
       const err = stopError(fatal, counts.rewrapped);
-      logger.error({ err, ...report }, "rewrap stopped");
+      // The message only: a KMS SDK error carries the whole HTTP exchange, which has no place in logs.
+      logger.error({ code: err.code, reason: err.message, ...report }, "rewrap stopped");
       throw err;
     }
     logger.info(report, report.stopped ? "rewrap stopped on request" : "rewrap finished");

