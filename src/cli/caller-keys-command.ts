@@ -15,6 +15,7 @@ export async function runCallerKeys(args: string[]): Promise<number> {
       name: { type: "string" },
       scopes: { type: "string" },
       "expires-in-days": { type: "string" },
+      "overlap-hours": { type: "string", default: "24" },
     },
     allowPositionals: true,
   });
@@ -62,8 +63,21 @@ export async function runCallerKeys(args: string[]): Promise<number> {
         process.stdout.write(`revoked ${id}\n`);
         return 0;
       }
+      case "rotate": {
+        const id = positionals[0];
+        const hours = Number(values["overlap-hours"]);
+        if (id === undefined || !Number.isFinite(hours)) {
+          throw new BrokerError("invalid_argument", "usage: caller-keys rotate <id> [--overlap-hours H]");
+        }
+        const rotated = await admin.rotate(id, Math.round(hours * 3600));
+        process.stdout.write(
+          `${rotated.key}\n\nThe new key is shown once. Deploy it to the main app; the old key (${id}) ` +
+            `stops working at ${rotated.oldKeyExpiresAt.toISOString()}.\nnew id=${rotated.summary.id}\n`,
+        );
+        return 0;
+      }
       default:
-        process.stderr.write("usage: keybroker caller-keys create|list|revoke\n");
+        process.stderr.write("usage: keybroker caller-keys create|list|revoke|rotate\n");
         return 2;
     }
   } finally {

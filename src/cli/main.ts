@@ -1,5 +1,6 @@
 import { ConfigError } from "../config/config.js";
 import { isBrokerError } from "../errors.js";
+import { runAudit } from "./audit-command.js";
 import { runCallerKeys } from "./caller-keys-command.js";
 import { runDev } from "./dev-command.js";
 import { runDevToken } from "./dev-token-command.js";
@@ -16,6 +17,9 @@ const USAGE = `keybroker <command>
   caller-keys create --name N --scopes s1,s2 [--expires-in-days D]
   caller-keys list
   caller-keys revoke <id>
+  caller-keys rotate <id> [--overlap-hours H]   new key, same name and scopes; old one expires after H
+  audit verify               walk the hash chain; exit 1 naming the first bad row
+  audit query [--action A] [--user-ref HEX] [--caller-key-id ID] [--since ISO] [--limit N]
   dev-token --sub SUBJECT    print a user access token from the dev issuer (dev only)
   rewrap --to <key ARN|alias|local:N> [--dry-run] [--batch-size N] [--concurrency N] [--rate N]
                              re-wrap every data key and the pepper under another master key, online
@@ -30,6 +34,7 @@ const commands: Record<string, (args: string[]) => Promise<number | undefined>> 
   "dev-token": runDevToken,
   rewrap: runRewrap,
   keys: runKeys,
+  audit: runAudit,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -1,0 +1,63 @@
+import { parseArgs } from "node:util";
+import { verifyAuditChain } from "../audit/audit-chain.js";
+import { loadDatabaseConfig } from "../config/config.js";
+import { BrokerError } from "../errors.js";
+import { createLogger } from "../log/logger.js";
+import { queryAuditEvents } from "../store/audit.repository.js";
+import { openDatabase } from "../store/database.js";
+
+const USER_REF_HEX = /^[0-9a-f]{64}$/;
+
+/** `keybroker audit verify` (exit 1 and the first bad row when the chain is broken) and `audit query`. */
+export async function runAudit(args: string[]): Promise<number> {
+  const [action, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      action: { type: "string" },
+      "user-ref": { type: "string" },
+      "caller-key-id": { type: "string" },
+      since: { type: "string" },
+      limit: { type: "string", default: "100" },
+      "after-seq": { type: "string" },
+    },
+  });
+  const logger = createLogger({ level: process.env.LOG_LEVEL ?? "warn" });
+  const database = await openDatabase(loadDatabaseConfig(process.env), logger);
+  try {
+    if (action === "verify") {
+      const verdict = await verifyAuditChain(database.db);
+      if (verdict.ok) {
+        process.stdout.write(`audit chain intact: ${verdict.rows} rows, last seq ${verdict.lastSeq}\n`);
+        return 0;
+      }
+      process.stdout.write(
+        `audit chain BROKEN at seq ${verdict.firstBadSeq} (${verdict.reason}); ${verdict.rows} rows checked before it\n`,
+      );
+      return 1;
+    }
+    if (action === "query") {
+      const userRef = values["user-ref"];
+      if (userRef !== undefined && !USER_REF_HEX.test(userRef)) {
+        throw new BrokerError("invalid_argument", "--user-ref must be 64 lowercase hex characters");
+      }
+      const events = await queryAuditEvents(database.db, {
+        limit: Number(values.limit),
+        ...(values["after-seq"] === undefined ? {} : { afterSeq: Number(values["after-seq"]) }),
+        ...(userRef === undefined ? {} : { userRef: Buffer.from(userRef, "hex") }),
+        ...(values.action === undefined ? {} : { action: values.action }),
+        ...(values["caller-key-id"] === undefined ? {} : { callerKeyId: values["caller-key-id"] }),
+        ...(values.since === undefined ? {} : { since: new Date(values.since) }),
+      });
+      // One JSON object per line: greppable, and caller text cannot forge a line (it is JSON-escaped).
+      for (const event of events) process.stdout.write(`${JSON.stringify(event)}\n`);
+      return 0;
+    }
+    process.stderr.write(
+      "usage: keybroker audit verify | audit query [--action A] [--user-ref HEX] [--limit N]\n",
+    );
+    return 2;
+  } finally {
+    await database.close();
+  }
+}
