@@ -114,7 +114,7 @@ async function measure(
   users: number,
   options: { latencyMs: number; concurrency: number; rate: number; batchSize: number },
 ): Promise<Result> {
-  const logger = createLogger({ level: "warn" });
+  const logger = createLogger({ level: "error" });
   const name = `keybroker_bench_rewrap_${randomBytes(4).toString("hex")}`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
@@ -122,7 +122,13 @@ async function measure(
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
   const database = await openDatabase(
-    { kind: "postgres", url: url.toString(), maxConnections: 10, connectTimeoutMs: 5_000, statementTimeoutMs: 60_000 },
+    {
+      kind: "postgres",
+      url: url.toString(),
+      maxConnections: 10,
+      connectTimeoutMs: 5_000,
+      statementTimeoutMs: 60_000,
+    },
     logger,
   );
   const client = createKmsClient({
@@ -155,7 +161,9 @@ async function measure(
     }
     // Fresh statistics, as a long-lived table has: the planner then walks the primary key.
     await sql`analyze users`.execute(database.db);
-    process.stderr.write(`  seeded ${users} users in ${((performance.now() - seedStart) / 1000).toFixed(1)} s\n`);
+    process.stderr.write(
+      `  seeded ${users} users in ${((performance.now() - seedStart) / 1000).toFixed(1)} s\n`,
+    );
 
     await kms.call({ op: "setLatency", ms: options.latencyMs });
     await kms.call({ op: "resetCounts" });
@@ -217,8 +225,13 @@ async function main(): Promise<void> {
     batchSize: Number(values["batch-size"]),
   };
   const numbers = [...sizes, ...Object.values(options)];
-  if (numbers.some((n) => !(Number.isFinite(n) && n >= 0)) || sizes.some((n) => !Number.isInteger(n) || n < 1)) {
-    process.stderr.write("usage: rewrap-bench.ts --users N[,N...] --latency-ms N [--concurrency N --rate N]\n");
+  if (
+    numbers.some((n) => !(Number.isFinite(n) && n >= 0)) ||
+    sizes.some((n) => !Number.isInteger(n) || n < 1)
+  ) {
+    process.stderr.write(
+      "usage: rewrap-bench.ts --users N[,N...] --latency-ms N [--concurrency N --rate N]\n",
+    );
     process.exitCode = 2;
     return;
   }
@@ -252,7 +265,9 @@ async function main(): Promise<void> {
   const last = results.at(-1);
   if (first !== undefined && last !== undefined && last !== first) {
     const ratio = last.seconds / last.users / (first.seconds / first.users);
-    console.log(`time per row at ${last.users} vs ${first.users} users: ×${ratio.toFixed(2)} (1.00 = linear)`);
+    console.log(
+      `time per row at ${last.users} vs ${first.users} users: ×${ratio.toFixed(2)} (1.00 = linear)`,
+    );
   }
 }
 

@@ -50,6 +50,7 @@ async function measure(
   for (let i = 0; i < REPEATS; i++) {
     const cpu0 = processCpuMicros(broker.pid);
     const load = await runLoad(CALLS, concurrency, call);
+    for (const [code, n] of Object.entries(load.errorsByCode)) failures[code] = (failures[code] ?? 0) + n;
     runs.push({ load, cpu: (processCpuMicros(broker.pid) - cpu0) / CALLS });
   }
   return {
@@ -64,11 +65,14 @@ async function measure(
   };
 }
 
+const failures: Record<string, number> = {};
+
 async function main(): Promise<void> {
   const broker = await startBrokerProcess({ database: "postgres" });
   const rows: Row[] = [];
   try {
-    const token = await broker.issuer.sign({ sub: "auth0|bench-user" });
+    // An hour: a full run on a busy machine outlasts the issuer's 5-minute default.
+    const token = await broker.issuer.sign({ sub: "auth0|bench-user" }, { expiresInSec: 3600 });
     const auth = { callerKey: broker.callerKey, bearerToken: token };
     const grpc = createGrpcClients(broker.grpcAddress);
     const put = await unary(
@@ -186,7 +190,7 @@ async function main(): Promise<void> {
     await broker.stop();
   }
   if (rows.some((r) => r.errors > 0)) {
-    console.error("bench: some calls failed");
+    console.error(`bench: some calls failed: ${JSON.stringify(failures)}`);
     process.exitCode = 1;
   }
 }

@@ -2,6 +2,8 @@
 export interface LoadResult {
   readonly calls: number;
   readonly errors: number;
+  /** Failures by gRPC code (or error name), so a broken run explains itself. */
+  readonly errorsByCode: Readonly<Record<string, number>>;
   readonly seconds: number;
   readonly callsPerSecond: number;
   readonly p50Ms: number;
@@ -16,6 +18,7 @@ export async function runLoad(
   const latencies: number[] = [];
   let next = 0;
   let errors = 0;
+  const errorsByCode: Record<string, number> = {};
   const started = process.hrtime.bigint();
   async function worker(): Promise<void> {
     while (next < total) {
@@ -23,8 +26,10 @@ export async function runLoad(
       const t0 = process.hrtime.bigint();
       try {
         await call();
-      } catch {
+      } catch (err) {
         errors += 1;
+        const code = String((err as { code?: unknown }).code ?? (err as Error).name);
+        errorsByCode[code] = (errorsByCode[code] ?? 0) + 1;
       }
       latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
@@ -33,7 +38,7 @@ export async function runLoad(
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
-  return { calls: total, errors, seconds, callsPerSecond: total / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
+  return { calls: total, errors, errorsByCode, seconds, callsPerSecond: total / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
 }
 
 export function median(values: readonly number[]): number {

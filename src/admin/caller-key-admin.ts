@@ -14,6 +14,7 @@ import {
 import type { Database } from "../store/schema.js";
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/;
+const SHA256_BYTES = 32;
 
 export interface CreatedCallerKey {
   /** The key itself: shown once, never stored (only its hash is). */
@@ -26,10 +27,15 @@ export interface CallerKeyAdmin {
     name: string;
     scopes: readonly string[];
     expiresAt: Date | null;
+    /** Binds the key to one mTLS client certificate (its DER SHA-256); omitted or null: unbound. */
+    clientCertSha256?: Buffer | null;
   }): Promise<CreatedCallerKey>;
   list(): Promise<CallerKeySummary[]>;
   revoke(id: string): Promise<void>;
-  /** A new key with the same name and scopes; the old one keeps working for `overlapSeconds`. */
+  /**
+   * A new key with the same name, scopes and certificate binding; the old one keeps working for
+   * `overlapSeconds`.
+   */
   rotate(id: string, overlapSeconds: number): Promise<CreatedCallerKey & { oldKeyExpiresAt: Date }>;
 }
 
@@ -51,6 +57,13 @@ export function createCallerKeyAdmin(deps: { db: Kysely<Database>; now?: () => D
       if (input.expiresAt !== null && input.expiresAt <= createdAt) {
         throw new BrokerError("invalid_argument", "expiry must be in the future");
       }
+      const clientCertSha256 = input.clientCertSha256 ?? null;
+      if (clientCertSha256 !== null && clientCertSha256.length !== SHA256_BYTES) {
+        throw new BrokerError(
+          "invalid_argument",
+          "client certificate fingerprint must be a SHA-256 (32 bytes)",
+        );
+      }
       const generated = generateCallerKey();
       const id = `ck_${randomBytes(8).toString("hex")}`;
       await insertCallerKey(deps.db, {
@@ -60,6 +73,7 @@ export function createCallerKeyAdmin(deps: { db: Kysely<Database>; now?: () => D
         last4: generated.last4,
         scopes,
         expiresAt: input.expiresAt,
+        clientCertSha256,
       });
       return {
         key: generated.key,
@@ -72,6 +86,7 @@ export function createCallerKeyAdmin(deps: { db: Kysely<Database>; now?: () => D
           expiresAt: input.expiresAt,
           revokedAt: null,
           lastUsedAt: null,
+          clientCertSha256,
         },
       };
     },
@@ -92,7 +107,13 @@ export function createCallerKeyAdmin(deps: { db: Kysely<Database>; now?: () => D
       if (old === undefined || old.revokedAt !== null || (old.expiresAt !== null && old.expiresAt <= at)) {
         throw new BrokerError("not_found", "no live caller key with that id");
       }
-      const created = await admin.create({ name: old.name, scopes: old.scopes, expiresAt: old.expiresAt });
+      // The binding carries over: rotating a key must not quietly drop its mTLS requirement.
+      const created = await admin.create({
+        name: old.name,
+        scopes: old.scopes,
+        expiresAt: old.expiresAt,
+        clientCertSha256: old.clientCertSha256,
+      });
       const oldKeyExpiresAt = new Date(at.getTime() + overlapSeconds * 1000);
       await expireCallerKeyBy(deps.db, id, oldKeyExpiresAt);
       return {

@@ -13,6 +13,11 @@ export interface CallContext {
   readonly signal: AbortSignal;
   /** Client deadline as epoch ms, if the client set one. */
   readonly deadline: number | undefined;
+  /**
+   * SHA-256 of the client certificate (DER) when the connection is mTLS and the handshake
+   * verified it against the client CA bundle; undefined on plaintext or server-only TLS.
+   */
+  readonly clientCertSha256: Buffer | undefined;
 }
 
 export const CALLER_KEY_HEADER = "x-keybroker-key";

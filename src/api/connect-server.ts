@@ -250,6 +250,9 @@ function callContextOf(hctx: HandlerContext): CallContext {
     bearerToken: bearerTokenFrom(header.get("authorization") ?? undefined),
     signal: hctx.signal,
     deadline: timeoutMs === undefined ? undefined : Date.now() + timeoutMs,
+    // This port is plaintext only (see cleartext-http-server.ts): no certificate, so caller keys
+    // bound to one are refused here and must use the grpc-js port.
+    clientCertSha256: undefined,
   };
 }
 

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Metadata, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
+import { certificateSha256 } from "../auth/client-certificate.js";
 import { BrokerError } from "../errors.js";
 import type { CallContext } from "./call-context.js";
 import { CALLER_KEY_HEADER } from "./call-context.js";
@@ -29,6 +30,8 @@ export class GrpcCallContext implements CallContext {
   readonly deadline: number | undefined;
   readonly #call: GrpcServerCall;
   #controller: AbortController | undefined;
+  /** undefined until first read; null once read on a connection without a client certificate. */
+  #clientCertSha256: Buffer | null | undefined;
 
   constructor(call: GrpcServerCall) {
     this.#call = call;
@@ -38,6 +41,20 @@ export class GrpcCallContext implements CallContext {
     const deadline = call.getDeadline();
     const ms = deadline instanceof Date ? deadline.getTime() : deadline;
     this.deadline = Number.isFinite(ms) ? ms : undefined;
+  }
+
+  /**
+   * Computed on first read: getAuthContext() parses the whole peer certificate into an object
+   * each time, and only caller keys bound to a certificate need it. grpc-js reports a
+   * certificate only when the TLS socket is `authorized`, i.e. it verified against the client CA
+   * bundle (see tls-credentials.ts).
+   */
+  get clientCertSha256(): Buffer | undefined {
+    if (this.#clientCertSha256 === undefined) {
+      const raw = this.#call.getAuthContext().sslPeerCertificate?.raw;
+      this.#clientCertSha256 = raw === undefined ? null : certificateSha256(raw);
+    }
+    return this.#clientCertSha256 ?? undefined;
   }
 
   get signal(): AbortSignal {

@@ -12,6 +12,17 @@ export interface CallerKeyRecord {
   readonly scopes: readonly string[];
   readonly expiresAt: Date | null;
   readonly revokedAt: Date | null;
+  /** SHA-256 of the client certificate the key must arrive with (mTLS), or null if unbound. */
+  readonly clientCertSha256: Buffer | null;
+}
+
+/** What the transport proved about the connection a key arrived on. */
+export interface CallerTransport {
+  /**
+   * SHA-256 of the verified client certificate (DER) when the connection is mTLS. Read only
+   * for keys bound to a certificate, so transports may compute it lazily.
+   */
+  readonly clientCertSha256: Buffer | undefined;
 }
 
 /** Finds a caller key by the SHA-256 of the presented key (implemented by the store). */
@@ -30,7 +41,15 @@ export interface CallerAuthenticatorDeps {
 
 /** Authenticates the calling application by its broker-issued key. */
 export interface CallerAuthenticator {
-  authenticate(rawKey: string | undefined, requiredScope: CallerScope): Promise<CallerIdentity>;
+  /**
+   * Without `transport`, the call counts as presenting no client certificate: keys bound to
+   * one are then refused, never waved through.
+   */
+  authenticate(
+    rawKey: string | undefined,
+    requiredScope: CallerScope,
+    transport?: CallerTransport,
+  ): Promise<CallerIdentity>;
 }
 
 const INVALID_KEY = "invalid caller key";
@@ -65,7 +84,7 @@ export function createCallerAuthenticator(deps: CallerAuthenticatorDeps): Caller
   }
 
   return {
-    async authenticate(rawKey, requiredScope) {
+    async authenticate(rawKey, requiredScope, transport) {
       // Shape and checksum first: junk and typos never reach the database (catalogue B17).
       const hash = rawKey === undefined ? undefined : parseCallerKey(rawKey);
       if (hash === undefined) {
@@ -90,6 +109,19 @@ export function createCallerAuthenticator(deps: CallerAuthenticatorDeps): Caller
       if (record.revokedAt !== null) throw invalid(`caller key ${record.id} revoked`);
       if (record.expiresAt !== null && record.expiresAt.getTime() <= now()) {
         throw invalid(`caller key ${record.id} expired`);
+      }
+      // A bound key is only half a credential: a copy of it (T1) is useless without the
+      // certificate's private key, which the TLS handshake proved the peer holds (catalogue B22).
+      // Checked before scopes, so a stolen key alone cannot even learn what it may do.
+      if (record.clientCertSha256 !== null) {
+        const presented = transport?.clientCertSha256;
+        if (presented === undefined) throw invalid(`caller key ${record.id} needs its client certificate`);
+        if (
+          presented.length !== record.clientCertSha256.length ||
+          !timingSafeEqual(presented, record.clientCertSha256)
+        ) {
+          throw invalid(`caller key ${record.id} presented another client certificate`);
+        }
       }
 
       noteUse(record.id);

@@ -1,6 +1,7 @@
 import type { AuditLog } from "../audit/audit-log.js";
 import { isBrokerError } from "../errors.js";
 import type { Logger } from "../log/logger.js";
+import type { CallerTransport } from "./caller-authenticator.js";
 import type { CallerIdentity, CallerScope, UserIdentity } from "./identity.js";
 
 /** The credentials a call carries, as the transport found them. */
@@ -9,6 +10,8 @@ export interface CallCredentials {
   readonly callerKey: string | undefined;
   readonly bearerToken: string | undefined;
   readonly signal: AbortSignal;
+  /** SHA-256 of the verified mTLS client certificate, if any (may be computed on first read). */
+  readonly clientCertSha256: Buffer | undefined;
 }
 
 export interface UserCallGuard {
@@ -26,7 +29,13 @@ export interface UserCallGuard {
 }
 
 export function createUserCallGuard(deps: {
-  callers: { authenticate(rawKey: string | undefined, scope: CallerScope): Promise<CallerIdentity> };
+  callers: {
+    authenticate(
+      rawKey: string | undefined,
+      scope: CallerScope,
+      transport: CallerTransport,
+    ): Promise<CallerIdentity>;
+  };
   tokens: { verify(token: string | undefined, options?: { signal?: AbortSignal }): Promise<UserIdentity> };
   audit?: AuditLog;
   logger?: Logger;
@@ -59,7 +68,9 @@ export function createUserCallGuard(deps: {
     async authorize(credentials, scope) {
       let caller: CallerIdentity | undefined;
       try {
-        caller = await deps.callers.authenticate(credentials.callerKey, scope);
+        // The credentials themselves, not a copy of the fingerprint: it is read lazily, and only
+        // for keys bound to a certificate.
+        caller = await deps.callers.authenticate(credentials.callerKey, scope, credentials);
         const user = await deps.tokens.verify(credentials.bearerToken, { signal: credentials.signal });
         return { caller, user };
       } catch (err) {
@@ -69,7 +80,7 @@ export function createUserCallGuard(deps: {
     },
     async authorizeCaller(credentials, scope) {
       try {
-        return await deps.callers.authenticate(credentials.callerKey, scope);
+        return await deps.callers.authenticate(credentials.callerKey, scope, credentials);
       } catch (err) {
         await recordFailure(credentials, scope, undefined, err);
         throw err;

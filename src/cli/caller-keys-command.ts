@@ -1,5 +1,7 @@
+import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
+import { clientCertificateSha256 } from "../auth/client-certificate.js";
 import { loadDatabaseConfig } from "../config/config.js";
 import { BrokerError } from "../errors.js";
 import { createLogger } from "../log/logger.js";
@@ -15,6 +17,7 @@ export async function runCallerKeys(args: string[]): Promise<number> {
       name: { type: "string" },
       scopes: { type: "string" },
       "expires-in-days": { type: "string" },
+      "client-cert": { type: "string" },
       "overlap-hours": { type: "string", default: "24" },
     },
     allowPositionals: true,
@@ -29,15 +32,18 @@ export async function runCallerKeys(args: string[]): Promise<number> {
         if (days !== undefined && !(Number.isInteger(days) && days > 0)) {
           throw new BrokerError("invalid_argument", "--expires-in-days must be a positive integer");
         }
+        const certFile = values["client-cert"];
         const created = await admin.create({
           name: values.name ?? "",
           scopes: (values.scopes ?? "").split(",").filter((s) => s !== ""),
           expiresAt: days === undefined ? null : new Date(Date.now() + days * DAY_MS),
+          clientCertSha256: certFile === undefined ? null : clientCertificateSha256(await readPem(certFile)),
         });
         process.stdout.write(
           `${created.key}\n\nThis key is shown once. Store it in the main app's secret store now.\n` +
             `id=${created.summary.id} name=${created.summary.name} scopes=${created.summary.scopes.join(",")}` +
-            ` expires=${created.summary.expiresAt?.toISOString() ?? "never"}\n`,
+            ` expires=${created.summary.expiresAt?.toISOString() ?? "never"}` +
+            ` client-cert=${certBinding(created.summary.clientCertSha256)}\n`,
         );
         return 0;
       }
@@ -51,7 +57,7 @@ export async function runCallerKeys(args: string[]): Promise<number> {
                 : "active";
           process.stdout.write(
             `${key.id}\t${key.name}\tkbk_…${key.last4}\t${key.scopes.join(",")}\t${state}\t` +
-              `last used ${key.lastUsedAt?.toISOString() ?? "never"}\n`,
+              `last used ${key.lastUsedAt?.toISOString() ?? "never"}\tclient-cert=${certBinding(key.clientCertSha256)}\n`,
           );
         }
         return 0;
@@ -77,10 +83,29 @@ export async function runCallerKeys(args: string[]): Promise<number> {
         return 0;
       }
       default:
-        process.stderr.write("usage: keybroker caller-keys create|list|revoke|rotate\n");
+        process.stderr.write(
+          "usage: keybroker caller-keys create --name N --scopes s1,s2 [--expires-in-days D] [--client-cert FILE.pem]" +
+            "|list|revoke|rotate\n",
+        );
         return 2;
     }
   } finally {
     await database.close();
   }
+}
+
+/** The certificate file, with a message that names it when it cannot be read. */
+async function readPem(file: string): Promise<string> {
+  try {
+    return await readFile(file, "utf8");
+  } catch (err) {
+    throw new BrokerError("invalid_argument", `--client-cert: cannot read ${file}`, { cause: err });
+  }
+}
+
+/** In `openssl x509 -noout -fingerprint -sha256` notation, so operators can compare the two. */
+function certBinding(sha256: Buffer | null): string {
+  return sha256 === null
+    ? "none"
+    : `sha256:${(sha256.toString("hex").toUpperCase().match(/../g) ?? []).join(":")}`;
 }

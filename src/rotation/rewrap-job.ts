@@ -9,15 +9,17 @@ import { findBrokerState } from "../store/broker-state.repository.js";
 import { asBuffer } from "../store/bytes.js";
 import {
   compareAndSetBrokerState,
-  compareAndSetUserKey,
+  compareAndSetUserKeys,
   countUsersByMasterKey,
   findUsersNotOnKey,
   findWrappedUserKey,
+  type UserKeyChange,
   type WrappedUserKey,
 } from "../store/rewrap.repository.js";
 import type { Database } from "../store/schema.js";
 import { PEPPER_STATE_NAME } from "./key-status.js";
 import { createRateLimiter, type RateLimiter } from "./rate-limiter.js";
+import { createWriteBatcher } from "./write-batcher.js";
 
 /** What a rewrap to a target master key has left to do. */
 export interface RewrapPlan {
@@ -100,6 +102,10 @@ const MAX_COMPARE_AND_SET_ATTEMPTS = 5;
 // Rows created behind the cursor while the job ran (by replicas still on the old key) are
 // caught by another pass; passes stop once one makes no progress.
 const MAX_PASSES = 3;
+// Stored keys are written in batches of rows that finish together (see write-batcher.ts);
+// a row waits at most this long for company.
+const WRITE_BATCH_MAX = 100;
+const WRITE_BATCH_DELAY_MS = 2;
 
 type Outcome = "rewrapped" | "skipped" | "failed";
 
@@ -203,6 +209,14 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
     // Rows that failed are remembered (in memory only) so a later pass does not retry them.
     const failedUsers = new Set<string>();
     let fatal: unknown;
+    const writes = createWriteBatcher({
+      maxBatch: Math.min(WRITE_BATCH_MAX, Math.ceil(concurrency / 2)),
+      maxDelayMs: WRITE_BATCH_DELAY_MS,
+      writeBatch: async (changes: readonly UserKeyChange[]) => {
+        const written = await compareAndSetUserKeys(db, changes);
+        return changes.map((change) => written.has(change.userRef.toString("hex")));
+      },
+    });
 
     const initial = await plan(targetKeyId);
     const total = initial.users + (initial.pepper ? 1 : 0);
@@ -287,7 +301,7 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
         { wrapped: row.wrappedDataKey, masterKeyId: row.masterKeyId },
         userKeyContext(row.userRef),
         (expected, rewrapped) =>
-          compareAndSetUserKey(db, {
+          writes.write({
             userRef: row.userRef,
             expected,
             wrappedDataKey: rewrapped.wrapped,
@@ -351,12 +365,12 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
     async function probe(): Promise<void> {
       // One re-encryption, discarded: proves the KMS lets us read the source and use the target.
       const pepper = await readPepper();
-      const [user] = await findUsersNotOnKey(db, { targetKeyId, after: undefined, limit: 1 });
       if (pepper !== undefined && pepper.masterKeyId !== targetKeyId) {
         await reEncrypt(pepper.wrapped, PEPPER_CONTEXT);
-      } else if (user !== undefined) {
-        await reEncrypt(user.wrappedDataKey, userKeyContext(user.userRef));
+        return;
       }
+      const [user] = await findUsersNotOnKey(db, { targetKeyId, after: undefined, limit: 1 });
+      if (user !== undefined) await reEncrypt(user.wrappedDataKey, userKeyContext(user.userRef));
     }
 
     logger.info(

@@ -14,6 +14,8 @@ export interface CallerKeySummary {
   readonly expiresAt: Date | null;
   readonly revokedAt: Date | null;
   readonly lastUsedAt: Date | null;
+  /** SHA-256 of the bound client certificate (public, not a secret), or null if unbound. */
+  readonly clientCertSha256: Buffer | null;
 }
 
 export interface NewCallerKey {
@@ -23,6 +25,7 @@ export interface NewCallerKey {
   readonly last4: string;
   readonly scopes: readonly string[];
   readonly expiresAt: Date | null;
+  readonly clientCertSha256: Buffer | null;
 }
 
 export async function insertCallerKey(db: Kysely<Database>, key: NewCallerKey): Promise<void> {
@@ -37,13 +40,14 @@ export async function insertCallerKey(db: Kysely<Database>, key: NewCallerKey): 
       expires_at: key.expiresAt,
       revoked_at: null,
       last_used_at: null,
+      client_cert_sha256: key.clientCertSha256,
     })
     .execute();
 }
 
 const FIND_BY_HASH: PreparedStatement = {
   name: "kb_caller_key_by_hash",
-  text: "select id, name, key_hash, scopes, expires_at, revoked_at from caller_keys where key_hash = $1",
+  text: "select id, name, key_hash, scopes, expires_at, revoked_at, client_cert_sha256 from caller_keys where key_hash = $1",
 };
 
 /** Hot path: every call authenticates its caller, uncached so a revocation takes effect at once. */
@@ -52,7 +56,10 @@ export async function findCallerKeyByHash(
   hash: Buffer,
 ): Promise<CallerKeyRecord | undefined> {
   const [row] = await prepared.rows<
-    Pick<CallerKeyRow, "id" | "name" | "key_hash" | "scopes" | "expires_at" | "revoked_at">
+    Pick<
+      CallerKeyRow,
+      "id" | "name" | "key_hash" | "scopes" | "expires_at" | "revoked_at" | "client_cert_sha256"
+    >
   >(FIND_BY_HASH, [hash]);
   return (
     row && {
@@ -62,6 +69,7 @@ export async function findCallerKeyByHash(
       scopes: row.scopes,
       expiresAt: row.expires_at,
       revokedAt: row.revoked_at,
+      clientCertSha256: row.client_cert_sha256 === null ? null : asBuffer(row.client_cert_sha256),
     }
   );
 }
@@ -96,6 +104,7 @@ function toSummary(row: CallerKeyRow): CallerKeySummary {
     expiresAt: row.expires_at,
     revokedAt: row.revoked_at,
     lastUsedAt: row.last_used_at,
+    clientCertSha256: row.client_cert_sha256 === null ? null : asBuffer(row.client_cert_sha256),
   };
 }
 

@@ -66,33 +66,40 @@ export async function findWrappedUserKey(
   return row && { userRef, wrappedDataKey: asBuffer(row.wrapped_data_key), masterKeyId: row.master_key_id };
 }
 
-/**
- * Stores a rewrapped data key only if the row still holds the key that was rewrapped:
- * a concurrent change (a data-key rotation) is never overwritten. False if it changed.
- */
-export async function compareAndSetUserKey(
-  db: Kysely<Database>,
-  change: {
-    readonly userRef: Buffer;
-    readonly expected: Buffer;
-    readonly wrappedDataKey: Uint8Array;
-    readonly masterKeyId: string;
-  },
-): Promise<boolean> {
-  const result = await db
-    .updateTable("users")
-    .set({
-      wrapped_data_key: asBuffer(change.wrappedDataKey),
-      master_key_id: change.masterKeyId,
-      updated_at: sql`now()`,
-    })
-    .where("user_ref", "=", change.userRef)
-    .where("wrapped_data_key", "=", change.expected)
-    .executeTakeFirst();
-  return result.numUpdatedRows > 0n;
+/** A rewrapped data key to store, if the row still holds `expected`. */
+export interface UserKeyChange {
+  readonly userRef: Buffer;
+  readonly expected: Buffer;
+  readonly wrappedDataKey: Uint8Array;
+  readonly masterKeyId: string;
 }
 
-/** The broker_state twin of compareAndSetUserKey (the sealed pepper). */
+/**
+ * Stores rewrapped data keys, each only if its row still holds the key that was rewrapped:
+ * a concurrent change (a data-key rotation) is never overwritten. One statement for many
+ * rows; returns the user refs (hex) that were written, the others changed meanwhile.
+ */
+export async function compareAndSetUserKeys(
+  db: Kysely<Database>,
+  changes: readonly UserKeyChange[],
+): Promise<Set<string>> {
+  if (changes.length === 0) return new Set();
+  const values = sql.join(
+    changes.map(
+      (c) =>
+        sql`(${c.userRef}::bytea, ${c.expected}::bytea, ${asBuffer(c.wrappedDataKey)}::bytea, ${c.masterKeyId}::text)`,
+    ),
+  );
+  const result = await sql<{ user_ref: Uint8Array }>`
+    update users u
+       set wrapped_data_key = c.wrapped_data_key, master_key_id = c.master_key_id, updated_at = now()
+      from (values ${values}) as c (user_ref, expected, wrapped_data_key, master_key_id)
+     where u.user_ref = c.user_ref and u.wrapped_data_key = c.expected
+    returning u.user_ref`.execute(db);
+  return new Set(result.rows.map((row) => asBuffer(row.user_ref).toString("hex")));
+}
+
+/** compareAndSetUserKeys for a broker_state row (the sealed pepper). */
 export async function compareAndSetBrokerState(
   db: Kysely<Database>,
   change: {

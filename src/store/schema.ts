@@ -21,6 +21,8 @@ export interface CallerKeysTable {
   expires_at: Date | null;
   revoked_at: Date | null;
   last_used_at: Date | null;
+  /** SHA-256 of the DER client certificate the key is bound to (mTLS), or null if unbound. */
+  client_cert_sha256: Uint8Array | null;
 }
 
 export interface UsersTable {

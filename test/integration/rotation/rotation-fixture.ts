@@ -19,6 +19,7 @@ import { createUserDataKeys } from "../../../src/keys/user-data-keys.js";
 import { createLogger } from "../../../src/log/logger.js";
 import { parsePutSecret } from "../../../src/secrets/secret-input.js";
 import { createSecretService, type SecretService } from "../../../src/secrets/secret-service.js";
+import type { DatabaseHandle } from "../../../src/store/database.js";
 import { type LocalKmsServer, startLocalKmsServer } from "../../support/local-kms-server.js";
 import type { TestDatabase } from "../../support/test-database.js";
 
@@ -61,6 +62,11 @@ export interface RotationFixture {
   /** A new master key (AWS: a new KMS key; local: a new version, which becomes current). */
   addMasterKey(): Promise<string>;
   disableMasterKey(keyId: string): Promise<void>;
+  /**
+   * A broker restarted on `keyId` (AWS: a config change; local: the file's current version,
+   * which addMasterKey moved). Calls are not counted.
+   */
+  pointAt(keyId: string): Promise<Keyring>;
   /** Another broker replica: the same database and keyring, its own empty data-key cache. */
   replica(keyring?: Keyring): SecretService;
   identity(subject: string): UserIdentity;
@@ -89,14 +95,14 @@ export function countCalls(inner: Keyring, calls: KeyringCalls): Keyring {
 }
 
 /** Empties every table the rotation touches, the pepper included (each test seeds its own). */
-export async function emptyDatabase(database: TestDatabase): Promise<void> {
+export async function emptyDatabase(database: Pick<TestDatabase, "db">): Promise<void> {
   await sql`truncate table secret_versions, secrets, users, broker_state cascade`.execute(database.db);
 }
 
 export async function createRotationFixture(
-  database: TestDatabase,
+  database: Pick<DatabaseHandle, "db" | "prepared">,
   kind: KeyringKind,
-  options: { kmsMaxAttempts?: number } = {},
+  options: { kmsMaxAttempts?: number; localKeyringPath?: string } = {},
 ): Promise<RotationFixture> {
   const calls: KeyringCalls = { generateDataKey: 0, decrypt: 0, reEncrypt: 0 };
   let base: Keyring;
@@ -105,6 +111,7 @@ export async function createRotationFixture(
   let dir: string | undefined;
   let addMasterKey: () => Promise<string>;
   let disableMasterKey: (keyId: string) => Promise<void>;
+  let pointAt: (keyId: string) => Promise<Keyring>;
 
   if (kind === "aws-kms") {
     const server = await startLocalKmsServer();
@@ -120,12 +127,19 @@ export async function createRotationFixture(
     base = createAwsKmsKeyring({ client, keyId: keyArn });
     addMasterKey = async () => server.createKey("rotation target key");
     disableMasterKey = async (keyId) => server.disableKey(keyId);
+    pointAt = async (keyId) => createAwsKmsKeyring({ client: client as KMSClient, keyId });
   } else {
-    dir = await mkdtemp(join(tmpdir(), "keybroker-rotation-"));
-    const path = join(dir, "keyring.json");
+    if (options.localKeyringPath === undefined) dir = await mkdtemp(join(tmpdir(), "keybroker-rotation-"));
+    const path = options.localKeyringPath ?? join(dir ?? "", "keyring.json");
     base = await loadOrCreateLocalKeyring({ path, nodeEnv: "test" });
     addMasterKey = async () => `local:${await addLocalKeyVersion(path)}`;
     disableMasterKey = async (keyId) => disableLocalKeyVersion(path, Number(keyId.slice("local:".length)));
+    pointAt = async (keyId) => {
+      const restarted = await loadOrCreateLocalKeyring({ path, nodeEnv: "test" });
+      if (restarted.currentKeyId() !== keyId)
+        throw new Error(`the local keyring's current key is not ${keyId}`);
+      return restarted;
+    };
   }
 
   const keyring = countCalls(base, calls);
@@ -193,6 +207,7 @@ export async function createRotationFixture(
     kms,
     addMasterKey,
     disableMasterKey,
+    pointAt,
     replica,
     identity,
     async seedUsers(count, secretsPerUser = 1) {

@@ -142,7 +142,11 @@ describe.each(testDatabaseKinds())("user data-key rotation on %s", (databaseKind
     }
     const after = await findUserKey(database.db, alice.identity.userRef);
     expect(after).toMatchObject({ dataKeyVersion: 2, encryptions: 12, masterKeyId: fixture.sourceKeyId });
-    expect(asBuffer(after?.wrappedDataKey ?? Buffer.alloc(0)).equals(asBuffer(before?.wrappedDataKey ?? Buffer.alloc(0)))).toBe(false);
+    expect(
+      asBuffer(after?.wrappedDataKey ?? Buffer.alloc(0)).equals(
+        asBuffer(before?.wrappedDataKey ?? Buffer.alloc(0)),
+      ),
+    ).toBe(false);
     oldKey.fill(0);
     newKey.fill(0);
   });
@@ -153,7 +157,12 @@ describe.each(testDatabaseKinds())("user data-key rotation on %s", (databaseKind
     const bobBefore = await versionsOf(bob);
     const listedBefore = await fixture.replica().list(alice.identity, undefined, signal);
 
-    await rotateUserDataKey({ db: database.db, keyring: fixture.keyring, userRef: alice.identity.userRef, signal });
+    await rotateUserDataKey({
+      db: database.db,
+      keyring: fixture.keyring,
+      userRef: alice.identity.userRef,
+      signal,
+    });
 
     expect(await unreadableSecrets(fixture.replica(), users)).toEqual([]);
     const listedAfter = await fixture.replica().list(alice.identity, undefined, signal);
@@ -188,7 +197,12 @@ describe.each(testDatabaseKinds())("user data-key rotation on %s", (databaseKind
     const before = await versionsOf(alice);
 
     const err = await rejection(
-      rotateUserDataKey({ db: database.db, keyring: fixture.keyring, userRef: alice.identity.userRef, signal }),
+      rotateUserDataKey({
+        db: database.db,
+        keyring: fixture.keyring,
+        userRef: alice.identity.userRef,
+        signal,
+      }),
     );
 
     expect(err.code).toBe("data_loss");
@@ -235,12 +249,22 @@ describe.each(testDatabaseKinds())("user data-key rotation on %s", (databaseKind
       .replica(pausing)
       .put(
         alice.identity,
-        parsePutSecret({ secretId, provider: "binance", label: "", fields: { api_key: "written-during-rotation" } }),
+        parsePutSecret({
+          secretId,
+          provider: "binance",
+          label: "",
+          fields: { api_key: "written-during-rotation" },
+        }),
         signal,
       );
     await gate.reached;
 
-    await rotateUserDataKey({ db: database.db, keyring: fixture.keyring, userRef: alice.identity.userRef, signal });
+    await rotateUserDataKey({
+      db: database.db,
+      keyring: fixture.keyring,
+      userRef: alice.identity.userRef,
+      signal,
+    });
     gate.open();
     const outcome = await racingPut.then(
       (metadata) => ({ stored: true, version: metadata.version }),

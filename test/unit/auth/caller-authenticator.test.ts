@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { inspect } from "node:util";
 import { describe, expect, it } from "vitest";
 import type { CallerKeyLookup, CallerKeyRecord } from "../../../src/auth/caller-authenticator.js";
@@ -33,6 +34,7 @@ function keyTable() {
         scopes,
         expiresAt: null,
         revokedAt: null,
+        clientCertSha256: null,
         ...fields,
       };
       rows.set(hash.toString("hex"), record);
@@ -96,6 +98,7 @@ describe("caller authenticator", () => {
         scopes: ["admin"],
         expiresAt: null,
         revokedAt: null,
+        clientCertSha256: null,
       }),
     };
     const err = await brokerErrorOf(
@@ -170,6 +173,78 @@ describe("caller authenticator", () => {
       createCallerAuthenticator({ lookup: failing }).authenticate(generateCallerKey().key, "admin"),
     );
     expect(err).toMatchObject({ code: "unavailable", message: "caller key store unavailable" });
+  });
+
+  describe("B22 client certificate binding", () => {
+    const certA = createHash("sha256").update("client certificate A").digest();
+    const certB = createHash("sha256").update("client certificate B").digest();
+
+    it("B22 accepts a bound key presented over a connection with exactly its certificate", async () => {
+      const table = keyTable();
+      const { key } = table.add(["secrets:read"], { clientCertSha256: certA });
+      const auth = createCallerAuthenticator({ lookup: table.lookup });
+      const caller = await auth.authenticate(key, "secrets:read", { clientCertSha256: Buffer.from(certA) });
+      expect(caller.keyId).toBe("key-1");
+    });
+
+    it("B22 answers 'invalid caller key' for a bound key with another, a truncated or no certificate", async () => {
+      const table = keyTable();
+      const { key } = table.add(["secrets:read"], { clientCertSha256: certA });
+      const auth = createCallerAuthenticator({ lookup: table.lookup });
+      const attempts = [
+        auth.authenticate(key, "secrets:read", { clientCertSha256: certB }),
+        auth.authenticate(key, "secrets:read", { clientCertSha256: certA.subarray(0, 16) }),
+        auth.authenticate(key, "secrets:read", { clientCertSha256: undefined }),
+        auth.authenticate(key, "secrets:read"),
+      ];
+      for (const attempt of attempts) {
+        const err = await brokerErrorOf(attempt);
+        expect(err).toMatchObject({ code: "unauthenticated", message: "invalid caller key" });
+      }
+    });
+
+    it("B22 refuses a bound key without its certificate before revealing the key's scopes", async () => {
+      const table = keyTable();
+      const { key } = table.add(["proxy:call"], { clientCertSha256: certA });
+      const err = await brokerErrorOf(
+        createCallerAuthenticator({ lookup: table.lookup }).authenticate(key, "admin", {
+          clientCertSha256: certB,
+        }),
+      );
+      expect(err.code).toBe("unauthenticated");
+    });
+
+    it("B22 does not mark a bound key used when its certificate is missing", async () => {
+      const table = keyTable();
+      const { key } = table.add(["secrets:read"], { clientCertSha256: certA });
+      const marked: string[] = [];
+      const auth = createCallerAuthenticator({
+        lookup: table.lookup,
+        markUsed: (id) => void marked.push(id),
+      });
+      await brokerErrorOf(auth.authenticate(key, "secrets:read", { clientCertSha256: undefined }));
+      expect(marked).toEqual([]);
+    });
+
+    it("B22 accepts an unbound key with or without a client certificate, without reading it", async () => {
+      const table = keyTable();
+      const { key } = table.add(["secrets:read"]);
+      const auth = createCallerAuthenticator({ lookup: table.lookup });
+      let reads = 0;
+      const transport = {
+        get clientCertSha256() {
+          reads++;
+          return certB;
+        },
+      };
+      await expect(auth.authenticate(key, "secrets:read", transport)).resolves.toHaveProperty(
+        "keyId",
+        "key-1",
+      );
+      await expect(auth.authenticate(key, "secrets:read")).resolves.toHaveProperty("keyId", "key-1");
+      // The fingerprint costs a certificate parse per call; unbound keys must not pay for it.
+      expect(reads).toBe(0);
+    });
   });
 
   describe("last-used marking", () => {

@@ -1,0 +1,161 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
+import { runKeys } from "../../../src/cli/keys-command.js";
+import { type CommandIo, runRewrap } from "../../../src/cli/rewrap-command.js";
+import { type DatabaseHandle, openDatabase } from "../../../src/store/database.js";
+import { createTestDatabase, type TestDatabase, testDatabaseKinds } from "../../support/test-database.js";
+import {
+  createRotationFixture,
+  emptyDatabase,
+  type SeededUser,
+  silentLogger,
+  unreadableSecrets,
+} from "./rotation-fixture.js";
+
+const USERS = 5;
+
+function captureIo(env: Record<string, string>): CommandIo & { out(): string; err(): string } {
+  const out: string[] = [];
+  const err: string[] = [];
+  return {
+    env,
+    stdout: { write: (text: string) => out.push(text) },
+    stderr: { write: (text: string) => err.push(text) },
+    out: () => out.join(""),
+    err: () => err.join(""),
+  };
+}
+
+// The operator commands read the broker's own configuration: the local keyring file and a
+// database (a PGlite directory, or the Postgres test database), as a deployment would.
+describe.each(testDatabaseKinds())("keybroker rewrap and keys status on %s", (databaseKind) => {
+  let dir: string;
+  let keyringPath: string;
+  let postgres: TestDatabase | undefined;
+  let env: Record<string, string>;
+  let users: SeededUser[];
+
+  /** Runs `use` on the database; PGlite is closed again after, so a command can open it. */
+  async function withDatabase<T>(use: (database: DatabaseHandle) => Promise<T>): Promise<T> {
+    if (postgres !== undefined) return use(postgres);
+    const database = await openDatabase({ kind: "pglite", dataDir: join(dir, "pglite") }, silentLogger);
+    try {
+      return await use(database);
+    } finally {
+      await database.close();
+    }
+  }
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "keybroker-rotation-cli-"));
+    keyringPath = join(dir, "keyring.json");
+    const common = {
+      NODE_ENV: "test",
+      LOG_LEVEL: "silent",
+      KEYBROKER_KEYRING: "local",
+      KEYBROKER_LOCAL_KEYRING_FILE: keyringPath,
+      AUTH0_ISSUER: "https://tenant.example.auth0.com/",
+      AUTH0_AUDIENCE: "keybroker",
+      AUTH0_REQUIRED_PERMISSION: "use:secrets",
+    };
+    if (databaseKind === "postgres") {
+      postgres = await createTestDatabase("postgres");
+      env = { ...common, DATABASE_URL: postgres.url ?? "" };
+    } else {
+      // A migrated data directory, loaded from the suite's template.
+      const template = await readFile(inject("pgliteTemplate"));
+      const pglite = await PGlite.create({ dataDir: join(dir, "pglite"), loadDataDir: new Blob([template]) });
+      await pglite.close();
+      env = { ...common, KEYBROKER_PGLITE_DIR: join(dir, "pglite") };
+    }
+    // Five users on local:1; then local:2 is added (current), as an operator rotating would.
+    users = await withDatabase(async (database) => {
+      await emptyDatabase(database);
+      const fixture = await createRotationFixture(database, "local", { localKeyringPath: keyringPath });
+      try {
+        const seeded = await fixture.seedUsers(USERS);
+        await fixture.addMasterKey();
+        return seeded;
+      } finally {
+        await fixture.close();
+      }
+    });
+  });
+
+  afterAll(async () => {
+    await postgres?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("keys status counts the users and the pepper on each master key", async () => {
+    const io = captureIo(env);
+
+    expect(await runKeys(["status"], io)).toBe(0);
+
+    expect(io.out()).toMatch(/^local:1 +5 +yes$/m);
+    expect(io.out()).toMatch(/^total +5$/m);
+  });
+
+  it("keys status marks a key outside KEYBROKER_ACCEPTED_MASTER_KEYS as retired", async () => {
+    const io = captureIo({ ...env, KEYBROKER_ACCEPTED_MASTER_KEYS: "local:2" });
+
+    expect(await runKeys(["status"], io)).toBe(0);
+
+    expect(io.out()).toMatch(/^local:1 +5 +yes +RETIRED$/m);
+    expect(io.out()).toContain("run rewrap");
+  });
+
+  it("prints the plan on --dry-run and writes nothing", async () => {
+    const io = captureIo(env);
+
+    expect(await runRewrap(["--to", "local:2", "--dry-run"], io)).toBe(0);
+
+    expect(io.out()).toContain("target master key: local:2");
+    expect(io.out()).toContain("to rewrap: 5 user data key(s) and the pepper");
+    expect(io.out()).toContain("  from local:1: 5 user(s)");
+    expect(io.out()).toContain("nothing was written");
+    const status = captureIo(env);
+    await runKeys(["status"], status);
+    expect(status.out()).toMatch(/^local:1 +5 +yes$/m);
+  });
+
+  it("refuses a target that is not a local key id, a bad rate and a missing --to", async () => {
+    const io = captureIo(env);
+
+    await expect(runRewrap(["--to", "alias/keybroker"], io)).rejects.toMatchObject({
+      code: "invalid_argument",
+    });
+    await expect(runRewrap(["--to", "local:2", "--rate", "0"], io)).rejects.toMatchObject({
+      code: "invalid_argument",
+    });
+    expect(await runRewrap([], io)).toBe(2);
+    expect(io.err()).toContain("usage: keybroker rewrap --to");
+  });
+
+  // Last: the only test that changes the stored rows.
+  it("rewraps every row to the new key, reports it, and every secret stays readable", async () => {
+    const io = captureIo(env);
+
+    const code = await runRewrap(["--to", "local:2", "--concurrency", "2", "--rate", "100"], io);
+
+    expect(io.err()).toBe("");
+    expect(code).toBe(0);
+    expect(io.out()).toMatch(/rewrap finished in [0-9.]+ s: 6 rewrapped, 0 skipped, 0 failed, 0 remaining/);
+    const status = captureIo(env);
+    await runKeys(["status"], status);
+    expect(status.out()).toMatch(/^local:2 +5 +yes$/m);
+    expect(status.out()).not.toContain("local:1");
+    await withDatabase(async (database) => {
+      const fixture = await createRotationFixture(database, "local", { localKeyringPath: keyringPath });
+      try {
+        await fixture.disableMasterKey("local:1");
+        expect(await unreadableSecrets(fixture.replica(), users)).toEqual([]);
+      } finally {
+        await fixture.close();
+      }
+    });
+  });
+});
