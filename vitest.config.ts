@@ -5,6 +5,8 @@ export default defineConfig({
     include: ["test/**/*.test.ts", "src/**/*.test.ts"],
     environment: "node",
     globalSetup: ["test/support/global-setup.ts"],
+    // Catalogue E50: every test file's stdout/stderr is swept for canaries, tokens and caller keys.
+    setupFiles: ["test/support/leak-sweep-hook.ts"],
     // Every timestamp is timestamptz, but pg and PGlite serialise bare Dates differently: pin UTC.
     env: { TZ: "UTC" },
     testTimeout: 30_000,

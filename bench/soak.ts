@@ -13,6 +13,7 @@
  */
 import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
+import { loadavg } from "node:os";
 import { setTimeout as delay } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { status } from "@grpc/grpc-js";
@@ -32,7 +33,9 @@ const minutes = Number(values.minutes);
 const rate = Number(values.rate);
 const userCount = Number(values.users);
 if (!(minutes > 0) || !(rate > 0 && rate <= 5000) || !(Number.isInteger(userCount) && userCount >= 1)) {
-  console.error("usage: tsx bench/soak.ts --minutes N [--rate R (calls/s, default 50)] [--users U (default 4)]");
+  console.error(
+    "usage: tsx bench/soak.ts --minutes N [--rate R (calls/s, default 50)] [--users U (default 4)]",
+  );
   process.exit(2);
 }
 
@@ -54,6 +57,7 @@ interface User {
   readonly proxySecretId: string;
   /** Acknowledged writes: secret id → highest version the broker said it stored. */
   readonly acknowledged: Map<string, number>;
+  /** Labels used so far (a failed create uses one up too). */
   created: number;
 }
 
@@ -81,11 +85,9 @@ const compiled = existsSync(new URL("../dist/src/cli/main.js", import.meta.url))
 
 let broker: BrokerProcess | undefined;
 try {
-  broker = await startBrokerProcess({
-    database: "postgres",
-    // Info-level logs go to a pipe nobody reads in full; keep the broker's own defaults otherwise.
-    env: { LOG_LEVEL: "warn" },
-  });
+  // LOG_LEVEL stays "info": broker-process finds the ports in the start-up line, and info logs
+  // nothing per call.
+  broker = await startBrokerProcess({ database: "postgres" });
   process.exitCode = await soak(broker);
 } finally {
   await broker?.stop();
@@ -94,12 +96,19 @@ try {
 
 async function soak(broker: BrokerProcess): Promise<number> {
   const clients = createGrpcClients(broker.grpcAddress);
-  const auth = (user: User) => ({ callerKey: broker.callerKey, bearerToken: user.token, deadlineMs: DEADLINE_MS });
+  const auth = (user: User) => ({
+    callerKey: broker.callerKey,
+    bearerToken: user.token,
+    deadlineMs: DEADLINE_MS,
+  });
   const tokenLifetimeSec = Math.ceil(minutes * 60) + 600;
 
   const users: User[] = [];
   for (let i = 0; i < userCount; i++) {
-    const token = await broker.issuer.sign({ sub: `google-oauth2|soak-${i}` }, { expiresInSec: tokenLifetimeSec });
+    const token = await broker.issuer.sign(
+      { sub: `google-oauth2|soak-${i}` },
+      { expiresInSec: tokenLifetimeSec },
+    );
     const put = await unary(
       clients.secrets,
       "PutSecret",
@@ -138,15 +147,22 @@ async function soak(broker: BrokerProcess): Promise<number> {
           const secret = response.secret as WireMessage;
           const id = String(secret.id);
           user.acknowledged.set(id, Math.max(user.acknowledged.get(id) ?? 0, Number(secret.version)));
+          acknowledgedPuts += 1;
         });
       }
       case "ListSecrets":
         return unary(clients.secrets, "ListSecrets", {}, auth(user));
       case "Call":
-        return unary(clients.proxy, "Call", { secretId: user.proxySecretId, method: "GET", path: "/ok" }, auth(user));
+        return unary(
+          clients.proxy,
+          "Call",
+          { secretId: user.proxySecretId, method: "GET", path: "/ok" },
+          auth(user),
+        );
     }
   }
 
+  let acknowledgedPuts = 0;
   const total = newWindow();
   const byMethod: Record<string, Record<string, number>> = {};
   const allLatencies: number[] = [];
@@ -198,6 +214,8 @@ async function soak(broker: BrokerProcess): Promise<number> {
     rssMiB: number;
     brokerCpuPercent: number;
     inFlight: number;
+    /** The machine's 1-minute load average: other work on the host skews every other figure. */
+    loadAvg1m: number;
   }
   const samples: Sample[] = [];
   const startedAt = Date.now();
@@ -220,12 +238,14 @@ async function soak(broker: BrokerProcess): Promise<number> {
       rssMiB: round(processRssMiB(broker.pid)),
       brokerCpuPercent: round(((cpu - lastCpu) / 1e6 / seconds) * 100),
       inFlight,
+      loadAvg1m: round(loadavg()[0] ?? 0, 2),
     };
     samples.push(sample);
     console.log(
       `[${String(sample.atSec).padStart(5)} s] ${sample.callsPerSecond} calls/s  ` +
         `errors ${JSON.stringify(errors)}  p50 ${sample.p50Ms} ms  p99 ${sample.p99Ms} ms  ` +
-        `broker RSS ${sample.rssMiB} MiB  CPU ${sample.brokerCpuPercent}%  in flight ${inFlight}`,
+        `broker RSS ${sample.rssMiB} MiB  CPU ${sample.brokerCpuPercent}%  in flight ${inFlight}  ` +
+        `load ${sample.loadAvg1m}`,
     );
     window = newWindow();
     lastReport = now;
@@ -251,14 +271,14 @@ async function soak(broker: BrokerProcess): Promise<number> {
 
   // Lost writes: every acknowledged PutSecret must be listed, at least at its acknowledged version.
   let lostWrites = 0;
-  let checkedWrites = 0;
+  let checkedSecrets = 0;
   for (const user of users) {
     const { response } = await unary(clients.secrets, "ListSecrets", {}, auth(user));
     const listed = new Map(
       ((response.secrets as WireMessage[] | undefined) ?? []).map((s) => [String(s.id), Number(s.version)]),
     );
     for (const [id, version] of user.acknowledged) {
-      checkedWrites += 1;
+      checkedSecrets += 1;
       if ((listed.get(id) ?? 0) < version) lostWrites += 1;
     }
   }
@@ -282,7 +302,8 @@ async function soak(broker: BrokerProcess): Promise<number> {
     byMethod,
     unexpectedErrors,
     shedByClient: shed,
-    acknowledgedWrites: checkedWrites,
+    acknowledgedPuts,
+    secretsChecked: checkedSecrets,
     lostWrites,
     p50Ms: round(quantile(allLatencies, 0.5), 2),
     p99Ms: round(quantile(allLatencies, 0.99), 2),

@@ -1,7 +1,7 @@
 import type { BrokerErrorCode } from "../errors.js";
 import { isBrokerError } from "../errors.js";
 import type { Logger } from "../log/logger.js";
-import type { AuditAction, AuditDetail } from "./audit-event.js";
+import type { AuditAction, AuditDetail, AuditOutcome } from "./audit-event.js";
 import type { AuditLog } from "./audit-log.js";
 
 /** Who is acting, as far as the audit trail may know it (never a token or a raw `sub`). */
@@ -41,22 +41,24 @@ export function createAuditedRunner(deps: { audit: AuditLog; logger: Logger }): 
 
   const codeOf = (err: unknown): BrokerErrorCode => (isBrokerError(err) ? err.code : "internal");
 
-  async function finish(
-    actor: AuditActor,
-    spec: { action: AuditAction; target?: string; detail?: AuditDetail },
-    error?: unknown,
-  ): Promise<void> {
-    const code = error === undefined ? null : codeOf(error);
-    await audit.record({
+  type Spec = { action: AuditAction; target?: string; detail?: AuditDetail };
+
+  function record(actor: AuditActor, spec: Spec, outcome: AuditOutcome, code: BrokerErrorCode | null) {
+    return audit.record({
       requestId: actor.requestId,
       callerKeyId: actor.callerKeyId,
       userRef: actor.userRef,
       action: spec.action,
       target: spec.target ?? null,
-      outcome: code === null ? "ok" : code === "permission_denied" ? "denied" : "error",
+      outcome,
       code,
       ...(spec.detail === undefined ? {} : { detail: spec.detail }),
     });
+  }
+
+  async function finish(actor: AuditActor, spec: Spec, error?: unknown): Promise<void> {
+    const code = error === undefined ? null : codeOf(error);
+    await record(actor, spec, code === null ? "ok" : code === "permission_denied" ? "denied" : "error", code);
   }
 
   return {
@@ -64,15 +66,7 @@ export function createAuditedRunner(deps: { audit: AuditLog; logger: Logger }): 
     async run(actor, spec, operation) {
       if (spec.sensitive) {
         // Throws `unavailable` if the trail cannot be written: the operation never starts.
-        await audit.record({
-          requestId: actor.requestId,
-          callerKeyId: actor.callerKeyId,
-          userRef: actor.userRef,
-          action: spec.action,
-          target: spec.target ?? null,
-          outcome: "started",
-          ...(spec.detail === undefined ? {} : { detail: spec.detail }),
-        });
+        await record(actor, spec, "started", null);
       }
       let result: Awaited<ReturnType<typeof operation>>;
       try {

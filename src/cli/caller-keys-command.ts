@@ -22,6 +22,9 @@ export async function runCallerKeys(args: string[]): Promise<number> {
     },
     allowPositionals: true,
   });
+  // Checked before the database opens: a wrong file fails at once, and nothing is created.
+  const certFile = action === "create" ? values["client-cert"] : undefined;
+  const clientCertSha256 = certFile === undefined ? null : clientCertificateSha256(await readPem(certFile));
   const logger = createLogger({ level: process.env.LOG_LEVEL ?? "warn" });
   const database = await openDatabase(loadDatabaseConfig(process.env), logger);
   try {
@@ -32,12 +35,11 @@ export async function runCallerKeys(args: string[]): Promise<number> {
         if (days !== undefined && !(Number.isInteger(days) && days > 0)) {
           throw new BrokerError("invalid_argument", "--expires-in-days must be a positive integer");
         }
-        const certFile = values["client-cert"];
         const created = await admin.create({
           name: values.name ?? "",
           scopes: (values.scopes ?? "").split(",").filter((s) => s !== ""),
           expiresAt: days === undefined ? null : new Date(Date.now() + days * DAY_MS),
-          clientCertSha256: certFile === undefined ? null : clientCertificateSha256(await readPem(certFile)),
+          clientCertSha256,
         });
         process.stdout.write(
           `${created.key}\n\nThis key is shown once. Store it in the main app's secret store now.\n` +

@@ -57,7 +57,7 @@ describe.each(testDatabaseKinds())("AdminService end to end on %s", (kind) => {
     },
   );
 
-  it("creates a caller key shown once, lists it by its last four characters only, and revokes it at once", async () => {
+  it("B19 creates a caller key shown once, lists it by its last four characters only, and revokes it at once", async () => {
     const created = await admin("CreateCallerKey", {
       name: "reporting",
       scopes: ["secrets:read"],
@@ -95,7 +95,7 @@ describe.each(testDatabaseKinds())("AdminService end to end on %s", (kind) => {
     expect(await list(newKey)).toBe(status.OK);
   });
 
-  it("crypto-shreds a user by subject: their secrets are gone and cannot be used", async () => {
+  it("D44 crypto-shreds a user by subject: their secrets are gone and cannot be used", async () => {
     const put = await unary(
       broker.clients.secrets,
       "PutSecret",

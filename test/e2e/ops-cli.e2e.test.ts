@@ -36,7 +36,7 @@ describe("keybroker operator commands", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("creates a caller key, shows it once, and lists only its last four characters", async () => {
+  it("B19 creates a caller key, shows it once, and lists only its last four characters", async () => {
     const { stdout } = await cli(
       "caller-keys",
       "create",
@@ -71,7 +71,7 @@ describe("keybroker operator commands", () => {
     expect((await cliFailure("caller-keys", "revoke", id))?.code).toBe(1);
   });
 
-  it("verifies the audit chain, then names the first row someone edited", async () => {
+  it("E49 verifies the audit chain, then names the first row someone edited", async () => {
     const database = await openDatabase(
       { kind: "pglite", dataDir: join(dir, "pgdata") },
       createLogger({ level: "silent" }),

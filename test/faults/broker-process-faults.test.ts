@@ -3,7 +3,12 @@ import { type Client, status } from "@grpc/grpc-js";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { findLeaks } from "../support/captured-logs.js";
-import { createGrpcClients, type GrpcClients, serverStream, type WireMessage } from "../support/grpc-client.js";
+import {
+  createGrpcClients,
+  type GrpcClients,
+  serverStream,
+  type WireMessage,
+} from "../support/grpc-client.js";
 import { type OwnedPostgres, startOwnedPostgres } from "../support/owned-postgres.js";
 import {
   type BackgroundLoad,
@@ -15,8 +20,8 @@ import {
   healthClient,
   secretIdOf,
   spawnBroker,
-  startLoad,
   startBrokerDependencies,
+  startLoad,
   type UserSession,
   userSession,
 } from "./fault-fixture.js";
@@ -25,7 +30,7 @@ import {
 // Only a separate process can show what a signal does, or that a fault kills the process.
 
 const GRACE_MS = 5000;
-const KMS_LATENCY_MS = 800;
+const KMS_LATENCY_MS = 1500;
 
 describe("F54 F56 the broker process under faults", () => {
   let cluster: OwnedPostgres;
@@ -74,7 +79,11 @@ describe("F54 F56 the broker process under faults", () => {
     return { user, databaseUrl };
   }
 
-  async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[]): Promise<T[]> {
+  async function query<T extends pg.QueryResultRow>(
+    url: string,
+    text: string,
+    values: unknown[],
+  ): Promise<T[]> {
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     try {
@@ -154,7 +163,9 @@ describe("F54 F56 the broker process under faults", () => {
     // shared Decrypt: the data-key cache coalesces concurrent loads of the same key).
     deps.kms.setFaults({ latencyMs: KMS_LATENCY_MS });
     deps.kms.resetCounts();
-    const inFlight = Array.from({ length: 4 }, () => user.call(secretId, "GET", "/ok", { deadlineMs: 10_000 }));
+    const inFlight = Array.from({ length: 4 }, () =>
+      user.call(secretId, "GET", "/ok", { deadlineMs: 10_000 }),
+    );
     expect(await eventually(async () => deps.kms.callCount("Decrypt") >= 1, 2000, 10)).toBe(true);
     await delay(100);
 

@@ -63,7 +63,6 @@ describe("F57 JWKS faults", () => {
 
     expect(codeName(whileDown.code)).toBe("OK");
     expect(codeName(whileHanging.code)).toBe("OK");
-    expect(whileHanging.ms).toBeLessThan(JWKS_TIMEOUT_MS);
     expect(broker.issuer.fetchCount()).toBe(fetches);
   });
 

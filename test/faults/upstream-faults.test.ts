@@ -2,7 +2,14 @@ import { setTimeout as delay } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type BrokerHarness, startBroker } from "../support/broker-harness.js";
 import { findLeaks } from "../support/captured-logs.js";
-import { type CallOutcome, codeName, eventually, secretIdOf, type UserSession, userSession } from "./fault-fixture.js";
+import {
+  type CallOutcome,
+  codeName,
+  eventually,
+  secretIdOf,
+  type UserSession,
+  userSession,
+} from "./fault-fixture.js";
 
 // C35, F52, F57 through the whole broker: the upstream hangs, drips, resets or answers 504.
 // Every call ends with a definite status within the provider's 3 s timeout (the harness's
@@ -62,7 +69,7 @@ describe("C35 F52 F57 upstream faults", () => {
     await expectNextCallServed();
   });
 
-  it("F52 ends a call to a hanging upstream at the client's shorter deadline, and abandons the upstream exchange", async () => {
+  it("F52 ends a call to a dripping upstream at the client's shorter deadline, and hangs up on the upstream at once", async () => {
     broker.upstream.reset();
     const call = await user.call(secretId, "GET", "/slow-drip", { deadlineMs: 600 });
 

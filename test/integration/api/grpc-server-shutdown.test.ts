@@ -84,7 +84,7 @@ async function codeOf(call: Promise<unknown>): Promise<number> {
 }
 
 describe("grpc-js server shutdown", () => {
-  it("lets an in-flight call finish and refuses new calls with UNAVAILABLE", async () => {
+  it("F56 lets an in-flight call finish and refuses new calls with UNAVAILABLE", async () => {
     const { server, clients, recorder } = await start();
     const inFlight = unary(clients.secrets, "ListSecrets", { provider: "slow:300" });
     await handlerCalls(recorder, 1);
@@ -100,7 +100,7 @@ describe("grpc-js server shutdown", () => {
     expect(recorder.contexts.length).toBe(1);
   });
 
-  it("tells health watchers NOT_SERVING, then ends their streams with UNAVAILABLE", async () => {
+  it("F56 tells health watchers NOT_SERVING, then ends their streams with UNAVAILABLE", async () => {
     const { server, health } = await start();
     const seen: string[] = [];
     const watchEnd = codeOf(

@@ -139,7 +139,7 @@ describe("grpc-js server: request decoding and limits", () => {
 });
 
 describe("grpc-js server: call context", () => {
-  it("sets ctx.deadline from the client's deadline", async () => {
+  it("F52 sets ctx.deadline from the client's deadline", async () => {
     const before = Date.now();
 
     await unary(clients.secrets, "ListSecrets", {}, { deadlineMs: 5000 });
@@ -155,7 +155,7 @@ describe("grpc-js server: call context", () => {
     expect(lastContext().deadline).toBeUndefined();
   });
 
-  it("aborts ctx.signal with deadline_exceeded when the client's deadline passes", async () => {
+  it("F52 aborts ctx.signal with deadline_exceeded when the client's deadline passes", async () => {
     const aborted = fakes.recorder.nextAbort();
 
     const err = await failureOf(

@@ -120,7 +120,11 @@ describe.each(testDatabaseKinds())("mTLS caller authentication (%s)", (kind) => 
   function adminClient(target: string, channel: ChannelCredentials): Client {
     const v1 = (loadKeybrokerPackage().keybroker as GrpcObject).v1 as GrpcObject;
     const AdminClient = v1.AdminService as ServiceClientConstructor;
-    const client = new AdminClient(target, channel, { "grpc.use_local_subchannel_pool": 1 });
+    const client = new AdminClient(target, channel, {
+      "grpc.use_local_subchannel_pool": 1,
+      // The certificate also names localhost: SNI must be a host name, never an IP (RFC 6066).
+      "grpc.ssl_target_name_override": "localhost",
+    });
     clients.push(client);
     return client;
   }

@@ -195,15 +195,18 @@ describe.each(TRANSPORTS.map((transport) => transport.name))("%s", (name) => {
     expect(lastContext().callerKey).toBeUndefined();
   });
 
-  it.each(CODES)("maps BrokerError %s to gRPC status %i with its safe message", async (code, expected) => {
-    const outcome = await client().listSecrets(`fail:${code}`);
+  it.each(CODES)(
+    "F51 maps BrokerError %s to gRPC status %i with its safe message",
+    async (code, expected) => {
+      const outcome = await client().listSecrets(`fail:${code}`);
 
-    expect(outcome).toMatchObject({ ok: false, code: expected, message: `safe message for ${code}` });
-    expect(outcome.requestId).toBe(lastContext().requestId);
-    expect(outcome.ok || outcome.dump).not.toContain(CANARY);
-  });
+      expect(outcome).toMatchObject({ ok: false, code: expected, message: `safe message for ${code}` });
+      expect(outcome.requestId).toBe(lastContext().requestId);
+      expect(outcome.ok || outcome.dump).not.toContain(CANARY);
+    },
+  );
 
-  it("answers INTERNAL 'internal error' for an unexpected error and reveals nothing of it", async () => {
+  it("F51 answers INTERNAL 'internal error' for an unexpected error and reveals nothing of it", async () => {
     const outcome = await client().listSecrets("crash");
 
     expect(outcome).toMatchObject({ ok: false, code: status.INTERNAL, message: "internal error" });

@@ -79,7 +79,7 @@ describe.each(testDatabaseKinds())("audit chain verification on %s", (kind) => {
     });
   });
 
-  it("names an edited row when one row's detail is changed", async () => {
+  it("E49 names an edited row when one row's detail is changed", async () => {
     await tamper(
       sql`update audit_events set detail = '{"provider":"kraken","upstreamStatus":200}' where seq = 7`,
     );
@@ -102,7 +102,7 @@ describe.each(testDatabaseKinds())("audit chain verification on %s", (kind) => {
     });
   });
 
-  it("names a deleted row as a gap", async () => {
+  it("E49 names a deleted row as a gap", async () => {
     await tamper(sql`delete from audit_events where seq = 7`);
     expect(await verifyAuditChain(database.db, { batchSize: 3 })).toEqual({
       ok: false,
@@ -134,7 +134,7 @@ describe.each(testDatabaseKinds())("audit chain verification on %s", (kind) => {
     });
   });
 
-  it("names the first of two rows whose contents were swapped", async () => {
+  it("E49 names the first of two rows whose contents were swapped", async () => {
     await tamper(swap(7, 8, CONTENT));
     expect(await verifyAuditChain(database.db)).toMatchObject({
       ok: false,
@@ -143,7 +143,7 @@ describe.each(testDatabaseKinds())("audit chain verification on %s", (kind) => {
     });
   });
 
-  it("names the first of two rows swapped with their hashes as out of order", async () => {
+  it("E49 names the first of two rows swapped with their hashes as out of order", async () => {
     await tamper(swap(7, 8, [...CONTENT, "prev_hash", "hash"]));
     expect(await verifyAuditChain(database.db)).toEqual({
       ok: false,

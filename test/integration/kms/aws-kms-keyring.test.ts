@@ -119,7 +119,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     expect((await rejection(keyring.decrypt(tampered, contextA))).code).toBe("data_loss");
   });
 
-  it("rides out two throttles: the SDK retries and the third call succeeds", async () => {
+  it("F53 rides out two throttles: the SDK retries and the third call succeeds", async () => {
     const keyring = createAwsKmsKeyring({ client: client(3), keyId: keyA });
     kms.setFaults({ throttleNext: 2 });
     const generated = await keyring.generateDataKey(contextA);
@@ -127,7 +127,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     expect(kms.callCount("GenerateDataKey")).toBe(3);
   });
 
-  it("reports unavailable under persistent throttling, after exactly maxAttempts calls", async () => {
+  it("F53 reports unavailable under persistent throttling, after exactly maxAttempts calls", async () => {
     const keyring = createAwsKmsKeyring({ client: client(2), keyId: keyA });
     kms.setFaults({ throttleNext: 1_000 });
     const err = await rejection(keyring.generateDataKey(contextA));
@@ -145,7 +145,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     expect(kms.callCount("Decrypt")).toBe(2);
   });
 
-  it("reports failed_precondition for a disabled key after exactly one call (never retried)", async () => {
+  it("F53 reports failed_precondition for a disabled key after exactly one call (never retried)", async () => {
     const disabled = kms.createKey("to be disabled");
     const keyring = createAwsKmsKeyring({ client: client(5), keyId: disabled });
     const { wrapped } = await keyring.generateDataKey(contextA);
@@ -219,7 +219,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     expect(kms.callCount("GenerateDataKey")).toBe(2);
   });
 
-  it("reports deadline_exceeded promptly when the caller's signal aborts a slow call", async () => {
+  it("F52 reports deadline_exceeded promptly when the caller's signal aborts a slow call", async () => {
     const keyring = createAwsKmsKeyring({ client: client(3), keyId: keyA });
     kms.setFaults({ latencyMs: 10_000 });
     const started = Date.now();

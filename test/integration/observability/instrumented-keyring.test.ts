@@ -86,7 +86,7 @@ describe("instrumented keyring (real SDK, local KMS server)", () => {
     expect(text).not.toContain(`outcome="ok"`);
   });
 
-  it("counts a disabled master key as failed_precondition", async () => {
+  it("F53 counts a disabled master key as failed_precondition", async () => {
     const metrics = createMetrics();
     const keyring = instrumented(metrics);
     kms.disableKey(keyA);

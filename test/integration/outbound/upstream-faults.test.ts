@@ -196,7 +196,7 @@ describe("C35 non-idempotent calls are never retried", () => {
 });
 
 describe("cancellation and unreachable upstreams", () => {
-  it("aborts the upstream request when the caller's signal fires", async () => {
+  it("F52 aborts the upstream request when the caller's signal fires", async () => {
     const controller = new AbortController();
     const pending = f.client.call(request(f.creds, "up-bearer", { path: "/hang" }), controller.signal);
     await waitFor(() => f.upstream.requests.length === 1);

@@ -57,13 +57,13 @@ describe.each(testDatabaseKinds())("rewrap job on %s", (databaseKind) => {
       await fixture.close();
     });
 
-    it("plans every user and the pepper, by the master key that wraps them now", async () => {
-      const plan = await job().plan(targetKeyId);
+    it("plans, then moves every user's data key and the pepper to the target; every secret still opens", async () => {
+      expect(await job().plan(targetKeyId)).toEqual({
+        users: USERS,
+        pepper: true,
+        byKey: { [fixture.sourceKeyId]: USERS },
+      });
 
-      expect(plan).toEqual({ users: USERS, pepper: true, byKey: { [fixture.sourceKeyId]: USERS } });
-    });
-
-    it("moves every user's data key and the pepper to the target, and every secret still opens", async () => {
       const report = await job().run(targetKeyId);
 
       expect(report).toMatchObject({
@@ -79,26 +79,21 @@ describe.each(testDatabaseKinds())("rewrap job on %s", (databaseKind) => {
       expect(await unreadableSecrets(fixture.replica(), users)).toEqual([]);
     });
 
-    it("leaves everything readable after the old master key is disabled", async () => {
+    it("is idempotent, and leaves everything readable once the old master key is disabled", async () => {
       await job().run(targetKeyId);
+      const callsAfterFirstRun = fixture.calls.reEncrypt;
 
+      const again = await job().run(targetKeyId);
       await fixture.disableMasterKey(fixture.sourceKeyId);
+
+      expect(again).toMatchObject({ rewrapped: 0, skipped: 0, failed: 0, remaining: 0 });
+      expect(fixture.calls.reEncrypt).toBe(callsAfterFirstRun);
 
       // A fresh replica: nothing cached, every data key unwrapped under the target.
       expect(await unreadableSecrets(fixture.replica(), users)).toEqual([]);
       const pepper = await loadOrCreatePepper(database.db, fixture.keyring);
       expect(pepper.equals(fixture.pepper)).toBe(true);
       pepper.fill(0);
-    });
-
-    it("is idempotent: a second run re-encrypts nothing", async () => {
-      await job().run(targetKeyId);
-      const callsAfterFirstRun = fixture.calls.reEncrypt;
-
-      const again = await job().run(targetKeyId);
-
-      expect(again).toMatchObject({ rewrapped: 0, skipped: 0, failed: 0, remaining: 0 });
-      expect(fixture.calls.reEncrypt).toBe(callsAfterFirstRun);
     });
 
     it("resumes after being stopped halfway, re-encrypting each row exactly once in all", async () => {

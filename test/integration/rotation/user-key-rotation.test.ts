@@ -245,18 +245,16 @@ describe.each(testDatabaseKinds())("user data-key rotation on %s", (databaseKind
     };
     const [secretId] = alice.secrets.keys();
     if (secretId === undefined) throw new Error("no secret");
-    const racingPut = fixture
-      .replica(pausing)
-      .put(
-        alice.identity,
-        parsePutSecret({
-          secretId,
-          provider: "binance",
-          label: "",
-          fields: { api_key: "written-during-rotation" },
-        }),
-        signal,
-      );
+    const racingPut = fixture.replica(pausing).put(
+      alice.identity,
+      parsePutSecret({
+        secretId,
+        provider: "binance",
+        label: "",
+        fields: { api_key: "written-during-rotation" },
+      }),
+      signal,
+    );
     await gate.reached;
 
     await rotateUserDataKey({

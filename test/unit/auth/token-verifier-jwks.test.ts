@@ -138,7 +138,7 @@ describe("token verifier: identity provider outages", () => {
 });
 
 describe("token verifier: cancellation", () => {
-  it("stops waiting with DEADLINE_EXCEEDED when the call's deadline passes", async () => {
+  it("F52 stops waiting with DEADLINE_EXCEEDED when the call's deadline passes", async () => {
     const { verifier } = verifierFor(issuer);
     issuer.setDelayMs(1_500);
     const started = Date.now();

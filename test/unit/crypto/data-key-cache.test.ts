@@ -43,7 +43,7 @@ describe("data-key cache", () => {
     expect(cache.stats()).toEqual({ hits: 1, misses: 1, loads: 1, size: 1 });
   });
 
-  it("returns an independent copy to every caller, so zeroing one leaves the cache intact", async () => {
+  it("D45 returns an independent copy to every caller, so zeroing one leaves the cache intact", async () => {
     const cache = createDataKeyCache(defaults);
     const key = randomBytes(32);
     const loader = countingLoader(key);
@@ -56,7 +56,7 @@ describe("data-key cache", () => {
     expect(loader.calls()).toBe(1);
   });
 
-  it("reloads an entry once it reaches its maximum age", async () => {
+  it("D46 reloads an entry once it reaches its maximum age", async () => {
     const clock = fakeClock();
     const cache = createDataKeyCache({ ...defaults, maxAgeMs: 1_000, now: clock.now });
     const loader = countingLoader();
@@ -69,7 +69,7 @@ describe("data-key cache", () => {
     expect(loader.calls()).toBe(2);
   });
 
-  it("serves an entry at most maxUses times, then reloads it", async () => {
+  it("D46 serves an entry at most maxUses times, then reloads it", async () => {
     const cache = createDataKeyCache({ ...defaults, maxUses: 3 });
     const loader = countingLoader();
     await cache.getOrLoad("u1", loader.load); // load
@@ -80,7 +80,7 @@ describe("data-key cache", () => {
     expect(cache.stats().hits).toBe(3);
   });
 
-  it("holds at most maxEntries, evicting the least recently used", async () => {
+  it("D46 holds at most maxEntries, evicting the least recently used", async () => {
     const cache = createDataKeyCache({ ...defaults, maxEntries: 2 });
     const loaders = { a: countingLoader(), b: countingLoader(), c: countingLoader() };
     await cache.getOrLoad("a", loaders.a.load);
@@ -172,7 +172,7 @@ describe("data-key cache", () => {
     expect(a.handed.every(isZero)).toBe(true);
   });
 
-  it("zeroes its own copy on expiry, on delete and on clear", async () => {
+  it("D45 zeroes its own copy on expiry, on delete and on clear", async () => {
     const clock = fakeClock();
     const cache = createDataKeyCache({ ...defaults, maxAgeMs: 100, now: clock.now });
     const expiring = countingLoader();

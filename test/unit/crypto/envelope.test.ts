@@ -37,14 +37,14 @@ describe("envelope seal/open", () => {
     expect(open(dataKey, view, binding).equals(plaintext)).toBe(true);
   });
 
-  it("lays out format byte 0x01, a 12-byte nonce, the ciphertext and a 16-byte tag", () => {
+  it("D39 lays out format byte 0x01, a 12-byte nonce, the ciphertext and a 16-byte tag", () => {
     const sealed = seal(dataKey, plaintext, binding);
     expect(sealed[0]).toBe(0x01);
     expect(sealed.length).toBe(1 + 12 + plaintext.length + 16);
     expect(sealed.includes(plaintext)).toBe(false);
   });
 
-  it("uses a fresh nonce each time, so sealing the same value twice differs", () => {
+  it("D39 uses a fresh nonce each time, so sealing the same value twice differs", () => {
     const a = seal(dataKey, plaintext, binding);
     const b = seal(dataKey, plaintext, binding);
     expect(a.subarray(1, 13).equals(b.subarray(1, 13))).toBe(false);
@@ -55,7 +55,7 @@ describe("envelope seal/open", () => {
     expect(open(dataKey, seal(dataKey, Buffer.alloc(0), binding), binding).length).toBe(0);
   });
 
-  it("fails closed when any single byte is flipped: format, nonce, ciphertext or tag", () => {
+  it("D40 fails closed when any single byte is flipped: format, nonce, ciphertext or tag", () => {
     const sealed = seal(dataKey, plaintext, binding);
     for (let i = 0; i < sealed.length; i++) {
       const tampered = Buffer.from(sealed);
@@ -64,7 +64,7 @@ describe("envelope seal/open", () => {
     }
   });
 
-  it("fails closed on every truncation, including a missing tag and an empty value", () => {
+  it("D40 fails closed on every truncation, including a missing tag and an empty value", () => {
     const sealed = seal(dataKey, plaintext, binding);
     for (let length = 0; length < sealed.length; length++) {
       expectIntegrityFailure(() => open(dataKey, sealed.subarray(0, length), binding));
@@ -76,7 +76,7 @@ describe("envelope seal/open", () => {
     expectIntegrityFailure(() => open(dataKey, Buffer.concat([sealed, Buffer.of(0)]), binding));
   });
 
-  it("fails closed on an unknown format byte even if the rest is intact", () => {
+  it("D41 fails closed on an unknown format byte even if the rest is intact", () => {
     const sealed = seal(dataKey, plaintext, binding);
     for (const format of [0x00, 0x02, 0xff]) {
       const tampered = Buffer.from(sealed);
@@ -110,7 +110,7 @@ describe("envelope seal/open", () => {
     expectIntegrityFailure(() => open(dataKey, seal(dataKey, plaintext, a), b));
   });
 
-  it("detects two rows' ciphertexts swapped, even under one user's data key", () => {
+  it("D36 detects two rows' ciphertexts swapped, even under one user's data key", () => {
     const rowA: SecretBinding = { ...binding, secretId: "row-a" };
     const rowB: SecretBinding = { ...binding, secretId: "row-b" };
     const sealedA = seal(dataKey, Buffer.from("value of A"), rowA);
@@ -119,7 +119,7 @@ describe("envelope seal/open", () => {
     expectIntegrityFailure(() => open(dataKey, sealedA, rowB));
   });
 
-  it("detects user A's ciphertext copied into user B's row, whatever key B's row uses", () => {
+  it("D36 detects user A's ciphertext copied into user B's row, whatever key B's row uses", () => {
     const keyOfB = randomBytes(32);
     const rowOfB: SecretBinding = { ...binding, userRef: randomBytes(32) };
     const sealedForA = seal(dataKey, plaintext, binding);
