@@ -8,16 +8,15 @@ import { createGrpcServer } from "./api/grpc-server.js";
 import { registerService } from "./api/handlers.js";
 import { createProxyServiceHandlers } from "./api/proxy-service-handlers.js";
 import { createSecretServiceHandlers } from "./api/secret-service-handlers.js";
+import { loadServerTlsCredentials } from "./api/tls-credentials.js";
 import { createAuditLog } from "./audit/audit-log.js";
 import { createAuditedRunner } from "./audit/audited-operation.js";
 import { createCallerAuthenticator } from "./auth/caller-authenticator.js";
 import { createTokenVerifier } from "./auth/token-verifier.js";
 import { createUserCallGuard } from "./auth/user-call-guard.js";
 import type { Config } from "./config/config.js";
-import { createAwsKmsKeyring, createKmsClient, resolveKmsKeyArn } from "./crypto/aws-kms-keyring.js";
 import { createDataKeyCache } from "./crypto/data-key-cache.js";
 import type { Keyring } from "./crypto/keyring.js";
-import { loadOrCreateLocalKeyring } from "./crypto/local-keyring.js";
 import { deriveFingerprintKey, deriveUserRef } from "./crypto/user-ref.js";
 import { AdminService } from "./gen/keybroker/v1/admin_pb.js";
 import { ProxyService } from "./gen/keybroker/v1/proxy_pb.js";
@@ -33,6 +32,8 @@ import type { Resolver } from "./outbound/guarded-connector.js";
 import { createOutboundClient } from "./outbound/outbound-client.js";
 import { loadProviderRegistry } from "./outbound/provider-registry.js";
 import { createProxyService } from "./proxy/proxy-service.js";
+import { createKeyringFromConfig } from "./rotation/keyring-from-config.js";
+import { createRetiredKeyGuard } from "./rotation/retired-key-guard.js";
 import { createSecretService } from "./secrets/secret-service.js";
 import { findCallerKeyByHash, markCallerKeyUsed } from "./store/caller-keys.repository.js";
 import { type DatabaseHandle, openDatabase } from "./store/database.js";
@@ -91,10 +92,15 @@ export async function createApp(
       dataKeyCacheStats: () => dataKeyCache.stats(),
       processMetrics: config.production,
     });
-    const keyring = createInstrumentedKeyring({
-      keyring: overrides.keyring ?? (await createKeyring(config)),
+    const baseKeyring = createInstrumentedKeyring({
+      keyring: overrides.keyring ?? (await createKeyringFromConfig(config)),
       metrics,
     });
+    // After a master-key rotation, rows still wrapped under a retired key fail closed.
+    const keyring =
+      config.acceptedMasterKeys === undefined
+        ? baseKeyring
+        : createRetiredKeyGuard(baseKeyring, { acceptedKeyIds: config.acceptedMasterKeys });
     const pepper = await loadOrCreatePepper(database.db, keyring);
     readiness.markReady("pepper");
     const fingerprintKey = deriveFingerprintKey(pepper);
@@ -164,7 +170,14 @@ export async function createApp(
       ),
     ];
     const onCallEnd = (e: CallEndEvent) => metrics.rpcCompleted(e);
-    const grpc = createGrpcServer({ services, logger, onCallEnd });
+    const credentials =
+      config.grpcTls === undefined ? undefined : await loadServerTlsCredentials(config.grpcTls);
+    const grpc = createGrpcServer({
+      services,
+      logger,
+      onCallEnd,
+      ...(credentials === undefined ? {} : { credentials }),
+    });
     const connect =
       config.connect === undefined ? undefined : createConnectServer({ services, logger, onCallEnd });
     const ops =
@@ -207,21 +220,4 @@ export async function createApp(
     if (ownsDatabase) await database.close();
     throw err;
   }
-}
-
-async function createKeyring(config: Config): Promise<Keyring> {
-  if (config.keyring.kind === "local") {
-    return loadOrCreateLocalKeyring({
-      path: config.keyring.file,
-      nodeEnv: config.production ? "production" : "development",
-    });
-  }
-  const client = createKmsClient({
-    region: config.keyring.region,
-    maxAttempts: config.keyring.maxAttempts,
-    ...(config.keyring.endpoint === undefined ? {} : { endpoint: config.keyring.endpoint }),
-  });
-  // Rows record the ARN that wrapped them; resolve an alias once so they compare equal.
-  const keyArn = await resolveKmsKeyArn(client, config.keyring.keyId);
-  return createAwsKmsKeyring({ client, keyId: keyArn });
 }

@@ -1,6 +1,7 @@
 import { status } from "@grpc/grpc-js";
 import { type BrokerErrorCode, isBrokerError } from "../errors.js";
 import type { Logger } from "../log/logger.js";
+import { isDatabaseUnavailable } from "../store/database-errors.js";
 
 /**
  * What the caller is told when a call fails. `code` is a gRPC status number; Connect's `Code`
@@ -62,6 +63,14 @@ export function grpcStatusOf(code: BrokerErrorCode): status {
  */
 export function toStatus(err: unknown): CallStatus {
   if (!isBrokerError(err)) {
+    // A dropped or refused database connection is an outage, not a bug: retry later (F51, F54).
+    if (isDatabaseUnavailable(err)) {
+      return {
+        code: grpcStatusOf("unavailable"),
+        message: "database unavailable",
+        brokerCode: "unavailable",
+      };
+    }
     return INTERNAL_ERROR;
   }
   return { code: grpcStatusOf(err.code), message: err.message, brokerCode: err.code };

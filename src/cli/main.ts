@@ -14,7 +14,7 @@ const USAGE = `keybroker <command>
   serve                      run the broker (production: configuration from the environment)
   dev                        run the broker with embedded DEV-ONLY defaults (npm start)
   migrate                    apply database migrations
-  caller-keys create --name N --scopes s1,s2 [--expires-in-days D]
+  caller-keys create --name N --scopes s1,s2 [--expires-in-days D] [--client-cert FILE.pem]
   caller-keys list
   caller-keys revoke <id>
   caller-keys rotate <id> [--overlap-hours H]   new key, same name and scopes; old one expires after H

@@ -1,5 +1,6 @@
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import { parseAcceptedMasterKeys } from "../rotation/retired-key-guard.js";
 import type { DatabaseConfig } from "../store/database.js";
 
 /** Everything the broker reads from its environment, validated once at start-up and frozen. */
@@ -8,9 +9,15 @@ export interface Config {
   readonly grpc: { readonly host: string; readonly port: number };
   /** Connect/gRPC-Web/gRPC over connect-node; undefined when disabled (port 0 means "any"). */
   readonly connect: { readonly host: string; readonly port: number } | undefined;
+  /** TLS on the gRPC port; with a client CA bundle, mTLS that requires client certificates. */
+  readonly grpcTls:
+    | { readonly certFile: string; readonly keyFile: string; readonly clientCaFile?: string }
+    | undefined;
   /** Metrics (/metrics), liveness (/livez) and readiness (/readyz), plain HTTP; undefined when off. */
   readonly ops: { readonly host: string; readonly port: number } | undefined;
   readonly database: DatabaseConfig;
+  /** Master keys whose wrapped data keys are accepted; anything else fails closed. Undefined: all. */
+  readonly acceptedMasterKeys: readonly string[] | undefined;
   readonly keyring:
     | {
         readonly kind: "aws-kms";
@@ -64,6 +71,11 @@ export const envSchema = z.object({
   KEYBROKER_CONNECT_HOST: z.string().min(1).optional(),
   /** Set to "off" to disable the Connect/gRPC-Web listener. */
   KEYBROKER_CONNECT_PORT: z.union([z.literal("off"), port]).default(8080),
+  KEYBROKER_TLS_CERT_FILE: z.string().min(1).optional(),
+  KEYBROKER_TLS_KEY_FILE: z.string().min(1).optional(),
+  KEYBROKER_TLS_CLIENT_CA_FILE: z.string().min(1).optional(),
+  /** Comma-separated key ARNs and/or local:N: rows under any other master key fail closed. */
+  KEYBROKER_ACCEPTED_MASTER_KEYS: z.string().min(1).optional(),
   KEYBROKER_METRICS_HOST: z.string().min(1).optional(),
   /** Set to "off" to disable the metrics and probes listener. */
   KEYBROKER_METRICS_PORT: z.union([z.literal("off"), port]).default(9464),
@@ -169,6 +181,25 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     keyring = { kind: "local", file: e.KEYBROKER_LOCAL_KEYRING_FILE ?? "" };
   }
 
+  if ((e.KEYBROKER_TLS_CERT_FILE === undefined) !== (e.KEYBROKER_TLS_KEY_FILE === undefined)) {
+    problems.push(
+      "KEYBROKER_TLS_KEY_FILE: set both KEYBROKER_TLS_CERT_FILE and KEYBROKER_TLS_KEY_FILE, or neither",
+    );
+  }
+  if (e.KEYBROKER_TLS_CLIENT_CA_FILE !== undefined && e.KEYBROKER_TLS_CERT_FILE === undefined) {
+    problems.push(
+      "KEYBROKER_TLS_CLIENT_CA_FILE: mTLS needs KEYBROKER_TLS_CERT_FILE and KEYBROKER_TLS_KEY_FILE",
+    );
+  }
+  let acceptedMasterKeys: string[] | undefined;
+  if (e.KEYBROKER_ACCEPTED_MASTER_KEYS !== undefined) {
+    try {
+      acceptedMasterKeys = parseAcceptedMasterKeys(e.KEYBROKER_ACCEPTED_MASTER_KEYS);
+    } catch (err) {
+      problems.push(`KEYBROKER_ACCEPTED_MASTER_KEYS: ${err instanceof Error ? err.message : "invalid"}`);
+    }
+  }
+
   if (problems.length > 0) throw new ConfigError(problems);
 
   return Object.freeze({
@@ -182,6 +213,17 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       e.KEYBROKER_METRICS_PORT === "off"
         ? undefined
         : { host: e.KEYBROKER_METRICS_HOST ?? e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_METRICS_PORT },
+    grpcTls:
+      e.KEYBROKER_TLS_CERT_FILE === undefined || e.KEYBROKER_TLS_KEY_FILE === undefined
+        ? undefined
+        : {
+            certFile: e.KEYBROKER_TLS_CERT_FILE,
+            keyFile: e.KEYBROKER_TLS_KEY_FILE,
+            ...(e.KEYBROKER_TLS_CLIENT_CA_FILE === undefined
+              ? {}
+              : { clientCaFile: e.KEYBROKER_TLS_CLIENT_CA_FILE }),
+          },
+    acceptedMasterKeys,
     database,
     keyring,
     auth: {

@@ -3,7 +3,7 @@ import type { Keyring } from "../crypto/keyring.js";
 import { findBrokerState, insertBrokerStateIfAbsent } from "../store/broker-state.repository.js";
 import type { Database } from "../store/schema.js";
 
-const PEPPER_STATE = "user_ref_pepper";
+export const PEPPER_STATE = "user_ref_pepper";
 export const PEPPER_CONTEXT = { purpose: "keybroker:user-ref-pepper" } as const;
 
 /**

@@ -1,13 +1,8 @@
 import type { Kysely } from "kysely";
+import { PEPPER_STATE } from "../keys/pepper.js";
 import { findBrokerState } from "../store/broker-state.repository.js";
 import { countUsersByMasterKey } from "../store/rewrap.repository.js";
 import type { Database } from "../store/schema.js";
-
-/**
- * The broker_state row of the sealed user-ref pepper. Must equal the private constant in
- * keys/pepper.ts (the rotation tests load a pepper through pepper.ts and find it here).
- */
-export const PEPPER_STATE_NAME = "user_ref_pepper";
 
 /** Which master keys the stored data keys depend on: a key may be retired only when it has no row. */
 export interface KeyStatus {
@@ -18,10 +13,7 @@ export interface KeyStatus {
 }
 
 export async function readKeyStatus(db: Kysely<Database>): Promise<KeyStatus> {
-  const [users, pepper] = await Promise.all([
-    countUsersByMasterKey(db),
-    findBrokerState(db, PEPPER_STATE_NAME),
-  ]);
+  const [users, pepper] = await Promise.all([countUsersByMasterKey(db), findBrokerState(db, PEPPER_STATE)]);
   return { users, pepperKeyId: pepper?.masterKeyId };
 }
 

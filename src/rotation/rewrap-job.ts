@@ -2,7 +2,7 @@ import { setTimeout as sleepFor } from "node:timers/promises";
 import type { Kysely } from "kysely";
 import type { EncryptionContext, Keyring, WrappedKey } from "../crypto/keyring.js";
 import { BrokerError, isBrokerError } from "../errors.js";
-import { PEPPER_CONTEXT } from "../keys/pepper.js";
+import { PEPPER_CONTEXT, PEPPER_STATE } from "../keys/pepper.js";
 import { userKeyContext } from "../keys/user-data-keys.js";
 import type { Logger } from "../log/logger.js";
 import { findBrokerState } from "../store/broker-state.repository.js";
@@ -17,7 +17,6 @@ import {
   type WrappedUserKey,
 } from "../store/rewrap.repository.js";
 import type { Database } from "../store/schema.js";
-import { PEPPER_STATE_NAME } from "./key-status.js";
 import { createRateLimiter, type RateLimiter } from "./rate-limiter.js";
 import { createWriteBatcher } from "./write-batcher.js";
 
@@ -189,7 +188,7 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
   async function plan(targetKeyId: string): Promise<RewrapPlan> {
     const [byKey, pepper] = await Promise.all([
       countUsersByMasterKey(db, targetKeyId),
-      findBrokerState(db, PEPPER_STATE_NAME),
+      findBrokerState(db, PEPPER_STATE),
     ]);
     let users = 0;
     for (const n of byKey.values()) users += n;
@@ -315,7 +314,7 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
     }
 
     async function readPepper(): Promise<{ wrapped: Buffer; masterKeyId: string } | undefined> {
-      const state = await findBrokerState(db, PEPPER_STATE_NAME);
+      const state = await findBrokerState(db, PEPPER_STATE);
       return state && { wrapped: asBuffer(state.wrapped), masterKeyId: state.masterKeyId };
     }
 
@@ -327,7 +326,7 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
         PEPPER_CONTEXT,
         (expected, rewrapped) =>
           compareAndSetBrokerState(db, {
-            name: PEPPER_STATE_NAME,
+            name: PEPPER_STATE,
             expected,
             wrapped: rewrapped.wrapped,
             masterKeyId: rewrapped.keyId,

@@ -6,12 +6,11 @@ import { userKeyContext } from "../keys/user-data-keys.js";
 import { asBuffer } from "../store/bytes.js";
 import {
   listUserSecretVersions,
-  lockUserKey,
   replaceUserDataKey,
   type SealedSecretVersion,
 } from "../store/rewrap.repository.js";
 import type { Database } from "../store/schema.js";
-import { findUserKey, type StoredUserKey } from "../store/users.repository.js";
+import { findUserKey, lockUserKey, type StoredUserKey } from "../store/users.repository.js";
 
 export interface UserKeyRotationDeps {
   readonly db: Kysely<Database>;

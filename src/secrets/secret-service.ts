@@ -10,7 +10,7 @@ import { asBuffer, isUniqueViolation } from "../store/bytes.js";
 import type { PreparedRunner } from "../store/prepared.js";
 import type { Database } from "../store/schema.js";
 import * as secretsRepo from "../store/secrets.repository.js";
-import { addEncryptions } from "../store/users.repository.js";
+import { addEncryptions, lockUserKey } from "../store/users.repository.js";
 import { type PutSecretInput, SECRET_LIMITS } from "./secret-input.js";
 
 /** What a caller may know about a secret (SPEC I1): never a value. */
@@ -105,58 +105,77 @@ export function createSecretService(deps: {
       const plaintext = encodeFields(input.fields);
       const hint = Buffer.from(maskedHint(primaryField(input.fields)), "utf8");
       for (const value of input.fields.values()) value.fill(0);
-      const { key } = await userDataKeys.forWrite(db, userRef, signal);
+      let { key, stored: userKey } = await userDataKeys.forWrite(db, userRef, signal);
       try {
         const fingerprint = fingerprintFields(fingerprintKey, userRef, plaintext);
         const fieldNames = [...input.fields.keys()].sort();
         const at = now();
-        const secretId = await db.transaction().execute(async (trx) => {
-          let id: string;
-          let version: number;
-          let label: string;
-          if (input.secretId === undefined) {
-            if ((await secretsRepo.countSecrets(trx, userRef)) >= SECRET_LIMITS.maxSecretsPerUser) {
-              throw new BrokerError(
-                "resource_exhausted",
-                `at most ${SECRET_LIMITS.maxSecretsPerUser} secrets per user`,
-              );
+        const write = () =>
+          db.transaction().execute(async (trx): Promise<string | undefined> => {
+            // A data-key rotation re-seals under the user's row lock: hold the same lock, and seal
+            // only if the key unwrapped above is still the stored one, or this write would be lost.
+            const locked = await lockUserKey(trx, userRef);
+            if (
+              locked === undefined ||
+              !asBuffer(locked.wrappedDataKey).equals(asBuffer(userKey.wrappedDataKey))
+            ) {
+              return undefined;
             }
-            id = randomUUID();
-            version = 1;
-            label = input.label ?? "";
-            await secretsRepo.insertSecret(trx, {
-              id,
-              userRef,
-              provider: input.provider,
-              label,
+            let id: string;
+            let version: number;
+            let label: string;
+            if (input.secretId === undefined) {
+              if ((await secretsRepo.countSecrets(trx, userRef)) >= SECRET_LIMITS.maxSecretsPerUser) {
+                throw new BrokerError(
+                  "resource_exhausted",
+                  `at most ${SECRET_LIMITS.maxSecretsPerUser} secrets per user`,
+                );
+              }
+              id = randomUUID();
+              version = 1;
+              label = input.label ?? "";
+              await secretsRepo.insertSecret(trx, {
+                id,
+                userRef,
+                provider: input.provider,
+                label,
+                createdAt: at,
+              });
+            } else {
+              const existing = await secretsRepo.lockSecret(trx, userRef, input.secretId);
+              if (existing === undefined) throw new BrokerError("not_found", NOT_FOUND);
+              if (existing.provider !== input.provider) {
+                throw new BrokerError("invalid_argument", "a secret's provider cannot change");
+              }
+              id = input.secretId;
+              version = existing.currentVersion + 1;
+              label = input.label ?? existing.label;
+            }
+            await secretsRepo.insertSecretVersion(trx, {
+              secretId: id,
+              version,
+              ciphertext: seal(key, plaintext, bindingOf(id, userRef, input.provider, version, "fields")),
+              hintCiphertext: seal(key, hint, bindingOf(id, userRef, input.provider, version, "hint")),
+              fingerprint,
+              fieldNames,
               createdAt: at,
             });
-          } else {
-            const existing = await secretsRepo.lockSecret(trx, userRef, input.secretId);
-            if (existing === undefined) throw new BrokerError("not_found", NOT_FOUND);
-            if (existing.provider !== input.provider) {
-              throw new BrokerError("invalid_argument", "a secret's provider cannot change");
+            if (version > 1) {
+              await secretsRepo.setCurrentVersion(trx, id, version, label, at);
+              await secretsRepo.pruneVersions(trx, id, version, SECRET_LIMITS.versionsKept);
             }
-            id = input.secretId;
-            version = existing.currentVersion + 1;
-            label = input.label ?? existing.label;
-          }
-          await secretsRepo.insertSecretVersion(trx, {
-            secretId: id,
-            version,
-            ciphertext: seal(key, plaintext, bindingOf(id, userRef, input.provider, version, "fields")),
-            hintCiphertext: seal(key, hint, bindingOf(id, userRef, input.provider, version, "hint")),
-            fingerprint,
-            fieldNames,
-            createdAt: at,
+            await addEncryptions(trx, userRef, 2);
+            return id;
           });
-          if (version > 1) {
-            await secretsRepo.setCurrentVersion(trx, id, version, label, at);
-            await secretsRepo.pruneVersions(trx, id, version, SECRET_LIMITS.versionsKept);
-          }
-          await addEncryptions(trx, userRef, 2);
-          return id;
-        });
+        let secretId = await write();
+        // Rotated or rewrapped meanwhile: take the key as it is stored now and write again.
+        for (let attempt = 1; secretId === undefined; attempt += 1) {
+          if (attempt >= 3)
+            throw new BrokerError("unavailable", "the user's data key changed during the write; try again");
+          key.fill(0);
+          ({ key, stored: userKey } = await userDataKeys.forWrite(db, userRef, signal));
+          secretId = await write();
+        }
         const stored = await secretsRepo.findSecretForUse(prepared, userRef, secretId);
         if (stored === undefined) throw new BrokerError("not_found", NOT_FOUND);
         return toMetadata(key, userRef, stored.secret);

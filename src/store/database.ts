@@ -61,6 +61,12 @@ export async function openDatabase(config: DatabaseConfig, logger: Logger): Prom
   });
   // An idle client whose backend was terminated emits here; without a listener the process dies.
   pool.on("error", (err) => logger.warn({ err: { message: err.message } }, "postgres idle client error"));
+  // A CHECKED-OUT client has no pool listener (pg-pool removes it on checkout), and kysely holds
+  // clients for every query: without this, a backend killed mid-query crashes the process
+  // (found by test/faults F54). The query itself still fails, and pg-pool drops the dead client.
+  pool.on("connect", (client) => {
+    client.on("error", (err) => logger.warn({ err: { message: err.message } }, "postgres connection lost"));
+  });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
     db,

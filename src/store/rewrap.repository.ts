@@ -122,28 +122,6 @@ export async function compareAndSetBrokerState(
   return result.numUpdatedRows > 0n;
 }
 
-/**
- * Locks the user's row until the transaction ends and returns the key it holds. Every
- * writer that seals under the user's data key must hold this lock while it writes, and
- * check the key it sealed with is still this one (see rotateUserDataKey).
- */
-export async function lockUserKey(db: Kysely<Database>, userRef: Buffer): Promise<StoredUserKey | undefined> {
-  const row = await db
-    .selectFrom("users")
-    .select(["wrapped_data_key", "master_key_id", "data_key_version", "encryptions"])
-    .where("user_ref", "=", userRef)
-    .forUpdate()
-    .executeTakeFirst();
-  return (
-    row && {
-      wrappedDataKey: asBuffer(row.wrapped_data_key),
-      masterKeyId: row.master_key_id,
-      dataKeyVersion: row.data_key_version,
-      encryptions: row.encryptions,
-    }
-  );
-}
-
 /** One stored version of one of a user's secrets, with what its AAD binds. */
 export interface SealedSecretVersion {
   readonly secretId: string;

@@ -1,4 +1,5 @@
 import { type Kysely, sql } from "kysely";
+import { asBuffer } from "./bytes.js";
 import type { Database } from "./schema.js";
 
 /** A user's wrapped data key as stored. */
@@ -46,4 +47,26 @@ export async function addEncryptions(db: Kysely<Database>, userRef: Buffer, coun
     .set({ encryptions: sql`encryptions + ${count}`, updated_at: sql`now()` })
     .where("user_ref", "=", userRef)
     .execute();
+}
+
+/**
+ * Locks the user's row until the transaction ends and returns the key it holds. Every
+ * writer that seals under the user's data key must hold this lock while it writes, and
+ * check the key it sealed with is still this one (see rotateUserDataKey).
+ */
+export async function lockUserKey(db: Kysely<Database>, userRef: Buffer): Promise<StoredUserKey | undefined> {
+  const row = await db
+    .selectFrom("users")
+    .select(["wrapped_data_key", "master_key_id", "data_key_version", "encryptions"])
+    .where("user_ref", "=", userRef)
+    .forUpdate()
+    .executeTakeFirst();
+  return (
+    row && {
+      wrappedDataKey: asBuffer(row.wrapped_data_key),
+      masterKeyId: row.master_key_id,
+      dataKeyVersion: row.data_key_version,
+      encryptions: row.encryptions,
+    }
+  );
 }

@@ -238,7 +238,7 @@ describe("E50 the canary sweep over one broker driven through every kind of call
       as(
         canary(
           "a token with a canary kid",
-          await broker.issuer.sign({ sub: alice }, { kid: makeCanary("kid") }),
+          await broker.issuer.sign({ sub: alice }, { kid: canary("a canary kid") }),
         ),
       ),
     );

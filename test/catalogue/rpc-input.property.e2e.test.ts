@@ -186,12 +186,14 @@ describe("F51 every RPC answers random input with a definite status, through the
       client: () => broker.clients.admin,
       admin: true,
       arb: () => fc.record({ id: fc.oneof(fc.constant("ck_0000000000000000"), text()) }),
+      examples: [{ id: "\u0000" }],
     },
     "keybroker.v1.AdminService/RotateCallerKey": {
       client: () => broker.clients.admin,
       admin: true,
       arb: () =>
         fc.record({ id: fc.oneof(fc.constant("ck_0000000000000000"), text()), overlapSeconds: uint32 }),
+      examples: [{ id: "\u0000", overlapSeconds: 0 }],
     },
     "keybroker.v1.AdminService/ShredUser": {
       client: () => broker.clients.admin,
@@ -223,6 +225,7 @@ describe("F51 every RPC answers random input with a definite status, through the
         { limit: 1, afterSeq: "18446744073709551615" },
         { limit: 1, since: { seconds: "253402300800", nanos: 0 } },
         { limit: 1, until: { seconds: "-62135596801", nanos: 0 } },
+        { limit: 1, action: "\u0000" },
       ],
     },
     "keybroker.v1.AdminService/VerifyAudit": {

@@ -41,7 +41,7 @@ describe("keybroker caller-keys with a client certificate", () => {
     expect(created.stdout).toContain(`client-cert=sha256:${fingerprint}`);
     const list = await cli("caller-keys", "list");
     expect(list.stdout).toMatch(new RegExp(`\\talice-app\\t.*\\tclient-cert=sha256:${fingerprint}\\n`));
-  }, 30_000);
+  }, 60_000);
 
   it("B22 refuses a CA certificate, an expired certificate or an unreadable file, creating no key", async () => {
     const attempts = [

@@ -60,7 +60,8 @@ describe("keybroker operator commands", () => {
     expect(err?.stderr).toContain("unknown scope(s): secrets:everything");
   });
 
-  it("rotates a caller key with an overlap and revokes the old one", async () => {
+  // Four CLI processes (tsx start-up + PGlite reopen each): allow for a loaded CI machine.
+  it("rotates a caller key with an overlap and revokes the old one", { timeout: 120_000 }, async () => {
     const list = await cli("caller-keys", "list");
     const id = /^(ck_[0-9a-f]{16})\tmain-app/m.exec(list.stdout)?.[1] ?? "";
     const rotated = await cli("caller-keys", "rotate", id, "--overlap-hours", "1");

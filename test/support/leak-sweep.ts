@@ -121,7 +121,7 @@ export function registerCanary(label: string, value: string): string {
 // Shapes that are credentials whatever test made them: a JWT (three base64url parts, header and
 // payload JSON objects) and a broker caller key whose checksum verifies. The raw-marker pattern
 // catches the suite's own canary constants (`CANARY-…`, `…-canary-…`, `canarybearer…`).
-const JWT_SHAPE = /eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/g;
+const JWT_SHAPE = /eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/;
 const CALLER_KEY_SHAPE = /kbk_[0-9A-Za-z]{38}/g;
 const CANARY_MARKERS: ReadonlyArray<readonly [string, string]> = [
   ["canary marker", "canary"],
@@ -133,7 +133,6 @@ const CANARY_MARKERS: ReadonlyArray<readonly [string, string]> = [
 export function structuralLeaks(where: string, text: string): LeakHit[] {
   const hits: LeakHit[] = [];
   if (JWT_SHAPE.test(text)) hits.push({ label: "a JWT", form: "raw", where });
-  JWT_SHAPE.lastIndex = 0;
   for (const match of text.matchAll(CALLER_KEY_SHAPE)) {
     if (parseCallerKey(match[0]) !== undefined) {
       hits.push({ label: "a caller key with a valid checksum", form: "raw", where });
