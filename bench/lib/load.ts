@@ -38,7 +38,15 @@ export async function runLoad(
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
-  return { calls: total, errors, errorsByCode, seconds, callsPerSecond: total / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
+  return {
+    calls: total,
+    errors,
+    errorsByCode,
+    seconds,
+    callsPerSecond: total / seconds,
+    p50Ms: at(0.5),
+    p99Ms: at(0.99),
+  };
 }
 
 export function median(values: readonly number[]): number {

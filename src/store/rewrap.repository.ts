@@ -1,7 +1,6 @@
 import { type Kysely, sql } from "kysely";
 import { asBuffer } from "./bytes.js";
 import type { Database } from "./schema.js";
-import type { StoredUserKey } from "./users.repository.js";
 
 /**
  * Queries of master-key rotation (the rewrap job) and of per-user data-key rotation.

@@ -77,7 +77,7 @@ if (adminUrl !== undefined) {
       const caFile = join(dir, "ca.pem");
       await writeFile(caFile, certs.ca);
       // The https stand-in for the mock issuer: serves the test issuer's JWKS over TLS.
-      jwks = createServer({ key: certs.key, cert: certs.cert }, (req, res) => {
+      jwks = createServer({ key: certs.key, cert: certs.cert }, (_req, res) => {
         fetch(issuer.jwksUrl)
           .then(async (r) => {
             res.writeHead(r.status, { "content-type": "application/json" });
