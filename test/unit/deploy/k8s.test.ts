@@ -215,12 +215,14 @@ describe("deploy/k8s manifests", () => {
     expect(selects(at(policy, "spec", "podSelector", "matchLabels"), podLabels(deployment))).toBe(true);
     expect(at(policy, "spec", "policyTypes")).toEqual(["Ingress", "Egress"]);
     const ingress = asArray(at(policy, "spec", "ingress"), "ingress");
-    expect(ingress).toHaveLength(1);
+    // The main app's pods reach the API ports; the monitoring namespace reaches /metrics only.
+    expect(ingress).toHaveLength(2);
     const from = asArray(at(ingress[0], "from"), "from");
     expect(
       from.every((peer) => isObject(at(peer, "podSelector")) && isObject(at(peer, "namespaceSelector"))),
     ).toBe(true);
     expect(ports(ingress[0]).sort()).toEqual(["50051/TCP", "8080/TCP"]);
+    expect(ports(ingress[1])).toEqual(["9464/TCP"]);
 
     const egress = asArray(at(policy, "spec", "egress"), "egress");
     const allowed = new Set(egress.flatMap((rule) => ports(rule)));
