@@ -1,4 +1,4 @@
-import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely } from "kysely";
 import type { CallerKeyAdmin } from "../admin/caller-key-admin.js";
 import type { UserShredder } from "../admin/user-shredder.js";
@@ -16,6 +16,30 @@ import type { ServiceHandlers } from "./handlers.js";
 
 const DAY_MS = 86_400_000;
 const USER_REF_HEX = /^[0-9a-f]{64}$/;
+const CALLER_KEY_ID = /^ck_[0-9a-f]{16}$/;
+const AUDIT_ACTION = /^[a-z_]{1,32}\.[a-z_]{1,32}$/;
+const MAX_EXPIRY_DAYS = 3650;
+// Postgres timestamptz and JS Dates agree on years 1-9999; outside that the query fails (F51).
+const MIN_TIME = Date.UTC(1, 0, 1);
+const MAX_TIME = Date.UTC(9999, 11, 31);
+
+function invalid(message: string): BrokerError {
+  return new BrokerError("invalid_argument", message);
+}
+
+function parseCallerKeyId(id: string): string {
+  if (!CALLER_KEY_ID.test(id)) throw invalid("id must be a caller key id (ck_ and 16 hex characters)");
+  return id;
+}
+
+function parseTime(value: Timestamp | undefined, name: string): Date | undefined {
+  if (value === undefined) return undefined;
+  const date = timestampDate(value);
+  const time = date.getTime();
+  if (!Number.isFinite(time) || time < MIN_TIME || time > MAX_TIME)
+    throw invalid(`${name} must be between years 1 and 9999`);
+  return date;
+}
 
 /** Operator RPCs: the `admin` scope, no user token. Thin: authorize, parse, delegate (audited), convert. */
 export function createAdminServiceHandlers(deps: {
@@ -38,6 +62,8 @@ export function createAdminServiceHandlers(deps: {
   return {
     async createCallerKey(request, ctx) {
       const caller = await admin(ctx);
+      if (request.expiresInDays > MAX_EXPIRY_DAYS)
+        throw invalid(`expires_in_days must be 0-${MAX_EXPIRY_DAYS}`);
       const expiresAt =
         request.expiresInDays === 0 ? null : new Date(Date.now() + request.expiresInDays * DAY_MS);
       const created = await audited.run(
@@ -53,19 +79,21 @@ export function createAdminServiceHandlers(deps: {
     },
     async revokeCallerKey(request, ctx) {
       const caller = await admin(ctx);
+      const id = parseCallerKeyId(request.id);
       await audited.run(
         actor(ctx, caller),
-        { action: "caller_key.revoke", sensitive: true, target: request.id },
-        () => callerKeys.revoke(request.id),
+        { action: "caller_key.revoke", sensitive: true, target: id },
+        () => callerKeys.revoke(id),
       );
       return {};
     },
     async rotateCallerKey(request, ctx) {
       const caller = await admin(ctx);
+      const id = parseCallerKeyId(request.id);
       const rotated = await audited.run(
         actor(ctx, caller),
-        { action: "caller_key.rotate", sensitive: true, target: request.id },
-        () => callerKeys.rotate(request.id, request.overlapSeconds),
+        { action: "caller_key.rotate", sensitive: true, target: id },
+        () => callerKeys.rotate(id, request.overlapSeconds),
       );
       return {
         key: rotated.key,
@@ -86,16 +114,22 @@ export function createAdminServiceHandlers(deps: {
     async queryAudit(request, ctx) {
       await admin(ctx);
       if (request.userRef !== "" && !USER_REF_HEX.test(request.userRef)) {
-        throw new BrokerError("invalid_argument", "user_ref must be 64 lowercase hex characters");
+        throw invalid("user_ref must be 64 lowercase hex characters");
       }
+      if (request.action !== "" && !AUDIT_ACTION.test(request.action))
+        throw invalid("action must look like secret.put");
+      if (request.callerKeyId !== "") parseCallerKeyId(request.callerKeyId);
+      if (request.afterSeq > BigInt(Number.MAX_SAFE_INTEGER)) throw invalid("after_seq is out of range");
+      const since = parseTime(request.since, "since");
+      const until = parseTime(request.until, "until");
       const events = await queryAuditEvents(deps.db, {
         limit: request.limit === 0 ? 100 : request.limit,
         ...(request.afterSeq === 0n ? {} : { afterSeq: Number(request.afterSeq) }),
         ...(request.userRef === "" ? {} : { userRef: Buffer.from(request.userRef, "hex") }),
         ...(request.action === "" ? {} : { action: request.action }),
         ...(request.callerKeyId === "" ? {} : { callerKeyId: request.callerKeyId }),
-        ...(request.since === undefined ? {} : { since: timestampDate(request.since) }),
-        ...(request.until === undefined ? {} : { until: timestampDate(request.until) }),
+        ...(since === undefined ? {} : { since }),
+        ...(until === undefined ? {} : { until }),
       });
       return {
         events: events.map((e) => ({
