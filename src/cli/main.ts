@@ -8,6 +8,7 @@ import { runKeys } from "./keys-command.js";
 import { runMigrate } from "./migrate-command.js";
 import { runRewrap } from "./rewrap-command.js";
 import { runServe } from "./serve-command.js";
+import { runUser } from "./user-command.js";
 
 const USAGE = `keybroker <command>
 
@@ -18,6 +19,8 @@ const USAGE = `keybroker <command>
   caller-keys list
   caller-keys revoke <id>
   caller-keys rotate <id> [--overlap-hours H]   new key, same name and scopes; old one expires after H
+  user rotate-key (--user-ref HEX | --sub S)   new data key for one user, every secret re-sealed
+  user shred (--user-ref HEX | --sub S) --yes  destroy a user's data key and secrets for good
   audit verify               walk the hash chain; exit 1 naming the first bad row
   audit query [--action A] [--user-ref HEX] [--caller-key-id ID] [--since ISO] [--limit N]
   dev-token --sub SUBJECT    print a user access token from the dev issuer (dev only)
@@ -35,6 +38,7 @@ const commands: Record<string, (args: string[]) => Promise<number | undefined>> 
   rewrap: runRewrap,
   keys: runKeys,
   audit: runAudit,
+  user: runUser,
 };
 
 async function main(argv: string[]): Promise<number> {
