@@ -5,7 +5,8 @@
  * cannot connect now), 53300 (too many connections), socket errors, and pg / pg-pool messages
  * for a dropped connection or an exhausted pool.
  */
-const UNAVAILABLE_STATES = new Set(["57P01", "57P02", "57P03", "53300"]);
+// 57014: statement timeout (KEYBROKER_DB_STATEMENT_TIMEOUT_MS) — the database is too slow or locked now.
+const UNAVAILABLE_STATES = new Set(["57P01", "57P02", "57P03", "53300", "57014"]);
 const UNAVAILABLE_ERRNOS = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH"]);
 const UNAVAILABLE_MESSAGES = [
   "Connection terminated",
