@@ -34,7 +34,7 @@ export function createProxyServiceHandlers(deps: {
       const { caller, user } = await guard.authorize(ctx, "proxy:call");
       const input = parseProxyCall(request);
       const response = await audited.run(actorOf(ctx, caller, user), auditSpec(input), () =>
-        proxy.call(user, input, ctx.signal),
+        proxy.call(user, input, ctx),
       );
       return { status: response.status, headers: toHeaders(response.headers), body: response.body };
     },
@@ -42,7 +42,7 @@ export function createProxyServiceHandlers(deps: {
       const { caller, user } = await guard.authorize(ctx, "proxy:call");
       const input = parseProxyCall(request);
       const response = await audited.run(actorOf(ctx, caller, user), auditSpec(input), () =>
-        proxy.callStream(user, input, ctx.signal),
+        proxy.callStream(user, input, ctx),
       );
       yield {
         part: { case: "head", value: { status: response.status, headers: toHeaders(response.headers) } },

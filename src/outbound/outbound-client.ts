@@ -158,7 +158,13 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
       clearTimeout(timer);
       signal.removeEventListener("abort", onCallerAbort);
       // Logged: provider, method, status, sizes, timings. Never the URL, query, headers or body.
-      const logFields = { provider: req.providerId, method: plan.method, status, bytes };
+      const logFields = {
+        requestId: req.requestId,
+        provider: req.providerId,
+        method: plan.method,
+        status,
+        bytes,
+      };
       const elapsedMs = performance.now() - began;
       const durationMs = Math.round(elapsedMs);
       if (outcome.kind === "complete") {

@@ -17,6 +17,8 @@ export interface OutboundRequest {
   readonly query: ReadonlyArray<readonly [string, string]>;
   readonly headers: ReadonlyArray<readonly [string, string]>;
   readonly body: Uint8Array;
+  /** Correlates this call's log lines with the RPC's (never sent upstream). */
+  readonly requestId?: string;
 }
 
 /** A fully built request, ready to send unchanged, with what must be scrubbed from the reply. */

@@ -11,9 +11,15 @@ import type { ProxyCallInput } from "./proxy-input.js";
 export type ProxiedResponse = OutboundResponse & { readonly provider: string };
 export type ProxiedStreamResponse = OutboundStreamResponse & { readonly provider: string };
 
+/** The RPC this proxied call belongs to: its cancellation, and its id for log correlation. */
+export interface ProxyCallScope {
+  readonly signal: AbortSignal;
+  readonly requestId: string;
+}
+
 export interface ProxyService {
-  call(user: UserIdentity, input: ProxyCallInput, signal: AbortSignal): Promise<ProxiedResponse>;
-  callStream(user: UserIdentity, input: ProxyCallInput, signal: AbortSignal): Promise<ProxiedStreamResponse>;
+  call(user: UserIdentity, input: ProxyCallInput, call: ProxyCallScope): Promise<ProxiedResponse>;
+  callStream(user: UserIdentity, input: ProxyCallInput, call: ProxyCallScope): Promise<ProxiedStreamResponse>;
 }
 
 /**
@@ -27,7 +33,8 @@ export function createProxyService(deps: {
   /** Records that a secret was used (best effort: never fails the call). */
   markUsed?: (secretId: string) => void;
 }): ProxyService {
-  const request = (secret: OpenedSecret, input: ProxyCallInput) => ({
+  const request = (secret: OpenedSecret, input: ProxyCallInput, requestId: string) => ({
+    requestId,
     providerId: secret.provider,
     secretId: secret.id,
     fields: secret.fields,
@@ -39,10 +46,10 @@ export function createProxyService(deps: {
   });
 
   return {
-    async call(user, input, signal) {
+    async call(user, input, { signal, requestId }) {
       const secret = await deps.secrets.open(user, input.secretId, signal);
       try {
-        const response = await deps.outbound.call(request(secret, input), signal);
+        const response = await deps.outbound.call(request(secret, input, requestId), signal);
         deps.markUsed?.(secret.id);
         return { ...response, provider: secret.provider };
       } finally {
@@ -50,11 +57,11 @@ export function createProxyService(deps: {
       }
     },
 
-    async callStream(user, input, signal) {
+    async callStream(user, input, { signal, requestId }) {
       const secret = await deps.secrets.open(user, input.secretId, signal);
       let response: OutboundStreamResponse;
       try {
-        response = await deps.outbound.callStream(request(secret, input), signal);
+        response = await deps.outbound.callStream(request(secret, input, requestId), signal);
       } catch (err) {
         zero(secret);
         throw err;

@@ -147,12 +147,18 @@ describe.each(testDatabaseKinds())("ProxyService end to end over grpc-js on %s",
     expect(err?.code).toBe(status.DEADLINE_EXCEEDED);
   });
 
-  it("answers RESOURCE_EXHAUSTED for a body over the provider's limit", async () => {
+  it("answers RESOURCE_EXHAUSTED for a body over the provider's limit, logged under the call's request id", async () => {
     const err = await call({ secretId: bearerId, method: "GET", path: "/huge" }).then(
       () => undefined,
       (e: unknown) => asServiceError(e),
     );
     expect(err?.code).toBe(status.RESOURCE_EXHAUSTED);
+    const requestId = err?.metadata.get("x-request-id")[0];
+    expect(requestId).toBeTruthy();
+    const outboundLine = broker.logs.lines.find(
+      (line) => line.includes('"msg":"outbound call failed"') && line.includes(String(requestId)),
+    );
+    expect(outboundLine).toBeDefined();
   });
 
   it("records when a secret was last used", async () => {

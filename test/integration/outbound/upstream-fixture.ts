@@ -104,6 +104,12 @@ export function upstreamProviders(port: number): Definition[] {
       allowedMethods: ["POST"],
       pathPatterns: ["/0/private/*"],
     }),
+    // The same, with room for hundreds of concurrent TLS exchanges on a loaded 2-core machine.
+    base("up-kraken-patient", "kraken", shippedAuth("kraken"), ["api_key", "api_secret"], {
+      allowedMethods: ["POST"],
+      pathPatterns: ["/0/private/*"],
+      timeoutMs: 30_000,
+    }),
     base("up-coinbase", "coinbase", shippedAuth("coinbase-exchange"), [
       "api_key",
       "api_secret",
@@ -182,6 +188,7 @@ export function fieldsFor(providerId: string, creds: UpstreamCredentials): Map<s
         ["api_secret", b(creds.binanceSecret)],
       ]);
     case "up-kraken":
+    case "up-kraken-patient":
       return new Map([
         ["api_key", b(creds.krakenKey)],
         ["api_secret", b(creds.krakenSecret)],
