@@ -23,6 +23,9 @@ const CALL_ENDED = new BrokerError("unavailable", "call ended");
  * Like Connect's, the signal also aborts once the call has ended (grpc-js reports every end
  * as "cancelled"), so work tied to it cannot outlive the call.
  */
+/** How early a cancellation may arrive and still be the client's deadline passing (see #endReason). */
+const DEADLINE_SLACK_MS = 250;
+
 export class GrpcCallContext implements CallContext {
   readonly requestId: string = randomUUID();
   readonly callerKey: string | undefined;
@@ -77,7 +80,11 @@ export class GrpcCallContext implements CallContext {
   }
 
   #endReason(): BrokerError {
-    return this.deadline !== undefined && Date.now() >= this.deadline ? DEADLINE_PASSED : CALL_ENDED;
+    // The server's deadline counts from when the call ARRIVED; the client cancels at ITS deadline,
+    // which can land earlier by the request's transit and event-loop delay (seen under CI load).
+    return this.deadline !== undefined && Date.now() >= this.deadline - DEADLINE_SLACK_MS
+      ? DEADLINE_PASSED
+      : CALL_ENDED;
   }
 }
 
