@@ -7,6 +7,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { createCallerKeyAdmin } from "../../src/admin/caller-key-admin.js";
 import { createLogger } from "../../src/log/logger.js";
+import { Redacted } from "../../src/log/redacted.js";
 import { openDatabase } from "../../src/store/database.js";
 import {
   canaryCredentials,
@@ -15,6 +16,7 @@ import {
   type UpstreamCredentials,
 } from "../../test/support/https-upstream.js";
 import { type LocalKmsServer, startLocalKmsServer } from "../../test/support/local-kms-server.js";
+import { bearerUpstreamProvider } from "../../test/support/loopback-providers.js";
 import { startTestIssuer, type TestIssuer } from "../../test/support/test-issuer.js";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
@@ -50,7 +52,10 @@ export async function startBrokerProcess(options: BrokerProcessOptions): Promise
   const upstreamCredentials = canaryCredentials();
   const upstream = await startHttpsUpstream(upstreamCredentials);
   const providersFile = join(dir, "providers.json");
-  await writeFile(providersFile, JSON.stringify({ providers: [benchProvider(upstream.port)] }));
+  await writeFile(
+    providersFile,
+    JSON.stringify({ providers: [bearerUpstreamProvider("bench-upstream", upstream.port, 10_000)] }),
+  );
   const caFile = join(dir, "ca.pem");
   await writeFile(caFile, upstream.ca);
 
@@ -103,7 +108,7 @@ export async function startBrokerProcess(options: BrokerProcessOptions): Promise
     options.database === "postgres"
       ? {
           kind: "postgres",
-          url: env.DATABASE_URL ?? "",
+          url: new Redacted(env.DATABASE_URL ?? ""),
           maxConnections: 2,
           connectTimeoutMs: 5000,
           statementTimeoutMs: 30000,
@@ -172,20 +177,4 @@ async function waitForPorts(child: ChildProcess): Promise<{ grpc: number; connec
       reject(new Error(`broker exited with ${code}:\n${out}`));
     });
   });
-}
-
-function benchProvider(port: number): unknown {
-  return {
-    id: "bench-upstream",
-    displayName: "bench upstream",
-    baseUrl: `https://127.0.0.1:${port}/bearer`,
-    allowedHosts: ["127.0.0.1"],
-    allowedMethods: ["GET", "POST"],
-    pathPatterns: ["/**"],
-    requiredFields: ["token"],
-    auth: { type: "bearer", field: "token" },
-    timeoutMs: 10_000,
-    maxResponseBytes: 1024 * 1024,
-    allowLoopback: true,
-  };
 }

@@ -17,6 +17,7 @@ import { type App, createApp } from "../../src/app.js";
 import type { CallerScope } from "../../src/auth/identity.js";
 import { loadConfig } from "../../src/config/config.js";
 import { createLogger } from "../../src/log/logger.js";
+import { Redacted } from "../../src/log/redacted.js";
 import { openDatabase } from "../../src/store/database.js";
 import { migrateToLatest } from "../../src/store/migrate.js";
 import { type CapturedLogs, captureLogs } from "../support/captured-logs.js";
@@ -36,6 +37,7 @@ import {
   type UpstreamCredentials,
 } from "../support/https-upstream.js";
 import { type LocalKmsServer, startLocalKmsServer } from "../support/local-kms-server.js";
+import { bearerUpstreamProvider } from "../support/loopback-providers.js";
 import { startTestIssuer, type TestIssuer } from "../support/test-issuer.js";
 
 /**
@@ -112,7 +114,10 @@ export async function startBrokerDependencies(): Promise<BrokerDependencies> {
   const upstream = await startHttpsUpstream(upstreamCredentials);
   const providersFile = join(dir, "providers.json");
   const caFile = join(dir, "upstream-ca.pem");
-  await writeFile(providersFile, JSON.stringify({ providers: [loopbackProvider(upstream.port)] }));
+  await writeFile(
+    providersFile,
+    JSON.stringify({ providers: [bearerUpstreamProvider("test-upstream", upstream.port)] }),
+  );
   await writeFile(caFile, upstream.ca);
   const env = {
     NODE_ENV: "test",
@@ -149,27 +154,16 @@ export async function startBrokerDependencies(): Promise<BrokerDependencies> {
   };
 }
 
-/** The upstream's bearer-checking routes as provider `test-upstream` (path "/ok", "/hang", ...). */
-function loopbackProvider(port: number): unknown {
-  return {
-    id: "test-upstream",
-    displayName: "test upstream",
-    baseUrl: `https://127.0.0.1:${port}/bearer`,
-    allowedHosts: ["127.0.0.1"],
-    allowedMethods: ["GET", "POST"],
-    pathPatterns: ["/**"],
-    requiredFields: ["token"],
-    auth: { type: "bearer", field: "token" },
-    timeoutMs: 3000,
-    maxResponseBytes: 1024 * 1024,
-    allowLoopback: true,
-  };
-}
-
 /** Migrates the database at `url` and mints one caller key with every user scope. */
 export async function prepareDatabase(url: string): Promise<{ callerKey: string }> {
   const handle = await openDatabase(
-    { kind: "postgres", url, maxConnections: 2, connectTimeoutMs: 5_000, statementTimeoutMs: 30_000 },
+    {
+      kind: "postgres",
+      url: new Redacted(url),
+      maxConnections: 2,
+      connectTimeoutMs: 5_000,
+      statementTimeoutMs: 30_000,
+    },
     createLogger({ level: "silent" }),
   );
   try {

@@ -16,6 +16,7 @@ import {
   type UpstreamCredentials,
 } from "./https-upstream.js";
 import { type LocalKmsServer, startLocalKmsServer } from "./local-kms-server.js";
+import { bearerUpstreamProvider, loopbackProvider } from "./loopback-providers.js";
 import { createTestDatabase, type TestDatabase, type TestDatabaseKind } from "./test-database.js";
 import { startTestIssuer, type TestIssuer } from "./test-issuer.js";
 
@@ -139,26 +140,18 @@ const SHIPPED = JSON.parse(
  * the real definition. Loopback is allowed only because NODE_ENV is not production.
  */
 function testProviders(port: number): unknown {
-  const base = `https://127.0.0.1:${port}`;
-  const loopback = (id: string, path: string, requiredFields: string[], auth: unknown) => ({
-    id,
-    displayName: `test ${id}`,
-    baseUrl: `${base}${path}`,
-    allowedHosts: ["127.0.0.1"],
-    allowedMethods: ["GET", "POST"],
-    pathPatterns: ["/**"],
-    requiredFields,
-    auth,
-    timeoutMs: 3000,
-    maxResponseBytes: 1024 * 1024,
-    allowLoopback: true,
-  });
   const binance = SHIPPED.providers.find((p) => p.id === "binance");
   return {
     providers: [
       ...SHIPPED.providers,
-      loopback("test-upstream", "/bearer", ["token"], { type: "bearer", field: "token" }),
-      loopback("test-binance", "/binance", ["api_key", "api_secret"], binance?.auth),
+      bearerUpstreamProvider("test-upstream", port),
+      loopbackProvider({
+        id: "test-binance",
+        port,
+        path: "/binance",
+        requiredFields: ["api_key", "api_secret"],
+        auth: binance?.auth,
+      }),
     ],
   };
 }
