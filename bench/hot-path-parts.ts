@@ -13,6 +13,7 @@ import { deriveFingerprintKey, deriveUserRef } from "../src/crypto/user-ref.js";
 import { loadOrCreatePepper } from "../src/keys/pepper.js";
 import { createUserDataKeys } from "../src/keys/user-data-keys.js";
 import { createLogger } from "../src/log/logger.js";
+import { Redacted } from "../src/log/redacted.js";
 import { parsePutSecret } from "../src/secrets/secret-input.js";
 import { createSecretService } from "../src/secrets/secret-service.js";
 import { findCallerKeyByHash } from "../src/store/caller-keys.repository.js";
@@ -45,7 +46,7 @@ url.pathname = `/${name}`;
 const database = await openDatabase(
   {
     kind: "postgres",
-    url: url.toString(),
+    url: new Redacted(url.toString()),
     maxConnections: 4,
     connectTimeoutMs: 5000,
     statementTimeoutMs: 30000,

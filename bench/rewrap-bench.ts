@@ -20,6 +20,7 @@ import { createAwsKmsKeyring, createKmsClient } from "../src/crypto/aws-kms-keyr
 import { loadOrCreatePepper } from "../src/keys/pepper.js";
 import { userKeyContext } from "../src/keys/user-data-keys.js";
 import { createLogger } from "../src/log/logger.js";
+import { Redacted } from "../src/log/redacted.js";
 import { readKeyStatus } from "../src/rotation/key-status.js";
 import { createRewrapJob } from "../src/rotation/rewrap-job.js";
 import { openDatabase } from "../src/store/database.js";
@@ -124,7 +125,7 @@ async function measure(
   const database = await openDatabase(
     {
       kind: "postgres",
-      url: url.toString(),
+      url: new Redacted(url.toString()),
       maxConnections: 10,
       connectTimeoutMs: 5_000,
       statementTimeoutMs: 60_000,

@@ -1,5 +1,6 @@
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import { Redacted } from "../log/redacted.js";
 import { parseAcceptedMasterKeys } from "../rotation/retired-key-guard.js";
 import type { DatabaseConfig } from "../store/database.js";
 
@@ -151,7 +152,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     }
     database = {
       kind: "postgres",
-      url: e.DATABASE_URL,
+      url: new Redacted(e.DATABASE_URL),
       maxConnections: e.KEYBROKER_DB_MAX_CONNECTIONS,
       connectTimeoutMs: e.KEYBROKER_DB_CONNECT_TIMEOUT_MS,
       statementTimeoutMs: e.KEYBROKER_DB_STATEMENT_TIMEOUT_MS,
@@ -269,7 +270,7 @@ export function loadDatabaseConfig(env: Readonly<Record<string, string | undefin
   if (e.DATABASE_URL !== undefined) {
     return {
       kind: "postgres",
-      url: e.DATABASE_URL,
+      url: new Redacted(e.DATABASE_URL),
       maxConnections: e.KEYBROKER_DB_MAX_CONNECTIONS,
       connectTimeoutMs: e.KEYBROKER_DB_CONNECT_TIMEOUT_MS,
       statementTimeoutMs: e.KEYBROKER_DB_STATEMENT_TIMEOUT_MS,

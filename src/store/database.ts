@@ -3,6 +3,7 @@ import { Kysely, PostgresDialect } from "kysely";
 import { PGliteDialect } from "kysely-pglite-dialect";
 import pg from "pg";
 import type { Logger } from "../log/logger.js";
+import type { Redacted } from "../log/redacted.js";
 import { type PreparedRunner, pgliteRunner, pgPreparedRunner } from "./prepared.js";
 import type { Database } from "./schema.js";
 
@@ -10,7 +11,8 @@ import type { Database } from "./schema.js";
 export type DatabaseConfig =
   | {
       readonly kind: "postgres";
-      readonly url: string;
+      /** Carries the password: wrapped so a logged config prints "[REDACTED]". */
+      readonly url: Redacted<string>;
       readonly maxConnections: number;
       /** How long a call may wait for a pooled connection before failing fast. */
       readonly connectTimeoutMs: number;
@@ -49,7 +51,7 @@ export async function openDatabase(config: DatabaseConfig, logger: Logger): Prom
   }
 
   const pool = new pg.Pool({
-    connectionString: config.url,
+    connectionString: config.url.unwrap(),
     max: config.maxConnections,
     connectionTimeoutMillis: config.connectTimeoutMs,
     idleTimeoutMillis: 30_000,

@@ -6,6 +6,7 @@ import { PGliteDialect } from "kysely-pglite-dialect";
 import pg from "pg";
 import { inject } from "vitest";
 import { createLogger } from "../../src/log/logger.js";
+import { Redacted } from "../../src/log/redacted.js";
 import { type DatabaseHandle, openDatabase } from "../../src/store/database.js";
 import { migrateToLatest } from "../../src/store/migrate.js";
 import { pgliteRunner } from "../../src/store/prepared.js";
@@ -72,7 +73,7 @@ export async function createTestDatabase(kind: TestDatabaseKind): Promise<TestDa
   const handle = await openDatabase(
     {
       kind: "postgres",
-      url: url.toString(),
+      url: new Redacted(url.toString()),
       maxConnections: 5,
       connectTimeoutMs: 5_000,
       statementTimeoutMs: 30_000,

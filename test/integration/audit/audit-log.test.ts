@@ -6,6 +6,7 @@ import type { AuditDetail, AuditEvent } from "../../../src/audit/audit-event.js"
 import { type AuditLog, createAuditLog } from "../../../src/audit/audit-log.js";
 import { BrokerError } from "../../../src/errors.js";
 import { createLogger } from "../../../src/log/logger.js";
+import { Redacted } from "../../../src/log/redacted.js";
 import { queryAuditEvents } from "../../../src/store/audit.repository.js";
 import { type DatabaseHandle, openDatabase } from "../../../src/store/database.js";
 import {
@@ -211,7 +212,7 @@ describe.each(testDatabaseKinds())("audit log on %s", (kind) => {
         : await openDatabase(
             {
               kind: "postgres",
-              url: database.url,
+              url: new Redacted(database.url),
               maxConnections: 3,
               connectTimeoutMs: 5_000,
               statementTimeoutMs: 30_000,

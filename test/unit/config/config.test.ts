@@ -1,5 +1,7 @@
+import { inspect } from "node:util";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../../src/config/config.js";
+import { captureLogs } from "../../support/captured-logs.js";
 
 const production = {
   NODE_ENV: "production",
@@ -98,5 +100,20 @@ describe("configuration", () => {
       "AUTH0_CLOCK_TOLERANCE_SEC",
     );
     expect(loadConfig({ ...production, AUTH0_CLOCK_TOLERANCE_SEC: "30" }).auth.clockToleranceSec).toBe(30);
+  });
+
+  it("never prints the database password, however the config is logged", () => {
+    const config = loadConfig(production);
+    const logged = captureLogs("info");
+    logged.logger.info({ config }, "starting");
+    for (const text of [
+      JSON.stringify(config),
+      String(config.database.kind === "postgres" && config.database.url),
+      inspect(config, { depth: 10 }),
+      logged.text(),
+    ]) {
+      expect(text).not.toContain("s3cretPassw0rd");
+    }
+    expect(config.database.kind === "postgres" && config.database.url.unwrap()).toBe(production.DATABASE_URL);
   });
 });
