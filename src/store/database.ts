@@ -32,22 +32,30 @@ const INT8_OID = 20;
 // Counters are bigint in SQL but stay far below 2^53; both drivers must agree on numbers.
 const parseInt8 = (value: string): number => Number.parseInt(value, 10);
 
+/** Type parsers a PGlite instance must be created with, so it reads rows as pg does. */
+export const PGLITE_PARSERS = { [INT8_OID]: parseInt8 };
+
+/** A handle over an open PGlite instance (created with PGLITE_PARSERS); closing it closes PGlite. */
+export function pgliteHandle(pglite: PGlite): DatabaseHandle {
+  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+  return {
+    db,
+    prepared: pgliteRunner(db),
+    kind: "pglite",
+    async close() {
+      await db.destroy();
+      if (!pglite.closed) await pglite.close();
+    },
+  };
+}
+
 export async function openDatabase(config: DatabaseConfig, logger: Logger): Promise<DatabaseHandle> {
   if (config.kind === "pglite") {
     const pglite = await PGlite.create({
       ...(config.dataDir === undefined ? {} : { dataDir: config.dataDir }),
-      parsers: { [INT8_OID]: parseInt8 },
+      parsers: PGLITE_PARSERS,
     });
-    const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
-    return {
-      db,
-      prepared: pgliteRunner(pglite),
-      kind: "pglite",
-      async close() {
-        await db.destroy();
-        if (!pglite.closed) await pglite.close();
-      },
-    };
+    return pgliteHandle(pglite);
   }
 
   const pool = new pg.Pool({

@@ -1,4 +1,4 @@
-import type { PGlite } from "@electric-sql/pglite";
+import { CompiledQuery, type Kysely } from "kysely";
 import type pg from "pg";
 
 /**
@@ -15,23 +15,70 @@ export interface PreparedStatement {
 /** Runs prepared statements on the same database the Kysely instance talks to. */
 export interface PreparedRunner {
   rows<R>(statement: PreparedStatement, values: readonly unknown[]): Promise<R[]>;
+  /**
+   * Runs `work` in one transaction on one connection: commits if it resolves, rolls back if it
+   * throws. `work` must use the runner it is given, never this one (PGlite would deadlock).
+   */
+  transaction<T>(work: (tx: PreparedRunner) => Promise<T>): Promise<T>;
+}
+
+function nestedTransaction(): Promise<never> {
+  return Promise.reject(new Error("nested transactions are not supported"));
+}
+
+async function clientRows<R>(
+  client: pg.Pool | pg.PoolClient,
+  statement: PreparedStatement,
+  values: readonly unknown[],
+): Promise<R[]> {
+  const result = await client.query({ name: statement.name, text: statement.text, values: [...values] });
+  return result.rows as R[];
 }
 
 export function pgPreparedRunner(pool: pg.Pool): PreparedRunner {
   return {
-    async rows<R>(statement: PreparedStatement, values: readonly unknown[]) {
-      const result = await pool.query({ name: statement.name, text: statement.text, values: [...values] });
-      return result.rows as R[];
+    rows: (statement, values) => clientRows(pool, statement, values),
+    async transaction(work) {
+      const client = await pool.connect();
+      const tx: PreparedRunner = {
+        rows: (statement, values) => clientRows(client, statement, values),
+        transaction: nestedTransaction,
+      };
+      // A connection that cannot even roll back is in an unknown state: destroyed, never reused.
+      let broken: Error | undefined;
+      try {
+        await client.query("begin");
+        const result = await work(tx);
+        await client.query("commit");
+        return result;
+      } catch (err) {
+        await client.query("rollback").catch((rollbackErr: unknown) => {
+          broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
+        });
+        throw err;
+      } finally {
+        client.release(broken);
+      }
     },
   };
 }
 
-/** PGlite is one connection and caches plans itself; its mutex orders these with kysely's queries. */
-export function pgliteRunner(pglite: PGlite): PreparedRunner {
-  return {
+/**
+ * PGlite is ONE connection, so whoever holds it holds every open transaction on it. Statements
+ * therefore go through kysely's PGlite driver, which lends that connection to one user at a time
+ * (a kysely transaction keeps it until commit): a hot-path read can never land inside another
+ * caller's open transaction, see its uncommitted rows, or abort it by failing. PGlite caches
+ * plans itself, so the raw query costs no parse.
+ */
+export function pgliteRunner<DB>(db: Kysely<DB>): PreparedRunner {
+  const on = (executor: Kysely<DB>, nested: boolean): PreparedRunner => ({
     async rows<R>(statement: PreparedStatement, values: readonly unknown[]) {
-      const result = await pglite.query<R>(statement.text, [...values]);
-      return result.rows;
+      const result = await executor.executeQuery<R>(CompiledQuery.raw(statement.text, [...values]));
+      return result.rows as R[];
     },
-  };
+    transaction: nested
+      ? nestedTransaction
+      : (work) => executor.transaction().execute((trx) => work(on(trx, true))),
+  });
+  return on(db, false);
 }

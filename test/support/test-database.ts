@@ -1,15 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { PGlite } from "@electric-sql/pglite";
-import { Kysely, sql } from "kysely";
-import { PGliteDialect } from "kysely-pglite-dialect";
+import { type Kysely, sql } from "kysely";
 import pg from "pg";
 import { inject } from "vitest";
 import { createLogger } from "../../src/log/logger.js";
 import { Redacted } from "../../src/log/redacted.js";
-import { type DatabaseHandle, openDatabase } from "../../src/store/database.js";
+import { type DatabaseHandle, openDatabase, PGLITE_PARSERS, pgliteHandle } from "../../src/store/database.js";
 import { migrateToLatest } from "../../src/store/migrate.js";
-import { pgliteRunner } from "../../src/store/prepared.js";
 import type { Database } from "../../src/store/schema.js";
 
 export type TestDatabaseKind = "pglite" | "postgres";
@@ -43,22 +41,9 @@ const TABLES = [
 export async function createTestDatabase(kind: TestDatabaseKind): Promise<TestDatabase> {
   if (kind === "pglite") {
     const template = await readFile(inject("pgliteTemplate"));
-    const pglite = await PGlite.create({
-      loadDataDir: new Blob([template]),
-      parsers: { 20: (v: string) => Number.parseInt(v, 10) },
-    });
-    const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
-    return {
-      db,
-      prepared: pgliteRunner(pglite),
-      kind,
-      url: undefined,
-      truncate: () => truncateAll(db),
-      async close() {
-        await db.destroy();
-        if (!pglite.closed) await pglite.close();
-      },
-    };
+    const pglite = await PGlite.create({ loadDataDir: new Blob([template]), parsers: PGLITE_PARSERS });
+    const handle = pgliteHandle(pglite);
+    return { ...handle, url: undefined, truncate: () => truncateAll(handle.db) };
   }
 
   const adminUrl = process.env.TEST_DATABASE_URL;
