@@ -121,7 +121,7 @@ export async function createApp(
       },
     });
     const audit = createAuditLog({
-      db: database.db,
+      prepared: database.prepared,
       // Flush in the same event-loop turn: at low load a 2 ms batching delay would sit on
       // every sensitive call's latency; under load batches still form while one is in flight.
       batchMaxDelayMs: 0,

@@ -1,7 +1,11 @@
-import type { Kysely } from "kysely";
 import { BrokerError } from "../errors.js";
-import { appendAuditRows, lockAuditChainHead, type NewAuditRow } from "../store/audit.repository.js";
-import type { Database } from "../store/schema.js";
+import {
+  type AuditChainHead,
+  appendAuditRowsIfHead,
+  lockAuditChainHead,
+  type NewAuditRow,
+} from "../store/audit.repository.js";
+import type { PreparedRunner } from "../store/prepared.js";
 import { chainHash, GENESIS_HASH } from "./audit-chain.js";
 import { type AuditEntry, type AuditEvent, toAuditEntry } from "./audit-event.js";
 
@@ -16,7 +20,7 @@ export interface AuditLog {
 }
 
 export interface AuditLogDeps {
-  readonly db: Kysely<Database>;
+  readonly prepared: PreparedRunner;
   readonly now?: () => Date;
   /** How long the first event of a batch waits for company; default 2 ms. */
   readonly batchMaxDelayMs?: number;
@@ -44,12 +48,33 @@ function unavailable(cause?: unknown): BrokerError {
   );
 }
 
+/** The rows for `entries`, chained on from `head`, and the head they leave behind. */
+function chainOn(
+  head: AuditChainHead,
+  entries: readonly AuditEntry[],
+): { rows: NewAuditRow[]; head: AuditChainHead } {
+  let seq = head.lastSeq;
+  let prevHash: Uint8Array = head.lastHash;
+  const rows = entries.map((entry): NewAuditRow => {
+    seq += 1;
+    const hash = chainHash(prevHash, seq, entry);
+    const row = { ...entry, seq, prevHash, hash };
+    prevHash = hash;
+    return row;
+  });
+  return { rows, head: { lastSeq: seq, lastHash: Buffer.from(prevHash) } };
+}
+
 /**
- * The audit writer. Appending takes the chain head's row lock, the one point where every replica
- * serialises, so events are grouped: one transaction per batch (lock head, insert rows, move head,
- * commit) and at most one batch in flight per process. Events that arrive while a batch commits
- * form the next one, so batches grow with load and the lock is taken once per batch, not per event.
- * A batch commits or fails whole; each caller learns which, so no operation proceeds unaudited.
+ * The audit writer. The chain head is the one point where every replica serialises, so events
+ * are grouped: one batch per append and at most one batch in flight per process. Events that
+ * arrive while a batch commits form the next one, so batches grow with load.
+ *
+ * An append is optimistic: one statement that moves the head from where this process last left
+ * it and inserts the batch, committed on its own (one round trip). Only when that finds the head
+ * elsewhere (another replica appended, or this is the process's first batch) does it take the
+ * head's row lock, re-chain from the locked head and append in a transaction. A batch commits
+ * or fails whole; each caller learns which, so no operation proceeds unaudited.
  */
 export function createAuditLog(deps: AuditLogDeps): AuditLog {
   const now = deps.now ?? (() => new Date());
@@ -64,6 +89,9 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
   let soon = false;
   let draining: Promise<void> | undefined;
   let closed = false;
+  // Where this process last saw the head; undefined until the first append, and after any
+  // failure (a lost commit acknowledgement leaves the real head unknown).
+  let knownHead: AuditChainHead | undefined;
 
   function reportFailure(err: unknown): void {
     try {
@@ -73,22 +101,26 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
     }
   }
 
+  async function append(entries: readonly AuditEntry[]): Promise<AuditChainHead> {
+    if (knownHead !== undefined) {
+      const optimistic = chainOn(knownHead, entries);
+      if (await appendAuditRowsIfHead(deps.prepared, knownHead, optimistic.rows)) return optimistic.head;
+    }
+    return deps.prepared.transaction(async (tx) => {
+      const locked = await lockAuditChainHead(tx, GENESIS_HASH);
+      const chained = chainOn(locked, entries);
+      if (!(await appendAuditRowsIfHead(tx, locked, chained.rows))) {
+        throw new BrokerError("internal", "audit chain head moved while locked");
+      }
+      return chained.head;
+    });
+  }
+
   async function appendBatch(batch: readonly Pending[]): Promise<void> {
     try {
-      await deps.db.transaction().execute(async (trx) => {
-        const head = await lockAuditChainHead(trx, GENESIS_HASH);
-        let seq = head.lastSeq;
-        let prevHash: Uint8Array = head.lastHash;
-        const rows: NewAuditRow[] = batch.map(({ entry }) => {
-          seq += 1;
-          const hash = chainHash(prevHash, seq, entry);
-          const row = { ...entry, seq, detailJson: JSON.stringify(entry.detail), prevHash, hash };
-          prevHash = hash;
-          return row;
-        });
-        await appendAuditRows(trx, rows);
-      });
+      knownHead = await append(batch.map(({ entry }) => entry));
     } catch (err) {
+      knownHead = undefined;
       reportFailure(err);
       for (const pending of batch) {
         pending.done = true;

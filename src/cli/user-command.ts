@@ -48,7 +48,7 @@ export async function runUser(args: string[]): Promise<number> {
   const logger = createLogger({ level: config.logLevel });
   const database = await openDatabase(config.database, logger);
   const { keyring, close } = await openKeyringFromConfig(config);
-  const audit = createAuditLog({ db: database.db, batchMaxDelayMs: 0 });
+  const audit = createAuditLog({ prepared: database.prepared, batchMaxDelayMs: 0 });
   try {
     let userRef: Buffer;
     if (values.sub !== undefined) {

@@ -1,6 +1,7 @@
 import type { Kysely } from "kysely";
 import { BrokerError } from "../errors.js";
 import { asBuffer } from "./bytes.js";
+import type { PreparedRunner, PreparedStatement } from "./prepared.js";
 import type { Database } from "./schema.js";
 
 /** The chain's tip: the last appended seq and its hash. */
@@ -20,8 +21,8 @@ export interface NewAuditRow {
   readonly target: string | null;
   readonly outcome: string;
   readonly code: string | null;
-  /** The detail map as JSON text. */
-  readonly detailJson: string;
+  /** The sanitised detail map (a flat object of strings and integers). */
+  readonly detail: unknown;
   readonly prevHash: Uint8Array;
   readonly hash: Uint8Array;
 }
@@ -72,6 +73,42 @@ export interface AuditEventQuery {
 export const MAX_AUDIT_QUERY_LIMIT = 1000;
 const HEAD_ID = 1;
 
+const LOCK_HEAD: PreparedStatement = {
+  name: "kb_audit_lock_head",
+  text: `select last_seq, last_hash from audit_chain_head where id = ${HEAD_ID} for update`,
+};
+
+const CREATE_HEAD: PreparedStatement = {
+  name: "kb_audit_create_head",
+  text: `insert into audit_chain_head (id, last_seq, last_hash) values (${HEAD_ID}, 0, $1) on conflict (id) do nothing`,
+};
+
+// One statement, so one round trip and its own transaction: the head moves only if it is still
+// where this writer believes it is ($1, $2), and the rows are inserted only if the head moved.
+// A concurrent writer's update makes this one wait on the head's row lock, then re-check the
+// WHERE against the committed head and match nothing, so two writers never fork the chain.
+// Rows travel as one jsonb array: the same text on pg and PGlite, whatever the batch size.
+const APPEND_IF_HEAD: PreparedStatement = {
+  name: "kb_audit_append_if_head",
+  text: `
+    with moved as (
+      update audit_chain_head set last_seq = $3, last_hash = $4
+       where id = ${HEAD_ID} and last_seq = $1 and last_hash = $2
+      returning 1
+    ), appended as (
+      insert into audit_events (seq, occurred_at, request_id, caller_key_id, user_ref, action, target,
+                                outcome, code, detail, prev_hash, hash)
+      select r.seq, r.occurred_at, r.request_id, r.caller_key_id, decode(r.user_ref, 'hex'), r.action,
+             r.target, r.outcome, r.code, r.detail, decode(r.prev_hash, 'hex'), decode(r.hash, 'hex')
+        from jsonb_to_recordset($5::jsonb) as r(seq bigint, occurred_at timestamptz, request_id text,
+             caller_key_id text, user_ref text, action text, target text, outcome text, code text,
+             detail jsonb, prev_hash text, hash text)
+       where exists (select from moved)
+      returning 1
+    )
+    select count(*)::int as appended from appended`,
+};
+
 /**
  * Locks the chain head for the rest of the transaction; concurrent appenders, in this process or
  * another replica, queue here, which is what keeps the chain linear. Recreates a missing head
@@ -79,24 +116,14 @@ const HEAD_ID = 1;
  * seq key, so the trail stops rather than forking.
  */
 export async function lockAuditChainHead(
-  trx: Kysely<Database>,
+  tx: PreparedRunner,
   genesisHash: Uint8Array,
 ): Promise<AuditChainHead> {
-  const select = () =>
-    trx
-      .selectFrom("audit_chain_head")
-      .select(["last_seq", "last_hash"])
-      .where("id", "=", HEAD_ID)
-      .forUpdate()
-      .executeTakeFirst();
-  let row = await select();
+  type HeadRow = { last_seq: number; last_hash: Uint8Array };
+  let [row] = await tx.rows<HeadRow>(LOCK_HEAD, []);
   if (row === undefined) {
-    await trx
-      .insertInto("audit_chain_head")
-      .values({ id: HEAD_ID, last_seq: 0, last_hash: genesisHash })
-      .onConflict((oc) => oc.column("id").doNothing())
-      .execute();
-    row = await select();
+    await tx.rows(CREATE_HEAD, [asBuffer(genesisHash)]);
+    [row] = await tx.rows<HeadRow>(LOCK_HEAD, []);
     if (row === undefined) throw new BrokerError("internal", "audit chain head is missing");
   }
   return { lastSeq: row.last_seq, lastHash: asBuffer(row.last_hash) };
@@ -112,34 +139,48 @@ export async function readAuditChainHead(db: Kysely<Database>): Promise<AuditCha
   return row && { lastSeq: row.last_seq, lastHash: asBuffer(row.last_hash) };
 }
 
-/** Inserts a batch of rows and moves the head to the last one; call with the head locked. */
-export async function appendAuditRows(trx: Kysely<Database>, rows: readonly NewAuditRow[]): Promise<void> {
+const hex = (bytes: Uint8Array | null): string | null =>
+  bytes === null ? null : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
+
+/**
+ * Appends `rows` (consecutive, chained from `expected`) and moves the head to the last one, in one
+ * statement, if and only if the head is still `expected`. False means another writer moved it
+ * first and nothing was written: read the head again (under its lock) and re-chain.
+ */
+export async function appendAuditRowsIfHead(
+  runner: PreparedRunner,
+  expected: AuditChainHead,
+  rows: readonly NewAuditRow[],
+): Promise<boolean> {
   const last = rows.at(-1);
-  if (last === undefined) return;
-  await trx
-    .insertInto("audit_events")
-    .values(
-      rows.map((r) => ({
-        seq: r.seq,
-        occurred_at: r.occurredAt,
-        request_id: r.requestId,
-        caller_key_id: r.callerKeyId,
-        user_ref: r.userRef,
-        action: r.action,
-        target: r.target,
-        outcome: r.outcome,
-        code: r.code,
-        detail: r.detailJson,
-        prev_hash: r.prevHash,
-        hash: r.hash,
-      })),
-    )
-    .execute();
-  await trx
-    .updateTable("audit_chain_head")
-    .set({ last_seq: last.seq, last_hash: last.hash })
-    .where("id", "=", HEAD_ID)
-    .execute();
+  if (last === undefined) return true;
+  const json = JSON.stringify(
+    rows.map((r) => ({
+      seq: r.seq,
+      occurred_at: r.occurredAt.toISOString(),
+      request_id: r.requestId,
+      caller_key_id: r.callerKeyId,
+      user_ref: hex(r.userRef),
+      action: r.action,
+      target: r.target,
+      outcome: r.outcome,
+      code: r.code,
+      detail: r.detail,
+      prev_hash: hex(r.prevHash),
+      hash: hex(r.hash),
+    })),
+  );
+  const [result] = await runner.rows<{ appended: number }>(APPEND_IF_HEAD, [
+    expected.lastSeq,
+    expected.lastHash,
+    last.seq,
+    asBuffer(last.hash),
+    json,
+  ]);
+  if (result === undefined || (result.appended !== 0 && result.appended !== rows.length)) {
+    throw new BrokerError("internal", "audit append wrote a partial batch");
+  }
+  return result.appended === rows.length;
 }
 
 /** Up to `limit` rows with seq > `afterSeq`, in seq order: keyset paging keeps memory bounded. */

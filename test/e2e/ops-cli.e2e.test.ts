@@ -78,7 +78,7 @@ describe("keybroker operator commands", () => {
       createLogger({ level: "silent" }),
     );
     try {
-      const audit = createAuditLog({ db: database.db, batchMaxDelayMs: 0 });
+      const audit = createAuditLog({ prepared: database.prepared, batchMaxDelayMs: 0 });
       for (let i = 0; i < 5; i++)
         await audit.record({ requestId: `cli-${i}`, action: "secret.list", outcome: "ok" });
       await audit.close();

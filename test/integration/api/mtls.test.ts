@@ -54,7 +54,7 @@ describe.each(testDatabaseKinds())("mTLS caller authentication (%s)", (kind) => 
     certs = createMtlsCertificates();
     database = await createTestDatabase(kind);
     const logger = createLogger({ level: "silent" });
-    audit = createAuditLog({ db: database.db, batchMaxDelayMs: 0 });
+    audit = createAuditLog({ prepared: database.prepared, batchMaxDelayMs: 0 });
     admin = createCallerKeyAdmin({ db: database.db });
     const callers = createCallerAuthenticator({
       lookup: {

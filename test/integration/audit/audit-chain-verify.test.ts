@@ -33,7 +33,7 @@ describe.each(testDatabaseKinds())("audit chain verification on %s", (kind) => {
 
   beforeEach(async () => {
     await database.truncate();
-    const log = createAuditLog({ db: database.db, batchMaxSize: 7 });
+    const log = createAuditLog({ prepared: database.prepared, batchMaxSize: 7 });
     await Promise.all(
       Array.from({ length: ROWS }, (_, i) =>
         log.record({
@@ -187,7 +187,7 @@ describe.each(testDatabaseKinds())("audit chain verification on %s", (kind) => {
   });
 
   it("keeps verifying while a replica appends during the walk", async () => {
-    const log = createAuditLog({ db: database.db });
+    const log = createAuditLog({ prepared: database.prepared });
     const appending = Promise.all(
       Array.from({ length: 50 }, (_, i) =>
         log.record({ requestId: `late-${i}`, action: "secret.list", outcome: "ok" }),

@@ -68,7 +68,7 @@ describe.each(testDatabaseKinds())("audit log on %s", (kind) => {
   beforeEach(async () => {
     await database.truncate();
     clock = Date.parse("2025-03-01T00:00:00Z");
-    log = createAuditLog({ db: database.db, now });
+    log = createAuditLog({ prepared: database.prepared, now });
   });
 
   it("commits an event before record() resolves and reads it back through the admin query", async () => {
@@ -119,7 +119,7 @@ describe.each(testDatabaseKinds())("audit log on %s", (kind) => {
 
   it("rejects with unavailable when the insert fails, and reports the real cause", async () => {
     const failures: unknown[] = [];
-    log = createAuditLog({ db: database.db, now, onWriteFailure: (err) => failures.push(err) });
+    log = createAuditLog({ prepared: database.prepared, now, onWriteFailure: (err) => failures.push(err) });
     await sql`alter table audit_events rename to audit_events_moved`.execute(database.db);
     try {
       const err = await rejection(log.record(event()));
@@ -145,7 +145,7 @@ describe.each(testDatabaseKinds())("audit log on %s", (kind) => {
       end $$`.execute(database.db);
     await sql`create trigger refuse_poison before insert on audit_events
       for each row execute function refuse_poison()`.execute(database.db);
-    const batched = createAuditLog({ db: database.db, now, batchMaxDelayMs: 20 });
+    const batched = createAuditLog({ prepared: database.prepared, now, batchMaxDelayMs: 20 });
     try {
       const results = await Promise.allSettled(
         ["a", "b", "poison", "d", "e"].map((target) => batched.record(event({ target }))),
@@ -178,7 +178,7 @@ describe.each(testDatabaseKinds())("audit log on %s", (kind) => {
   });
 
   it("flush() waits for queued events even with a long batch delay", async () => {
-    const slow = createAuditLog({ db: database.db, now, batchMaxDelayMs: 60_000 });
+    const slow = createAuditLog({ prepared: database.prepared, now, batchMaxDelayMs: 60_000 });
     const pending = slow.record(event());
     await slow.flush();
     expect(await rowCount()).toBe(1);
@@ -193,15 +193,37 @@ describe.each(testDatabaseKinds())("audit log on %s", (kind) => {
           (r) => r.x,
         ),
       ).size;
-    const grouped = createAuditLog({ db: database.db, batchMaxDelayMs: 0 });
+    const grouped = createAuditLog({ prepared: database.prepared, batchMaxDelayMs: 0 });
     await Promise.all(Array.from({ length: 5 }, () => grouped.record(event())));
     expect(await transactions()).toBe(1);
 
     await database.truncate();
-    const split = createAuditLog({ db: database.db, batchMaxSize: 2 });
+    const split = createAuditLog({ prepared: database.prepared, batchMaxSize: 2 });
     await Promise.all(Array.from({ length: 5 }, () => split.record(event())));
     expect(await transactions()).toBe(3);
     expect(await verifyAuditChain(database.db)).toEqual({ ok: true, rows: 5, lastSeq: 5 });
+  });
+
+  it("re-chains from the stored head when another writer appended since its own last batch", async () => {
+    const first = createAuditLog({ prepared: database.prepared, batchMaxDelayMs: 0 });
+    const other = createAuditLog({ prepared: database.prepared, batchMaxDelayMs: 0 });
+    await first.record(event({ requestId: "first-1" }));
+    await other.record(event({ requestId: "other-1" }));
+    await first.record(event({ requestId: "first-2" }));
+    await first.record(event({ requestId: "first-3" }));
+
+    const rows = await database.db
+      .selectFrom("audit_events")
+      .select(["seq", "request_id"])
+      .orderBy("seq")
+      .execute();
+    expect(rows).toEqual([
+      { seq: 1, request_id: "first-1" },
+      { seq: 2, request_id: "other-1" },
+      { seq: 3, request_id: "first-2" },
+      { seq: 4, request_id: "first-3" },
+    ]);
+    expect(await verifyAuditChain(database.db)).toEqual({ ok: true, rows: 4, lastSeq: 4 });
   });
 
   it("keeps one linear chain with 500 concurrent records from two replicas", async () => {
@@ -221,8 +243,8 @@ describe.each(testDatabaseKinds())("audit log on %s", (kind) => {
           );
     try {
       const replicas = [
-        createAuditLog({ db: database.db, batchMaxSize: 16 }),
-        createAuditLog({ db: second.db, batchMaxSize: 16 }),
+        createAuditLog({ prepared: database.prepared, batchMaxSize: 16 }),
+        createAuditLog({ prepared: second.prepared, batchMaxSize: 16 }),
       ];
       const ids = Array.from({ length: 500 }, (_, i) => `req-${i}`);
       await Promise.all(ids.map((requestId, i) => replicas[i % 2]?.record(event({ requestId }))));
