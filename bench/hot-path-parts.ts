@@ -16,7 +16,7 @@ import { createLogger } from "../src/log/logger.js";
 import { Redacted } from "../src/log/redacted.js";
 import { parsePutSecret } from "../src/secrets/secret-input.js";
 import { createSecretService } from "../src/secrets/secret-service.js";
-import { findCallerKeyByHash } from "../src/store/caller-keys.repository.js";
+import { createCallerKeyLookup } from "../src/store/caller-keys.repository.js";
 import { openDatabase } from "../src/store/database.js";
 import { migrateToLatest } from "../src/store/migrate.js";
 import { startLocalKmsServer } from "../test/support/local-kms-server.js";
@@ -87,7 +87,7 @@ try {
     deriveUserRef: (iss, sub) => deriveUserRef(pepper, iss, sub),
   });
   const callers = createCallerAuthenticator({
-    lookup: { findByHash: (hash) => findCallerKeyByHash(database.prepared, hash) },
+    lookup: createCallerKeyLookup(database.prepared),
   });
   const { key } = await createCallerKeyAdmin({ db: database.db }).create({
     name: "parts",

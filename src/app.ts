@@ -35,7 +35,7 @@ import { createProxyService } from "./proxy/proxy-service.js";
 import { createKeyringFromConfig } from "./rotation/keyring-from-config.js";
 import { createRetiredKeyGuard } from "./rotation/retired-key-guard.js";
 import { createSecretService } from "./secrets/secret-service.js";
-import { findCallerKeyByHash, markCallerKeyUsed } from "./store/caller-keys.repository.js";
+import { createCallerKeyLookup, markCallerKeyUsed } from "./store/caller-keys.repository.js";
 import { type DatabaseHandle, openDatabase } from "./store/database.js";
 import { migrateToLatest, pendingMigrations } from "./store/migrate.js";
 import { markSecretUsed } from "./store/secrets.repository.js";
@@ -113,7 +113,7 @@ export async function createApp(
       deriveUserRef: (issuer, subject) => deriveUserRef(pepper, issuer, subject),
     });
     const callers = createCallerAuthenticator({
-      lookup: { findByHash: (hash) => findCallerKeyByHash(database.prepared, hash) },
+      lookup: createCallerKeyLookup(database.prepared),
       markUsed: (id) => {
         markCallerKeyUsed(database.db, id, new Date()).catch((err: unknown) =>
           logger.warn({ err }, "could not record caller key use"),

@@ -60,6 +60,7 @@ export function createSecretService(deps: {
   now?: () => Date;
 }): SecretService {
   const { db, prepared, userDataKeys, fingerprintKey } = deps;
+  const forUse = secretsRepo.createSecretForUseLookup(prepared);
   const now = deps.now ?? (() => new Date());
 
   function checkProvider(input: PutSecretInput): void {
@@ -176,7 +177,7 @@ export function createSecretService(deps: {
           ({ key, stored: userKey } = await userDataKeys.forWrite(db, userRef, signal));
           secretId = await write();
         }
-        const stored = await secretsRepo.findSecretForUse(prepared, userRef, secretId);
+        const stored = await forUse.find(userRef, secretId);
         if (stored === undefined) throw new BrokerError("not_found", NOT_FOUND);
         return toMetadata(key, userRef, stored.secret);
       } catch (err) {
@@ -211,7 +212,7 @@ export function createSecretService(deps: {
     },
 
     async open(user, secretId, signal) {
-      const found = await secretsRepo.findSecretForUse(prepared, user.userRef, secretId);
+      const found = await forUse.find(user.userRef, secretId);
       if (found === undefined) throw new BrokerError("not_found", NOT_FOUND);
       const { secret } = found;
       const { key } = await userDataKeys.unwrap(user.userRef, found.userKey, signal);

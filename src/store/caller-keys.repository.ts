@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
-import type { CallerKeyRecord } from "../auth/caller-authenticator.js";
+import type { CallerKeyLookup, CallerKeyRecord } from "../auth/caller-authenticator.js";
+import { createBatchedLookup } from "./batched-lookup.js";
 import { asBuffer } from "./bytes.js";
 import type { PreparedRunner, PreparedStatement } from "./prepared.js";
 import type { CallerKeyRow, Database } from "./schema.js";
@@ -45,33 +46,55 @@ export async function insertCallerKey(db: Kysely<Database>, key: NewCallerKey): 
     .execute();
 }
 
-const FIND_BY_HASH: PreparedStatement = {
-  name: "kb_caller_key_by_hash",
-  text: "select id, name, key_hash, scopes, expires_at, revoked_at, client_cert_sha256 from caller_keys where key_hash = $1",
+// Hashes travel as hex text: a text[] parameter serialises the same on pg and PGlite.
+const FIND_BY_HASHES: PreparedStatement = {
+  name: "kb_caller_keys_by_hashes",
+  text: `select id, name, key_hash, scopes, expires_at, revoked_at, client_cert_sha256
+           from caller_keys
+          where key_hash in (select decode(h, 'hex') from unnest($1::text[]) as h)`,
 };
 
-/** Hot path: every call authenticates its caller, uncached so a revocation takes effect at once. */
-export async function findCallerKeyByHash(
+type CallerKeyLookupRow = Pick<
+  CallerKeyRow,
+  "id" | "name" | "key_hash" | "scopes" | "expires_at" | "revoked_at" | "client_cert_sha256"
+>;
+
+/** The stored caller keys among `hashes` (each a SHA-256 of a presented key), by hash in hex. */
+export async function findCallerKeysByHashes(
   prepared: PreparedRunner,
-  hash: Buffer,
-): Promise<CallerKeyRecord | undefined> {
-  const [row] = await prepared.rows<
-    Pick<
-      CallerKeyRow,
-      "id" | "name" | "key_hash" | "scopes" | "expires_at" | "revoked_at" | "client_cert_sha256"
-    >
-  >(FIND_BY_HASH, [hash]);
-  return (
-    row && {
+  hashes: readonly Buffer[],
+): Promise<Map<string, CallerKeyRecord>> {
+  const rows = await prepared.rows<CallerKeyLookupRow>(FIND_BY_HASHES, [
+    hashes.map((h) => h.toString("hex")),
+  ]);
+  const found = new Map<string, CallerKeyRecord>();
+  for (const row of rows) {
+    const keyHash = asBuffer(row.key_hash);
+    found.set(keyHash.toString("hex"), {
       id: row.id,
       name: row.name,
-      keyHash: asBuffer(row.key_hash),
+      keyHash,
       scopes: row.scopes,
       expiresAt: row.expires_at,
       revokedAt: row.revoked_at,
       clientCertSha256: row.client_cert_sha256 === null ? null : asBuffer(row.client_cert_sha256),
-    }
-  );
+    });
+  }
+  return found;
+}
+
+/**
+ * Hot path: every call authenticates its caller, uncached so a revocation takes effect at once.
+ * Lookups of one moment share a query (see batched-lookup.ts: never one already in flight).
+ */
+export function createCallerKeyLookup(prepared: PreparedRunner): CallerKeyLookup {
+  const lookup = createBatchedLookup<Buffer, CallerKeyRecord>({
+    load: (hashes) => findCallerKeysByHashes(prepared, hashes),
+    idOf: (hash) => hash.toString("hex"),
+    maxBatch: 256,
+    maxInFlight: 2,
+  });
+  return { findByHash: (hash) => lookup.get(hash) };
 }
 
 export async function listCallerKeys(db: Kysely<Database>): Promise<CallerKeySummary[]> {

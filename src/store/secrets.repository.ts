@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { createBatchedLookup } from "./batched-lookup.js";
 import type { PreparedRunner, PreparedStatement } from "./prepared.js";
 import type { Database } from "./schema.js";
 import type { StoredUserKey } from "./users.repository.js";
@@ -48,9 +49,15 @@ const LIST: PreparedStatement = {
   text: `${SELECT_WITH_KEY} ${FROM_WITH_KEY} and ($2::text is null or s.provider = $2) order by s.created_at, s.id`,
 };
 
+// A batch of (user, secret) pairs: a row comes back only for a pair that matches BOTH, so one
+// user's id in the same batch as another user's request can never answer it (I4).
 const FIND_FOR_USE: PreparedStatement = {
-  name: "kb_find_secret_for_use",
-  text: `${SELECT_WITH_KEY}, v.ciphertext ${FROM_WITH_KEY} and s.id = $2`,
+  name: "kb_find_secrets_for_use",
+  text: `${SELECT_WITH_KEY}, v.ciphertext, s.user_ref
+    from unnest($1::text[], $2::uuid[]) as want(user_ref_hex, id)
+    join secrets s on s.id = want.id and s.user_ref = decode(want.user_ref_hex, 'hex')
+    join secret_versions v on v.secret_id = s.id and v.version = s.current_version
+    join users u on u.user_ref = s.user_ref`,
 };
 
 interface SecretWithKeyRow {
@@ -69,6 +76,7 @@ interface SecretWithKeyRow {
   data_key_version: number;
   encryptions: number;
   ciphertext?: Uint8Array;
+  user_ref?: Uint8Array;
 }
 
 function toStoredSecret(row: SecretWithKeyRow): StoredSecret {
@@ -106,15 +114,61 @@ export async function listSecretsWithUserKey(
   return { secrets: rows.map(toStoredSecret), userKey: first === undefined ? undefined : toUserKey(first) };
 }
 
-/** The user's secret with its ciphertext and the user's wrapped key; undefined if absent OR another user's (I4). */
-export async function findSecretForUse(
+/** A secret ready to open: its current version's ciphertext and the owner's wrapped data key. */
+export interface SecretForUse {
+  readonly secret: StoredSecretWithCiphertext;
+  readonly userKey: StoredUserKey;
+}
+
+/** One user's request for one of their secrets. */
+export interface SecretForUseKey {
+  readonly userRef: Buffer;
+  readonly secretId: string;
+}
+
+const forUseId = (userRef: Uint8Array, secretId: string): string =>
+  `${Buffer.from(userRef.buffer, userRef.byteOffset, userRef.byteLength).toString("hex")}/${secretId}`;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Each requested secret that exists AND belongs to the user who asked, by `user ref hex/secret id`. */
+export async function findSecretsForUse(
   prepared: PreparedRunner,
-  userRef: Buffer,
-  secretId: string,
-): Promise<{ secret: StoredSecretWithCiphertext; userKey: StoredUserKey } | undefined> {
-  const [row] = await prepared.rows<SecretWithKeyRow>(FIND_FOR_USE, [userRef, secretId]);
-  if (row === undefined || row.ciphertext === undefined) return undefined;
-  return { secret: { ...toStoredSecret(row), ciphertext: row.ciphertext }, userKey: toUserKey(row) };
+  keys: readonly SecretForUseKey[],
+): Promise<Map<string, SecretForUse>> {
+  const rows = await prepared.rows<SecretWithKeyRow>(FIND_FOR_USE, [
+    keys.map((k) => k.userRef.toString("hex")),
+    keys.map((k) => k.secretId),
+  ]);
+  const found = new Map<string, SecretForUse>();
+  for (const row of rows) {
+    if (row.ciphertext === undefined || row.user_ref === undefined) continue;
+    found.set(forUseId(row.user_ref, row.id), {
+      secret: { ...toStoredSecret(row), ciphertext: row.ciphertext },
+      userKey: toUserKey(row),
+    });
+  }
+  return found;
+}
+
+/** Finds one of a user's secrets for use; undefined if absent OR another user's (I4). */
+export interface SecretForUseLookup {
+  find(userRef: Buffer, secretId: string): Promise<SecretForUse | undefined>;
+}
+
+/** The proxy's hot-path read: lookups of one moment share a query (see batched-lookup.ts). */
+export function createSecretForUseLookup(prepared: PreparedRunner): SecretForUseLookup {
+  const lookup = createBatchedLookup<SecretForUseKey, SecretForUse>({
+    load: (keys) => findSecretsForUse(prepared, keys),
+    idOf: (key) => forUseId(key.userRef, key.secretId),
+    maxBatch: 256,
+    maxInFlight: 2,
+  });
+  return {
+    // Not a uuid cannot exist, and must not fail the batch it would have shared with others.
+    find: (userRef, secretId) =>
+      UUID.test(secretId) ? lookup.get({ userRef, secretId }) : Promise.resolve(undefined),
+  };
 }
 
 /** Locks the user's secret row for a version bump; undefined if absent or another user's. */

@@ -21,7 +21,7 @@ import { createUserCallGuard } from "../../../src/auth/user-call-guard.js";
 import { BrokerError } from "../../../src/errors.js";
 import { AdminService } from "../../../src/gen/keybroker/v1/admin_pb.js";
 import { createLogger } from "../../../src/log/logger.js";
-import { findCallerKeyByHash } from "../../../src/store/caller-keys.repository.js";
+import { createCallerKeyLookup } from "../../../src/store/caller-keys.repository.js";
 import { asServiceError, loadKeybrokerPackage, unary } from "../../support/grpc-client.js";
 import {
   type ClientCertificate,
@@ -56,11 +56,12 @@ describe.each(testDatabaseKinds())("mTLS caller authentication (%s)", (kind) => 
     const logger = createLogger({ level: "silent" });
     audit = createAuditLog({ prepared: database.prepared, batchMaxDelayMs: 0 });
     admin = createCallerKeyAdmin({ db: database.db });
+    const stored = createCallerKeyLookup(database.prepared);
     const callers = createCallerAuthenticator({
       lookup: {
         findByHash(hash) {
           lookups++;
-          return findCallerKeyByHash(database.prepared, hash);
+          return stored.findByHash(hash);
         },
       },
     });
