@@ -223,10 +223,20 @@ export function toAuditEntry(event: AuditEvent, occurredAt: Date): AuditEntry {
 
 const ENCODING_LABEL = "keybroker/audit/v1";
 
+const ABSENT = Buffer.of(0);
+
 function optional(value: string | Uint8Array | null): Buffer {
-  if (value === null) return Buffer.of(0);
-  const bytes = typeof value === "string" ? Buffer.from(value, "utf8") : value;
-  return Buffer.concat([Buffer.of(1), bytes]);
+  if (value === null) return ABSENT;
+  if (typeof value !== "string") {
+    const out = Buffer.alloc(1 + value.byteLength);
+    out[0] = 1;
+    out.set(value, 1);
+    return out;
+  }
+  const out = Buffer.alloc(1 + Buffer.byteLength(value, "utf8"));
+  out[0] = 1;
+  out.write(value, 1, "utf8");
+  return out;
 }
 
 function uint64(value: number): Buffer {

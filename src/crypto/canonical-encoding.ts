@@ -6,14 +6,26 @@ import type { EncryptionContext } from "./keyring.js";
  * separator would let one binding be confused with another.
  */
 export function lengthPrefixed(...parts: ReadonlyArray<Uint8Array | string>): Buffer {
-  const chunks: Buffer[] = [];
+  // One allocation: this encodes every AAD, user-ref MAC input and audit row on the hot path.
+  // Strings are measured first and written in place; not pooled (Buffer.alloc), because the
+  // parts may include a raw `sub` that should not linger in the shared allocation slab.
+  let total = 0;
+  for (const part of parts)
+    total += 4 + (typeof part === "string" ? Buffer.byteLength(part, "utf8") : part.byteLength);
+  const out = Buffer.alloc(total);
+  let at = 0;
   for (const part of parts) {
-    const bytes = typeof part === "string" ? Buffer.from(part, "utf8") : part;
-    const prefix = Buffer.alloc(4);
-    prefix.writeUInt32BE(bytes.length, 0);
-    chunks.push(prefix, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    if (typeof part === "string") {
+      const length = out.write(part, at + 4, "utf8");
+      out.writeUInt32BE(length, at);
+      at += 4 + length;
+    } else {
+      out.writeUInt32BE(part.byteLength, at);
+      out.set(part, at + 4);
+      at += 4 + part.byteLength;
+    }
   }
-  return Buffer.concat(chunks);
+  return out;
 }
 
 /** Encryption context in canonical form: entries sorted by key bytes, then length-prefixed. */

@@ -1,4 +1,5 @@
 import { performance } from "node:perf_hooks";
+import type { Readable } from "node:stream";
 import { Pool } from "undici";
 import { BrokerError, isBrokerError } from "../errors.js";
 import type { Logger } from "../log/logger.js";
@@ -7,8 +8,8 @@ import { filterResponseHeaders } from "./header-policy.js";
 import { createNonceSource } from "./nonce-source.js";
 import type { Provider, ProviderRegistry } from "./provider-registry.js";
 import { type OutboundRequest, planRequest } from "./request-plan.js";
-import { decodeContent, scrubbedChunks } from "./response-body.js";
-import { createScrubber } from "./response-scrubber.js";
+import { decodeContent, readCapped, scrubbedChunks } from "./response-body.js";
+import { createScrubber, type Scrubber } from "./response-scrubber.js";
 import { describeCause, toUpstreamError } from "./upstream-errors.js";
 
 export type { OutboundRequest } from "./request-plan.js";
@@ -70,7 +71,10 @@ type Outcome =
 interface Started {
   readonly status: number;
   readonly headers: Array<[string, string]>;
-  readonly chunks: AsyncGenerator<Buffer, void, undefined>;
+  /** The decoded body, NOT yet scrubbed or size-checked: read it through `maxBytes` and `scrubber`. */
+  readonly body: Readable;
+  readonly maxBytes: number;
+  readonly scrubber: Scrubber;
   /**
    * Ends the call once: logs the outcome, clears the deadline and, unless the body was read to
    * the end, aborts the upstream request. Returns the caller-safe error for a failure.
@@ -215,9 +219,9 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
         throw new BrokerError("resource_exhausted", "upstream response is larger than this provider allows");
       }
       const headers = filterResponseHeaders(res.headers, (v) => scrubber.scrubText(v));
-      const chunks = scrubbedChunks(decodeContent(res.body, encoding), maxResponseBytes, scrubber);
+      const body = decodeContent(res.body, encoding);
       status = res.statusCode;
-      return { status: res.statusCode, headers, chunks, settle };
+      return { status: res.statusCode, headers, body, maxBytes: maxResponseBytes, scrubber, settle };
     } catch (err) {
       throw settle({ kind: "failed", err }, 0) ?? err;
     }
@@ -226,26 +230,25 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
   return {
     async call(req, signal) {
       const started = await start(req, signal);
-      const parts: Buffer[] = [];
-      let bytes = 0;
+      let body: Buffer;
       try {
-        for await (const chunk of started.chunks) {
-          parts.push(chunk);
-          bytes += chunk.length;
-        }
+        // Buffered: the whole (capped) body is scrubbed in one pass, which finds exactly what the
+        // chunk-boundary-aware stream scrubber finds, for less work.
+        body = started.scrubber.scrub(await readCapped(started.body, started.maxBytes));
       } catch (err) {
-        throw started.settle({ kind: "failed", err }, bytes) ?? err;
+        throw started.settle({ kind: "failed", err }, 0) ?? err;
       }
-      started.settle({ kind: "complete" }, bytes);
-      return { status: started.status, headers: started.headers, body: Buffer.concat(parts) };
+      started.settle({ kind: "complete" }, body.length);
+      return { status: started.status, headers: started.headers, body };
     },
 
     async callStream(req, signal) {
       const started = await start(req, signal);
+      const chunks = scrubbedChunks(started.body, started.maxBytes, started.scrubber);
       async function* body(): AsyncGenerator<Buffer, void, undefined> {
         let bytes = 0;
         try {
-          for await (const chunk of started.chunks) {
+          for await (const chunk of chunks) {
             bytes += chunk.length;
             yield chunk;
           }

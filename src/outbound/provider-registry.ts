@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import type { z } from "zod";
 import { BrokerError } from "../errors.js";
-import { credentialFields } from "./auth-schemes.js";
+import { credentialFields, type ReservedNames, reservedNames } from "./auth-schemes.js";
 import { compilePathPattern, type PathPattern, pathPatternProblem } from "./path-guard.js";
 import {
   type ProviderDefinition,
@@ -16,6 +16,8 @@ export interface Provider {
   readonly definition: ProviderDefinition;
   readonly baseUrl: URL;
   readonly patterns: readonly PathPattern[];
+  /** Headers, query parameters and body fields the auth scheme sets: computed once, read per call. */
+  readonly reserved: ReservedNames;
 }
 
 /** The validated, frozen set of providers the broker may talk to. */
@@ -75,6 +77,7 @@ export function parseProviderRegistry(raw: unknown, options: RegistryOptions): P
           definition: Object.freeze(definition),
           baseUrl: new URL(definition.baseUrl),
           patterns: Object.freeze(definition.pathPatterns.map(compilePathPattern)),
+          reserved: reservedNames(definition.auth),
         }),
       );
     }

@@ -1,5 +1,5 @@
 import { BrokerError } from "../errors.js";
-import { injectCredential, type PreparedRequest, reservedNames } from "./auth-schemes.js";
+import { injectCredential, type PreparedRequest } from "./auth-schemes.js";
 import { checkCallerHeaders } from "./header-policy.js";
 import { checkCallerPath, resolveUpstreamUrl } from "./path-guard.js";
 import type { Provider } from "./provider-registry.js";
@@ -51,7 +51,7 @@ export function planRequest(provider: Provider, req: OutboundRequest, deps: Plan
   const path = checkCallerPath(req.path);
   const url = resolveUpstreamUrl(provider.baseUrl, path);
 
-  const reserved = reservedNames(def.auth);
+  const reserved = provider.reserved;
   const headers = checkCallerHeaders(req.headers, reserved.headers);
   checkQuery(req.query, reserved.params);
 

@@ -28,6 +28,27 @@ export function decodeContent(body: Readable, contentEncoding: string | undefine
 }
 
 /**
+ * The whole DECODED body, failing with resource_exhausted as soon as it passes the cap; the
+ * source is destroyed then (and whenever reading stops), so no more is read (C33).
+ */
+export async function readCapped(source: Readable, maxBytes: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      total += chunk.length;
+      if (total > maxBytes) {
+        throw new BrokerError("resource_exhausted", "upstream response is larger than this provider allows");
+      }
+      parts.push(chunk);
+    }
+  } finally {
+    source.destroy();
+  }
+  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, total);
+}
+
+/**
  * Yields the body scrubbed, failing with resource_exhausted as soon as the DECODED size passes
  * the cap; the source is destroyed then, so no more is read (C33).
  */

@@ -30,17 +30,20 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 export function secretVariants(secret: Uint8Array): Buffer[] {
   if (secret.length === 0) return [];
   const raw = Buffer.from(secret);
-  const text: string[] = [];
-  text.push(raw.toString("base64"), raw.toString("base64").replace(/=+$/, ""));
-  text.push(
-    raw.toString("base64url"),
-    `${raw.toString("base64url")}${"=".repeat((4 - (raw.toString("base64url").length % 4)) % 4)}`,
-  );
-  text.push(raw.toString("hex"), raw.toString("hex").toUpperCase());
+  // Every encoding below is ASCII except JSON escaping of non-ASCII text, so variants are kept
+  // as strings and deduplicated as strings; `decoded` is the raw bytes' own text (if UTF-8).
+  const text = new Set<string>();
+  const base64 = raw.toString("base64");
+  const base64url = raw.toString("base64url");
+  const hex = raw.toString("hex");
+  text.add(base64).add(base64.replace(/=+$/, ""));
+  text.add(base64url).add(`${base64url}${"=".repeat((4 - (base64url.length % 4)) % 4)}`);
+  text.add(hex).add(hex.toUpperCase());
   for (const shift of [0, 1, 2]) {
+    const padded = shift === 0 ? raw : Buffer.concat([Buffer.alloc(shift), raw]);
     for (const alphabet of ["base64", "base64url"] as const) {
-      const core = alignedCore(raw, shift, alphabet);
-      if (core.length >= MIN_ALIGNED_CORE) text.push(core);
+      const core = alignedCore(padded, shift, alphabet);
+      if (core.length >= MIN_ALIGNED_CORE) text.add(core);
     }
   }
   let decoded: string | undefined;
@@ -49,33 +52,31 @@ export function secretVariants(secret: Uint8Array): Buffer[] {
   } catch {
     decoded = undefined;
   }
-  if (decoded !== undefined) {
+  // Unreserved characters encode to themselves in every URL and JSON form: most API keys.
+  if (decoded !== undefined && !URL_AND_JSON_SAFE.test(decoded)) {
     const component = encodeURIComponent(decoded);
     const strict = component.replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
     const form = new URLSearchParams({ x: decoded }).toString().slice(2);
     for (const encoded of [component, strict, form]) {
-      text.push(
-        encoded,
-        encoded.replace(/%[0-9A-F]{2}/g, (e) => e.toLowerCase()),
-      );
+      text.add(encoded).add(encoded.replace(/%[0-9A-F]{2}/g, (e) => e.toLowerCase()));
     }
     const json = JSON.stringify(decoded).slice(1, -1);
-    text.push(json, json.replace(/\//g, "\\/"));
+    text.add(json).add(json.replace(/\//g, "\\/"));
   }
-  const unique = new Map<string, Buffer>([[raw.toString("hex"), raw]]);
-  for (const t of text) {
-    const b = Buffer.from(t, "utf8");
-    if (b.length > 0) unique.set(b.toString("hex"), b);
-  }
-  return [...unique.values()];
+  if (decoded !== undefined) text.delete(decoded);
+  const variants = [raw];
+  for (const t of text) if (t.length > 0) variants.push(Buffer.from(t, "utf8"));
+  return variants;
 }
+
+// Left alone by encodeURIComponent, its strict RFC 3986 form AND form encoding (which escapes "~").
+const URL_AND_JSON_SAFE = /^[A-Za-z0-9_.-]*$/;
 
 /**
  * Base64 of the secret when preceded by `shift` unknown bytes and followed by anything: only
- * the characters the secret's bits alone decide.
+ * the characters the secret's bits alone decide. `padded` is the secret after `shift` zero bytes.
  */
-function alignedCore(raw: Buffer, shift: number, alphabet: "base64" | "base64url"): string {
-  const padded = Buffer.concat([Buffer.alloc(shift), raw]);
+function alignedCore(padded: Buffer, shift: number, alphabet: "base64" | "base64url"): string {
   const encoded = padded.toString(alphabet).replace(/=+$/, "");
   const start = [0, 2, 3][shift] ?? 0; // first char made only of secret bits
   const end = Math.floor((padded.length * 8) / 6); // last char made only of secret bits

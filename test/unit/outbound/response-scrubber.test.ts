@@ -33,6 +33,16 @@ describe("response scrubber (C31)", () => {
     }
   });
 
+  it("C31 redacts the form-encoded form of a secret whose only special character is '~'", () => {
+    // encodeURIComponent keeps "~", form encoding escapes it: the secret's URL forms differ.
+    const tilde = "key~abc123DEF";
+    const s = createScrubber([Buffer.from(tilde)]);
+    const form = new URLSearchParams({ x: tilde }).toString().slice(2);
+    expect(form).toBe("key%7Eabc123DEF");
+    const lowerEscape = form.replace("%7E", "%7e");
+    expect(s.scrub(b(`q=${form}&r=${lowerEscape}`)).toString()).toBe("q=[REDACTED]&r=[REDACTED]");
+  });
+
   it("C31 redacts a secret inside a longer base64 value at every byte alignment", () => {
     for (const prefix of ["", "x", "xy", "user:", "Bearer "]) {
       const encoded = Buffer.from(`${prefix}${SECRET}-tail`).toString("base64");
