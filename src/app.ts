@@ -56,6 +56,11 @@ export interface App {
   stop(): Promise<void>;
   readonly database: DatabaseHandle;
   readonly keyring: Keyring;
+  /**
+   * Waits until every audit row recorded so far is committed. Outcome rows of sensitive calls are
+   * written after the call answers (see audited-operation.ts); `stop` flushes them itself.
+   */
+  flushAudit(): Promise<void>;
 }
 
 /**
@@ -161,6 +166,7 @@ export async function createApp(
         AdminService,
         createAdminServiceHandlers({
           guard,
+          audit,
           audited,
           db: database.db,
           callerKeys: createCallerKeyAdmin({ db: database.db }),
@@ -188,6 +194,7 @@ export async function createApp(
     return {
       database,
       keyring,
+      flushAudit: () => audit.flush(),
       async start() {
         const opsPort =
           config.ops === undefined || ops === undefined

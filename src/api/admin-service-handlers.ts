@@ -3,6 +3,7 @@ import type { Kysely } from "kysely";
 import type { CallerKeyAdmin } from "../admin/caller-key-admin.js";
 import type { UserShredder } from "../admin/user-shredder.js";
 import { verifyAuditChain } from "../audit/audit-chain.js";
+import type { AuditLog } from "../audit/audit-log.js";
 import type { AuditedRunner } from "../audit/audited-operation.js";
 import type { CallerIdentity } from "../auth/identity.js";
 import type { UserCallGuard } from "../auth/user-call-guard.js";
@@ -44,6 +45,8 @@ function parseTime(value: Timestamp | undefined, name: string): Date | undefined
 /** Operator RPCs: the `admin` scope, no user token. Thin: authorize, parse, delegate (audited), convert. */
 export function createAdminServiceHandlers(deps: {
   guard: UserCallGuard;
+  /** Flushed before the trail is read: an operator sees every outcome this replica has answered for. */
+  audit: Pick<AuditLog, "flush">;
   callerKeys: CallerKeyAdmin;
   shredder: UserShredder;
   audited: AuditedRunner;
@@ -113,6 +116,7 @@ export function createAdminServiceHandlers(deps: {
     },
     async queryAudit(request, ctx) {
       await admin(ctx);
+      await deps.audit.flush();
       if (request.userRef !== "" && !USER_REF_HEX.test(request.userRef)) {
         throw invalid("user_ref must be 64 lowercase hex characters");
       }
@@ -148,6 +152,7 @@ export function createAdminServiceHandlers(deps: {
     },
     async verifyAudit(_request, ctx) {
       await admin(ctx);
+      await deps.audit.flush();
       const verdict = await verifyAuditChain(deps.db);
       return verdict.ok
         ? { ok: true, rows: BigInt(verdict.rows) }

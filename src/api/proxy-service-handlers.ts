@@ -33,16 +33,23 @@ export function createProxyServiceHandlers(deps: {
     async call(request, ctx) {
       const { caller, user } = await guard.authorize(ctx, "proxy:call");
       const input = parseProxyCall(request);
-      const response = await audited.run(actorOf(ctx, caller, user), auditSpec(input), () =>
-        proxy.call(user, input, ctx),
+      // The sealed row is read while `started` commits; nothing is decrypted before it has (I8).
+      const response = await audited.runWithRead(
+        actorOf(ctx, caller, user),
+        auditSpec(input),
+        () => proxy.fetch(user, input),
+        (sealed) => proxy.call(user, input, sealed, ctx),
       );
       return { status: response.status, headers: toHeaders(response.headers), body: response.body };
     },
     async *callStream(request, ctx) {
       const { caller, user } = await guard.authorize(ctx, "proxy:call");
       const input = parseProxyCall(request);
-      const response = await audited.run(actorOf(ctx, caller, user), auditSpec(input), () =>
-        proxy.callStream(user, input, ctx),
+      const response = await audited.runWithRead(
+        actorOf(ctx, caller, user),
+        auditSpec(input),
+        () => proxy.fetch(user, input),
+        (sealed) => proxy.callStream(user, input, sealed, ctx),
       );
       yield {
         part: { case: "head", value: { status: response.status, headers: toHeaders(response.headers) } },

@@ -11,8 +11,12 @@ import { type AuditEntry, type AuditEvent, toAuditEntry } from "./audit-event.js
 
 /** Appends events to the hash-chained audit trail (SPEC I8). */
 export interface AuditLog {
-  /** Resolves once the event's row is committed; rejects `unavailable` if it could not be written. */
-  record(event: AuditEvent): Promise<void>;
+  /**
+   * Resolves once the event's row is committed; rejects `unavailable` if it could not be written.
+   * A `deferred` event starts no batch of its own: it rides with the next one, or waits at most
+   * `deferredMaxDelayMs`. For rows no caller waits on (the outcome of something already done).
+   */
+  record(event: AuditEvent, options?: { readonly deferred?: boolean }): Promise<void>;
   /** Waits until every event recorded before the call is committed or has failed. Never rejects. */
   flush(): Promise<void>;
   /** Flushes, then refuses further events. Does not close the database. */
@@ -24,6 +28,8 @@ export interface AuditLogDeps {
   readonly now?: () => Date;
   /** How long the first event of a batch waits for company; default 2 ms. */
   readonly batchMaxDelayMs?: number;
+  /** How long a deferred event waits for a batch to ride with; default 10 ms. */
+  readonly deferredMaxDelayMs?: number;
   /** Events per transaction; default 256. */
   readonly batchMaxSize?: number;
   /** Told about every failed batch (with the real cause), e.g. to log it and fail readiness. */
@@ -38,6 +44,7 @@ interface Pending {
 }
 
 const DEFAULT_BATCH_MAX_DELAY_MS = 2;
+const DEFAULT_DEFERRED_MAX_DELAY_MS = 10;
 const DEFAULT_BATCH_MAX_SIZE = 256;
 
 function unavailable(cause?: unknown): BrokerError {
@@ -79,13 +86,16 @@ function chainOn(
 export function createAuditLog(deps: AuditLogDeps): AuditLog {
   const now = deps.now ?? (() => new Date());
   const maxDelayMs = deps.batchMaxDelayMs ?? DEFAULT_BATCH_MAX_DELAY_MS;
+  const deferredDelayMs = deps.deferredMaxDelayMs ?? DEFAULT_DEFERRED_MAX_DELAY_MS;
   const maxSize = deps.batchMaxSize ?? DEFAULT_BATCH_MAX_SIZE;
-  if (!(maxDelayMs >= 0) || !Number.isSafeInteger(maxSize) || maxSize < 1) {
+  if (!(maxDelayMs >= 0) || !(deferredDelayMs >= 0) || !Number.isSafeInteger(maxSize) || maxSize < 1) {
     throw new BrokerError("internal", "audit batch settings must be non-negative and a positive size");
   }
 
   const queue: Pending[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
+  /** When `timer` fires (epoch ms); an event that must go sooner replaces it. */
+  let timerDue = Number.POSITIVE_INFINITY;
   let soon = false;
   let draining: Promise<void> | undefined;
   let closed = false;
@@ -142,12 +152,13 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
     if (timer !== undefined) {
       clearTimeout(timer);
       timer = undefined;
+      timerDue = Number.POSITIVE_INFINITY;
     }
     if (draining !== undefined || queue.length === 0) return;
     draining = drain().finally(() => {
       draining = undefined;
       // Events queued between the loop's last check and here would otherwise wait for the next record.
-      if (queue.length > 0) schedule();
+      if (queue.length > 0) schedule(false);
     });
   }
 
@@ -161,12 +172,23 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
     });
   }
 
-  function schedule(): void {
+  function startWithin(delayMs: number): void {
+    if (delayMs === 0) {
+      startSoon();
+      return;
+    }
+    const due = Date.now() + delayMs;
+    if (due >= timerDue) return;
+    if (timer !== undefined) clearTimeout(timer);
+    timerDue = due;
+    timer = setTimeout(startDrain, delayMs);
+  }
+
+  function schedule(deferred: boolean): void {
     // A running drain picks new events up as soon as its batch commits.
     if (draining !== undefined) return;
     if (queue.length >= maxSize) startDrain();
-    else if (maxDelayMs === 0) startSoon();
-    else timer ??= setTimeout(startDrain, maxDelayMs);
+    else startWithin(deferred ? deferredDelayMs : maxDelayMs);
   }
 
   async function flush(): Promise<void> {
@@ -183,7 +205,7 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
   }
 
   return {
-    record(event) {
+    record(event, options) {
       if (closed) return Promise.reject(unavailable());
       let entry: AuditEntry;
       try {
@@ -193,7 +215,7 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
       }
       return new Promise<void>((resolve, reject) => {
         queue.push({ entry, resolve, reject, done: false });
-        schedule();
+        schedule(options?.deferred === true);
       });
     },
 

@@ -28,6 +28,17 @@ export interface AuditedOperationSpec<T> {
 
 export interface AuditedRunner {
   run<T>(actor: AuditActor, spec: AuditedOperationSpec<T>, operation: () => Promise<T>): Promise<T>;
+  /**
+   * Like `run`, but `read` starts at once, concurrently with the `started` row, and `use` gets its
+   * result only after that row is committed: the read overlaps the audit round trip. `read` must
+   * only fetch what is still sealed (ciphertext, metadata), never decrypt or change anything.
+   */
+  runWithRead<R, T>(
+    actor: AuditActor,
+    spec: AuditedOperationSpec<T>,
+    read: () => Promise<R>,
+    use: (read: R) => Promise<T>,
+  ): Promise<T>;
   /** A final row for an operation whose outcome is known only later (a stream's end). */
   finish(
     actor: AuditActor,
@@ -43,63 +54,90 @@ export function createAuditedRunner(deps: { audit: AuditLog; logger: Logger }): 
 
   type Spec = { action: AuditAction; target?: string; detail?: AuditDetail };
 
-  function record(actor: AuditActor, spec: Spec, outcome: AuditOutcome, code: BrokerErrorCode | null) {
-    return audit.record({
-      requestId: actor.requestId,
-      callerKeyId: actor.callerKeyId,
-      userRef: actor.userRef,
-      action: spec.action,
-      target: spec.target ?? null,
-      outcome,
-      code,
-      ...(spec.detail === undefined ? {} : { detail: spec.detail }),
-    });
+  function record(
+    actor: AuditActor,
+    spec: Spec,
+    outcome: AuditOutcome,
+    code: BrokerErrorCode | null,
+    deferred = false,
+  ) {
+    return audit.record(
+      {
+        requestId: actor.requestId,
+        callerKeyId: actor.callerKeyId,
+        userRef: actor.userRef,
+        action: spec.action,
+        target: spec.target ?? null,
+        outcome,
+        code,
+        ...(spec.detail === undefined ? {} : { detail: spec.detail }),
+      },
+      { deferred },
+    );
   }
 
-  async function finish(actor: AuditActor, spec: Spec, error?: unknown): Promise<void> {
+  function finish(actor: AuditActor, spec: Spec, error?: unknown, deferred = false): Promise<void> {
     const code = error === undefined ? null : codeOf(error);
-    await record(actor, spec, code === null ? "ok" : code === "permission_denied" ? "denied" : "error", code);
+    const outcome = code === null ? "ok" : code === "permission_denied" ? "denied" : "error";
+    return record(actor, spec, outcome, code, deferred);
+  }
+
+  /**
+   * The outcome row. A read's row is committed before the read returns anything. A sensitive
+   * operation's outcome is recorded but not waited for: it has already happened (a key was used,
+   * a row changed), so its row failing could not undo it, only mislead the caller into a retry;
+   * the `started` row committed before it ran is the proof. Deferred, it shares the next batch
+   * (usually the next call's `started` row) instead of costing a round trip of its own.
+   */
+  async function recordOutcome(actor: AuditActor, sensitive: boolean, final: Spec, error?: unknown) {
+    const written = finish(actor, final, error, sensitive);
+    const logged = written.catch((auditErr: unknown) =>
+      logger.error(
+        { err: auditErr, requestId: actor.requestId },
+        error === undefined
+          ? "audit: could not record an operation's outcome"
+          : "audit: could not record a failed operation",
+      ),
+    );
+    // Reads return nothing unless their row is committed; a failed read's row is best effort.
+    if (sensitive) return;
+    if (error === undefined) await written;
+    else await logged;
+  }
+
+  async function runWithRead<R, T>(
+    actor: AuditActor,
+    spec: AuditedOperationSpec<T>,
+    read: () => Promise<R>,
+    use: (read: R) => Promise<T>,
+  ): Promise<T> {
+    const reading = read();
+    // Observed at once: if the `started` row fails, nothing awaits the read, and its rejection must
+    // not surface as unhandled. `use` still sees the real outcome through `reading`.
+    reading.catch(() => undefined);
+    if (spec.sensitive) {
+      // Throws `unavailable` if the trail cannot be written: the operation never starts.
+      await record(actor, spec, "started", null);
+    }
+    let result: T;
+    try {
+      result = await use(await reading);
+    } catch (err) {
+      await recordOutcome(actor, spec.sensitive, spec, err);
+      throw err;
+    }
+    const target = spec.resultTarget?.(result) ?? spec.target;
+    await recordOutcome(actor, spec.sensitive, {
+      action: spec.action,
+      ...(target === undefined ? {} : { target }),
+      detail: { ...spec.detail, ...spec.resultDetail?.(result) },
+    });
+    return result;
   }
 
   return {
-    finish,
-    async run(actor, spec, operation) {
-      if (spec.sensitive) {
-        // Throws `unavailable` if the trail cannot be written: the operation never starts.
-        await record(actor, spec, "started", null);
-      }
-      let result: Awaited<ReturnType<typeof operation>>;
-      try {
-        result = await operation();
-      } catch (err) {
-        await finish(actor, spec, err).catch((auditErr: unknown) =>
-          logger.error(
-            { err: auditErr, requestId: actor.requestId },
-            "audit: could not record a failed operation",
-          ),
-        );
-        throw err;
-      }
-      const target = spec.resultTarget?.(result) ?? spec.target;
-      const final = {
-        action: spec.action,
-        ...(target === undefined ? {} : { target }),
-        detail: { ...spec.detail, ...spec.resultDetail?.(result) },
-      };
-      if (spec.sensitive) {
-        // The operation has happened (a key was used, a row changed): failing the call now would
-        // mislead the caller into retrying it. The `started` row already proves it was attempted.
-        await finish(actor, final).catch((auditErr: unknown) =>
-          logger.error(
-            { err: auditErr, requestId: actor.requestId },
-            "audit: could not record an operation's outcome",
-          ),
-        );
-      } else {
-        // Reads return nothing unless their row is committed.
-        await finish(actor, final);
-      }
-      return result;
-    },
+    finish: (actor, spec, error) => finish(actor, spec, error),
+    runWithRead,
+    run: (actor, spec, operation) => runWithRead(actor, spec, async () => undefined, operation),
   };
 }

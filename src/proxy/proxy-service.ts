@@ -4,7 +4,7 @@ import type {
   OutboundResponse,
   OutboundStreamResponse,
 } from "../outbound/outbound-client.js";
-import type { OpenedSecret, SecretService } from "../secrets/secret-service.js";
+import type { OpenedSecret, SealedSecret, SecretService } from "../secrets/secret-service.js";
 import type { ProxyCallInput } from "./proxy-input.js";
 
 /** The upstream's answer, and which provider the secret was sent to (for the audit trail). */
@@ -18,8 +18,21 @@ export interface ProxyCallScope {
 }
 
 export interface ProxyService {
-  call(user: UserIdentity, input: ProxyCallInput, call: ProxyCallScope): Promise<ProxiedResponse>;
-  callStream(user: UserIdentity, input: ProxyCallInput, call: ProxyCallScope): Promise<ProxiedStreamResponse>;
+  /** Reads the secret the call names, still sealed: it may run before the `started` audit row. */
+  fetch(user: UserIdentity, input: ProxyCallInput): Promise<SealedSecret>;
+  /** Unseals the fetched secret and makes the call; the caller has audited its start. */
+  call(
+    user: UserIdentity,
+    input: ProxyCallInput,
+    sealed: SealedSecret,
+    call: ProxyCallScope,
+  ): Promise<ProxiedResponse>;
+  callStream(
+    user: UserIdentity,
+    input: ProxyCallInput,
+    sealed: SealedSecret,
+    call: ProxyCallScope,
+  ): Promise<ProxiedStreamResponse>;
 }
 
 /**
@@ -28,7 +41,7 @@ export interface ProxyService {
  * or a host, so a key stored for A can never be sent to B (C23, SPEC I2).
  */
 export function createProxyService(deps: {
-  secrets: Pick<SecretService, "open">;
+  secrets: Pick<SecretService, "fetch" | "unseal">;
   outbound: Pick<OutboundClient, "call" | "callStream">;
   /** Records that a secret was used (best effort: never fails the call). */
   markUsed?: (secretId: string) => void;
@@ -46,8 +59,10 @@ export function createProxyService(deps: {
   });
 
   return {
-    async call(user, input, { signal, requestId }) {
-      const secret = await deps.secrets.open(user, input.secretId, signal);
+    fetch: (user, input) => deps.secrets.fetch(user, input.secretId),
+
+    async call(user, input, sealed, { signal, requestId }) {
+      const secret = await deps.secrets.unseal(user, sealed, signal);
       try {
         const response = await deps.outbound.call(request(secret, input, requestId), signal);
         deps.markUsed?.(secret.id);
@@ -57,8 +72,8 @@ export function createProxyService(deps: {
       }
     },
 
-    async callStream(user, input, { signal, requestId }) {
-      const secret = await deps.secrets.open(user, input.secretId, signal);
+    async callStream(user, input, sealed, { signal, requestId }) {
+      const secret = await deps.secrets.unseal(user, sealed, signal);
       let response: OutboundStreamResponse;
       try {
         response = await deps.outbound.callStream(request(secret, input, requestId), signal);

@@ -44,7 +44,18 @@ export interface SecretService {
   list(user: UserIdentity, provider: string | undefined, signal: AbortSignal): Promise<SecretMetadata[]>;
   delete(user: UserIdentity, secretId: string): Promise<void>;
   open(user: UserIdentity, secretId: string, signal: AbortSignal): Promise<OpenedSecret>;
+  /**
+   * The first half of `open`: reads the user's secret, still sealed (ciphertext and wrapped key;
+   * nothing is unwrapped or decrypted), so it may run before the audit trail's `started` row.
+   * Rejects `not_found` for an absent OR another user's secret (I4).
+   */
+  fetch(user: UserIdentity, secretId: string): Promise<SealedSecret>;
+  /** The second half of `open`: unwraps the user's data key and decrypts the fetched secret. */
+  unseal(user: UserIdentity, sealed: SealedSecret, signal: AbortSignal): Promise<OpenedSecret>;
 }
+
+/** A user's secret as stored: opaque until `unseal`. */
+export type SealedSecret = secretsRepo.SecretForUse;
 
 // The field whose masked tail identifies a secret to its owner, in order of preference.
 const HINT_FIELDS = ["api_key", "access_token", "token", "key", "client_id"];
@@ -211,24 +222,38 @@ export function createSecretService(deps: {
       }
     },
 
+    fetch,
+    unseal,
     async open(user, secretId, signal) {
-      const found = await forUse.find(user.userRef, secretId);
-      if (found === undefined) throw new BrokerError("not_found", NOT_FOUND);
-      const { secret } = found;
-      const { key } = await userDataKeys.unwrap(user.userRef, found.userKey, signal);
-      try {
-        const binding = bindingOf(secret.id, user.userRef, secret.provider, secret.version, "fields");
-        const plaintext = open(key, asBuffer(secret.ciphertext), binding);
-        try {
-          return { id: secret.id, provider: secret.provider, fields: decodeFields(plaintext) };
-        } finally {
-          plaintext.fill(0);
-        }
-      } finally {
-        key.fill(0);
-      }
+      return unseal(user, await fetch(user, secretId), signal);
     },
   };
+
+  async function fetch(user: UserIdentity, secretId: string): Promise<SealedSecret> {
+    const found = await forUse.find(user.userRef, secretId);
+    if (found === undefined) throw new BrokerError("not_found", NOT_FOUND);
+    return found;
+  }
+
+  async function unseal(
+    user: UserIdentity,
+    sealed: SealedSecret,
+    signal: AbortSignal,
+  ): Promise<OpenedSecret> {
+    const { secret } = sealed;
+    const { key } = await userDataKeys.unwrap(user.userRef, sealed.userKey, signal);
+    try {
+      const binding = bindingOf(secret.id, user.userRef, secret.provider, secret.version, "fields");
+      const plaintext = open(key, asBuffer(secret.ciphertext), binding);
+      try {
+        return { id: secret.id, provider: secret.provider, fields: decodeFields(plaintext) };
+      } finally {
+        plaintext.fill(0);
+      }
+    } finally {
+      key.fill(0);
+    }
+  }
 }
 
 function bindingOf(

@@ -120,6 +120,8 @@ describe("stored ciphertexts, database dumps and crypto-shredding through the re
     }
     expect(broker.upstream.requests).toHaveLength(0);
 
+    // Outcome rows of sensitive calls are committed after the call answers.
+    await broker.app.flushAudit();
     const rows = await broker.database.db
       .selectFrom("audit_events")
       .select(["request_id", "action", "outcome", "code", "target"])

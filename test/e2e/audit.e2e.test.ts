@@ -25,12 +25,15 @@ describe.each(testDatabaseKinds())("the audit trail end to end on %s", (kind) =>
   });
 
   const auth = () => ({ callerKey: key.key, bearerToken: token });
-  const rows = () =>
-    broker.database.db
+  // Outcome rows of sensitive calls are committed after the call answers: settle them first.
+  const rows = async () => {
+    await broker.app.flushAudit();
+    return broker.database.db
       .selectFrom("audit_events")
       .select(["seq", "action", "outcome", "code", "target", "caller_key_id", "request_id"])
       .orderBy("seq")
       .execute();
+  };
 
   it("E47 writes started and final rows for every put, use and delete, and a row for list and auth failures", async () => {
     const put = await unary(

@@ -76,6 +76,7 @@ describe.each(testDatabaseKinds())("mTLS caller authentication (%s)", (kind) => 
         AdminService,
         createAdminServiceHandlers({
           guard,
+          audit,
           audited: createAuditedRunner({ audit, logger }),
           db: database.db,
           callerKeys: admin,

@@ -204,6 +204,31 @@ describe.each(testDatabaseKinds())("audit log on %s", (kind) => {
     expect(await verifyAuditChain(database.db)).toEqual({ ok: true, rows: 5, lastSeq: 5 });
   });
 
+  it("writes a deferred event in the same transaction as the next urgent one, or alone when none comes", async () => {
+    const transactions = async () =>
+      new Set(
+        (await sql<{ x: string }>`select xmin::text as x from audit_events`.execute(database.db)).rows.map(
+          (r) => r.x,
+        ),
+      ).size;
+    const deferring = createAuditLog({
+      prepared: database.prepared,
+      batchMaxDelayMs: 0,
+      deferredMaxDelayMs: 60_000,
+    });
+    const outcome = deferring.record(event({ outcome: "ok" }), { deferred: true });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await transactions()).toBe(0); // waiting for company, not written on its own
+    await deferring.record(event({ outcome: "started" }));
+    await outcome;
+    expect(await transactions()).toBe(1);
+
+    const alone = createAuditLog({ prepared: database.prepared, deferredMaxDelayMs: 5 });
+    await alone.record(event({ requestId: "alone" }), { deferred: true });
+    expect(await transactions()).toBe(2);
+    expect(await verifyAuditChain(database.db)).toEqual({ ok: true, rows: 3, lastSeq: 3 });
+  });
+
   it("re-chains from the stored head when another writer appended since its own last batch", async () => {
     const first = createAuditLog({ prepared: database.prepared, batchMaxDelayMs: 0 });
     const other = createAuditLog({ prepared: database.prepared, batchMaxDelayMs: 0 });
