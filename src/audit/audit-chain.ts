@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { Kysely } from "kysely";
 import { BrokerError } from "../errors.js";
 import {
@@ -15,7 +15,7 @@ export const GENESIS_HASH: Buffer = Buffer.alloc(32);
 
 /** hash = SHA-256(prev_hash ‖ canonical encoding of every other column, seq included). */
 export function chainHash(prevHash: Uint8Array, seq: number, entry: AuditEntry): Buffer {
-  return createHash("sha256").update(prevHash).update(encodeAuditEntry(seq, entry)).digest();
+  return hash("sha256", Buffer.concat([prevHash, encodeAuditEntry(seq, entry)]), "buffer");
 }
 
 export type AuditChainFault = "hash_mismatch" | "gap" | "out_of_order" | "prev_hash_mismatch";

@@ -147,6 +147,8 @@ export function looksLikeCredential(value: string): boolean {
   return false;
 }
 
+const SURROGATE = /[\ud800-\udfff]/;
+
 // C0 and C1 controls (incl. NEL), DEL, line/paragraph separators, bidi overrides and isolates,
 // zero-width and BOM: anything that could start a fake line or disguise text when displayed.
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
@@ -158,7 +160,8 @@ const UNSAFE_CHARS = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u206
  * faked), lone surrogates become U+FFFD, and the result is capped.
  */
 export function escapeAuditText(value: string, maxChars: number): string {
-  const wellFormed = Buffer.from(value, "utf8").toString("utf8");
+  // A UTF-8 round trip turns lone surrogates into U+FFFD; without any surrogate it changes nothing.
+  const wellFormed = SURROGATE.test(value) ? Buffer.from(value, "utf8").toString("utf8") : value;
   const escaped = wellFormed.replace(UNSAFE_CHARS, (c) =>
     c === "\\" ? "\\\\" : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
@@ -223,19 +226,17 @@ export function toAuditEntry(event: AuditEvent, occurredAt: Date): AuditEntry {
 
 const ENCODING_LABEL = "keybroker/audit/v1";
 
-const ABSENT = Buffer.of(0);
+// Encoded as the bytes 0x00 (absent) or 0x01 followed by the value: for text, a one-character
+// prefix on the string gives exactly those UTF-8 bytes without a buffer of its own.
+const ABSENT = "\u0000";
+const PRESENT = "\u0001";
 
-function optional(value: string | Uint8Array | null): Buffer {
+function optional(value: string | Uint8Array | null): string | Buffer {
   if (value === null) return ABSENT;
-  if (typeof value !== "string") {
-    const out = Buffer.alloc(1 + value.byteLength);
-    out[0] = 1;
-    out.set(value, 1);
-    return out;
-  }
-  const out = Buffer.alloc(1 + Buffer.byteLength(value, "utf8"));
+  if (typeof value === "string") return PRESENT + value;
+  const out = Buffer.alloc(1 + value.byteLength);
   out[0] = 1;
-  out.write(value, 1, "utf8");
+  out.set(value, 1);
   return out;
 }
 
@@ -259,19 +260,23 @@ function encodeDetailValue(value: unknown): string {
   return `j${JSON.stringify(value)}`;
 }
 
+const ASCII = /^[\u0000-\u007f]*$/;
+
 function encodeDetail(detail: unknown): Buffer {
   // Only a tampered row holds anything but a map; it still needs a deterministic, distinct encoding.
   if (typeof detail !== "object" || detail === null || Array.isArray(detail)) {
     return Buffer.from(`x${JSON.stringify(detail) ?? "undefined"}`, "utf8");
   }
-  const entries = Object.entries(detail).map(
-    ([k, v]) => [Buffer.from(k, "utf8"), encodeDetailValue(v)] as const,
-  );
-  // jsonb reorders keys, so the encoding sorts them rather than trusting insertion order.
-  entries.sort(([a], [b]) => Buffer.compare(a, b));
-  const size = Buffer.alloc(4);
-  size.writeUInt32BE(entries.length);
-  return Buffer.concat([Buffer.from("o", "utf8"), size, ...entries.map(([k, v]) => lengthPrefixed(k, v))]);
+  const entries = Object.entries(detail);
+  // jsonb reorders keys, so the encoding sorts them (by their UTF-8 bytes) rather than trusting
+  // insertion order. For ASCII keys, the usual case, string order IS byte order.
+  if (entries.every(([k]) => ASCII.test(k))) entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  else entries.sort(([a], [b]) => Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8")));
+  const head = Buffer.alloc(5);
+  head.write("o", 0, "latin1");
+  head.writeUInt32BE(entries.length, 1);
+  // "o", the count, then each key and tagged value length-prefixed, one after the other.
+  return Buffer.concat([head, lengthPrefixed(...entries.flatMap(([k, v]) => [k, encodeDetailValue(v)]))]);
 }
 
 /**
