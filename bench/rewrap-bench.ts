@@ -3,7 +3,7 @@
  * injected latency, for one or more table sizes:
  *
  *   npx tsx bench/rewrap-bench.ts --users 10000,100000 --latency-ms 5 [--concurrency 32]
- *     [--rate 5000] [--batch-size 500] [--database-url postgres://postgres@127.0.0.1:5432/postgres]
+ *     [--rate 5000] [--batch-size 500] [--database-url postgres://postgres@127.0.0.1:5432/postgres] [--json]
  *
  * The KMS server runs in a child process (as a real KMS is remote: its CPU is not ours).
  * Seeding is not timed: each user gets a real data key from GenerateDataKey under its own
@@ -216,6 +216,8 @@ async function main(): Promise<void> {
       rate: { type: "string", default: "5000" },
       "batch-size": { type: "string", default: "500" },
       "database-url": { type: "string" },
+      // One JSON line of results on stdout instead of the table (bench/run.ts reads it).
+      json: { type: "boolean", default: false },
     },
   });
   const sizes = (values.users ?? "").split(",").map(Number);
@@ -255,6 +257,10 @@ async function main(): Promise<void> {
     }
   } finally {
     kms.stop();
+  }
+  if (values.json === true) {
+    console.log(JSON.stringify({ options, results }));
+    return;
   }
   console.log("users\tseconds\trows/s\tCPU ms/row\tReEncrypt calls\tretries");
   for (const r of results) {

@@ -1,212 +1,165 @@
 /**
- * `npm run bench` — broker CPU per call and calls/s, side by side, measured in one run.
- * `npm run bench -- --quick` is the smoke run CI executes so the suite never rots.
+ * `npm run bench`: the benchmark suite (issue #6), side by side in one run, printed as markdown
+ * and written to bench/results/latest.json. `npm run bench -- --quick` is the smoke run CI executes
+ * so the suite never rots (its numbers are not quoted anywhere). `--only id,id` runs some sections:
+ * envelope, transport-floor, added-latency, embedded-vs-server, memory, kms-economy, scaling.
  *
- * The broker runs as a separate `keybroker serve` process; its CPU is read from /proc, so
- * the client's own work (in this process) is not counted. Dependencies (local KMS-protocol
- * server, JWKS issuer, HTTPS upstream) also live in this process.
+ * Brokers run as `keybroker serve` child processes (the compiled build); their CPU is read from
+ * /proc, so the load generator's work is not counted. On a machine with two or more CPUs the
+ * brokers are pinned to CPU 1 and this process (load, upstream, KMS server, issuer) to CPU 0
+ * (`--no-pin` to let the scheduler place them); Postgres is not pinned.
  */
+import { execFileSync, spawnSync } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { arch, cpus, platform } from "node:os";
 import { parseArgs } from "node:util";
-import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { Client, credentials, Metadata } from "@grpc/grpc-js";
-import { Agent, request } from "undici";
-import { ProxyService } from "../src/gen/keybroker/v1/proxy_pb.js";
-import { SecretService } from "../src/gen/keybroker/v1/secrets_pb.js";
-import { createGrpcClients, unary, type WireMessage } from "../test/support/grpc-client.js";
 import { type BrokerProcess, startBrokerProcess } from "./lib/broker-process.js";
-import { type LoadResult, median, runLoad } from "./lib/load.js";
-import { processCpuMicros, processRssMiB } from "./lib/process-cpu.js";
+import { type EchoProcess, startEchoProcess } from "./lib/echo-process.js";
+import { markdownChecks, markdownTable, type SectionOptions, type SectionResult } from "./lib/report.js";
+import { createScenarioCalls } from "./lib/scenarios.js";
+import { runAddedLatency } from "./sections/added-latency.js";
+import { runEmbeddedVsServer } from "./sections/embedded-vs-server.js";
+import { runEnvelopeVsEsdk } from "./sections/envelope-vs-esdk.js";
+import { runKmsEconomy } from "./sections/kms-economy.js";
+import { runMemory } from "./sections/memory.js";
+import { runScaling } from "./sections/scaling.js";
+import { runTransportFloor } from "./sections/transport-floor.js";
 
-const { values } = parseArgs({ options: { quick: { type: "boolean", default: false } } });
+const SECTIONS = [
+  "envelope",
+  "transport-floor",
+  "added-latency",
+  "embedded-vs-server",
+  "memory",
+  "kms-economy",
+  "scaling",
+] as const;
+type SectionId = (typeof SECTIONS)[number];
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    only: { type: "string" },
+    "no-pin": { type: "boolean", default: false },
+  },
+});
 const quick = values.quick ?? false;
-const CALLS = quick ? 300 : 3000;
-const REPEATS = quick ? 1 : 3;
-// V8 needs a few thousand calls to optimise the hot path; fewer inflates CPU per call.
-const WARMUP = quick ? 300 : 3000;
-
-interface Row {
-  scenario: string;
-  transport: string;
-  concurrency: number;
-  callsPerSecond: number;
-  brokerCpuMicrosPerCall: number;
-  p50Ms: number;
-  p99Ms: number;
-  errors: number;
+const only = new Set((values.only ?? SECTIONS.join(",")).split(",").map((s) => s.trim()));
+for (const id of only) {
+  if (!(SECTIONS as readonly string[]).includes(id))
+    throw new Error(`unknown section "${id}"; known: ${SECTIONS.join(", ")}`);
 }
+const wanted = (id: SectionId) => only.has(id);
+const hasTaskset = spawnSync("taskset", ["--version"], { stdio: "ignore" }).status === 0;
+const pin = values["no-pin"] !== true && cpus().length >= 2 && hasTaskset;
+if (pin) spawnSync("taskset", ["-a", "-p", "-c", "0", String(process.pid)], { stdio: "ignore" });
+const brokerCpu = pin ? { cpu: 1 } : {};
 
-async function measure(
-  broker: BrokerProcess,
-  scenario: string,
-  transport: string,
-  concurrency: number,
-  call: () => Promise<unknown>,
-): Promise<Row> {
-  await runLoad(WARMUP, Math.min(concurrency, 16), call);
-  const runs: Array<{ load: LoadResult; cpu: number }> = [];
-  for (let i = 0; i < REPEATS; i++) {
-    const cpu0 = processCpuMicros(broker.pid);
-    const load = await runLoad(CALLS, concurrency, call);
-    for (const [code, n] of Object.entries(load.errorsByCode)) failures[code] = (failures[code] ?? 0) + n;
-    runs.push({ load, cpu: (processCpuMicros(broker.pid) - cpu0) / CALLS });
+const options: SectionOptions = {
+  quick,
+  progress: (line) => process.stderr.write(`bench: ${line}\n`),
+};
+
+function gitCommit(): string {
+  try {
+    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
+  } catch {
+    return "unknown";
   }
-  return {
-    scenario,
-    transport,
-    concurrency,
-    callsPerSecond: median(runs.map((r) => r.load.callsPerSecond)),
-    brokerCpuMicrosPerCall: median(runs.map((r) => r.cpu)),
-    p50Ms: median(runs.map((r) => r.load.p50Ms)),
-    p99Ms: median(runs.map((r) => r.load.p99Ms)),
-    errors: runs.reduce((n, r) => n + r.load.errors, 0),
-  };
 }
-
-const failures: Record<string, number> = {};
 
 async function main(): Promise<void> {
-  const broker = await startBrokerProcess({ database: "postgres" });
-  const rows: Row[] = [];
-  try {
-    // An hour: a full run on a busy machine outlasts the issuer's 5-minute default.
-    const token = await broker.issuer.sign({ sub: "auth0|bench-user" }, { expiresInSec: 3600 });
-    const auth = { callerKey: broker.callerKey, bearerToken: token };
-    const grpc = createGrpcClients(broker.grpcAddress);
-    const put = await unary(
-      grpc.secrets,
-      "PutSecret",
-      { provider: "bench-upstream", label: "bench", fields: { token: broker.upstreamCredentials.bearer } },
-      auth,
-    );
-    const secretId = (put.response.secret as WireMessage).id as string;
+  const started = Date.now();
+  const results: SectionResult[] = [];
+  if (wanted("envelope")) results.push(await runEnvelopeVsEsdk(options));
 
-    // Transport floor: grpc.health.v1 Check is a trivial handler on the same grpc-js server.
-    const raw = new Client(broker.grpcAddress, credentials.createInsecure());
-    const identity = (b: Buffer) => b;
-    const healthCheck = () =>
-      new Promise((resolve, reject) =>
-        raw.makeUnaryRequest(
-          "/grpc.health.v1.Health/Check",
-          identity,
-          identity,
-          Buffer.alloc(0),
-          new Metadata(),
-          {},
-          (err, res) => (err ? reject(err) : resolve(res)),
-        ),
-      );
-    const connectTransport = createConnectTransport({ baseUrl: broker.connectUrl, httpVersion: "2" });
-    const connectSecrets = createClient(SecretService, connectTransport);
-    const connectProxy = createClient(ProxyService, connectTransport);
-    const headers = { "x-keybroker-key": broker.callerKey, authorization: `Bearer ${token}` };
-    const proxyRequest = { secretId, method: "GET", path: "/ok" };
-
-    const upstream = new Agent({ connect: { ca: broker.upstream.ca } });
-    const direct = async () => {
-      const res = await request(`https://127.0.0.1:${broker.upstream.port}/bearer/ok`, {
-        dispatcher: upstream,
-        headers: { authorization: `Bearer ${broker.upstreamCredentials.bearer}` },
-      });
-      await res.body.arrayBuffer();
-    };
-
-    for (const concurrency of [1, 64]) {
-      rows.push(await measure(broker, "health check (transport floor)", "grpc-js", concurrency, healthCheck));
-      rows.push(
-        await measure(broker, "ListSecrets (cached)", "grpc-js", concurrency, () =>
-          unary(grpc.secrets, "ListSecrets", {}, auth),
-        ),
-      );
-      rows.push(
-        await measure(broker, "ListSecrets (cached)", "connect-node", concurrency, () =>
-          connectSecrets.listSecrets({}, { headers }),
-        ),
-      );
-      rows.push(
-        await measure(broker, "ProxyService.Call", "grpc-js", concurrency, () =>
-          unary(grpc.proxy, "Call", proxyRequest, auth),
-        ),
-      );
-      rows.push(
-        await measure(broker, "ProxyService.Call", "connect-node", concurrency, () =>
-          connectProxy.call(proxyRequest, { headers }),
-        ),
-      );
+  const brokerSections: SectionId[] = [
+    "transport-floor",
+    "added-latency",
+    "embedded-vs-server",
+    "memory",
+    "kms-economy",
+    "scaling",
+  ];
+  if (brokerSections.some(wanted)) {
+    options.progress("starting keybroker serve on Postgres");
+    const broker: BrokerProcess = await startBrokerProcess({ database: "postgres", ...brokerCpu });
+    let echo: EchoProcess | undefined;
+    try {
+      const calls = await createScenarioCalls(broker);
+      try {
+        if (wanted("transport-floor")) {
+          echo = await startEchoProcess(brokerCpu);
+          results.push(await runTransportFloor(broker, echo, calls, options));
+          await echo.stop();
+          echo = undefined;
+        }
+        if (wanted("added-latency")) results.push(await runAddedLatency(calls, options));
+        if (wanted("embedded-vs-server")) {
+          options.progress("starting keybroker serve on PGlite");
+          const embedded = await startBrokerProcess({ database: "pglite", ...brokerCpu });
+          try {
+            const embeddedCalls = await createScenarioCalls(embedded);
+            try {
+              results.push(
+                await runEmbeddedVsServer(
+                  [
+                    { database: "PGlite (embedded)", broker: embedded, calls: embeddedCalls },
+                    { database: "PostgreSQL 15 (server)", broker, calls },
+                  ],
+                  options,
+                ),
+              );
+            } finally {
+              embeddedCalls.close();
+            }
+          } finally {
+            await embedded.stop();
+          }
+        }
+        if (wanted("memory")) results.push(await runMemory(broker, calls, options));
+      } finally {
+        calls.close();
+      }
+      if (wanted("kms-economy")) results.push(await runKmsEconomy(broker, options));
+      if (wanted("scaling")) results.push(await runScaling(broker, options));
+    } finally {
+      await echo?.stop();
+      await broker.stop();
     }
-    // Added latency: the same upstream call, direct (undici) vs through the broker (grpc-js).
-    for (const concurrency of [1, 16, 64]) {
-      const viaBroker = await runLoad(CALLS, concurrency, () =>
-        unary(grpc.proxy, "Call", proxyRequest, auth),
-      );
-      const directly = await runLoad(CALLS, concurrency, direct);
-      rows.push({
-        scenario: "upstream direct (undici)",
-        transport: "-",
-        concurrency,
-        callsPerSecond: directly.callsPerSecond,
-        brokerCpuMicrosPerCall: 0,
-        p50Ms: directly.p50Ms,
-        p99Ms: directly.p99Ms,
-        errors: directly.errors,
-      });
-      rows.push({
-        scenario: "upstream via broker",
-        transport: "grpc-js",
-        concurrency,
-        callsPerSecond: viaBroker.callsPerSecond,
-        brokerCpuMicrosPerCall: Number.NaN,
-        p50Ms: viaBroker.p50Ms,
-        p99Ms: viaBroker.p99Ms,
-        errors: viaBroker.errors,
-      });
-    }
-    const rss = processRssMiB(broker.pid);
-    grpc.close();
-    raw.close();
-    await upstream.close();
-    print(rows, rss);
-    const result = {
-      date: new Date().toISOString(),
-      quick,
-      machine: {
-        cpus: cpus().length,
-        model: cpus()[0]?.model,
-        node: process.version,
-        platform: platform(),
-        arch: arch(),
-      },
-      database: "postgres",
-      brokerRssMiB: rss,
-      rows,
-    };
-    await writeFile(
-      new URL(`./results/${quick ? "quick" : "latest"}.json`, import.meta.url),
-      `${JSON.stringify(result, null, 2)}\n`,
-    );
-  } finally {
-    await broker.stop();
   }
-  if (rows.some((r) => r.errors > 0)) {
-    console.error(`bench: some calls failed: ${JSON.stringify(failures)}`);
+
+  const machine = {
+    cpus: cpus().length,
+    model: cpus()[0]?.model,
+    node: process.version,
+    platform: platform(),
+    arch: arch(),
+    pinned: pin,
+  };
+  const minutes = (Date.now() - started) / 60_000;
+  const ordered = SECTIONS.flatMap((id) => results.filter((r) => r.id === id));
+  console.log(
+    `# keybroker bench (${quick ? "quick smoke run: numbers not meaningful" : "full run"}), commit ${gitCommit()}, ` +
+      `${new Date().toISOString()}, ${machine.cpus} × ${machine.model}, Node ${machine.node}` +
+      `${pin ? ", brokers pinned to CPU 1, load generator to CPU 0" : ""}, ${minutes.toFixed(1)} min\n`,
+  );
+  for (const section of ordered) {
+    console.log(`## ${section.title}\n`);
+    for (const table of section.tables) console.log(`${markdownTable(table)}\n`);
+  }
+  const checks = ordered.flatMap((s) => s.checks);
+  console.log(`## Targets\n\n${markdownChecks(checks)}\n`);
+
+  await writeFile(
+    new URL(`./results/${quick ? "quick" : "latest"}.json`, import.meta.url),
+    `${JSON.stringify({ date: new Date().toISOString(), commit: gitCommit(), quick, machine, minutes, sections: ordered }, null, 2)}\n`,
+  );
+  const errors = ordered.reduce((n, s) => n + s.errors, 0);
+  if (errors > 0) {
+    console.error(`bench: ${errors} call(s) failed; the numbers above are not trustworthy`);
     process.exitCode = 1;
   }
-}
-
-function print(rows: readonly Row[], rss: number): void {
-  const fmt = (n: number, digits = 0) => (Number.isNaN(n) ? "-" : n.toFixed(digits));
-  console.log(`\n| scenario | transport | conc. | calls/s | broker CPU µs/call | p50 ms | p99 ms | errors |`);
-  console.log(`|---|---|---:|---:|---:|---:|---:|---:|`);
-  for (const r of rows) {
-    console.log(
-      `| ${r.scenario} | ${r.transport} | ${r.concurrency} | ${fmt(r.callsPerSecond)} | ${fmt(r.brokerCpuMicrosPerCall)} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${r.errors} |`,
-    );
-  }
-  console.log(
-    `\nbroker RSS after the run: ${rss.toFixed(0)} MiB; ${CALLS} calls x ${REPEATS} repeats per row (medians)`,
-  );
 }
 
 await main();

@@ -31,6 +31,10 @@ export interface BrokerProcess {
   readonly kms: LocalKmsServer;
   readonly upstream: HttpsUpstream;
   readonly upstreamCredentials: UpstreamCredentials;
+  /** Transactions committed in the broker's database so far (Postgres only, else undefined). */
+  committedTransactions(): Promise<number | undefined>;
+  /** Another `serve` process on the same database, KMS and issuer, with cold caches (Postgres only). */
+  startReplica(): Promise<ServeProcess>;
   stop(): Promise<void>;
 }
 
@@ -38,6 +42,12 @@ export interface BrokerProcessOptions {
   readonly database: "postgres" | "pglite";
   readonly kmsLatencyMs?: number;
   readonly env?: Record<string, string>;
+  /** Writes a V8 CPU profile of the broker into this directory when it exits. */
+  readonly cpuProfileDir?: string;
+  /** Pins the broker (all its threads) to this CPU with taskset, away from the load generator. */
+  readonly cpu?: number;
+  /** Another build's dist/ directory to run instead of this checkout's (A/B comparisons). */
+  readonly dist?: string;
 }
 
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -61,6 +71,7 @@ export async function startBrokerProcess(options: BrokerProcessOptions): Promise
 
   let databaseEnv: Record<string, string>;
   let dropDatabase = async () => {};
+  let committedTransactions = async (): Promise<number | undefined> => undefined;
   if (options.database === "postgres") {
     const name = `keybroker_bench_${randomBytes(4).toString("hex")}`;
     const admin = new pg.Client({ connectionString: ADMIN_URL });
@@ -70,6 +81,21 @@ export async function startBrokerProcess(options: BrokerProcessOptions): Promise
     const url = new URL(ADMIN_URL);
     url.pathname = `/${name}`;
     databaseEnv = { DATABASE_URL: url.toString() };
+    committedTransactions = async () => {
+      const c = new pg.Client({ connectionString: ADMIN_URL });
+      await c.connect();
+      try {
+        // Backends publish their counters at most once a second (PostgreSQL 15 shared-memory stats).
+        await new Promise((resolve) => setTimeout(resolve, 1100));
+        const { rows } = await c.query<{ n: string }>(
+          "select xact_commit::text as n from pg_stat_database where datname = $1",
+          [name],
+        );
+        return Number(rows[0]?.n ?? Number.NaN);
+      } finally {
+        await c.end();
+      }
+    };
     dropDatabase = async () => {
       const c = new pg.Client({ connectionString: ADMIN_URL });
       await c.connect();
@@ -125,34 +151,69 @@ export async function startBrokerProcess(options: BrokerProcessOptions): Promise
   });
   await db.close();
 
-  // BENCH_CPU_PROF=DIR writes a V8 CPU profile of the broker (open it in Chrome DevTools).
-  const profile = process.env.BENCH_CPU_PROF
-    ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
-    : [];
-  // The compiled broker when `npm run build` has run (as in the image), else the sources via tsx.
-  const compiled = join(ROOT, "dist/src/cli/main.js");
-  const entry = existsSync(compiled) ? [compiled] : ["--import", "tsx", join(ROOT, "src/cli/main.ts")];
-  const child = spawn(process.execPath, [...profile, ...entry, "serve"], {
-    env,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const ports = await waitForPorts(child);
+  const first = await spawnServe(env, options);
+  const replicas: ServeProcess[] = [];
   return {
-    pid: child.pid ?? 0,
-    grpcAddress: `127.0.0.1:${ports.grpc}`,
-    connectUrl: `http://127.0.0.1:${ports.connect}`,
+    pid: first.pid,
+    grpcAddress: first.grpcAddress,
+    connectUrl: first.connectUrl,
     callerKey: created.key,
     issuer,
     kms,
     upstream,
     upstreamCredentials,
+    committedTransactions,
+    async startReplica() {
+      if (options.database !== "postgres") throw new Error("replicas need Postgres (PGlite is one process)");
+      const { cpuProfileDir: _notProfiled, ...replicaOptions } = options;
+      const replica = await spawnServe(env, replicaOptions);
+      replicas.push(replica);
+      return replica;
+    },
     async stop() {
-      const exited = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGTERM");
-      await exited;
+      await Promise.all([first, ...replicas].map((p) => p.stop()));
       await Promise.all([kms.close(), issuer.close(), upstream.close()]);
       await dropDatabase();
       await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** One `keybroker serve` process. */
+export interface ServeProcess {
+  readonly pid: number;
+  readonly grpcAddress: string;
+  readonly connectUrl: string;
+  /** SIGTERM, then waits for the exit (the broker drains and flushes its audit trail first). */
+  stop(): Promise<void>;
+}
+
+async function spawnServe(
+  env: Record<string, string>,
+  options: Pick<BrokerProcessOptions, "cpuProfileDir" | "dist" | "cpu">,
+): Promise<ServeProcess> {
+  // A V8 CPU profile of the broker (open it in Chrome DevTools or bench/profile-summary.ts).
+  const profileDir = options.cpuProfileDir ?? process.env.BENCH_CPU_PROF;
+  const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
+  // The compiled broker when `npm run build` has run (as in the image), else the sources via tsx.
+  const compiled = join(options.dist ?? join(ROOT, "dist"), "src/cli/main.js");
+  const entry = existsSync(compiled) ? [compiled] : ["--import", "tsx", join(ROOT, "src/cli/main.ts")];
+  const command = [process.execPath, ...profile, ...entry, "serve"];
+  const pinned = options.cpu === undefined ? command : ["taskset", "-c", String(options.cpu), ...command];
+  const child = spawn(pinned[0] as string, pinned.slice(1), { env, stdio: ["ignore", "pipe", "pipe"] });
+  const ports = await waitForPorts(child);
+  let exited: Promise<unknown> | undefined;
+  return {
+    pid: child.pid ?? 0,
+    grpcAddress: `127.0.0.1:${ports.grpc}`,
+    connectUrl: `http://127.0.0.1:${ports.connect}`,
+    stop() {
+      exited ??= new Promise((resolve) => {
+        if (child.exitCode !== null) resolve(child.exitCode);
+        child.once("exit", resolve);
+        child.kill("SIGTERM");
+      });
+      return exited.then(() => undefined);
     },
   };
 }
