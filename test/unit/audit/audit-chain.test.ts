@@ -44,6 +44,14 @@ describe("encodeAuditEntry", () => {
     expect(a.equals(b)).toBe(true);
   });
 
+  it("ignores key order for keys outside printable ASCII too (control, astral, CJK), as in a tampered row", () => {
+    const keys = ["\u0001", "\uff61", "\u{1f600}", "a"];
+    const encode = (order: string[]) =>
+      encodeAuditEntry(1, entry({ detail: Object.fromEntries(order.map((k) => [k, "v"])) }));
+    expect(encode(keys).equals(encode([...keys].reverse()))).toBe(true);
+    expect(encode(keys).equals(encode(["a", "\uff61", "\u0001", "\u{1f600}"]))).toBe(true);
+  });
+
   it("cannot be forged by a detail value that embeds a second key", () => {
     const forged = encodeAuditEntry(1, entry({ detail: { provider: 'x","method":"DELETE' } }));
     const honest = encodeAuditEntry(1, entry({ detail: { provider: "x", method: "DELETE" } }));
