@@ -152,7 +152,8 @@ async function main(): Promise<void> {
   console.log(`## Targets\n\n${markdownChecks(checks)}\n`);
 
   await writeFile(
-    new URL(`./results/${quick ? "quick" : "latest"}.json`, import.meta.url),
+    // A partial run (--only) never replaces the full run's latest.json, which the README quotes.
+    new URL(`./results/${resultsName(quick, values.only)}.json`, import.meta.url),
     `${JSON.stringify({ date: new Date().toISOString(), commit: gitCommit(), quick, machine, minutes, sections: ordered }, null, 2)}\n`,
   );
   const errors = ordered.reduce((n, s) => n + s.errors, 0);
@@ -160,6 +161,11 @@ async function main(): Promise<void> {
     console.error(`bench: ${errors} call(s) failed; the numbers above are not trustworthy`);
     process.exitCode = 1;
   }
+}
+
+function resultsName(isQuick: boolean, onlyIds: string | undefined): string {
+  const kind = isQuick ? "quick" : "latest";
+  return onlyIds === undefined ? kind : `${kind}-only-${onlyIds.replaceAll(/[^a-z0-9-]+/g, "_")}`;
 }
 
 await main();
