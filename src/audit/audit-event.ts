@@ -260,9 +260,6 @@ function encodeDetailValue(value: unknown): string {
   return `j${JSON.stringify(value)}`;
 }
 
-// Printable ASCII (space to tilde). Keys with control characters take the slower, equally correct path.
-const PRINTABLE_ASCII = /^[ -~]*$/;
-
 function encodeDetail(detail: unknown): Buffer {
   // Only a tampered row holds anything but a map; it still needs a deterministic, distinct encoding.
   if (typeof detail !== "object" || detail === null || Array.isArray(detail)) {
@@ -270,9 +267,9 @@ function encodeDetail(detail: unknown): Buffer {
   }
   const entries = Object.entries(detail);
   // jsonb reorders keys, so the encoding sorts them (by their UTF-8 bytes) rather than trusting
-  // insertion order. For ASCII keys, the usual case, string order IS byte order.
-  if (entries.every(([k]) => PRINTABLE_ASCII.test(k)))
-    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  // insertion order. Without surrogates (the usual case), UTF-16 code-unit order is code-point
+  // order, which is UTF-8 byte order, so the plain string comparison gives the same result.
+  if (!entries.some(([k]) => SURROGATE.test(k))) entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   else entries.sort(([a], [b]) => Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8")));
   const head = Buffer.alloc(5);
   head.write("o", 0, "latin1");
