@@ -6,7 +6,8 @@ export default defineConfig({
     environment: "node",
     globalSetup: ["test/support/global-setup.ts"],
     // Catalogue E50: every test file's stdout/stderr is swept for canaries, tokens and caller keys.
-    setupFiles: ["test/support/leak-sweep-hook.ts"],
+    // Property tests (fast-check) run from a fixed, overridable seed: test/support/property-seed.ts.
+    setupFiles: ["test/support/leak-sweep-hook.ts", "test/support/property-seed.ts"],
     // Every timestamp is timestamptz, but pg and PGlite serialise bare Dates differently: pin UTC.
     env: { TZ: "UTC" },
     testTimeout: 30_000,

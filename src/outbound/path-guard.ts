@@ -30,6 +30,9 @@ export function checkCallerPath(path: string): string {
   if (MALFORMED_ESCAPE.test(path)) refuse("contains a malformed percent escape");
   if (FORBIDDEN_ESCAPE.test(path))
     refuse("contains an encoded dot, slash, backslash, percent or control byte");
+  // An escape that is well-formed hex but not UTF-8 (`%ae`, `%A0`) decodes differently on every
+  // server (Latin-1, replacement character, error): refused, so it means one thing (catalogue W2).
+  if (path.includes("%") && !decodesAsUtf8(path)) refuse("contains a percent escape that is not valid UTF-8");
   if (path.includes("//")) refuse("contains an empty segment ('//')");
   for (const segment of path.split("/").slice(1)) {
     // "..;" and "..." are traversal on some servers (Tomcat, IIS): any dots-only segment goes.
@@ -37,6 +40,15 @@ export function checkCallerPath(path: string): string {
     if (bare.length > 0 && /^\.+$/.test(bare)) refuse("contains a '.' or '..' segment");
   }
   return path;
+}
+
+function decodesAsUtf8(path: string): boolean {
+  try {
+    decodeURIComponent(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A compiled path pattern from a provider definition. */

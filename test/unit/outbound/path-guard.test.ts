@@ -71,6 +71,22 @@ describe("caller path guard (C24, C25)", () => {
   });
 });
 
+describe("percent escapes that are not UTF-8", () => {
+  it.each(["/%aevil.com", "/%A0", "/v1/%ff", "/v1/%c3", "/v1/%e2%82", "/v1/%c0%af"])(
+    "W2 refuses %j: a hex escape that is not valid UTF-8 means something different to every server",
+    (path) => {
+      expect(codeOf(() => checkCallerPath(path))).toBe("invalid_argument");
+    },
+  );
+
+  it.each(["/v1/%c3%bc", "/v1/%e2%82%ac", "/v1/%F0%9F%94%91"])(
+    "accepts the UTF-8 escape %j unchanged",
+    (path) => {
+      expect(checkCallerPath(path)).toBe(path);
+    },
+  );
+});
+
 describe("path patterns", () => {
   it("'*' matches exactly one non-empty segment", () => {
     const p = compilePathPattern("/v1/charges/*");
