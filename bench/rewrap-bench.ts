@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { sql } from "kysely";
 import pg from "pg";
-import { createAwsKmsKeyring, createKmsClient } from "../src/crypto/aws-kms-keyring.js";
+import { createAwsKmsKeyring, createKmsClient } from "../src/keys/aws-kms-keyring.js";
 import { loadOrCreatePepper } from "../src/keys/pepper.js";
 import { userKeyContext } from "../src/keys/user-data-keys.js";
 import { createLogger } from "../src/log/logger.js";

@@ -24,7 +24,7 @@ import {
   credentials as channelCredentials,
   Metadata,
 } from "@grpc/grpc-js";
-import { CALLER_KEY_HEADER, REQUEST_ID_HEADER } from "../src/api/call-context.js";
+import { CALLER_KEY_HEADER, REQUEST_ID_HEADER } from "../src/api/transport/call-context.js";
 import {
   type CallRequestSchema,
   type CallResponse,

@@ -16,9 +16,9 @@ import {
   RawAesKeyringNode,
   RawAesWrappingSuiteIdentifier,
 } from "@aws-crypto/client-node";
-import { createDataKeyCache } from "../../src/crypto/data-key-cache.js";
 import { open, type SecretBinding, seal } from "../../src/crypto/envelope.js";
-import { loadOrCreateLocalKeyring } from "../../src/crypto/local-keyring.js";
+import { createDataKeyCache } from "../../src/keys/data-key-cache.js";
+import { loadOrCreateLocalKeyring } from "../../src/keys/local-keyring.js";
 import { createUserDataKeys, userKeyContext } from "../../src/keys/user-data-keys.js";
 import { fmt, type SectionOptions, type SectionResult } from "../lib/report.js";
 

@@ -1,6 +1,6 @@
 import { mkdir } from "node:fs/promises";
 import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
-import { createApp } from "../app.js";
+import { createApp } from "../app/create-app.js";
 import { loadOrCreateDevIssuerKey, startDevIssuer } from "../auth/dev-issuer.js";
 import { loadConfig } from "../config/config.js";
 import { createLogger } from "../log/logger.js";

@@ -1,7 +1,7 @@
 import { loadDatabaseConfig } from "../config/config.js";
+import { parseAcceptedMasterKeys } from "../keys/retired-key-guard.js";
 import { createLogger } from "../log/logger.js";
 import { formatKeyStatus, readKeyStatus } from "../rotation/key-status.js";
-import { parseAcceptedMasterKeys } from "../rotation/retired-key-guard.js";
 import { openDatabase } from "../store/database.js";
 import type { CommandIo } from "./rewrap-command.js";
 

@@ -1,8 +1,8 @@
 import { parseArgs } from "node:util";
+import { openKeyringFromConfig } from "../app/keyring-from-config.js";
 import { loadConfig } from "../config/config.js";
 import { BrokerError } from "../errors.js";
 import { createLogger } from "../log/logger.js";
-import { openKeyringFromConfig } from "../rotation/keyring-from-config.js";
 import {
   createRewrapJob,
   type RewrapPlan,

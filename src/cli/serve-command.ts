@@ -1,4 +1,4 @@
-import { createApp } from "../app.js";
+import { createApp } from "../app/create-app.js";
 import { loadConfig } from "../config/config.js";
 import { createLogger } from "../log/logger.js";
 import { stopOnSignals } from "./shutdown-signals.js";

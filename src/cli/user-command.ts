@@ -1,14 +1,14 @@
 import { randomUUID } from "node:crypto";
 import { parseArgs } from "node:util";
 import { createUserShredder } from "../admin/user-shredder.js";
+import { openKeyringFromConfig } from "../app/keyring-from-config.js";
 import { createAuditLog } from "../audit/audit-log.js";
 import { createAuditedRunner } from "../audit/audited-operation.js";
 import { loadConfig } from "../config/config.js";
-import { deriveUserRef } from "../crypto/user-ref.js";
 import { BrokerError } from "../errors.js";
 import { loadOrCreatePepper } from "../keys/pepper.js";
+import { deriveUserRef } from "../keys/user-ref.js";
 import { createLogger } from "../log/logger.js";
-import { openKeyringFromConfig } from "../rotation/keyring-from-config.js";
 import { rotateUserDataKey } from "../rotation/user-key-rotation.js";
 import { openDatabase } from "../store/database.js";
 

@@ -1,7 +1,7 @@
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import { parseAcceptedMasterKeys } from "../keys/retired-key-guard.js";
 import { Redacted } from "../log/redacted.js";
-import { parseAcceptedMasterKeys } from "../rotation/retired-key-guard.js";
 import type { DatabaseConfig } from "../store/database.js";
 
 /** Everything the broker reads from its environment, validated once at start-up and frozen. */

@@ -1,5 +1,3 @@
-import type { EncryptionContext } from "./keyring.js";
-
 /**
  * Unambiguous byte encodings for MAC and AAD inputs. Every part is length-prefixed, so
  * ("ab", "c") and ("a", "bc") never encode alike: concatenating or joining with a
@@ -29,7 +27,7 @@ export function lengthPrefixed(...parts: ReadonlyArray<Uint8Array | string>): Bu
 }
 
 /** Encryption context in canonical form: entries sorted by key bytes, then length-prefixed. */
-export function canonicalContext(context: EncryptionContext): Buffer {
+export function canonicalContext(context: Readonly<Record<string, string>>): Buffer {
   const entries = Object.entries(context).map(([k, v]) => [Buffer.from(k, "utf8"), v] as const);
   entries.sort(([a], [b]) => Buffer.compare(a, b));
   const count = Buffer.alloc(4);

@@ -1,7 +1,7 @@
 import type { Kysely } from "kysely";
-import type { Keyring } from "../crypto/keyring.js";
 import { findBrokerState, insertBrokerStateIfAbsent } from "../store/broker-state.repository.js";
 import type { Database } from "../store/schema.js";
+import type { Keyring } from "./keyring.js";
 
 export const PEPPER_STATE = "user_ref_pepper";
 export const PEPPER_CONTEXT = { purpose: "keybroker:user-ref-pepper" } as const;

@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import type { Kysely } from "kysely";
-import type { EncryptionContext, Keyring } from "../crypto/keyring.js";
 import { asBuffer } from "../store/bytes.js";
 import type { Database } from "../store/schema.js";
 import { findUserKey, insertUserIfAbsent, type StoredUserKey } from "../store/users.repository.js";
+import type { EncryptionContext, Keyring } from "./keyring.js";
 
 /** The slice of the data-key cache this module needs. */
 export interface DataKeyCache {

@@ -1,6 +1,6 @@
 import { performance } from "node:perf_hooks";
-import type { Keyring } from "../crypto/keyring.js";
 import { isBrokerError } from "../errors.js";
+import type { Keyring } from "../keys/keyring.js";
 import type { KmsOp, KmsOutcome, Metrics } from "./metrics.js";
 
 export interface InstrumentedKeyringDeps {

@@ -1,7 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { CallEndEvent } from "../api/call-end.js";
-import type { DataKeyCacheStats } from "../crypto/data-key-cache.js";
+import type { CallEndEvent } from "../api/transport/call-end.js";
 import type { BrokerErrorCode } from "../errors.js";
+import type { DataKeyCacheStats } from "../keys/data-key-cache.js";
 import type { UpstreamCallEvent } from "../outbound/outbound-client.js";
 
 /**

@@ -1,7 +1,7 @@
 import { setTimeout as sleepFor } from "node:timers/promises";
 import type { Kysely } from "kysely";
-import type { EncryptionContext, Keyring, WrappedKey } from "../crypto/keyring.js";
 import { BrokerError, isBrokerError } from "../errors.js";
+import type { EncryptionContext, Keyring, WrappedKey } from "../keys/keyring.js";
 import { PEPPER_CONTEXT, PEPPER_STATE } from "../keys/pepper.js";
 import { userKeyContext } from "../keys/user-data-keys.js";
 import type { Logger } from "../log/logger.js";

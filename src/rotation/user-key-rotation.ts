@@ -1,7 +1,7 @@
 import type { Kysely } from "kysely";
 import { open, type SecretBinding, seal } from "../crypto/envelope.js";
-import type { GeneratedDataKey, Keyring, UnwrappedDataKey } from "../crypto/keyring.js";
 import { BrokerError } from "../errors.js";
+import type { GeneratedDataKey, Keyring, UnwrappedDataKey } from "../keys/keyring.js";
 import { userKeyContext } from "../keys/user-data-keys.js";
 import { asBuffer } from "../store/bytes.js";
 import {

@@ -13,7 +13,7 @@ import {
 } from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import { createCallerKeyAdmin } from "../../src/admin/caller-key-admin.js";
-import { type App, createApp } from "../../src/app.js";
+import { type App, createApp } from "../../src/app/create-app.js";
 import type { CallerScope } from "../../src/auth/identity.js";
 import { loadConfig } from "../../src/config/config.js";
 import { createLogger } from "../../src/log/logger.js";

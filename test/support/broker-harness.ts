@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { JWTPayload } from "jose";
 import { createCallerKeyAdmin } from "../../src/admin/caller-key-admin.js";
-import { type App, createApp } from "../../src/app.js";
+import { type App, createApp } from "../../src/app/create-app.js";
 import type { CallerScope } from "../../src/auth/identity.js";
 import { loadConfig } from "../../src/config/config.js";
 import { type CapturedLogs, captureLogs } from "./captured-logs.js";

@@ -1,8 +1,8 @@
-import { createAwsKmsKeyring, createKmsClient } from "../../src/crypto/aws-kms-keyring.js";
-import { createDataKeyCache } from "../../src/crypto/data-key-cache.js";
-import { deriveFingerprintKey, deriveUserRef } from "../../src/crypto/user-ref.js";
+import { createAwsKmsKeyring, createKmsClient } from "../../src/keys/aws-kms-keyring.js";
+import { createDataKeyCache } from "../../src/keys/data-key-cache.js";
 import { loadOrCreatePepper } from "../../src/keys/pepper.js";
 import { createUserDataKeys } from "../../src/keys/user-data-keys.js";
+import { deriveFingerprintKey, deriveUserRef } from "../../src/keys/user-ref.js";
 import { createSecretService, type SecretService } from "../../src/secrets/secret-service.js";
 import { type LocalKmsServer, startLocalKmsServer } from "./local-kms-server.js";
 import type { TestDatabase } from "./test-database.js";

@@ -11,8 +11,8 @@
  */
 import { setTimeout as delay } from "node:timers/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { CallContext } from "../../../src/api/call-context.js";
-import { registerService, type ServiceRegistration } from "../../../src/api/handlers.js";
+import type { CallContext } from "../../../src/api/transport/call-context.js";
+import { registerService, type ServiceRegistration } from "../../../src/api/transport/handlers.js";
 import { BrokerError, type BrokerErrorCode } from "../../../src/errors.js";
 import { type CallStreamResponseSchema, ProxyService } from "../../../src/gen/keybroker/v1/proxy_pb.js";
 import { type ListSecretsResponseSchema, SecretService } from "../../../src/gen/keybroker/v1/secrets_pb.js";

@@ -9,7 +9,7 @@ import {
 } from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import { afterEach, describe, expect, it } from "vitest";
-import { createGrpcServer, type GrpcServer } from "../../../src/api/grpc-server.js";
+import { createGrpcServer, type GrpcServer } from "../../../src/api/transport/grpc-server.js";
 import { isBrokerError } from "../../../src/errors.js";
 import { createLogger } from "../../../src/log/logger.js";
 import {

@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGrpcServer } from "../../../src/api/grpc-server.js";
+import { createGrpcServer } from "../../../src/api/transport/grpc-server.js";
 import { createLogger } from "../../../src/log/logger.js";
 import { createFakeServices } from "./fake-services.js";
 

@@ -1,8 +1,8 @@
 import { Writable } from "node:stream";
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ConnectServer, createConnectServer } from "../../../src/api/connect-server.js";
-import { createGrpcServer, type GrpcServer } from "../../../src/api/grpc-server.js";
+import { type ConnectServer, createConnectServer } from "../../../src/api/transport/connect-server.js";
+import { createGrpcServer, type GrpcServer } from "../../../src/api/transport/grpc-server.js";
 import type { BrokerErrorCode } from "../../../src/errors.js";
 import { createLogger } from "../../../src/log/logger.js";
 import { CANARY, createFakeServices, LISTED_SECRETS } from "./fake-services.js";

@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import type { KMSClient } from "@aws-sdk/client-kms";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createAwsKmsKeyring, createKmsClient } from "../../../src/crypto/aws-kms-keyring.js";
-import type { EncryptionContext } from "../../../src/crypto/keyring.js";
+import { createAwsKmsKeyring, createKmsClient } from "../../../src/keys/aws-kms-keyring.js";
+import type { EncryptionContext } from "../../../src/keys/keyring.js";
 import { createInstrumentedKeyring } from "../../../src/observability/instrumented-keyring.js";
 import { createMetrics, type Metrics } from "../../../src/observability/metrics.js";
 import { type LocalKmsServer, startLocalKmsServer } from "../../support/local-kms-server.js";

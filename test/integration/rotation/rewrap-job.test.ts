@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import type { Keyring } from "../../../src/crypto/keyring.js";
+import type { Keyring } from "../../../src/keys/keyring.js";
 import { loadOrCreatePepper } from "../../../src/keys/pepper.js";
 import { readKeyStatus } from "../../../src/rotation/key-status.js";
 import { createRewrapJob, type RewrapJobDeps } from "../../../src/rotation/rewrap-job.js";

@@ -5,17 +5,17 @@ import { join } from "node:path";
 import type { KMSClient } from "@aws-sdk/client-kms";
 import { sql } from "kysely";
 import type { UserIdentity } from "../../../src/auth/identity.js";
-import { createAwsKmsKeyring, createKmsClient } from "../../../src/crypto/aws-kms-keyring.js";
-import { createDataKeyCache } from "../../../src/crypto/data-key-cache.js";
-import type { Keyring } from "../../../src/crypto/keyring.js";
+import { createAwsKmsKeyring, createKmsClient } from "../../../src/keys/aws-kms-keyring.js";
+import { createDataKeyCache } from "../../../src/keys/data-key-cache.js";
+import type { Keyring } from "../../../src/keys/keyring.js";
 import {
   addLocalKeyVersion,
   disableLocalKeyVersion,
   loadOrCreateLocalKeyring,
-} from "../../../src/crypto/local-keyring.js";
-import { deriveFingerprintKey, deriveUserRef } from "../../../src/crypto/user-ref.js";
+} from "../../../src/keys/local-keyring.js";
 import { loadOrCreatePepper } from "../../../src/keys/pepper.js";
 import { createUserDataKeys } from "../../../src/keys/user-data-keys.js";
+import { deriveFingerprintKey, deriveUserRef } from "../../../src/keys/user-ref.js";
 import { createLogger } from "../../../src/log/logger.js";
 import { parsePutSecret } from "../../../src/secrets/secret-input.js";
 import { createSecretService, type SecretService } from "../../../src/secrets/secret-service.js";

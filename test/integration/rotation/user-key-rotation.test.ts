@@ -1,8 +1,8 @@
 import { sql } from "kysely";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { open } from "../../../src/crypto/envelope.js";
-import type { Keyring } from "../../../src/crypto/keyring.js";
 import { BrokerError } from "../../../src/errors.js";
+import type { Keyring } from "../../../src/keys/keyring.js";
 import { userKeyContext } from "../../../src/keys/user-data-keys.js";
 import { rotateUserDataKey } from "../../../src/rotation/user-key-rotation.js";
 import { parsePutSecret } from "../../../src/secrets/secret-input.js";

@@ -1,6 +1,6 @@
 import { status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { createDataKeyCache } from "../../../src/crypto/data-key-cache.js";
+import { createDataKeyCache } from "../../../src/keys/data-key-cache.js";
 import { createMetrics } from "../../../src/observability/metrics.js";
 
 // Canaries: values that reach the code paths around metrics but must never become labels (I7).

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { toStatus } from "../../../src/api/error-status.js";
+import { toStatus } from "../../../src/api/transport/error-status.js";
 import { isDatabaseUnavailable } from "../../../src/store/database-errors.js";
 
 describe("database outages", () => {

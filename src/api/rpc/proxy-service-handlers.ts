@@ -1,0 +1,62 @@
+import type { AuditedRunner } from "../../audit/audited-operation.js";
+import type { ProxyService as ProxyServiceDesc } from "../../gen/keybroker/v1/proxy_pb.js";
+import { type ProxyCallInput, parseProxyCall } from "../../proxy/proxy-input.js";
+import type { ProxiedResponse, ProxiedStreamResponse, ProxyService } from "../../proxy/proxy-service.js";
+import type { ServiceHandlers } from "../transport/handlers.js";
+import { actorOf } from "./audit-actor.js";
+import type { UserCallGuard } from "./call-guard.js";
+
+const toHeaders = (headers: ReadonlyArray<readonly [string, string]>) =>
+  headers.map(([name, value]) => ({ name, value }));
+
+// A use of a key: `started` is committed before anything is decrypted (I8). Never the path's
+// concrete values, query, headers or bodies: only the method and the upstream's status.
+const auditSpec = (input: ProxyCallInput) => ({
+  action: "proxy.call" as const,
+  sensitive: true,
+  target: input.secretId,
+  detail: { method: input.method },
+  resultDetail: (r: ProxiedResponse | ProxiedStreamResponse) => ({
+    provider: r.provider,
+    upstreamStatus: r.status,
+  }),
+});
+
+/** Thin handlers: authorize (proxy:call + the user's live token), parse, delegate (audited), convert. */
+export function createProxyServiceHandlers(deps: {
+  guard: UserCallGuard;
+  proxy: ProxyService;
+  audited: AuditedRunner;
+}): ServiceHandlers<typeof ProxyServiceDesc> {
+  const { guard, proxy, audited } = deps;
+  return {
+    async call(request, ctx) {
+      const { caller, user } = await guard.authorize(ctx, "proxy:call");
+      const input = parseProxyCall(request);
+      // The sealed row is read while `started` commits; nothing is decrypted before it has (I8).
+      const response = await audited.runWithRead(
+        actorOf(ctx, caller, user),
+        auditSpec(input),
+        () => proxy.fetch(user, input),
+        (sealed) => proxy.call(user, input, sealed, ctx),
+      );
+      return { status: response.status, headers: toHeaders(response.headers), body: response.body };
+    },
+    async *callStream(request, ctx) {
+      const { caller, user } = await guard.authorize(ctx, "proxy:call");
+      const input = parseProxyCall(request);
+      const response = await audited.runWithRead(
+        actorOf(ctx, caller, user),
+        auditSpec(input),
+        () => proxy.fetch(user, input),
+        (sealed) => proxy.callStream(user, input, sealed, ctx),
+      );
+      yield {
+        part: { case: "head", value: { status: response.status, headers: toHeaders(response.headers) } },
+      };
+      for await (const chunk of response.body) {
+        yield { part: { case: "chunk", value: chunk } };
+      }
+    },
+  };
+}

@@ -1,0 +1,68 @@
+import type { KMSClient } from "@aws-sdk/client-kms";
+import type { Config } from "../config/config.js";
+import { BrokerError } from "../errors.js";
+import { createAwsKmsKeyring, createKmsClient, resolveKmsKeyArn } from "../keys/aws-kms-keyring.js";
+import type { Keyring } from "../keys/keyring.js";
+import { loadOrCreateLocalKeyring } from "../keys/local-keyring.js";
+
+/** The configured keyring, plus what an operator command needs around it. */
+export interface ConfiguredKeyring {
+  readonly keyring: Keyring;
+  /**
+   * The id rows record for an operator's key reference: a KMS key id, ARN or alias
+   * resolves to the key ARN; "local:N" stays as it is; "current" is the configured key.
+   */
+  resolveKeyId(reference: string, signal?: AbortSignal): Promise<string>;
+  /** Releases the KMS client's sockets (a no-op for the local keyring). */
+  close(): void;
+}
+
+const LOCAL_KEY_ID = /^local:[1-9][0-9]{0,9}$/;
+
+/**
+ * Builds the keyring exactly as the broker does (a copy of app/create-app.ts's createKeyring, so that
+ * app/create-app.ts can call createKeyringFromConfig instead and both stay one code path).
+ */
+export async function openKeyringFromConfig(config: Config): Promise<ConfiguredKeyring> {
+  if (config.keyring.kind === "local") {
+    const keyring = await loadOrCreateLocalKeyring({
+      path: config.keyring.file,
+      nodeEnv: config.production ? "production" : "development",
+    });
+    return {
+      keyring,
+      async resolveKeyId(reference) {
+        if (reference === "current") return keyring.currentKeyId();
+        if (!LOCAL_KEY_ID.test(reference)) {
+          throw new BrokerError("invalid_argument", "with the local keyring, name the key as local:N");
+        }
+        return reference;
+      },
+      close() {},
+    };
+  }
+  const client: KMSClient = createKmsClient({
+    region: config.keyring.region,
+    maxAttempts: config.keyring.maxAttempts,
+    ...(config.keyring.endpoint === undefined ? {} : { endpoint: config.keyring.endpoint }),
+  });
+  try {
+    // Rows record the ARN that wrapped them; resolve an alias once so they compare equal.
+    const keyArn = await resolveKmsKeyArn(client, config.keyring.keyId);
+    const keyring = createAwsKmsKeyring({ client, keyId: keyArn });
+    return {
+      keyring,
+      resolveKeyId: (reference, signal) =>
+        reference === "current" ? Promise.resolve(keyArn) : resolveKmsKeyArn(client, reference, signal),
+      close: () => client.destroy(),
+    };
+  } catch (err) {
+    client.destroy();
+    throw err;
+  }
+}
+
+/** For app/create-app.ts: the broker's keyring from its configuration. */
+export async function createKeyringFromConfig(config: Config): Promise<Keyring> {
+  return (await openKeyringFromConfig(config)).keyring;
+}
