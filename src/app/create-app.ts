@@ -5,7 +5,6 @@ import { createAdminServiceHandlers } from "../api/rpc/admin-service-handlers.js
 import { createUserCallGuard } from "../api/rpc/call-guard.js";
 import { createProxyServiceHandlers } from "../api/rpc/proxy-service-handlers.js";
 import { createSecretServiceHandlers } from "../api/rpc/secret-service-handlers.js";
-import type { CallEndEvent } from "../api/transport/call-end.js";
 import { createConnectServer } from "../api/transport/connect-server.js";
 import { createGrpcServer } from "../api/transport/grpc-server.js";
 import { registerService } from "../api/transport/handlers.js";
@@ -25,6 +24,7 @@ import { createRetiredKeyGuard } from "../keys/retired-key-guard.js";
 import { createUserDataKeys } from "../keys/user-data-keys.js";
 import { deriveFingerprintKey, deriveUserRef } from "../keys/user-ref.js";
 import type { Logger } from "../log/logger.js";
+import type { CallEndEvent } from "../observability/call-end.js";
 import { createInstrumentedKeyring } from "../observability/instrumented-keyring.js";
 import { createMetrics } from "../observability/metrics.js";
 import { createOpsServer } from "../observability/ops-server.js";

@@ -1,8 +1,8 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { CallEndEvent } from "../api/transport/call-end.js";
 import type { BrokerErrorCode } from "../errors.js";
 import type { DataKeyCacheStats } from "../keys/data-key-cache.js";
 import type { UpstreamCallEvent } from "../outbound/outbound-client.js";
+import type { CallEndEvent } from "./call-end.js";
 
 /**
  * The broker's Prometheus metrics (SPEC I7: never a secret, token or raw user id).

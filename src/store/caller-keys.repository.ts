@@ -1,9 +1,20 @@
 import type { Kysely } from "kysely";
-import type { CallerKeyLookup, CallerKeyRecord } from "../auth/caller-authenticator.js";
 import { createBatchedLookup } from "./batched-lookup.js";
 import { asBuffer } from "./bytes.js";
 import type { PreparedRunner, PreparedStatement } from "./prepared.js";
 import type { CallerKeyRow, Database } from "./schema.js";
+
+/** A caller key as the hot path reads it: only its hash, never the key. */
+export interface StoredCallerKey {
+  readonly id: string;
+  readonly name: string;
+  readonly keyHash: Buffer;
+  readonly scopes: readonly string[];
+  readonly expiresAt: Date | null;
+  readonly revokedAt: Date | null;
+  /** SHA-256 of the client certificate the key must arrive with (mTLS), or null if unbound. */
+  readonly clientCertSha256: Buffer | null;
+}
 
 /** Metadata about a caller key; never includes the key or its hash. */
 export interface CallerKeySummary {
@@ -63,11 +74,11 @@ type CallerKeyLookupRow = Pick<
 export async function findCallerKeysByHashes(
   prepared: PreparedRunner,
   hashes: readonly Buffer[],
-): Promise<Map<string, CallerKeyRecord>> {
+): Promise<Map<string, StoredCallerKey>> {
   const rows = await prepared.rows<CallerKeyLookupRow>(FIND_BY_HASHES, [
     hashes.map((h) => h.toString("hex")),
   ]);
-  const found = new Map<string, CallerKeyRecord>();
+  const found = new Map<string, StoredCallerKey>();
   for (const row of rows) {
     const keyHash = asBuffer(row.key_hash);
     found.set(keyHash.toString("hex"), {
@@ -87,8 +98,10 @@ export async function findCallerKeysByHashes(
  * Hot path: every call authenticates its caller, uncached so a revocation takes effect at once.
  * Lookups of one moment share a query (see batched-lookup.ts: never one already in flight).
  */
-export function createCallerKeyLookup(prepared: PreparedRunner): CallerKeyLookup {
-  const lookup = createBatchedLookup<Buffer, CallerKeyRecord>({
+export function createCallerKeyLookup(prepared: PreparedRunner): {
+  findByHash(hash: Buffer): Promise<StoredCallerKey | undefined>;
+} {
+  const lookup = createBatchedLookup<Buffer, StoredCallerKey>({
     load: (hashes) => findCallerKeysByHashes(prepared, hashes),
     idOf: (hash) => hash.toString("hex"),
     maxBatch: 256,

@@ -14,8 +14,8 @@ import {
 import { HealthImplementation } from "grpc-health-check";
 import { BrokerError } from "../../errors.js";
 import type { Logger } from "../../log/logger.js";
+import type { CallEndListener } from "../../observability/call-end.js";
 import { REQUEST_ID_HEADER } from "./call-context.js";
-import type { CallEndListener } from "./call-end.js";
 import { type CallStatus, reportCallFailure } from "./error-status.js";
 import { GrpcCallContext, type GrpcServerCall } from "./grpc-call-context.js";
 import { routeGrpcLibraryLogs } from "./grpc-library-logs.js";

@@ -2,10 +2,10 @@ import { setTimeout as delay } from "node:timers/promises";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { CallEndEvent } from "../../../src/api/transport/call-end.js";
 import { createConnectServer } from "../../../src/api/transport/connect-server.js";
 import { SecretService } from "../../../src/gen/keybroker/v1/secrets_pb.js";
 import { createLogger } from "../../../src/log/logger.js";
+import type { CallEndEvent } from "../../../src/observability/call-end.js";
 import { createFakeServices, type FakeRecorder } from "./fake-services.js";
 
 const MAX_BYTES = 4096;

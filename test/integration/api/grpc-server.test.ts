@@ -12,10 +12,10 @@ import {
 } from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { CallEndEvent } from "../../../src/api/transport/call-end.js";
 import { createGrpcServer } from "../../../src/api/transport/grpc-server.js";
 import { isBrokerError } from "../../../src/errors.js";
 import { createLogger } from "../../../src/log/logger.js";
+import type { CallEndEvent } from "../../../src/observability/call-end.js";
 import {
   asServiceError,
   createGrpcClients,
