@@ -1,51 +1,26 @@
 import { existsSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import { type TestOutcome, unprovenItems } from "../support/catalogue-reporter.js";
+import {
+  CATALOGUE_DOC,
+  CATALOGUE_ITEMS,
+  parseCatalogueRows,
+  REPO_ROOT,
+  titleMatcher,
+} from "../support/catalogue-rows.js";
 
 /**
- * Keeps docs/security-catalogue.md honest: every catalogue item A1–F57 has exactly one row, and
+ * Keeps docs/security-catalogue.md honest: every catalogue item A1–G84 has exactly one row, and
  * every test a "tested" row names exists, in the file it names, with that exact title. Renaming
- * or deleting a test without updating the document fails here.
+ * or deleting a test without updating the document fails here. Whether each named test also
+ * PASSED is checked on the run's results by test/support/catalogue-reporter.ts (W5).
  */
 
-const ROOT = new URL("../../", import.meta.url);
-const DOC = "docs/security-catalogue.md";
+const ROOT = REPO_ROOT;
+const DOC = CATALOGUE_DOC;
 const STATUSES = new Set(["tested", "not applicable", "pending"]);
-const SECTIONS: ReadonlyArray<readonly [string, number, number]> = [
-  ["A", 1, 15],
-  ["B", 16, 22],
-  ["C", 23, 35],
-  ["D", 36, 46],
-  ["E", 47, 50],
-  ["F", 51, 57],
-];
-const ALL_ITEMS = SECTIONS.flatMap(([letter, from, to]) =>
-  Array.from({ length: to - from + 1 }, (_, i) => `${letter}${from + i}`),
-);
-
-interface Row {
-  readonly item: string;
-  readonly status: string;
-  readonly refs: ReadonlyArray<{ readonly file: string; readonly title: string }>;
-  readonly notes: string;
-}
-
-function parseRows(markdown: string): Row[] {
-  return markdown
-    .split("\n")
-    .filter((line) => /^\|\s*[A-F]\d{1,2}\s*\|/.test(line))
-    .map((line) => {
-      const cells = line
-        .slice(1, -1)
-        .split(/(?<!\\)\|/)
-        .map((cell) => cell.trim().replaceAll("\\|", "|"));
-      const [item = "", , status = "", where = "", notes = ""] = cells;
-      const refs = [...where.matchAll(/`([^`]+)` "([^"]+)"/g)].map((m) => ({
-        file: m[1] ?? "",
-        title: m[2] ?? "",
-      }));
-      return { item, status, refs, notes };
-    });
-}
+const ALL_ITEMS = CATALOGUE_ITEMS;
+const parseRows = parseCatalogueRows;
 
 const rows = parseRows(readFileSync(new URL(DOC, ROOT), "utf8"));
 const sources = new Map<string, string | undefined>();
@@ -58,7 +33,7 @@ const sourceOf = (file: string): string | undefined => {
 };
 
 describe("docs/security-catalogue.md against the suite", () => {
-  it("lists every catalogue item A1–F57 exactly once, in order", () => {
+  it("lists every catalogue item A1–G84 exactly once, in order", () => {
     expect(rows.map((r) => r.item)).toEqual(ALL_ITEMS);
   });
 
@@ -102,5 +77,49 @@ describe("docs/security-catalogue.md against the suite", () => {
     expect(sourceOf(drifted[0]?.refs[0]?.file ?? "")).toBeDefined();
     expect(sourceOf(drifted[0]?.refs[0]?.file ?? "")?.includes('"A1 a title nobody wrote"')).toBe(false);
     expect(drifted[1]?.notes).toBe("—");
+  });
+});
+
+describe("W5 the catalogue counts only tests that passed in the run", () => {
+  const row = parseCatalogueRows(
+    '| A1 | x | tested | `test/a.test.ts` "A1 refuses %j with invalid_argument" | — |',
+  );
+  const run = (tests: TestOutcome[]) => new Map([["test/a.test.ts", tests]]);
+  const test = (name: string, state: string, fullName = name): TestOutcome => ({ name, state, fullName });
+
+  it("W5 accepts an item whose named test (an it.each template) passed", () => {
+    expect(unprovenItems(row, run([test('A1 refuses "/x" with invalid_argument', "passed")]))).toEqual([]);
+  });
+
+  it("W5 refuses an item whose named test was skipped, failed, absent, or whose file did not run", () => {
+    expect(unprovenItems(row, run([test('A1 refuses "/x" with invalid_argument', "skipped")]))).toHaveLength(
+      1,
+    );
+    expect(unprovenItems(row, run([test('A1 refuses "/x" with invalid_argument', "failed")]))).toHaveLength(
+      1,
+    );
+    // A title left in a comment is in the source text but never ran as a test.
+    expect(unprovenItems(row, run([test("another test", "passed")]))).toHaveLength(1);
+    expect(unprovenItems(row, new Map())).toEqual(["A1: test/a.test.ts did not run"]);
+  });
+
+  it("W5 tolerates Postgres-only tests skipped for a missing TEST_DATABASE_URL only when it is missing", () => {
+    const skipped = run([
+      test(
+        "A1 refuses 1 with invalid_argument",
+        "skipped",
+        "on postgres (skipped: TEST_DATABASE_URL is not set) A1",
+      ),
+    ]);
+    expect(unprovenItems(row, skipped, false)).toEqual([]);
+    expect(unprovenItems(row, skipped, true)).toHaveLength(1);
+  });
+
+  it("matches it.each placeholders and $-interpolations, and nothing else", () => {
+    expect(
+      titleMatcher("C25 refuses %j with invalid_argument").test('C25 refuses "/a" with invalid_argument'),
+    ).toBe(true);
+    expect(titleMatcher("refuses $name (case)").test("refuses x.y (case)")).toBe(true);
+    expect(titleMatcher("a.b").test("axb")).toBe(false);
   });
 });

@@ -5,7 +5,7 @@ import { AdminService } from "../../src/gen/keybroker/v1/admin_pb.js";
 import { type BrokerHarness, startBroker } from "../support/broker-harness.js";
 import { findLeaks } from "../support/captured-logs.js";
 import { asServiceError, unary, type WireMessage } from "../support/grpc-client.js";
-import { testDatabaseKinds } from "../support/test-database.js";
+import { describeOnEachDatabase } from "../support/test-database.js";
 
 const USER = "auth0|admin-e2e-canary-user";
 
@@ -19,7 +19,7 @@ const ADMIN_REQUESTS: Record<string, WireMessage> = {
   VerifyAudit: {},
 };
 
-describe.each(testDatabaseKinds())("AdminService end to end on %s", (kind) => {
+describeOnEachDatabase("AdminService end to end on %s", (kind) => {
   let broker: BrokerHarness;
   let adminKey: string;
   let appKey: string;

@@ -5,11 +5,11 @@ import { verifyAuditChain } from "../../src/audit/audit-chain.js";
 import { type BrokerHarness, startBroker } from "../support/broker-harness.js";
 import { findLeaks } from "../support/captured-logs.js";
 import { asServiceError, unary, type WireMessage } from "../support/grpc-client.js";
-import { dumpAllRows, testDatabaseKinds } from "../support/test-database.js";
+import { describeOnEachDatabase, dumpAllRows } from "../support/test-database.js";
 
 const USER = "google-oauth2|audit-e2e-canary-sub";
 
-describe.each(testDatabaseKinds())("the audit trail end to end on %s", (kind) => {
+describeOnEachDatabase("the audit trail end to end on %s", (kind) => {
   let broker: BrokerHarness;
   let key: { key: string; id: string };
   let token: string;

@@ -12,7 +12,7 @@ import {
   type WireMessage,
 } from "../support/grpc-client.js";
 import { type RpcCase, USER_RPCS } from "../support/rpc-catalogue.js";
-import { testDatabaseKinds } from "../support/test-database.js";
+import { describeOnEachDatabase } from "../support/test-database.js";
 
 /**
  * The shared security suite (SPEC I3, I4): every user-scoped RPC, with each credential
@@ -35,7 +35,7 @@ describe("the RPC catalogue", () => {
   });
 });
 
-describe.each(testDatabaseKinds())("every user RPC on %s", (kind) => {
+describeOnEachDatabase("every user RPC on %s", (kind) => {
   let broker: BrokerHarness;
   let fullKey: string;
   let ownerToken: string;

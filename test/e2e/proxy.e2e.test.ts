@@ -3,11 +3,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type BrokerHarness, startBroker } from "../support/broker-harness.js";
 import { findLeaks } from "../support/captured-logs.js";
 import { asServiceError, serverStream, unary, type WireMessage } from "../support/grpc-client.js";
-import { testDatabaseKinds } from "../support/test-database.js";
+import { describeOnEachDatabase } from "../support/test-database.js";
 
 const USER = "google-oauth2|proxy-e2e-canary-user";
 
-describe.each(testDatabaseKinds())("ProxyService end to end over grpc-js on %s", (kind) => {
+describeOnEachDatabase("ProxyService end to end over grpc-js on %s", (kind) => {
   let broker: BrokerHarness;
   let appKey: string;
   let token: string;

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type BrokerHarness, startBroker } from "../support/broker-harness.js";
 import { findLeaks } from "../support/captured-logs.js";
 import { asServiceError, unary, type WireMessage } from "../support/grpc-client.js";
-import { testDatabaseKinds } from "../support/test-database.js";
+import { describeOnEachDatabase } from "../support/test-database.js";
 
 const CANARY_KEY = "CANARY-e2e-api-key-7f3a9c1d5e2b8a4f6c0d";
 const CANARY_SECRET = "CANARY-e2e-api-secret-d41d8cd98f00b204e980";
@@ -18,7 +18,7 @@ async function failure(promise: Promise<unknown>) {
   return asServiceError(err);
 }
 
-describe.each(testDatabaseKinds())("SecretService end to end over grpc-js on %s", (kind) => {
+describeOnEachDatabase("SecretService end to end over grpc-js on %s", (kind) => {
   let broker: BrokerHarness;
   let appKey: string;
   let aliceToken: string;

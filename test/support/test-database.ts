@@ -3,21 +3,28 @@ import { readFile } from "node:fs/promises";
 import { PGlite } from "@electric-sql/pglite";
 import { type Kysely, sql } from "kysely";
 import pg from "pg";
-import { inject } from "vitest";
+import { describe, inject } from "vitest";
 import { createLogger } from "../../src/log/logger.js";
 import { Redacted } from "../../src/log/redacted.js";
 import { type DatabaseHandle, openDatabase, PGLITE_PARSERS, pgliteHandle } from "../../src/store/database.js";
 import { migrateToLatest } from "../../src/store/migrate.js";
 import type { Database } from "../../src/store/schema.js";
+import { POSTGRES_SKIP_REASON } from "./skip-reasons.js";
 
 export type TestDatabaseKind = "pglite" | "postgres";
 
 /**
- * The databases every storage-touching suite runs on: always the embedded PGlite, plus a
- * real Postgres server when TEST_DATABASE_URL is set (CI sets it).
+ * Every storage-touching suite runs on the embedded PGlite and on a real Postgres server
+ * (TEST_DATABASE_URL; CI sets it). Registers `body` once per database kind. Without TEST_DATABASE_URL the Postgres half is still
+ * registered, as skipped with the reason in its title, so the run's counts say how many tests did
+ * not run instead of silently leaving them out (catalogue W6).
  */
-export function testDatabaseKinds(): TestDatabaseKind[] {
-  return process.env.TEST_DATABASE_URL ? ["pglite", "postgres"] : ["pglite"];
+export function describeOnEachDatabase(title: string, body: (kind: TestDatabaseKind) => void): void {
+  for (const kind of ["pglite", "postgres"] as const) {
+    const missing = kind === "postgres" && !process.env.TEST_DATABASE_URL;
+    const named = title.replace("%s", kind);
+    describe.skipIf(missing)(missing ? `${named} (${POSTGRES_SKIP_REASON})` : named, () => body(kind));
+  }
 }
 
 export interface TestDatabase extends DatabaseHandle {

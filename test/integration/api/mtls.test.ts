@@ -28,7 +28,11 @@ import {
   createMtlsCertificates,
   type MtlsCertificates,
 } from "../../support/mtls-certificates.js";
-import { createTestDatabase, type TestDatabase, testDatabaseKinds } from "../../support/test-database.js";
+import {
+  createTestDatabase,
+  describeOnEachDatabase,
+  type TestDatabase,
+} from "../../support/test-database.js";
 
 const DEADLINE_MS = 5_000;
 
@@ -37,7 +41,7 @@ const DEADLINE_MS = 5_000;
  * authenticator, guard, audit log and AdminService handlers over a real database. Only the
  * user-token verifier is absent (admin calls never use it).
  */
-describe.each(testDatabaseKinds())("mTLS caller authentication (%s)", (kind) => {
+describeOnEachDatabase("mTLS caller authentication (%s)", (kind) => {
   let certs: MtlsCertificates;
   let database: TestDatabase;
   let audit: AuditLog;

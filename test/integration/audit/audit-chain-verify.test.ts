@@ -4,7 +4,11 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { chainHash, verifyAuditChain } from "../../../src/audit/audit-chain.js";
 import { createAuditLog } from "../../../src/audit/audit-log.js";
 import { readAuditRowsAfter } from "../../../src/store/audit.repository.js";
-import { createTestDatabase, type TestDatabase, testDatabaseKinds } from "../../support/test-database.js";
+import {
+  createTestDatabase,
+  describeOnEachDatabase,
+  type TestDatabase,
+} from "../../support/test-database.js";
 
 const ROWS = 20;
 // The columns an attacker would move when swapping two events, hashes excluded.
@@ -20,7 +24,7 @@ const CONTENT = [
   "detail",
 ];
 
-describe.each(testDatabaseKinds())("audit chain verification on %s", (kind) => {
+describeOnEachDatabase("audit chain verification on %s", (kind) => {
   let database: TestDatabase;
 
   beforeAll(async () => {

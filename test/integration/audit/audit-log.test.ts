@@ -11,9 +11,9 @@ import { queryAuditEvents } from "../../../src/store/audit.repository.js";
 import { type DatabaseHandle, openDatabase } from "../../../src/store/database.js";
 import {
   createTestDatabase,
+  describeOnEachDatabase,
   dumpAllRows,
   type TestDatabase,
-  testDatabaseKinds,
 } from "../../support/test-database.js";
 
 const CANARY_SECRET = "CANARYsecret9876543210zyxwvutsrqpo";
@@ -44,7 +44,7 @@ async function rejection(promise: Promise<unknown>): Promise<BrokerError> {
   return err as BrokerError;
 }
 
-describe.each(testDatabaseKinds())("audit log on %s", (kind) => {
+describeOnEachDatabase("audit log on %s", (kind) => {
   let database: TestDatabase;
   let log: AuditLog;
   let clock: number;

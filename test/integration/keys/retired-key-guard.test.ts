@@ -6,7 +6,11 @@ import { createRetiredKeyGuard } from "../../../src/keys/retired-key-guard.js";
 import { userKeyContext } from "../../../src/keys/user-data-keys.js";
 import { createRewrapJob } from "../../../src/rotation/rewrap-job.js";
 import { parsePutSecret } from "../../../src/secrets/secret-input.js";
-import { createTestDatabase, type TestDatabase, testDatabaseKinds } from "../../support/test-database.js";
+import {
+  createTestDatabase,
+  describeOnEachDatabase,
+  type TestDatabase,
+} from "../../support/test-database.js";
 import {
   createRotationFixture,
   emptyDatabase,
@@ -49,7 +53,7 @@ function keepingPlaintexts(inner: Keyring, kept: Buffer[]): Keyring {
 
 const allZero = (buffer: Buffer) => buffer.every((byte) => byte === 0);
 
-describe.each(testDatabaseKinds())("retired master key guard on %s", (databaseKind) => {
+describeOnEachDatabase("retired master key guard on %s", (databaseKind) => {
   let database: TestDatabase;
 
   beforeAll(async () => {

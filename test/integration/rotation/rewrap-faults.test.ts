@@ -7,7 +7,11 @@ import {
   type RewrapJobDeps,
   type RewrapProgress,
 } from "../../../src/rotation/rewrap-job.js";
-import { createTestDatabase, type TestDatabase, testDatabaseKinds } from "../../support/test-database.js";
+import {
+  createTestDatabase,
+  describeOnEachDatabase,
+  type TestDatabase,
+} from "../../support/test-database.js";
 import {
   createRotationFixture,
   emptyDatabase,
@@ -31,7 +35,7 @@ async function rejection(promise: Promise<unknown>): Promise<BrokerError> {
   return err as BrokerError;
 }
 
-describe.each(testDatabaseKinds())("rewrap job under KMS faults on %s", (databaseKind) => {
+describeOnEachDatabase("rewrap job under KMS faults on %s", (databaseKind) => {
   let database: TestDatabase;
   let fixture: RotationFixture;
   let users: SeededUser[];

@@ -5,7 +5,11 @@ import { readKeyStatus } from "../../../src/rotation/key-status.js";
 import { createRewrapJob, type RewrapJobDeps } from "../../../src/rotation/rewrap-job.js";
 import { rotateUserDataKey } from "../../../src/rotation/user-key-rotation.js";
 import { parsePutSecret } from "../../../src/secrets/secret-input.js";
-import { createTestDatabase, type TestDatabase, testDatabaseKinds } from "../../support/test-database.js";
+import {
+  createTestDatabase,
+  describeOnEachDatabase,
+  type TestDatabase,
+} from "../../support/test-database.js";
 import {
   createRotationFixture,
   emptyDatabase,
@@ -19,7 +23,7 @@ import {
 
 const USERS = 50;
 
-describe.each(testDatabaseKinds())("rewrap job on %s", (databaseKind) => {
+describeOnEachDatabase("rewrap job on %s", (databaseKind) => {
   let database: TestDatabase;
 
   beforeAll(async () => {

@@ -6,7 +6,11 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { runKeys } from "../../../src/cli/keys-command.js";
 import { type CommandIo, runRewrap } from "../../../src/cli/rewrap-command.js";
 import { type DatabaseHandle, openDatabase } from "../../../src/store/database.js";
-import { createTestDatabase, type TestDatabase, testDatabaseKinds } from "../../support/test-database.js";
+import {
+  createTestDatabase,
+  describeOnEachDatabase,
+  type TestDatabase,
+} from "../../support/test-database.js";
 import {
   createRotationFixture,
   emptyDatabase,
@@ -31,7 +35,7 @@ function captureIo(env: Record<string, string>): CommandIo & { out(): string; er
 
 // The operator commands read the broker's own configuration: the local keyring file and a
 // database (a PGlite directory, or the Postgres test database), as a deployment would.
-describe.each(testDatabaseKinds())("keybroker rewrap and keys status on %s", (databaseKind) => {
+describeOnEachDatabase("keybroker rewrap and keys status on %s", (databaseKind) => {
   let dir: string;
   let keyringPath: string;
   let postgres: TestDatabase | undefined;

@@ -8,7 +8,11 @@ import { rotateUserDataKey } from "../../../src/rotation/user-key-rotation.js";
 import { parsePutSecret } from "../../../src/secrets/secret-input.js";
 import { asBuffer } from "../../../src/store/bytes.js";
 import { findUserKey } from "../../../src/store/users.repository.js";
-import { createTestDatabase, type TestDatabase, testDatabaseKinds } from "../../support/test-database.js";
+import {
+  createTestDatabase,
+  describeOnEachDatabase,
+  type TestDatabase,
+} from "../../support/test-database.js";
 import {
   createRotationFixture,
   emptyDatabase,
@@ -55,7 +59,7 @@ function createGate(): { reached: Promise<void>; wait(): Promise<void>; open(): 
   };
 }
 
-describe.each(testDatabaseKinds())("user data-key rotation on %s", (databaseKind) => {
+describeOnEachDatabase("user data-key rotation on %s", (databaseKind) => {
   let database: TestDatabase;
   let fixture: RotationFixture;
   let users: SeededUser[];

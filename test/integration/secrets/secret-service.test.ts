@@ -6,9 +6,9 @@ import { parsePutSecret } from "../../../src/secrets/secret-input.js";
 import { createSecretsFixture, type SecretsFixture } from "../../support/secrets-fixture.js";
 import {
   createTestDatabase,
+  describeOnEachDatabase,
   dumpAllRows,
   type TestDatabase,
-  testDatabaseKinds,
 } from "../../support/test-database.js";
 
 const CANARY_KEY = "CANARYkey0123456789abcdefghijklmnop";
@@ -26,7 +26,7 @@ async function rejection(promise: Promise<unknown>): Promise<BrokerError> {
   return err as BrokerError;
 }
 
-describe.each(testDatabaseKinds())("secret service on %s", (kind) => {
+describeOnEachDatabase("secret service on %s", (kind) => {
   let database: TestDatabase;
   let fixture: SecretsFixture;
   let alice: UserIdentity;

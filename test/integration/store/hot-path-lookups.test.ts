@@ -3,12 +3,16 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createCallerKeyLookup, findCallerKeysByHashes } from "../../../src/store/caller-keys.repository.js";
 import { createSecretForUseLookup, findSecretsForUse } from "../../../src/store/secrets.repository.js";
-import { createTestDatabase, type TestDatabase, testDatabaseKinds } from "../../support/test-database.js";
+import {
+  createTestDatabase,
+  describeOnEachDatabase,
+  type TestDatabase,
+} from "../../support/test-database.js";
 
 const ALICE = randomBytes(32);
 const BOB = randomBytes(32);
 
-describe.each(testDatabaseKinds())("batched hot-path lookups on %s", (kind) => {
+describeOnEachDatabase("batched hot-path lookups on %s", (kind) => {
   let database: TestDatabase;
   beforeAll(async () => {
     database = await createTestDatabase(kind);
