@@ -18,6 +18,11 @@ export interface TokenVerifierOptions {
   readonly allowedAzp?: string;
   /** 0..30 seconds. */
   readonly clockToleranceSec: number;
+  /**
+   * If set, a token minted (`iat`) longer ago than this is refused whatever its `exp`, so an
+   * operator can shorten the life of a harvested token below the issuer's lifetime (F2).
+   */
+  readonly maxTokenAgeSec?: number | undefined;
   /** How long fetched keys are trusted without a refetch; also the most stale a key can be used. */
   readonly jwksCacheMaxAgeMs: number;
   /** Minimum time between refetches triggered by an unknown `kid`. */
@@ -69,9 +74,15 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       clockTolerance: opts.clockToleranceSec,
       requiredClaims: ["exp", "sub"],
       currentDate: new Date(now()),
+      // jose then requires `iat` and refuses one too old or in the future.
+      ...(opts.maxTokenAgeSec === undefined ? {} : { maxTokenAge: opts.maxTokenAgeSec }),
     });
     const { sub, exp } = checkUserPolicy(payload, opts);
-    return { userRef: opts.deriveUserRef(opts.issuer, sub), expiresAt: exp };
+    const iat = checkIssuedAt(payload, now() / 1000, opts.clockToleranceSec);
+    // The cache must not outlive the maximum age either.
+    const expiresAt =
+      opts.maxTokenAgeSec === undefined || iat === undefined ? exp : Math.min(exp, iat + opts.maxTokenAgeSec);
+    return { userRef: opts.deriveUserRef(opts.issuer, sub), expiresAt };
   }
 
   return {
@@ -136,6 +147,20 @@ function checkUserPolicy(payload: JWTPayload, opts: TokenVerifierOptions): { sub
     throw new BrokerError("permission_denied", "user access token lacks the required permission");
   }
   return { sub, exp };
+}
+
+/**
+ * Auth0 sends no `nbf`, so `iat` is the only sign of when a token was minted; one "issued" in
+ * the future (beyond the clock tolerance) was minted by a skewed or forged clock and is refused
+ * (catalogue F2). jose checks this only when a maximum age is set, so it is checked here always.
+ */
+function checkIssuedAt(payload: JWTPayload, nowSec: number, toleranceSec: number): number | undefined {
+  const { iat } = payload;
+  if (iat === undefined) return undefined;
+  if (typeof iat !== "number" || !Number.isFinite(iat) || iat > nowSec + toleranceSec) {
+    throw new BrokerError("unauthenticated", "user access token is issued in the future");
+  }
+  return iat;
 }
 
 /** `scope` is split on single spaces and matched exactly, so "secrets:useX" is not "secrets:use". */

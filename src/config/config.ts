@@ -35,6 +35,8 @@ export interface Config {
     readonly requiredPermission: string;
     readonly allowedAzp: string | undefined;
     readonly clockToleranceSec: number;
+    /** Refuse tokens minted longer ago than this (by `iat`), whatever their `exp`. */
+    readonly maxTokenAgeSec: number | undefined;
     readonly jwksCacheMaxAgeMs: number;
     readonly jwksCooldownMs: number;
     readonly jwksTimeoutMs: number;
@@ -100,6 +102,8 @@ export const envSchema = z.object({
   AUTH0_REQUIRED_PERMISSION: z.string().regex(/^\S+$/, "must be one permission, no spaces"),
   AUTH0_ALLOWED_AZP: z.string().min(1).optional(),
   AUTH0_CLOCK_TOLERANCE_SEC: int(0, 30).default(10),
+  // Optional: a token older than this (by iat) is refused even before its exp (1 min .. 24 h).
+  KEYBROKER_MAX_TOKEN_AGE_SEC: int(60, 86_400).optional(),
   KEYBROKER_JWKS_CACHE_MAX_AGE_MS: int(10_000, 86_400_000).default(600_000),
   KEYBROKER_JWKS_COOLDOWN_MS: int(1_000, 3_600_000).default(30_000),
   KEYBROKER_JWKS_TIMEOUT_MS: int(100, 30_000).default(5_000),
@@ -234,6 +238,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       requiredPermission: e.AUTH0_REQUIRED_PERMISSION,
       allowedAzp: e.AUTH0_ALLOWED_AZP,
       clockToleranceSec: e.AUTH0_CLOCK_TOLERANCE_SEC,
+      maxTokenAgeSec: e.KEYBROKER_MAX_TOKEN_AGE_SEC,
       jwksCacheMaxAgeMs: e.KEYBROKER_JWKS_CACHE_MAX_AGE_MS,
       jwksCooldownMs: e.KEYBROKER_JWKS_COOLDOWN_MS,
       jwksTimeoutMs: e.KEYBROKER_JWKS_TIMEOUT_MS,

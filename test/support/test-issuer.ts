@@ -14,8 +14,10 @@ export interface TestIssuerOptions {
 }
 
 export interface SignOptions {
-  /** Header `kid` to claim (the token is still signed with the current key). */
+  /** Header `kid` to claim (the token is still signed with the current key unless `signWith`). */
   readonly kid?: string;
+  /** Sign with the key of this kid, even a dropped one (default: the current key). */
+  readonly signWith?: string;
   /** Extra or overriding protected-header members, e.g. `{ jku: "http://..." }`. */
   readonly header?: Record<string, unknown>;
   /** Default 300. Ignored when `claims.exp` is given. */
@@ -37,6 +39,8 @@ export interface TestIssuer {
   rotateKey(kid?: string): Promise<string>;
   /** Stops publishing the key(s) with this kid. */
   dropKey(kid: string): void;
+  /** Publishes a dropped key again. */
+  restoreKey(kid: string): void;
   /** Answer JWKS requests with this status (and no keys), or `null` to serve normally. */
   setStatus(code: number | null): void;
   /** Delay every JWKS response by this many ms. */
@@ -83,6 +87,11 @@ export async function startTestIssuer(opts: TestIssuerOptions = {}): Promise<Tes
     if (key === undefined) throw new Error("test issuer has no key");
     return key;
   };
+  const keyOf = (kid: string): SigningKey => {
+    const key = keys.find((k) => k.kid === kid);
+    if (key === undefined) throw new Error(`test issuer has no key ${kid}`);
+    return key;
+  };
   await addKey(randomUUID());
 
   const respond = (req: IncomingMessage, res: ServerResponse): void => {
@@ -122,7 +131,7 @@ export async function startTestIssuer(opts: TestIssuerOptions = {}): Promise<Tes
     audience,
     permission,
     async sign(claims = {}, signOpts = {}) {
-      const key = current();
+      const key = signOpts.signWith === undefined ? current() : keyOf(signOpts.signWith);
       const iat = Math.floor(Date.now() / 1000);
       const payload: Record<string, unknown> = {
         iss: issuer,
@@ -141,6 +150,9 @@ export async function startTestIssuer(opts: TestIssuerOptions = {}): Promise<Tes
     rotateKey: (kid) => addKey(kid ?? randomUUID()),
     dropKey(kid) {
       for (const key of keys) if (key.kid === kid) key.dropped = true;
+    },
+    restoreKey(kid) {
+      for (const key of keys) if (key.kid === kid) key.dropped = false;
     },
     setStatus(code) {
       status = code;

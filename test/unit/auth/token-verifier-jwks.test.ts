@@ -69,7 +69,7 @@ describe("token verifier: JWKS fetching", () => {
     await expect(verifier.verify(oldToken)).resolves.toBeDefined();
   });
 
-  it("A14 stops accepting a dropped key once the keys are refetched", async () => {
+  it("W1 A14 stops accepting a token signed with a dropped key once the keys are refetched", async () => {
     const { verifier } = verifierFor(issuer, { jwksCacheMaxAgeMs: 100 });
     const oldKid = issuer.currentKid();
     const oldToken = await issuer.sign({ jti: "old" });
@@ -77,8 +77,16 @@ describe("token verifier: JWKS fetching", () => {
     await issuer.rotateKey();
     issuer.dropKey(oldKid);
     await sleep(150);
-    const err = await brokerErrorOf(verifier.verify(await issuer.sign({ jti: "old-2" }, { kid: oldKid })));
+    // Signed with the dropped key itself (W1: signing with the new key proved nothing).
+    const signedWithDropped = await issuer.sign({ jti: "old-2" }, { kid: oldKid, signWith: oldKid });
+    const err = await brokerErrorOf(verifier.verify(signedWithDropped));
     expect(err.code).toBe("unauthenticated");
+    // The same key still verifies tokens once it is published again: the refusal was the drop.
+    issuer.restoreKey(oldKid);
+    await sleep(150);
+    await expect(
+      verifier.verify(await issuer.sign({ jti: "old-3" }, { signWith: oldKid })),
+    ).resolves.toBeDefined();
   });
 });
 

@@ -239,6 +239,46 @@ describe("token verifier: claims", () => {
     it("refuses a clock tolerance above 30 s at construction", () => {
       expect(() => verifierFor(issuer, { clockToleranceSec: 31 })).toThrow(/clockToleranceSec/);
     });
+
+    it.each([
+      ["1 h", 3_600],
+      ["24 h", 86_400],
+      ["31 s (one beyond a 30 s tolerance)", 31],
+    ])("F2 refuses a token whose iat is %s in the future (Auth0 sends no nbf)", async (_label, ahead) => {
+      const err = await brokerErrorOf(
+        at(30).verify(await issuer.sign({ iat: t + ahead, exp: t + ahead + 600 })),
+      );
+      expect(err).toMatchObject({
+        code: "unauthenticated",
+        message: "user access token is issued in the future",
+      });
+      // With a maximum age configured jose checks iat too; still refused, still UNAUTHENTICATED.
+      const aged = verifierFor(issuer, {
+        now: () => T,
+        clockToleranceSec: 30,
+        maxTokenAgeSec: 3_600,
+      }).verifier;
+      const again = await brokerErrorOf(
+        aged.verify(await issuer.sign({ iat: t + ahead, exp: t + ahead + 600 })),
+      );
+      expect(again.code).toBe("unauthenticated");
+    });
+
+    it("F2 accepts an iat at the tolerance edge", async () => {
+      await expect(at(30).verify(await issuer.sign({ iat: t + 30, exp: t + 600 }))).resolves.toBeDefined();
+    });
+
+    it("F2 refuses a token older than the configured maximum age, whatever its exp, and stops caching it then", async () => {
+      let now = T;
+      const { verifier } = verifierFor(issuer, { now: () => now, maxTokenAgeSec: 600 });
+      const token = await issuer.sign({ iat: t - 300, exp: t + 86_400 });
+      await expect(verifier.verify(token)).resolves.toMatchObject({ expiresAt: t + 300 });
+      now = T + 301_000;
+      expect((await brokerErrorOf(verifier.verify(token))).code).toBe("unauthenticated");
+      const old = await issuer.sign({ iat: t - 601, exp: t + 86_400 });
+      now = T;
+      expect((await brokerErrorOf(verifier.verify(old))).code).toBe("unauthenticated");
+    });
   });
 
   it.each([
