@@ -117,3 +117,47 @@ describe("D40 sealed-secret tampering, as a property", () => {
     );
   });
 });
+
+type BindingChange = readonly [field: keyof SecretBinding, change: (b: SecretBinding) => SecretBinding];
+
+/** Each binding field, changed to a different value of the same kind. */
+const bindingChange: fc.Arbitrary<BindingChange> = fc.oneof(
+  fc
+    .uuid()
+    .map((id): BindingChange => ["secretId", (b) => ({ ...b, secretId: id === b.secretId ? `${id}0` : id })]),
+  fc.tuple(fc.nat({ max: 31 }), fc.integer({ min: 1, max: 255 })).map(
+    ([i, delta]): BindingChange => [
+      "userRef",
+      (b) => {
+        const userRef = Buffer.from(b.userRef);
+        userRef[i] = ((userRef[i] ?? 0) + delta) & 0xff;
+        return { ...b, userRef };
+      },
+    ],
+  ),
+  fc.constant<BindingChange>(["provider", (b) => ({ ...b, provider: `${b.provider}x` })]),
+  fc
+    .integer({ min: 1, max: 1_000 })
+    .map((d): BindingChange => ["version", (b) => ({ ...b, version: b.version + d })]),
+  fc.constant<BindingChange>(["part", (b) => ({ ...b, part: b.part === "fields" ? "hint" : "fields" })]),
+);
+
+describe("W8 D36 the binding, as a property", () => {
+  it("W8 fails closed with data_loss when any one binding field differs (secret id, user ref, provider, version, part), under the same key", () => {
+    const seen = new Set<string>();
+    fc.assert(
+      fc.property(sealedCase, bindingChange, ({ key, plaintext, binding: b }, [field, change]) => {
+        seen.add(field);
+        const outcome = attemptOpen(key, seal(key, plaintext, b), change(b));
+        expect(outcome).not.toHaveProperty("returned");
+        expect("threw" in outcome ? outcome.threw : undefined).toMatchObject({
+          code: "data_loss",
+          message: INTEGRITY_MESSAGE,
+        });
+      }),
+      { numRuns: 500 },
+    );
+    // Every field was exercised, so removing any one from the AAD fails this test.
+    expect([...seen].sort()).toEqual(["part", "provider", "secretId", "userRef", "version"]);
+  });
+});

@@ -140,6 +140,62 @@ describe("stored ciphertexts, database dumps and crypto-shredding through the re
     expect(errorLines.map((l) => l.requestId).sort()).toEqual([...requestIds].sort());
   });
 
+  it("W7 D36 answers DATA_LOSS when a row's binding columns are rewritten (provider, version, owner) and sends nothing upstream", async () => {
+    const byProvider = await putSecret(alice, "w7 provider", makeCanary("w7provider"));
+    const byVersion = await putSecret(alice, "w7 version", makeCanary("w7version1"));
+    await unary(
+      broker.clients.secrets,
+      "PutSecret",
+      {
+        secretId: byVersion,
+        provider: "test-upstream",
+        label: "w7 version",
+        fields: { token: makeCanary("w7version2") },
+      },
+      alice,
+    );
+    const byOwner = await putSecret(alice, "w7 owner", makeCanary("w7owner"));
+    const bobs = await putSecret(bob, "w7 bob", makeCanary("w7bob"));
+    for (const id of [byProvider, byVersion, byOwner]) await callOk(alice, id);
+
+    const db = broker.database.db;
+    // The provider column names another provider (one the same fields would suit).
+    await db.updateTable("secrets").set({ provider: "test-binance" }).where("id", "=", byProvider).execute();
+    // Version 1's ciphertext under version 2's number (an old value replayed as current).
+    const v1 = await db
+      .selectFrom("secret_versions")
+      .selectAll()
+      .where("secret_id", "=", byVersion)
+      .where("version", "=", 1)
+      .executeTakeFirstOrThrow();
+    await db
+      .updateTable("secret_versions")
+      .set({ ciphertext: v1.ciphertext, hint_ciphertext: v1.hint_ciphertext })
+      .where("secret_id", "=", byVersion)
+      .where("version", "=", 2)
+      .execute();
+    // Alice's row handed to Bob (his user ref in its owner column).
+    const bobRow = await db
+      .selectFrom("secrets")
+      .select("user_ref")
+      .where("id", "=", bobs)
+      .executeTakeFirstOrThrow();
+    await db.updateTable("secrets").set({ user_ref: bobRow.user_ref }).where("id", "=", byOwner).execute();
+    broker.upstream.reset();
+
+    for (const [who, id] of [
+      [alice, byProvider],
+      [alice, byVersion],
+      [bob, byOwner],
+    ] as const) {
+      const err = await failure(callOk(who, id));
+      expect([id, err?.code, err?.details]).toEqual([id, status.DATA_LOSS, INTEGRITY_MESSAGE]);
+    }
+    // And the row is no longer Alice's to use at all.
+    expect((await failure(callOk(alice, byOwner)))?.code).toBe(status.NOT_FOUND);
+    expect(broker.upstream.requests).toHaveLength(0);
+  });
+
   it("D43 leaves no secret, caller key, token or raw user id in a dump of every table, and no dumped value works as a caller key", async () => {
     const secretValue = makeCanary("dumpsecret");
     canaries.register("a stored secret", secretValue);
