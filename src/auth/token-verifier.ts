@@ -27,6 +27,12 @@ export interface TokenVerifierOptions {
   readonly jwksCacheMaxAgeMs: number;
   /** Minimum time between refetches triggered by an unknown `kid`. */
   readonly jwksCooldownMs: number;
+  /**
+   * A verify that finds the key set older than this refreshes it in the background (not
+   * awaited), so a key the issuer publishes ahead of use is known before its first token (F4).
+   * Default: half of `jwksCacheMaxAgeMs`.
+   */
+  readonly jwksRefreshAheadMs?: number;
   readonly jwksTimeoutMs: number;
   readonly cacheMaxEntries: number;
   /** Maps the verified (issuer, sub) to the opaque user reference (an HMAC under the pepper). */
@@ -65,9 +71,40 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     timeoutDuration: opts.jwksTimeoutMs,
   });
   const cache = createTokenCache({ maxEntries: opts.cacheMaxEntries, now });
+  const refreshAheadMs = opts.jwksRefreshAheadMs ?? opts.jwksCacheMaxAgeMs / 2;
+  let lastRefreshAt = now();
+
+  function refreshAhead(): void {
+    if (now() - lastRefreshAt < refreshAheadMs || jwks.reloading) return;
+    lastRefreshAt = now();
+    // Not awaited: an outage shows on the verify that needs a fetch, as UNAVAILABLE, not here.
+    jwks.reload().catch(() => undefined);
+  }
+
+  /**
+   * jose's key lookup, with one distinction it does not make: a kid that is unknown while the
+   * unknown-kid refetch is cooling down was never checked against the issuer's current keys. It
+   * may be a new key (Auth0 rotation) that a junk token's refetch just missed, so the answer is a
+   * retryable UNAVAILABLE; a kid still unknown right after a refetch is UNAUTHENTICATED (A5, F4).
+   */
+  const getKey: JWTVerifyGetKey = async (header, token) => {
+    // A stale set is refetched before the lookup, so then the kid is checked against the issuer.
+    const unchecked = jwks.coolingDown && jwks.fresh;
+    try {
+      return await jwks(header, token);
+    } catch (err) {
+      if (err instanceof errors.JWKSNoMatchingKey && unchecked) {
+        throw new BrokerError("unavailable", "token signing key not yet known; retry shortly", {
+          cause: err,
+        });
+      }
+      throw err;
+    }
+  };
 
   async function verifyUncached(token: string): Promise<UserIdentity> {
-    const payload = await verifySignature(token, jwks, {
+    refreshAhead();
+    const payload = await verifySignature(token, getKey, {
       algorithms: ["RS256"],
       issuer: opts.issuer,
       audience: opts.audience,

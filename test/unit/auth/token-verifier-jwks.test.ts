@@ -90,6 +90,45 @@ describe("token verifier: JWKS fetching", () => {
   });
 });
 
+describe("token verifier: signing-key rotation behind a junk kid (F4)", () => {
+  it("F4 answers a new kid that arrives while a junk kid's refetch is cooling down with a retryable UNAVAILABLE, then verifies it", async () => {
+    // The cooldown must outlast generating the new RSA key below, even on a loaded machine.
+    const { verifier } = verifierFor(issuer, { jwksCooldownMs: 1_500 });
+    const token = await issuer.sign();
+    await verifier.verify(token);
+    await sleep(1_550);
+    // A junk kid spends the refetch (still UNAUTHENTICATED: the issuer was just asked)...
+    const junk = await brokerErrorOf(verifier.verify(withHeader(token, { alg: "RS256", kid: "junk" })));
+    expect(junk.code).toBe("unauthenticated");
+    // ...then the issuer starts signing with a new key: its first tokens are not refused as forged.
+    await issuer.rotateKey();
+    const fresh = await issuer.sign({ jti: "after-rotation" });
+    const early = await brokerErrorOf(verifier.verify(fresh));
+    expect(early).toMatchObject({
+      code: "unavailable",
+      message: "token signing key not yet known; retry shortly",
+    });
+    await sleep(1_550);
+    await expect(verifier.verify(fresh)).resolves.toBeDefined();
+  });
+
+  it("F4 refreshes the key set in the background, so a key published ahead of use is known before its first token", async () => {
+    const { verifier } = verifierFor(issuer, { jwksCooldownMs: 60_000, jwksRefreshAheadMs: 100 });
+    const oldKid = issuer.currentKid();
+    await verifier.verify(await issuer.sign({ jti: "first" }));
+    expect(issuer.fetchCount()).toBe(1);
+    await issuer.rotateKey(); // published, not yet used by the verifier
+    await sleep(150);
+    // A token under the old key, verified from the cached set, sets off the refresh behind it.
+    await verifier.verify(await issuer.sign({ jti: "second" }, { signWith: oldKid }));
+    for (let i = 0; i < 50 && issuer.fetchCount() < 2; i++) await sleep(20);
+    expect(issuer.fetchCount()).toBe(2);
+    // Well inside the unknown-kid cooldown, and yet the new key verifies: it was fetched ahead.
+    await expect(verifier.verify(await issuer.sign({ jti: "third" }))).resolves.toBeDefined();
+    expect(issuer.fetchCount()).toBe(2);
+  });
+});
+
 describe("token verifier: identity provider outages", () => {
   it("A13 answers UNAVAILABLE, not UNAUTHENTICATED, when the JWKS returns 500 and nothing is cached", async () => {
     const { verifier } = verifierFor(issuer);
