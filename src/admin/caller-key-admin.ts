@@ -13,6 +13,8 @@ import {
 } from "../store/caller-keys.repository.js";
 import type { Database } from "../store/schema.js";
 
+export type { CallerKeySummary } from "../store/caller-keys.repository.js";
+
 const NAME = /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/;
 const SHA256_BYTES = 32;
 

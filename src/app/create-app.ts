@@ -10,6 +10,7 @@ import { createGrpcServer } from "../api/transport/grpc-server.js";
 import { registerService } from "../api/transport/handlers.js";
 import { loadServerTlsCredentials } from "../api/transport/tls-credentials.js";
 import { createAuditLog } from "../audit/audit-log.js";
+import { createAuditReader } from "../audit/audit-reader.js";
 import { createAuditedRunner } from "../audit/audited-operation.js";
 import { createCallerAuthenticator } from "../auth/caller-authenticator.js";
 import { createTokenVerifier } from "../auth/token-verifier.js";
@@ -166,9 +167,8 @@ export async function createApp(
         AdminService,
         createAdminServiceHandlers({
           guard,
-          audit,
           audited,
-          db: database.db,
+          auditReader: createAuditReader({ db: database.db, flush: () => audit.flush() }),
           callerKeys: createCallerKeyAdmin({ db: database.db }),
           shredder: createUserShredder({ db: database.db, userDataKeys }),
           userRefOf: (subject) => deriveUserRef(pepper, config.auth.issuer, subject),

@@ -1,9 +1,8 @@
 import { parseArgs } from "node:util";
-import { verifyAuditChain } from "../audit/audit-chain.js";
+import { createAuditReader } from "../audit/audit-reader.js";
 import { loadDatabaseConfig } from "../config/config.js";
 import { BrokerError } from "../errors.js";
 import { createLogger } from "../log/logger.js";
-import { queryAuditEvents } from "../store/audit.repository.js";
 import { openDatabase } from "../store/database.js";
 
 const USER_REF_HEX = /^[0-9a-f]{64}$/;
@@ -24,9 +23,10 @@ export async function runAudit(args: string[]): Promise<number> {
   });
   const logger = createLogger({ level: process.env.LOG_LEVEL ?? "warn" });
   const database = await openDatabase(loadDatabaseConfig(process.env), logger);
+  const reader = createAuditReader({ db: database.db });
   try {
     if (action === "verify") {
-      const verdict = await verifyAuditChain(database.db);
+      const verdict = await reader.verify();
       if (verdict.ok) {
         process.stdout.write(`audit chain intact: ${verdict.rows} rows, last seq ${verdict.lastSeq}\n`);
         return 0;
@@ -41,7 +41,7 @@ export async function runAudit(args: string[]): Promise<number> {
       if (userRef !== undefined && !USER_REF_HEX.test(userRef)) {
         throw new BrokerError("invalid_argument", "--user-ref must be 64 lowercase hex characters");
       }
-      const events = await queryAuditEvents(database.db, {
+      const events = await reader.query({
         limit: Number(values.limit),
         ...(values["after-seq"] === undefined ? {} : { afterSeq: Number(values["after-seq"]) }),
         ...(userRef === undefined ? {} : { userRef: Buffer.from(userRef, "hex") }),

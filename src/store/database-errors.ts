@@ -1,3 +1,5 @@
+import { BrokerError } from "../errors.js";
+
 /**
  * Whether an error means "the database is unreachable right now" rather than "this query is
  * wrong": the caller should get UNAVAILABLE (retry later), not INTERNAL. Covers both drivers:
@@ -26,4 +28,14 @@ export function isDatabaseUnavailable(err: unknown): boolean {
     return true;
   }
   return typeof message === "string" && UNAVAILABLE_MESSAGES.some((m) => message.includes(m));
+}
+
+/**
+ * What the store throws for a driver error: BrokerError "unavailable" for an outage (the real
+ * error kept as `cause` for the logs), anything else unchanged, so callers still see SQLSTATEs
+ * such as 23505 (isUniqueViolation) and their own errors as they threw them.
+ */
+export function toStoreError(err: unknown): unknown {
+  if (err instanceof BrokerError || !isDatabaseUnavailable(err)) return err;
+  return new BrokerError("unavailable", "database unavailable", { cause: err });
 }

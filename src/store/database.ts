@@ -6,6 +6,7 @@ import type { Logger } from "../log/logger.js";
 import type { Redacted } from "../log/redacted.js";
 import { type PreparedRunner, pgliteRunner, pgPreparedRunner } from "./prepared.js";
 import type { Database } from "./schema.js";
+import { translatingDialect } from "./translating-dialect.js";
 
 /** Where the data lives: a Postgres server, or the embedded PGlite (a directory, or memory). */
 export type DatabaseConfig =
@@ -20,6 +21,11 @@ export type DatabaseConfig =
     }
   | { readonly kind: "pglite"; readonly dataDir: string | undefined };
 
+/**
+ * Both handles throw BrokerError "unavailable" (never a raw driver error) when the database cannot
+ * be reached, times out a statement or has no free connection: see translating-dialect.ts and
+ * prepared.ts. Every other database error passes through unchanged.
+ */
 export interface DatabaseHandle {
   readonly db: Kysely<Database>;
   /** Prepared statements for the hot path (see prepared.ts). */
@@ -37,7 +43,7 @@ export const PGLITE_PARSERS = { [INT8_OID]: parseInt8 };
 
 /** A handle over an open PGlite instance (created with PGLITE_PARSERS); closing it closes PGlite. */
 export function pgliteHandle(pglite: PGlite): DatabaseHandle {
-  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+  const db = new Kysely<Database>({ dialect: translatingDialect(new PGliteDialect(pglite)) });
   return {
     db,
     prepared: pgliteRunner(db),
@@ -77,7 +83,7 @@ export async function openDatabase(config: DatabaseConfig, logger: Logger): Prom
   pool.on("connect", (client) => {
     client.on("error", (err) => logger.warn({ err: { message: err.message } }, "postgres connection lost"));
   });
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: translatingDialect(new PostgresDialect({ pool })) });
   return {
     db,
     prepared: pgPreparedRunner(pool),

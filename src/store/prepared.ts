@@ -1,5 +1,6 @@
 import { CompiledQuery, type Kysely } from "kysely";
 import type pg from "pg";
+import { toStoreError } from "./database-errors.js";
 
 /**
  * A SQL statement for the hot path. Kysely builds a frozen query tree per call (~110 µs
@@ -26,20 +27,43 @@ function nestedTransaction(): Promise<never> {
   return Promise.reject(new Error("nested transactions are not supported"));
 }
 
+// Driver errors are translated here, where they are born (toStoreError): an outage leaves the
+// runner as BrokerError "unavailable", anything else unchanged. `work`'s own errors are not
+// touched: they were translated where they came from, or are not the database's.
 async function clientRows<R>(
   client: pg.Pool | pg.PoolClient,
   statement: PreparedStatement,
   values: readonly unknown[],
 ): Promise<R[]> {
-  const result = await client.query({ name: statement.name, text: statement.text, values: [...values] });
-  return result.rows as R[];
+  try {
+    const result = await client.query({ name: statement.name, text: statement.text, values: [...values] });
+    return result.rows as R[];
+  } catch (err) {
+    throw toStoreError(err);
+  }
+}
+
+async function clientCommand(client: pg.PoolClient, text: "begin" | "commit"): Promise<void> {
+  try {
+    await client.query(text);
+  } catch (err) {
+    throw toStoreError(err);
+  }
+}
+
+async function connect(pool: pg.Pool): Promise<pg.PoolClient> {
+  try {
+    return await pool.connect();
+  } catch (err) {
+    throw toStoreError(err);
+  }
 }
 
 export function pgPreparedRunner(pool: pg.Pool): PreparedRunner {
   return {
     rows: (statement, values) => clientRows(pool, statement, values),
     async transaction(work) {
-      const client = await pool.connect();
+      const client = await connect(pool);
       const tx: PreparedRunner = {
         rows: (statement, values) => clientRows(client, statement, values),
         transaction: nestedTransaction,
@@ -47,9 +71,9 @@ export function pgPreparedRunner(pool: pg.Pool): PreparedRunner {
       // A connection that cannot even roll back is in an unknown state: destroyed, never reused.
       let broken: Error | undefined;
       try {
-        await client.query("begin");
+        await clientCommand(client, "begin");
         const result = await work(tx);
-        await client.query("commit");
+        await clientCommand(client, "commit");
         return result;
       } catch (err) {
         await client.query("rollback").catch((rollbackErr: unknown) => {

@@ -15,6 +15,7 @@ import { createGrpcServer, type GrpcServer } from "../../../src/api/transport/gr
 import { registerService } from "../../../src/api/transport/handlers.js";
 import { loadServerTlsCredentials } from "../../../src/api/transport/tls-credentials.js";
 import { type AuditLog, createAuditLog } from "../../../src/audit/audit-log.js";
+import { createAuditReader } from "../../../src/audit/audit-reader.js";
 import { createAuditedRunner } from "../../../src/audit/audited-operation.js";
 import { createCallerAuthenticator } from "../../../src/auth/caller-authenticator.js";
 import { clientCertificateSha256 } from "../../../src/auth/client-certificate.js";
@@ -80,9 +81,8 @@ describeOnEachDatabase("mTLS caller authentication (%s)", (kind) => {
         AdminService,
         createAdminServiceHandlers({
           guard,
-          audit,
           audited: createAuditedRunner({ audit, logger }),
-          db: database.db,
+          auditReader: createAuditReader({ db: database.db, flush: () => audit.flush() }),
           callerKeys: admin,
           shredder: createUserShredder({ db: database.db, userDataKeys: { forget: () => undefined } }),
           userRefOf: () => Buffer.alloc(32),
