@@ -4,6 +4,7 @@ import { dirname } from "node:path";
 import { z } from "zod";
 import { canonicalContext, lengthPrefixed } from "../crypto/canonical-encoding.js";
 import { BrokerError } from "../errors.js";
+import { localKeyId, localKeyVersion } from "./key-ids.js";
 import type {
   EncryptionContext,
   GeneratedDataKey,
@@ -28,7 +29,6 @@ const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 // [format][u32 master key version][nonce][wrapped 32-byte key][tag]
 const WRAPPED_BYTES = 1 + 4 + NONCE_BYTES + KEY_BYTES + TAG_BYTES;
-const KEY_ID_PATTERN = /^local:([1-9][0-9]{0,9})$/;
 
 const keyringFileSchema = z.object({
   format: z.literal(FILE_FORMAT),
@@ -73,10 +73,6 @@ function newMaterial(): string {
   const encoded = material.toString("base64");
   material.fill(0);
   return encoded;
-}
-
-function keyIdOf(version: number): string {
-  return `local:${version}`;
 }
 
 async function readKeyringFile(path: string): Promise<{ file: KeyringFile; signature: string }> {
@@ -155,8 +151,8 @@ function integrityFailure(reason: string, cause?: unknown): BrokerError {
 }
 
 function usable(master: MasterKey | undefined, version: number): MasterKey {
-  if (master === undefined) throw precondition(`master key ${keyIdOf(version)} does not exist`);
-  if (master.disabled) throw precondition(`master key ${keyIdOf(version)} is disabled`);
+  if (master === undefined) throw precondition(`master key ${localKeyId(version)} does not exist`);
+  if (master.disabled) throw precondition(`master key ${localKeyId(version)} is disabled`);
   return master;
 }
 
@@ -210,7 +206,7 @@ export async function loadOrCreateLocalKeyring(options: LocalKeyringOptions): Pr
     const master = current.keys.get(version);
     // A version missing from the file cannot be recovered: the data it wrapped is lost.
     if (master === undefined) throw integrityFailure("wrapped under an unknown master key version");
-    if (master.disabled) throw precondition(`master key ${keyIdOf(version)} is disabled`);
+    if (master.disabled) throw precondition(`master key ${localKeyId(version)} is disabled`);
 
     const nonce = input.subarray(5, 5 + NONCE_BYTES);
     const body = input.subarray(5 + NONCE_BYTES, 5 + NONCE_BYTES + KEY_BYTES);
@@ -225,7 +221,7 @@ export async function loadOrCreateLocalKeyring(options: LocalKeyringOptions): Pr
       unverified = decipher.update(body);
       unverified.copy(plaintext);
       decipher.final();
-      return { plaintext, keyId: keyIdOf(version) };
+      return { plaintext, keyId: localKeyId(version) };
     } catch (cause) {
       plaintext.fill(0);
       throw integrityFailure("wrapped key did not authenticate", cause);
@@ -239,14 +235,14 @@ export async function loadOrCreateLocalKeyring(options: LocalKeyringOptions): Pr
 
     // As of the last load or operation: after addLocalKeyVersion in another process, the
     // next call (or a fresh load) picks the new version up.
-    currentKeyId: () => keyIdOf(state.current),
+    currentKeyId: () => localKeyId(state.current),
 
     async generateDataKey(context, callOptions): Promise<GeneratedDataKey> {
       checkSignal(callOptions);
       const current = await refresh();
       const master = usable(current.keys.get(current.current), current.current);
       const plaintext = randomFillSync(Buffer.alloc(KEY_BYTES));
-      return { plaintext, wrapped: wrapUnder(master, plaintext, context), keyId: keyIdOf(master.version) };
+      return { plaintext, wrapped: wrapUnder(master, plaintext, context), keyId: localKeyId(master.version) };
     },
 
     async decrypt(wrapped, context, callOptions) {
@@ -257,13 +253,13 @@ export async function loadOrCreateLocalKeyring(options: LocalKeyringOptions): Pr
     async reEncrypt(wrapped, context, destinationKeyId, callOptions): Promise<WrappedKey> {
       checkSignal(callOptions);
       const current = await refresh();
-      const match = KEY_ID_PATTERN.exec(destinationKeyId);
-      if (match?.[1] === undefined) throw precondition("destination master key is not a local key id");
-      const destinationVersion = Number(match[1]);
+      const destinationVersion = localKeyVersion(destinationKeyId);
+      if (destinationVersion === undefined)
+        throw precondition("destination master key is not a local key id");
       const destination = usable(current.keys.get(destinationVersion), destinationVersion);
       const { plaintext } = unwrap(current, wrapped, context);
       try {
-        return { wrapped: wrapUnder(destination, plaintext, context), keyId: keyIdOf(destinationVersion) };
+        return { wrapped: wrapUnder(destination, plaintext, context), keyId: localKeyId(destinationVersion) };
       } finally {
         plaintext.fill(0);
       }
@@ -310,7 +306,8 @@ export async function addLocalKeyVersion(path: string): Promise<number> {
 export async function disableLocalKeyVersion(path: string, version: number): Promise<void> {
   const { file } = await readKeyringFile(path);
   const key = file.keys.find((k) => k.version === version);
-  if (key === undefined) throw new BrokerError("not_found", `master key ${keyIdOf(version)} does not exist`);
+  if (key === undefined)
+    throw new BrokerError("not_found", `master key ${localKeyId(version)} does not exist`);
   if (version === file.current) {
     throw precondition("the current master key version cannot be disabled; add a new version first");
   }
