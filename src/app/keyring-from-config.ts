@@ -2,6 +2,7 @@ import type { KMSClient } from "@aws-sdk/client-kms";
 import type { Config } from "../config/config.js";
 import { BrokerError } from "../errors.js";
 import { createAwsKmsKeyring, createKmsClient, resolveKmsKeyArn } from "../keys/aws-kms-keyring.js";
+import { isLocalKeyId } from "../keys/key-ids.js";
 import type { Keyring } from "../keys/keyring.js";
 import { loadOrCreateLocalKeyring } from "../keys/local-keyring.js";
 
@@ -17,8 +18,6 @@ export interface ConfiguredKeyring {
   close(): void;
 }
 
-const LOCAL_KEY_ID = /^local:[1-9][0-9]{0,9}$/;
-
 /**
  * Builds the keyring exactly as the broker does (a copy of app/create-app.ts's createKeyring, so that
  * app/create-app.ts can call createKeyringFromConfig instead and both stay one code path).
@@ -33,7 +32,7 @@ export async function openKeyringFromConfig(config: Config): Promise<ConfiguredK
       keyring,
       async resolveKeyId(reference) {
         if (reference === "current") return keyring.currentKeyId();
-        if (!LOCAL_KEY_ID.test(reference)) {
+        if (!isLocalKeyId(reference)) {
           throw new BrokerError("invalid_argument", "with the local keyring, name the key as local:N");
         }
         return reference;

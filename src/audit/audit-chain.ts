@@ -8,7 +8,8 @@ import {
   type StoredAuditRow,
 } from "../store/audit.repository.js";
 import type { Database } from "../store/schema.js";
-import { type AuditEntry, encodeAuditEntry } from "./audit-event.js";
+import { encodeAuditEntry } from "./audit-encoding.js";
+import type { AuditEntry } from "./audit-entry.js";
 
 /** The prev_hash of the first row. */
 export const GENESIS_HASH: Buffer = Buffer.alloc(32);

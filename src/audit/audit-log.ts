@@ -7,7 +7,8 @@ import {
 } from "../store/audit.repository.js";
 import type { PreparedRunner } from "../store/prepared.js";
 import { chainHash, GENESIS_HASH } from "./audit-chain.js";
-import { type AuditEntry, type AuditEvent, toAuditEntry } from "./audit-event.js";
+import { type AuditEntry, toAuditEntry } from "./audit-entry.js";
+import type { AuditEvent } from "./audit-event.js";
 
 /** Appends events to the hash-chained audit trail (SPEC I8). */
 export interface AuditLog {

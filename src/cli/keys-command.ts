@@ -1,5 +1,5 @@
 import { loadDatabaseConfig } from "../config/config.js";
-import { parseAcceptedMasterKeys } from "../keys/retired-key-guard.js";
+import { parseAcceptedMasterKeys } from "../keys/key-ids.js";
 import { createLogger } from "../log/logger.js";
 import { formatKeyStatus, readKeyStatus } from "../rotation/key-status.js";
 import { openDatabase } from "../store/database.js";

@@ -1,6 +1,6 @@
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { parseAcceptedMasterKeys } from "../keys/retired-key-guard.js";
+import { parseAcceptedMasterKeys } from "../keys/key-ids.js";
 import { Redacted } from "../log/redacted.js";
 import type { DatabaseConfig } from "../store/database.js";
 

@@ -6,31 +6,6 @@ export interface RetiredKeyGuardOptions {
   readonly acceptedKeyIds: Iterable<string>;
 }
 
-const LOCAL_KEY_ID = /^local:[1-9][0-9]{0,9}$/;
-// The id KMS reports on Decrypt is always the key ARN (aliases and bare ids never come back).
-const KMS_KEY_ARN = /^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key\/[A-Za-z0-9-]+$/;
-
-/**
- * Parses a comma-separated list of accepted master keys (the proposed
- * KEYBROKER_ACCEPTED_MASTER_KEYS). Aliases are refused: an alias can be re-pointed, and
- * the keyring reports ARNs, so an alias would never match anyway.
- */
-export function parseAcceptedMasterKeys(value: string): string[] {
-  const ids = value
-    .split(",")
-    .map((id) => id.trim())
-    .filter((id) => id !== "");
-  if (ids.length === 0) throw new BrokerError("invalid_argument", "list at least one accepted master key");
-  const bad = ids.filter((id) => !(LOCAL_KEY_ID.test(id) || KMS_KEY_ARN.test(id)));
-  if (bad.length > 0) {
-    throw new BrokerError(
-      "invalid_argument",
-      `accepted master keys must be key ARNs or local:N (not aliases): ${bad.join(", ")}`,
-    );
-  }
-  return ids;
-}
-
 function retired(what: string, keyId: string): BrokerError {
   // The key id is not secret (it is in every row and in CloudTrail); it stays in `cause` anyway.
   return new BrokerError("failed_precondition", what, { cause: new Error(`master key ${keyId} is retired`) });

@@ -2,14 +2,9 @@ import { readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import type { z } from "zod";
 import { BrokerError } from "../errors.js";
-import { credentialFields, type ReservedNames, reservedNames } from "./auth-schemes.js";
+import { authSchemeProblems, credentialFields, type ReservedNames, reservedNames } from "./auth-schemes.js";
 import { compilePathPattern, type PathPattern, pathPatternProblem } from "./path-guard.js";
-import {
-  type ProviderDefinition,
-  providerSchema,
-  registryFileSchema,
-  type SignedPart,
-} from "./provider-schema.js";
+import { type ProviderDefinition, providerSchema, registryFileSchema } from "./provider-schema.js";
 
 /** A provider definition plus what the client derives from it once, at start-up. */
 export interface Provider {
@@ -160,27 +155,6 @@ function checkProvider(p: ProviderDefinition, { production }: RegistryOptions): 
       problems.push(`auth uses field "${field}" which is not in requiredFields`);
   }
 
-  if (p.auth.type === "hmac") {
-    const recipe = p.auth.recipe;
-    const uses = partsUsed(recipe.message);
-    if (uses.has("timestamp") && recipe.timestamp === undefined) {
-      problems.push("auth.recipe signs a timestamp but does not say where it goes");
-    }
-    if (uses.has("nonce") && recipe.nonce === undefined) {
-      problems.push("auth.recipe signs a nonce but does not say where it goes");
-    }
-    const placedInBody = recipe.timestamp?.in === "body" || recipe.nonce?.in === "body";
-    if (placedInBody && p.allowedMethods.some((m) => m === "GET" || m === "HEAD")) {
-      problems.push("auth.recipe puts values in the body, so GET/HEAD cannot be allowed");
-    }
-  }
+  problems.push(...authSchemeProblems(p));
   return problems;
-}
-
-function partsUsed(parts: readonly SignedPart[], into = new Set<string>()): Set<string> {
-  for (const part of parts) {
-    into.add(part.type);
-    if (part.type === "digest") partsUsed(part.parts, into);
-  }
-  return into;
 }

@@ -1,5 +1,6 @@
 import { BrokerError } from "../errors.js";
-import { injectCredential, type PreparedRequest } from "./auth-schemes.js";
+import { injectCredential } from "./auth-schemes.js";
+import type { PreparedRequest } from "./credential-request.js";
 import { checkCallerHeaders } from "./header-policy.js";
 import { checkCallerPath, resolveUpstreamUrl } from "./path-guard.js";
 import type { Provider } from "./provider-registry.js";

@@ -8,11 +8,8 @@ import type { UserIdentity } from "../../../src/auth/identity.js";
 import { createAwsKmsKeyring, createKmsClient } from "../../../src/keys/aws-kms-keyring.js";
 import { createDataKeyCache } from "../../../src/keys/data-key-cache.js";
 import type { Keyring } from "../../../src/keys/keyring.js";
-import {
-  addLocalKeyVersion,
-  disableLocalKeyVersion,
-  loadOrCreateLocalKeyring,
-} from "../../../src/keys/local-keyring.js";
+import { loadOrCreateLocalKeyring } from "../../../src/keys/local-keyring.js";
+import { addLocalKeyVersion, disableLocalKeyVersion } from "../../../src/keys/local-keyring-file.js";
 import { loadOrCreatePepper } from "../../../src/keys/pepper.js";
 import { createUserDataKeys } from "../../../src/keys/user-data-keys.js";
 import { deriveFingerprintKey, deriveUserRef } from "../../../src/keys/user-ref.js";

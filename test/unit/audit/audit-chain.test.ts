@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { chainHash, GENESIS_HASH } from "../../../src/audit/audit-chain.js";
-import { type AuditEntry, encodeAuditEntry } from "../../../src/audit/audit-event.js";
+import { encodeAuditEntry } from "../../../src/audit/audit-encoding.js";
+import type { AuditEntry } from "../../../src/audit/audit-entry.js";
 
 const entry = (overrides: Partial<AuditEntry> = {}): AuditEntry => ({
   occurredAt: new Date("2025-01-02T03:04:05.678Z"),

@@ -5,11 +5,8 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { BrokerError } from "../../../src/errors.js";
 import type { EncryptionContext } from "../../../src/keys/keyring.js";
-import {
-  addLocalKeyVersion,
-  disableLocalKeyVersion,
-  loadOrCreateLocalKeyring,
-} from "../../../src/keys/local-keyring.js";
+import { loadOrCreateLocalKeyring } from "../../../src/keys/local-keyring.js";
+import { addLocalKeyVersion, disableLocalKeyVersion } from "../../../src/keys/local-keyring-file.js";
 
 const contextA: EncryptionContext = {
   purpose: "keybroker:user-data-key",

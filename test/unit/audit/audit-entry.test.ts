@@ -1,14 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import {
-  type AuditDetail,
-  type AuditEvent,
   DROPPED,
   escapeAuditText,
   looksLikeCredential,
   sanitizeAuditDetail,
   toAuditEntry,
-} from "../../../src/audit/audit-event.js";
+} from "../../../src/audit/audit-entry.js";
+import type { AuditDetail, AuditEvent } from "../../../src/audit/audit-event.js";
 import { BrokerError } from "../../../src/errors.js";
 
 const CANARY_SECRET = "CANARYsecret9876543210zyxwvutsrqpo";

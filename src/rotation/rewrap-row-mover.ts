@@ -1,0 +1,160 @@
+import type { Kysely } from "kysely";
+import { BrokerError, isBrokerError } from "../errors.js";
+import type { EncryptionContext, Keyring, WrappedKey } from "../keys/keyring.js";
+import { PEPPER_CONTEXT, PEPPER_STATE } from "../keys/pepper.js";
+import { userKeyContext } from "../keys/user-data-keys.js";
+import type { Logger } from "../log/logger.js";
+import { findBrokerState } from "../store/broker-state.repository.js";
+import { asBuffer } from "../store/bytes.js";
+import {
+  compareAndSetBrokerState,
+  compareAndSetUserKeys,
+  findUsersNotOnKey,
+  findWrappedUserKey,
+  type UserKeyChange,
+  type WrappedUserKey,
+} from "../store/rewrap.repository.js";
+import type { Database } from "../store/schema.js";
+import type { KmsRetry } from "./kms-retry.js";
+import { createWriteBatcher } from "./write-batcher.js";
+
+/** What became of one row: moved, already moved (or gone), or left as it is. */
+export type RowOutcome = "rewrapped" | "skipped" | "failed";
+
+export interface RewrapRowMoverDeps {
+  readonly db: Kysely<Database>;
+  readonly keyring: Keyring;
+  readonly logger: Logger;
+  /** Every ReEncrypt goes through it (rate limit, backoff). */
+  readonly kms: KmsRetry;
+  /** A key ARN or "local:N", as rows record it. */
+  readonly targetKeyId: string;
+  /** KMS calls in flight at once; sizes the write batches. */
+  readonly concurrency: number;
+}
+
+export interface RewrapRowMover {
+  /** Moves one user's data key to the target. */
+  rewrapUser(row: WrappedUserKey): Promise<RowOutcome>;
+  /** Moves the sealed pepper to the target; undefined when there is none or it is already there. */
+  rewrapPepper(): Promise<RowOutcome | undefined>;
+  /** One re-encryption, discarded: proves the KMS lets us read the source and use the target. */
+  probe(): Promise<void>;
+}
+
+// A row whose key changes this often under us (rotations in a loop) is left for a later run.
+const MAX_COMPARE_AND_SET_ATTEMPTS = 5;
+// Stored keys are written in batches of rows that finish together (see write-batcher.ts);
+// a row waits at most this long for company.
+const WRITE_BATCH_MAX = 100;
+const WRITE_BATCH_DELAY_MS = 2;
+
+interface StoredWrappedKey {
+  readonly wrapped: Buffer;
+  readonly masterKeyId: string;
+}
+
+/** Re-encrypts rows under the target master key and writes them back with compare-and-set. */
+export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
+  const { db, keyring, logger, kms, targetKeyId } = deps;
+  const writes = createWriteBatcher({
+    maxBatch: Math.min(WRITE_BATCH_MAX, Math.ceil(deps.concurrency / 2)),
+    maxDelayMs: WRITE_BATCH_DELAY_MS,
+    writeBatch: async (changes: readonly UserKeyChange[]) => {
+      const written = await compareAndSetUserKeys(db, changes);
+      return changes.map((change) => written.has(change.userRef.toString("hex")));
+    },
+  });
+
+  async function reEncrypt(wrapped: Buffer, context: EncryptionContext): Promise<WrappedKey> {
+    // Not given `signal`: a call in flight finishes and its row is stored, so a stopped
+    // job never leaves a row re-encrypted but not written (the SDK's timeouts bound it).
+    const rewrapped = await kms.call(() => keyring.reEncrypt(wrapped, context, targetKeyId));
+    if (rewrapped.keyId !== targetKeyId) {
+      // Storing it under another id would make the row look stale forever (e.g. an alias given).
+      throw new BrokerError(
+        "failed_precondition",
+        `the key management service wrapped under ${rewrapped.keyId}, not ${targetKeyId}; pass the key's ARN`,
+      );
+    }
+    return rewrapped;
+  }
+
+  /** Moves one row to the target with compare-and-set; a concurrent change is re-read, never overwritten. */
+  async function rewrapRow(
+    first: StoredWrappedKey,
+    context: EncryptionContext,
+    store: (expected: Buffer, rewrapped: WrappedKey) => Promise<boolean>,
+    reread: () => Promise<StoredWrappedKey | undefined>,
+  ): Promise<RowOutcome> {
+    let current: StoredWrappedKey | undefined = first;
+    for (let attempt = 0; attempt < MAX_COMPARE_AND_SET_ATTEMPTS; attempt += 1) {
+      if (current === undefined || current.masterKeyId === targetKeyId) return "skipped";
+      let rewrapped: WrappedKey;
+      try {
+        rewrapped = await reEncrypt(current.wrapped, context);
+      } catch (err) {
+        if (!(isBrokerError(err) && err.code === "data_loss")) throw err;
+        // Tampered or corrupted: nothing can rewrap it. Leave it for an operator (I6 fails closed).
+        logger.error({ code: err.code }, "a stored wrapped key did not authenticate; left unchanged");
+        return "failed";
+      }
+      if (await store(current.wrapped, rewrapped)) return "rewrapped";
+      current = await reread();
+    }
+    logger.warn("a wrapped key kept changing during rewrap; left for the next run");
+    return "failed";
+  }
+
+  function rewrapUser(row: WrappedUserKey): Promise<RowOutcome> {
+    return rewrapRow(
+      { wrapped: row.wrappedDataKey, masterKeyId: row.masterKeyId },
+      userKeyContext(row.userRef),
+      (expected, rewrapped) =>
+        writes.write({
+          userRef: row.userRef,
+          expected,
+          wrappedDataKey: rewrapped.wrapped,
+          masterKeyId: rewrapped.keyId,
+        }),
+      async () => {
+        const now = await findWrappedUserKey(db, row.userRef);
+        return now && { wrapped: now.wrappedDataKey, masterKeyId: now.masterKeyId };
+      },
+    );
+  }
+
+  async function readPepper(): Promise<StoredWrappedKey | undefined> {
+    const state = await findBrokerState(db, PEPPER_STATE);
+    return state && { wrapped: asBuffer(state.wrapped), masterKeyId: state.masterKeyId };
+  }
+
+  async function rewrapPepper(): Promise<RowOutcome | undefined> {
+    const pepper = await readPepper();
+    if (pepper === undefined || pepper.masterKeyId === targetKeyId) return undefined;
+    return rewrapRow(
+      pepper,
+      PEPPER_CONTEXT,
+      (expected, rewrapped) =>
+        compareAndSetBrokerState(db, {
+          name: PEPPER_STATE,
+          expected,
+          wrapped: rewrapped.wrapped,
+          masterKeyId: rewrapped.keyId,
+        }),
+      readPepper,
+    );
+  }
+
+  async function probe(): Promise<void> {
+    const pepper = await readPepper();
+    if (pepper !== undefined && pepper.masterKeyId !== targetKeyId) {
+      await reEncrypt(pepper.wrapped, PEPPER_CONTEXT);
+      return;
+    }
+    const [user] = await findUsersNotOnKey(db, { targetKeyId, after: undefined, limit: 1 });
+    if (user !== undefined) await reEncrypt(user.wrappedDataKey, userKeyContext(user.userRef));
+  }
+
+  return { rewrapUser, rewrapPepper, probe };
+}
