@@ -39,6 +39,11 @@ export interface TestIssuer {
   rotateKey(kid?: string): Promise<string>;
   /** Stops publishing the key(s) with this kid. */
   dropKey(kid: string): void;
+  /**
+   * Generates a key now and returns a function that publishes it (as the current key) later,
+   * synchronously: for tests whose timing must not include RSA key generation.
+   */
+  prepareKey(kid?: string): Promise<() => string>;
   /** Publishes a dropped key again. */
   restoreKey(kid: string): void;
   /** Answer JWKS requests with this status (and no keys), or `null` to serve normally. */
@@ -70,18 +75,22 @@ export async function startTestIssuer(opts: TestIssuerOptions = {}): Promise<Tes
   let fetches = 0;
   const timers = new Set<NodeJS.Timeout>();
 
-  const addKey = async (kid: string): Promise<string> => {
+  const prepareKey = async (kid: string): Promise<() => string> => {
     const pair = await generateKeyPair("RS256", { modulusLength: 2048, extractable: true });
     const jwk = await exportJWK(pair.publicKey);
-    keys.push({
+    const key: SigningKey = {
       kid,
       privateKey: pair.privateKey,
       publicJwk: { ...jwk, kid, alg: "RS256", use: "sig" },
       publicPem: await exportSPKI(pair.publicKey),
       dropped: false,
-    });
-    return kid;
+    };
+    return () => {
+      keys.push(key);
+      return kid;
+    };
   };
+  const addKey = async (kid: string): Promise<string> => (await prepareKey(kid))();
   const current = (): SigningKey => {
     const key = keys.at(-1);
     if (key === undefined) throw new Error("test issuer has no key");
@@ -148,6 +157,7 @@ export async function startTestIssuer(opts: TestIssuerOptions = {}): Promise<Tes
         .sign(key.privateKey);
     },
     rotateKey: (kid) => addKey(kid ?? randomUUID()),
+    prepareKey: (kid) => prepareKey(kid ?? randomUUID()),
     dropKey(kid) {
       for (const key of keys) if (key.kid === kid) key.dropped = true;
     },

@@ -7,7 +7,11 @@ import { Redacted } from "../../../src/log/redacted.js";
 import { isUniqueViolation } from "../../../src/store/bytes.js";
 import { type DatabaseHandle, openDatabase } from "../../../src/store/database.js";
 import type { PreparedStatement } from "../../../src/store/prepared.js";
-import { createTestDatabase, type TestDatabase, testDatabaseKinds } from "../../support/test-database.js";
+import {
+  createTestDatabase,
+  describeOnEachDatabase,
+  type TestDatabase,
+} from "../../support/test-database.js";
 
 // Driver errors are translated where they are born: whichever way a query leaves the store
 // (kysely, a kysely transaction, the prepared runner, its transactions), an outage arrives as
@@ -168,7 +172,7 @@ describe.skipIf(!process.env.TEST_DATABASE_URL)("Postgres faults, seen from the 
   });
 });
 
-describe.each(testDatabaseKinds())("errors that are not outages, on %s", (kind) => {
+describeOnEachDatabase("errors that are not outages, on %s", (kind) => {
   let database: TestDatabase;
   beforeAll(async () => {
     database = await createTestDatabase(kind);

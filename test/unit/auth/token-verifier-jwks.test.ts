@@ -92,8 +92,8 @@ describe("token verifier: JWKS fetching", () => {
 
 describe("token verifier: signing-key rotation behind a junk kid (F4)", () => {
   it("F4 answers a new kid that arrives while a junk kid's refetch is cooling down with a retryable UNAVAILABLE, then verifies it", async () => {
-    // The cooldown must outlast generating the new RSA key below, even on a loaded machine.
     const { verifier } = verifierFor(issuer, { jwksCooldownMs: 1_500 });
+    const publishNewKey = await issuer.prepareKey();
     const token = await issuer.sign();
     await verifier.verify(token);
     await sleep(1_550);
@@ -101,7 +101,7 @@ describe("token verifier: signing-key rotation behind a junk kid (F4)", () => {
     const junk = await brokerErrorOf(verifier.verify(withHeader(token, { alg: "RS256", kid: "junk" })));
     expect(junk.code).toBe("unauthenticated");
     // ...then the issuer starts signing with a new key: its first tokens are not refused as forged.
-    await issuer.rotateKey();
+    publishNewKey();
     const fresh = await issuer.sign({ jti: "after-rotation" });
     const early = await brokerErrorOf(verifier.verify(fresh));
     expect(early).toMatchObject({
