@@ -6,7 +6,7 @@ import { verifyAuditChain } from "../../audit/audit-chain.js";
 import type { AuditLog } from "../../audit/audit-log.js";
 import type { AuditedRunner } from "../../audit/audited-operation.js";
 import type { CallerIdentity } from "../../auth/identity.js";
-import { BrokerError } from "../../errors.js";
+import { invalidArgument } from "../../errors.js";
 import type { AdminService } from "../../gen/keybroker/v1/admin_pb.js";
 import { queryAuditEvents } from "../../store/audit.repository.js";
 import type { CallerKeySummary } from "../../store/caller-keys.repository.js";
@@ -24,12 +24,9 @@ const MAX_EXPIRY_DAYS = 3650;
 const MIN_TIME = Date.UTC(1, 0, 1);
 const MAX_TIME = Date.UTC(9999, 11, 31);
 
-function invalid(message: string): BrokerError {
-  return new BrokerError("invalid_argument", message);
-}
-
 function parseCallerKeyId(id: string): string {
-  if (!CALLER_KEY_ID.test(id)) throw invalid("id must be a caller key id (ck_ and 16 hex characters)");
+  if (!CALLER_KEY_ID.test(id))
+    throw invalidArgument("id must be a caller key id (ck_ and 16 hex characters)");
   return id;
 }
 
@@ -38,7 +35,7 @@ function parseTime(value: Timestamp | undefined, name: string): Date | undefined
   const date = timestampDate(value);
   const time = date.getTime();
   if (!Number.isFinite(time) || time < MIN_TIME || time > MAX_TIME)
-    throw invalid(`${name} must be between years 1 and 9999`);
+    throw invalidArgument(`${name} must be between years 1 and 9999`);
   return date;
 }
 
@@ -66,7 +63,7 @@ export function createAdminServiceHandlers(deps: {
     async createCallerKey(request, ctx) {
       const caller = await admin(ctx);
       if (request.expiresInDays > MAX_EXPIRY_DAYS)
-        throw invalid(`expires_in_days must be 0-${MAX_EXPIRY_DAYS}`);
+        throw invalidArgument(`expires_in_days must be 0-${MAX_EXPIRY_DAYS}`);
       const expiresAt =
         request.expiresInDays === 0 ? null : new Date(Date.now() + request.expiresInDays * DAY_MS);
       const created = await audited.run(
@@ -118,12 +115,13 @@ export function createAdminServiceHandlers(deps: {
       await admin(ctx);
       await deps.audit.flush();
       if (request.userRef !== "" && !USER_REF_HEX.test(request.userRef)) {
-        throw invalid("user_ref must be 64 lowercase hex characters");
+        throw invalidArgument("user_ref must be 64 lowercase hex characters");
       }
       if (request.action !== "" && !AUDIT_ACTION.test(request.action))
-        throw invalid("action must look like secret.put");
+        throw invalidArgument("action must look like secret.put");
       if (request.callerKeyId !== "") parseCallerKeyId(request.callerKeyId);
-      if (request.afterSeq > BigInt(Number.MAX_SAFE_INTEGER)) throw invalid("after_seq is out of range");
+      if (request.afterSeq > BigInt(Number.MAX_SAFE_INTEGER))
+        throw invalidArgument("after_seq is out of range");
       const since = parseTime(request.since, "since");
       const until = parseTime(request.until, "until");
       const events = await queryAuditEvents(deps.db, {
@@ -176,10 +174,7 @@ function userRefFrom(
   if (user.case === "userRef" && USER_REF_HEX.test(user.value)) return Buffer.from(user.value, "hex");
   if (user.case === "subject" && user.value.length > 0 && user.value.length <= 256)
     return userRefOf(user.value);
-  throw new BrokerError(
-    "invalid_argument",
-    "give user_ref (64 hex characters) or subject (1-256 characters)",
-  );
+  throw invalidArgument("give user_ref (64 hex characters) or subject (1-256 characters)");
 }
 
 function toProto(key: CallerKeySummary) {
