@@ -68,7 +68,9 @@ describe("call lifecycle", () => {
     });
 
     expect(() => lifecycle.end(lifecycle.start(ROUTE, "req-1"), status.OK)).not.toThrow();
-    expect(lines).toContainEqual(expect.objectContaining({ level: "error", msg: "onCallEnd listener threw" }));
+    expect(lines).toContainEqual(
+      expect.objectContaining({ level: "error", msg: "onCallEnd listener threw" }),
+    );
   });
 
   it("maps a failure to its status and logs it", () => {
