@@ -65,6 +65,8 @@ export interface ConnectServer {
 export function createConnectServer(options: ConnectServerOptions): ConnectServer {
   const lifecycle = createCallLifecycle(options);
   const shutdownController = new AbortController();
+  // connect-node has one shutdown signal for all handlers, so aborting any exchange aborts them
+  // all; the lifecycle only calls this once the grace period is over, for every exchange left.
   const abortAll = (reason: unknown): void => shutdownController.abort(reason);
 
   const maxBytes = options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES;
