@@ -1,4 +1,8 @@
 import { status } from "@grpc/grpc-js";
+import type { Refusal } from "../src/api/error-info.js";
+import type { RefusalReason } from "../src/errors.js";
+
+export type { RefusalReason } from "../src/errors.js";
 
 /** A gRPC status name, e.g. "NOT_FOUND": stable across grpc-js versions, unlike message text. */
 export type KeybrokerErrorCode = Exclude<keyof typeof status, "OK">;
@@ -32,23 +36,36 @@ export class InvalidArgumentError extends KeybrokerError {
 /**
  * A credential was refused. `credential` says which: "user_token" means the user's session is
  * over (send them to log in again); "caller_key" means this app's own key is bad, revoked or
- * expired — an ops problem that logging the user out would not fix.
+ * expired — an ops problem that logging the user out would not fix. `reason` says why, e.g.
+ * "token_expired" or "caller_key_invalid"; both come from the broker's google.rpc.ErrorInfo
+ * detail, never from the message text. Without that detail (a broker too old to send it),
+ * `reason` is undefined and `credential` is "user_token".
  */
 export class UnauthenticatedError extends KeybrokerError {
   override readonly name = "UnauthenticatedError";
   readonly credential: RefusedCredential;
+  readonly reason: RefusalReason | undefined;
 
-  constructor(message: string, requestId: string | undefined) {
+  constructor(message: string, requestId: string | undefined, refusal?: Refusal) {
     super("UNAUTHENTICATED", message, requestId);
-    // The broker answers one fixed text for every caller-key refusal ("invalid caller key") and
-    // "user access token …" for token refusals, so the text tells the two apart.
-    this.credential = /\bcaller key\b/.test(message) ? "caller_key" : "user_token";
+    this.credential = refusal?.credential === "caller_key" ? "caller_key" : "user_token";
+    this.reason = refusal?.reason;
   }
 }
 
-/** Authenticated, but not allowed: the caller key lacks a scope, or the token lacks a permission. */
+/**
+ * Authenticated, but not allowed: the caller key lacks a scope, or the token lacks a permission.
+ * `reason` (from the broker's ErrorInfo detail) says which, e.g. "caller_key_scope_missing";
+ * undefined when the refusal is not about a credential (e.g. a path the provider does not allow).
+ */
 export class PermissionDeniedError extends KeybrokerError {
   override readonly name = "PermissionDeniedError";
+  readonly reason: RefusalReason | undefined;
+
+  constructor(code: KeybrokerErrorCode, message: string, requestId: string | undefined, refusal?: Refusal) {
+    super(code, message, requestId);
+    this.reason = refusal?.reason;
+  }
 }
 
 /** No such secret for this user. Another user's secret looks exactly the same (SPEC I4). */
@@ -99,10 +116,12 @@ export class InternalError extends KeybrokerError {
   override readonly name = "InternalError";
 }
 
-/** What a failed gRPC call ended with: grpc-js's ServiceError has this shape. */
+/** What a failed gRPC call ended with. */
 export interface FailedStatus {
   readonly code: number;
   readonly details: string;
+  /** The refusal the broker sent as a google.rpc.ErrorInfo detail, if any. */
+  readonly refusal?: Refusal | undefined;
 }
 
 /**
@@ -121,9 +140,9 @@ export function keybrokerErrorOf(
     case "INVALID_ARGUMENT":
       return new InvalidArgumentError(code, message, requestId);
     case "UNAUTHENTICATED":
-      return new UnauthenticatedError(message, requestId);
+      return new UnauthenticatedError(message, requestId, failed.refusal);
     case "PERMISSION_DENIED":
-      return new PermissionDeniedError(code, message, requestId);
+      return new PermissionDeniedError(code, message, requestId, failed.refusal);
     case "NOT_FOUND":
       return new NotFoundError(code, message, requestId);
     case "ALREADY_EXISTS":

@@ -24,7 +24,13 @@ import {
   credentials as channelCredentials,
   Metadata,
 } from "@grpc/grpc-js";
-import { CALLER_KEY_HEADER, REQUEST_ID_HEADER } from "../src/api/transport/call-context.js";
+import { refusalFromStatusDetails } from "../src/api/error-info.js";
+import {
+  AUTHORIZATION_HEADER,
+  CALLER_KEY_HEADER,
+  REQUEST_ID_HEADER,
+  STATUS_DETAILS_HEADER,
+} from "../src/api/wire-headers.js";
 import {
   type CallRequestSchema,
   type CallResponse,
@@ -38,6 +44,7 @@ import {
 } from "../src/gen/keybroker/v1/secrets_pb.js";
 import {
   CancelledError,
+  type FailedStatus,
   InternalError,
   InvalidArgumentError,
   KeybrokerError,
@@ -143,9 +150,12 @@ export function createKeybrokerClient(options: KeybrokerClientOptions): Keybroke
     // An empty token is sent as no token: the broker, not the client, decides what is refused.
     if (userToken !== "") {
       if (!METADATA_VALUE.test(userToken)) {
-        throw new UnauthenticatedError("user access token is not a valid header value", undefined);
+        throw new UnauthenticatedError("user access token is not a valid header value", undefined, {
+          reason: "token_malformed",
+          credential: "access_token",
+        });
       }
-      metadata.set("authorization", `Bearer ${userToken}`);
+      metadata.set(AUTHORIZATION_HEADER, `Bearer ${userToken}`);
     }
     return { metadata, callOptions: { deadline: Date.now() + (opts.deadlineMs ?? defaultDeadlineMs) } };
   }
@@ -172,7 +182,8 @@ export function createKeybrokerClient(options: KeybrokerClientOptions): Keybroke
           (err, response) => {
             detach();
             if (err) {
-              reject(keybrokerErrorOf(err, requestIdOf(err.metadata) ?? headerRequestId, secrets));
+              const requestId = requestIdOf(err.metadata) ?? headerRequestId;
+              reject(keybrokerErrorOf(failedStatusOf(err, err.metadata), requestId, secrets));
             } else if (response === undefined) {
               reject(new InternalError("INTERNAL", "empty response", headerRequestId));
             } else {
@@ -301,12 +312,24 @@ function onAbort(signal: AbortSignal | undefined, cancel: () => void): () => voi
   return () => signal.removeEventListener("abort", cancel);
 }
 
+/** The status a failed call ended with, and the refusal its `grpc-status-details-bin` trailer carries. */
+function failedStatusOf(err: { code: number; details: unknown }, trailers: unknown): FailedStatus {
+  const details = typeof err.details === "string" ? err.details : "";
+  const bin = trailers instanceof Metadata ? trailers.get(STATUS_DETAILS_HEADER)[0] : undefined;
+  const refusal = bin instanceof Buffer ? refusalFromStatusDetails(bin) : undefined;
+  return { code: err.code, details, refusal };
+}
+
 /** Our typed errors pass through; a gRPC status is mapped; anything else is INTERNAL with a fixed text. */
 function asKeybrokerError(err: unknown, requestId?: string, secrets: readonly string[] = []): KeybrokerError {
   if (err instanceof KeybrokerError) return err;
   if (err instanceof Error && "code" in err && typeof err.code === "number" && "details" in err) {
-    const details = typeof err.details === "string" ? err.details : "";
-    return keybrokerErrorOf({ code: err.code, details }, requestId, secrets);
+    const trailers = "metadata" in err ? err.metadata : undefined;
+    return keybrokerErrorOf(
+      failedStatusOf({ code: err.code, details: err.details }, trailers),
+      requestId,
+      secrets,
+    );
   }
   // Its message may come from anywhere; a fixed text is the only one known to be safe.
   return new InternalError("INTERNAL", "unexpected client failure", requestId);

@@ -16,16 +16,79 @@ export type BrokerErrorCode =
   | "data_loss"
   | "internal";
 
+/**
+ * Why a credential was refused, for the caller's code to act on (sent as a google.rpc.ErrorInfo
+ * detail). Caller-key reasons are deliberately coarse: unknown, revoked, expired, malformed and
+ * certificate-bound keys are all "caller_key_invalid", so a caller cannot probe which keys exist
+ * or are bound to a certificate (catalogue B20, B22). Token reasons say no more than the message.
+ */
+export type RefusalReason =
+  | "caller_key_missing"
+  | "caller_key_invalid"
+  | "caller_key_scope_missing"
+  | "token_missing"
+  | "token_malformed"
+  | "token_invalid"
+  | "token_expired"
+  | "token_not_for_user"
+  | "token_wrong_client"
+  | "token_permission_missing";
+
+/** Which credential a refusal is about. */
+export type RefusedCredential = "caller_key" | "access_token";
+
+const CREDENTIAL_OF: Readonly<Record<RefusalReason, RefusedCredential>> = {
+  caller_key_missing: "caller_key",
+  caller_key_invalid: "caller_key",
+  caller_key_scope_missing: "caller_key",
+  token_missing: "access_token",
+  token_malformed: "access_token",
+  token_invalid: "access_token",
+  token_expired: "access_token",
+  token_not_for_user: "access_token",
+  token_wrong_client: "access_token",
+  token_permission_missing: "access_token",
+};
+
+/** The credential `reason` refers to. */
+export function refusedCredentialOf(reason: RefusalReason): RefusedCredential {
+  return CREDENTIAL_OF[reason];
+}
+
+/** Whether `value` is a reason this version knows (for reading one back off the wire). */
+export function isRefusalReason(value: string): value is RefusalReason {
+  return Object.hasOwn(CREDENTIAL_OF, value);
+}
+
+export interface BrokerErrorOptions {
+  readonly cause?: unknown;
+  /** Set where a credential is refused; crosses the edge as a machine-readable detail. */
+  readonly reason?: RefusalReason;
+}
+
 export class BrokerError extends Error {
   override readonly name = "BrokerError";
   readonly code: BrokerErrorCode;
+  readonly reason: RefusalReason | undefined;
 
-  constructor(code: BrokerErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: BrokerErrorCode, message: string, options?: BrokerErrorOptions) {
+    // Only a given `cause` is passed on: Error treats `{ cause: undefined }` as a cause.
+    super(message, options !== undefined && "cause" in options ? { cause: options.cause } : undefined);
     this.code = code;
+    this.reason = options?.reason;
   }
 }
 
 export function isBrokerError(err: unknown): err is BrokerError {
   return err instanceof BrokerError;
+}
+
+/** The request itself is wrong: the caller must change it before retrying. */
+export function invalidArgument(message: string, options?: BrokerErrorOptions): BrokerError {
+  return new BrokerError("invalid_argument", message, options);
+}
+
+/** The request is well formed, but the stored state it needs is not there or not usable. */
+export function failedPrecondition(message: string, options?: BrokerErrorOptions): BrokerError {
+  return new BrokerError("failed_precondition", message, options);
 }

@@ -1,5 +1,5 @@
 import type { AuditEventQuery } from "../audit/audit-reader.js";
-import { BrokerError } from "../errors.js";
+import { invalidArgument } from "../errors.js";
 
 /** Input limits of the admin RPCs. Exported so tests and docs state the numbers the code enforces. */
 export const ADMIN_LIMITS = {
@@ -17,19 +17,16 @@ const AUDIT_ACTION = /^[a-z_]{1,32}\.[a-z_]{1,32}$/;
 const MIN_TIME = Date.UTC(1, 0, 1);
 const MAX_TIME = Date.UTC(9999, 11, 31);
 
-function invalid(message: string): BrokerError {
-  return new BrokerError("invalid_argument", message);
-}
-
 export function parseCallerKeyId(id: string): string {
-  if (!CALLER_KEY_ID.test(id)) throw invalid("id must be a caller key id (ck_ and 16 hex characters)");
+  if (!CALLER_KEY_ID.test(id))
+    throw invalidArgument("id must be a caller key id (ck_ and 16 hex characters)");
   return id;
 }
 
 /** `expires_in_days` as an absolute expiry: 0 means the key never expires (null). */
 export function parseCallerKeyExpiry(expiresInDays: number, now: Date): Date | null {
   if (expiresInDays > ADMIN_LIMITS.maxExpiryDays) {
-    throw invalid(`expires_in_days must be 0-${ADMIN_LIMITS.maxExpiryDays}`);
+    throw invalidArgument(`expires_in_days must be 0-${ADMIN_LIMITS.maxExpiryDays}`);
   }
   return expiresInDays === 0 ? null : new Date(now.getTime() + expiresInDays * DAY_MS);
 }
@@ -48,7 +45,7 @@ export function parseUserSelector(
   if (user.case === "userRef" && USER_REF_HEX.test(user.value)) return Buffer.from(user.value, "hex");
   if (user.case === "subject" && user.value.length > 0 && user.value.length <= ADMIN_LIMITS.maxSubjectChars)
     return userRefOf(user.value);
-  throw invalid(
+  throw invalidArgument(
     `give user_ref (64 hex characters) or subject (1-${ADMIN_LIMITS.maxSubjectChars} characters)`,
   );
 }
@@ -57,7 +54,7 @@ function parseTime(date: Date | undefined, name: string): Date | undefined {
   if (date === undefined) return undefined;
   const time = date.getTime();
   if (!Number.isFinite(time) || time < MIN_TIME || time > MAX_TIME)
-    throw invalid(`${name} must be between years 1 and 9999`);
+    throw invalidArgument(`${name} must be between years 1 and 9999`);
   return date;
 }
 
@@ -72,12 +69,12 @@ export function parseAuditQuery(request: {
   until: Date | undefined;
 }): AuditEventQuery {
   if (request.userRef !== "" && !USER_REF_HEX.test(request.userRef)) {
-    throw invalid("user_ref must be 64 lowercase hex characters");
+    throw invalidArgument("user_ref must be 64 lowercase hex characters");
   }
   if (request.action !== "" && !AUDIT_ACTION.test(request.action))
-    throw invalid("action must look like secret.put");
+    throw invalidArgument("action must look like secret.put");
   if (request.callerKeyId !== "") parseCallerKeyId(request.callerKeyId);
-  if (request.afterSeq > BigInt(Number.MAX_SAFE_INTEGER)) throw invalid("after_seq is out of range");
+  if (request.afterSeq > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument("after_seq is out of range");
   const since = parseTime(request.since, "since");
   const until = parseTime(request.until, "until");
   return {

@@ -6,6 +6,7 @@ import { createUserCallGuard } from "../api/rpc/call-guard.js";
 import { createProxyServiceHandlers } from "../api/rpc/proxy-service-handlers.js";
 import { createSecretServiceHandlers } from "../api/rpc/secret-service-handlers.js";
 import { createConnectServer } from "../api/transport/connect-server.js";
+import { routeGrpcLibraryLogs } from "../api/transport/grpc-library-logs.js";
 import { createGrpcServer } from "../api/transport/grpc-server.js";
 import { registerService } from "../api/transport/handlers.js";
 import { loadServerTlsCredentials } from "../api/transport/tls-credentials.js";
@@ -73,6 +74,8 @@ export async function createApp(
   logger: Logger,
   options: { migrate: boolean; overrides?: AppOverrides },
 ): Promise<App> {
+  // Process-wide, so set here once: grpc-js must never print a caller's token to stderr.
+  routeGrpcLibraryLogs(logger);
   const overrides = options.overrides ?? {};
   const database = overrides.database ?? (await openDatabase(config.database, logger));
   const ownsDatabase = overrides.database === undefined;

@@ -1,5 +1,5 @@
 import { timingSafeEqual } from "node:crypto";
-import { BrokerError, isBrokerError } from "../errors.js";
+import { BrokerError, isBrokerError, type RefusalReason } from "../errors.js";
 import { parseCallerKey } from "./caller-key-format.js";
 import type { CallerIdentity, CallerScope } from "./identity.js";
 import { isCallerScope } from "./identity.js";
@@ -88,7 +88,9 @@ export function createCallerAuthenticator(deps: CallerAuthenticatorDeps): Caller
       // Shape and checksum first: junk and typos never reach the database (catalogue B17).
       const hash = rawKey === undefined ? undefined : parseCallerKey(rawKey);
       if (hash === undefined) {
-        throw invalid(rawKey === undefined ? "caller key missing" : "caller key malformed");
+        throw rawKey === undefined
+          ? invalid("caller key missing", "caller_key_missing")
+          : invalid("caller key malformed");
       }
 
       let record: CallerKeyRecord | undefined;
@@ -127,14 +129,19 @@ export function createCallerAuthenticator(deps: CallerAuthenticatorDeps): Caller
       noteUse(record.id);
       const scopes = new Set(record.scopes.filter(isCallerScope));
       if (!scopes.has(requiredScope)) {
-        throw new BrokerError("permission_denied", `caller key lacks the ${requiredScope} scope`);
+        throw new BrokerError("permission_denied", `caller key lacks the ${requiredScope} scope`, {
+          reason: "caller_key_scope_missing",
+        });
       }
       return { keyId: record.id, name: record.name, scopes };
     },
   };
 }
 
-/** One message for every reason; the reason (never the key) goes to `cause` for the logs. */
-function invalid(reason: string): BrokerError {
-  return new BrokerError("unauthenticated", INVALID_KEY, { cause: new Error(reason) });
+/**
+ * One message and one machine reason for every refusal of a presented key; why (never the key)
+ * goes to `cause` for the logs. Only a missing key says so: the caller knows it sent none.
+ */
+function invalid(why: string, reason: RefusalReason = "caller_key_invalid"): BrokerError {
+  return new BrokerError("unauthenticated", INVALID_KEY, { cause: new Error(why), reason });
 }

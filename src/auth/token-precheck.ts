@@ -1,4 +1,4 @@
-import { BrokerError } from "../errors.js";
+import { BrokerError, type RefusalReason } from "../errors.js";
 
 /** Longest access token we look at; Auth0 tokens are ~1 KB, so this leaves room for many claims. */
 export const MAX_TOKEN_LENGTH = 8 * 1024;
@@ -23,7 +23,7 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  */
 export function precheckAccessToken(token: string | undefined): asserts token is string {
   if (token === undefined || token.length === 0) {
-    throw reject("user access token missing");
+    throw reject("user access token missing", "token_missing");
   }
   if (token.length > MAX_TOKEN_LENGTH) {
     throw reject("user access token too long");
@@ -113,6 +113,6 @@ function hasDuplicateTopLevelKeys(json: string): boolean {
   return false;
 }
 
-function reject(message: string): BrokerError {
-  return new BrokerError("unauthenticated", message);
+function reject(message: string, reason: RefusalReason = "token_malformed"): BrokerError {
+  return new BrokerError("unauthenticated", message, { reason });
 }

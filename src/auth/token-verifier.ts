@@ -1,6 +1,6 @@
 import type { JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from "jose";
 import { createRemoteJWKSet, errors, jwtVerify } from "jose";
-import { BrokerError } from "../errors.js";
+import { BrokerError, type RefusalReason } from "../errors.js";
 import type { UserIdentity } from "./identity.js";
 import { createTokenCache } from "./token-cache.js";
 import { precheckAccessToken } from "./token-precheck.js";
@@ -166,7 +166,9 @@ async function verifySignature(
 function checkUserPolicy(payload: JWTPayload, opts: TokenVerifierOptions): { sub: string; exp: number } {
   const { sub, exp } = payload;
   if (typeof sub !== "string" || sub.length === 0 || typeof exp !== "number") {
-    throw new BrokerError("unauthenticated", "user access token lacks required claims");
+    throw new BrokerError("unauthenticated", "user access token lacks required claims", {
+      reason: "token_invalid",
+    });
   }
   // A client-credentials token speaks for an application, not a person (SPEC I3, catalogue A9).
   const gty = payload.gty;
@@ -175,13 +177,19 @@ function checkUserPolicy(payload: JWTPayload, opts: TokenVerifierOptions): { sub
     (typeof gty === "string" && gty.includes(MACHINE_GRANT)) ||
     (Array.isArray(gty) && gty.includes(MACHINE_GRANT));
   if (machine) {
-    throw new BrokerError("permission_denied", "machine tokens cannot act for a user");
+    throw new BrokerError("permission_denied", "machine tokens cannot act for a user", {
+      reason: "token_not_for_user",
+    });
   }
   if (opts.allowedAzp !== undefined && payload.azp !== opts.allowedAzp) {
-    throw new BrokerError("permission_denied", "user access token was issued to another client");
+    throw new BrokerError("permission_denied", "user access token was issued to another client", {
+      reason: "token_wrong_client",
+    });
   }
   if (!hasPermission(payload, opts.requiredPermission)) {
-    throw new BrokerError("permission_denied", "user access token lacks the required permission");
+    throw new BrokerError("permission_denied", "user access token lacks the required permission", {
+      reason: "token_permission_missing",
+    });
   }
   return { sub, exp };
 }
@@ -215,9 +223,10 @@ function hasPermission(payload: JWTPayload, permission: string): boolean {
 function toBrokerError(err: unknown): BrokerError {
   if (err instanceof BrokerError) return err;
   const cause = err instanceof errors.JOSEError ? new Error(`${err.code}: ${err.message}`) : err;
-  const unauthenticated = (message: string) => new BrokerError("unauthenticated", message, { cause });
+  const unauthenticated = (message: string, reason: RefusalReason = "token_invalid") =>
+    new BrokerError("unauthenticated", message, { cause, reason });
 
-  if (err instanceof errors.JWTExpired) return unauthenticated("user access token expired");
+  if (err instanceof errors.JWTExpired) return unauthenticated("user access token expired", "token_expired");
   if (err instanceof errors.JWTClaimValidationFailed) {
     switch (err.claim) {
       case "nbf":
@@ -256,7 +265,7 @@ function toBrokerError(err: unknown): BrokerError {
     err instanceof errors.JOSENotSupported ||
     err instanceof errors.JWKInvalid
   ) {
-    return unauthenticated("malformed user access token");
+    return unauthenticated("malformed user access token", "token_malformed");
   }
   return new BrokerError("internal", "internal error", { cause });
 }

@@ -24,7 +24,9 @@ function checkPepper(pepper: Buffer): void {
 export function deriveUserRef(pepper: Buffer, issuer: string, subject: string): Buffer {
   checkPepper(pepper);
   if (issuer.length === 0 || subject.length === 0) {
-    throw new BrokerError("unauthenticated", "the access token does not identify a user");
+    throw new BrokerError("unauthenticated", "the access token does not identify a user", {
+      reason: "token_invalid",
+    });
   }
   return createHmac("sha256", pepper)
     .update(lengthPrefixed(USER_REF_LABEL, issuer, subject))

@@ -1,4 +1,4 @@
-import { BrokerError } from "../errors.js";
+import { invalidArgument } from "../errors.js";
 import { parseSecretId } from "../secrets/secret-input.js";
 
 /** Limits on a proxied request, before the provider's own rules (methods, paths) apply. */
@@ -22,19 +22,15 @@ export interface ProxyCallInput {
   readonly body: Uint8Array;
 }
 
-function invalid(message: string): BrokerError {
-  return new BrokerError("invalid_argument", message);
-}
-
 function pairs(
   list: ReadonlyArray<{ name: string; value: string }>,
   what: string,
   max: number,
 ): Array<readonly [string, string]> {
-  if (list.length > max) throw invalid(`at most ${max} ${what}`);
+  if (list.length > max) throw invalidArgument(`at most ${max} ${what}`);
   return list.map(({ name, value }) => {
     if (name.length === 0 || name.length + value.length > PROXY_LIMITS.maxNameValueChars) {
-      throw invalid(
+      throw invalidArgument(
         `${what} names must be non-empty and name+value at most ${PROXY_LIMITS.maxNameValueChars} characters`,
       );
     }
@@ -51,11 +47,12 @@ export function parseProxyCall(request: {
   headers: ReadonlyArray<{ name: string; value: string }>;
   body: Uint8Array;
 }): ProxyCallInput {
-  if (!METHOD.test(request.method)) throw invalid("method must be an upper-case HTTP method such as GET");
+  if (!METHOD.test(request.method))
+    throw invalidArgument("method must be an upper-case HTTP method such as GET");
   if (request.path.length === 0 || request.path.length > PROXY_LIMITS.maxPathChars) {
-    throw invalid(`path must be 1-${PROXY_LIMITS.maxPathChars} characters`);
+    throw invalidArgument(`path must be 1-${PROXY_LIMITS.maxPathChars} characters`);
   }
-  if (request.body.length > PROXY_LIMITS.maxBodyBytes) throw invalid("body too large");
+  if (request.body.length > PROXY_LIMITS.maxBodyBytes) throw invalidArgument("body too large");
   return {
     secretId: parseSecretId(request.secretId),
     method: request.method,

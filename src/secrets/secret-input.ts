@@ -1,4 +1,4 @@
-import { BrokerError } from "../errors.js";
+import { invalidArgument } from "../errors.js";
 
 /** Input limits. Exported so tests and docs state the same numbers the code enforces. */
 export const SECRET_LIMITS = {
@@ -25,13 +25,9 @@ export interface PutSecretInput {
   readonly fields: ReadonlyMap<string, Buffer>;
 }
 
-function invalid(message: string): BrokerError {
-  return new BrokerError("invalid_argument", message);
-}
-
 export function parseProviderId(value: string): string {
   if (!PROVIDER_ID.test(value)) {
-    throw invalid(
+    throw invalidArgument(
       "provider must be 1-32 characters of a-z, 0-9, '_' or '-', starting with a letter or digit",
     );
   }
@@ -40,16 +36,16 @@ export function parseProviderId(value: string): string {
 
 export function parseLabel(value: string): string {
   if (value.length === 0 || [...value].length > SECRET_LIMITS.maxLabelChars) {
-    throw invalid(`label must be 1-${SECRET_LIMITS.maxLabelChars} characters`);
+    throw invalidArgument(`label must be 1-${SECRET_LIMITS.maxLabelChars} characters`);
   }
   if (!LABEL.test(value) || value.trim() !== value) {
-    throw invalid("label may hold letters, digits, punctuation, symbols and inner spaces only");
+    throw invalidArgument("label may hold letters, digits, punctuation, symbols and inner spaces only");
   }
   return value;
 }
 
 export function parseSecretId(value: string): string {
-  if (!UUID.test(value)) throw invalid("secret_id must be a lowercase UUID");
+  if (!UUID.test(value)) throw invalidArgument("secret_id must be a lowercase UUID");
   return value;
 }
 
@@ -67,18 +63,19 @@ export function parsePutSecret(request: {
   const provider = parseProviderId(request.provider);
   const label = request.label === "" && secretId !== undefined ? undefined : parseLabel(request.label);
   const names = Object.keys(request.fields);
-  if (names.length === 0) throw invalid("fields must hold at least one credential field");
-  if (names.length > SECRET_LIMITS.maxFields) throw invalid(`at most ${SECRET_LIMITS.maxFields} fields`);
+  if (names.length === 0) throw invalidArgument("fields must hold at least one credential field");
+  if (names.length > SECRET_LIMITS.maxFields)
+    throw invalidArgument(`at most ${SECRET_LIMITS.maxFields} fields`);
   const fields = new Map<string, Buffer>();
   for (const name of names) {
     if (!FIELD_NAME.test(name)) {
-      throw invalid("field names must be 1-32 characters of a-z, 0-9 or '_', starting with a letter");
+      throw invalidArgument("field names must be 1-32 characters of a-z, 0-9 or '_', starting with a letter");
     }
     const value = request.fields[name] ?? "";
     const bytes = Buffer.from(value, "utf8");
     if (bytes.length === 0 || bytes.length > SECRET_LIMITS.maxFieldValueBytes) {
       // Name the field, never the value.
-      throw invalid(`field ${name} must be 1-${SECRET_LIMITS.maxFieldValueBytes} bytes`);
+      throw invalidArgument(`field ${name} must be 1-${SECRET_LIMITS.maxFieldValueBytes} bytes`);
     }
     fields.set(name, bytes);
   }

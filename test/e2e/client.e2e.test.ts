@@ -214,6 +214,7 @@ describe("Keybroker client against the real broker", () => {
       const err = await failure(client.listSecrets(expired));
       expect(err).toBeInstanceOf(UnauthenticatedError);
       expect((err as UnauthenticatedError).credential).toBe("user_token");
+      expect((err as UnauthenticatedError).reason).toBe("token_expired");
       expect(err.requestId).toBeDefined();
     });
 
@@ -221,6 +222,7 @@ describe("Keybroker client against the real broker", () => {
       const err = await failure(client.listSecrets(""));
       expect(err).toBeInstanceOf(UnauthenticatedError);
       expect((err as UnauthenticatedError).credential).toBe("user_token");
+      expect((err as UnauthenticatedError).reason).toBe("token_missing");
     });
 
     it("refuses a token that is not a valid header value without quoting it", async () => {
@@ -240,6 +242,8 @@ describe("Keybroker client against the real broker", () => {
         const err = await failure(revokedClient.listSecrets(aliceToken));
         expect(err).toBeInstanceOf(UnauthenticatedError);
         expect((err as UnauthenticatedError).credential).toBe("caller_key");
+        // Revoked, unknown and expired keys look alike to the caller (catalogue B20).
+        expect((err as UnauthenticatedError).reason).toBe("caller_key_invalid");
       } finally {
         revokedClient.close();
       }
@@ -252,6 +256,7 @@ describe("Keybroker client against the real broker", () => {
       try {
         const err = await failure(readOnlyClient.deleteSecret(aliceToken, secretId));
         expect(err).toBeInstanceOf(PermissionDeniedError);
+        expect((err as PermissionDeniedError).reason).toBe("caller_key_scope_missing");
         expect(err.requestId).toBeDefined();
       } finally {
         readOnlyClient.close();

@@ -19,6 +19,3 @@ export interface CallContext {
    */
   readonly clientCertSha256: Buffer | undefined;
 }
-
-export const CALLER_KEY_HEADER = "x-keybroker-key";
-export const REQUEST_ID_HEADER = "x-request-id";

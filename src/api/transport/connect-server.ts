@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { performance } from "node:perf_hooks";
 import type {
   DescMessage,
   DescMethodServerStreaming,
@@ -10,13 +9,22 @@ import type {
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { status } from "@grpc/grpc-js";
-import { BrokerError } from "../../errors.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import type { Logger } from "../../log/logger.js";
 import type { CallEndListener } from "../../observability/call-end.js";
-import { CALLER_KEY_HEADER, type CallContext, REQUEST_ID_HEADER } from "./call-context.js";
+import { errorInfoOf } from "../error-info.js";
+import { AUTHORIZATION_HEADER, CALLER_KEY_HEADER, REQUEST_ID_HEADER } from "../wire-headers.js";
+import type { CallContext } from "./call-context.js";
+import {
+  type CallAbort,
+  type CallRoute,
+  createCallLifecycle,
+  DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+  routeOf,
+} from "./call-lifecycle.js";
 import { createCleartextHttpServer } from "./cleartext-http-server.js";
 import { bearerTokenFrom, callerKeyFrom } from "./credential-headers.js";
-import { type CallStatus, reportCallFailure } from "./error-status.js";
+import type { CallStatus } from "./error-status.js";
 import {
   type ServerStreamingHandler,
   type ServiceRegistration,
@@ -24,7 +32,6 @@ import {
   type UnaryHandler,
   unaryHandlerOf,
 } from "./handlers.js";
-import { settlesWithin } from "./settles-within.js";
 
 /** Dependencies and limits of the Connect server. */
 export interface ConnectServerOptions {
@@ -46,18 +53,6 @@ export interface ConnectServer {
   shutdown(graceMs: number): Promise<void>;
 }
 
-const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 1024 * 1024;
-/** After the grace period, how long aborted handlers get to send their status. */
-const ABORT_FLUSH_MS = 250;
-
-/** What a call needs about its method, resolved once at start-up rather than per call. */
-interface Route {
-  readonly service: string;
-  readonly method: string;
-  /** `keybroker.v1.SecretService/PutSecret`, for logs. */
-  readonly path: string;
-}
-
 /**
  * Serves the same handlers as grpc-server.ts through connect-node, on its own plaintext port
  * speaking HTTP/1.1 and h2c (see cleartext-http-server.ts). It costs several times more CPU
@@ -68,12 +63,11 @@ interface Route {
  * No health or reflection service here: no package provides them for connect-node.
  */
 export function createConnectServer(options: ConnectServerOptions): ConnectServer {
-  const { logger, onCallEnd } = options;
+  const lifecycle = createCallLifecycle(options);
   const shutdownController = new AbortController();
-  let active = 0;
-  let onIdle: (() => void) | undefined;
-  let closing = false;
-  let shutdownDone: Promise<void> | undefined;
+  // connect-node has one shutdown signal for all handlers, so aborting any exchange aborts them
+  // all; the lifecycle only calls this once the grace period is over, for every exchange left.
+  const abortAll = (reason: unknown): void => shutdownController.abort(reason);
 
   const maxBytes = options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES;
   const adapter = connectNodeAdapter({
@@ -84,30 +78,17 @@ export function createConnectServer(options: ConnectServerOptions): ConnectServe
     // Unknown fields are dropped, as on the grpc-js port.
     binaryOptions: { readUnknownFields: false },
   });
-  // Counted per HTTP exchange, not per handler: a drained server must also have written its
+  // Tracked per HTTP exchange, not per handler: a drained server must also have written its
   // responses, which connect-node does after the handler returns.
   const server = createCleartextHttpServer((req, res) => {
-    active++;
-    res.once("close", onExchangeClosed);
+    res.once("close", lifecycle.track({ abort: abortAll }));
     adapter(req, res);
   });
 
-  function onExchangeClosed(): void {
-    active--;
-    if (active === 0) {
-      onIdle?.();
-    }
-  }
-
   function mountServices(router: ConnectRouter): void {
     for (const registration of options.services) {
-      const service = registration.service;
-      for (const method of service.methods) {
-        const route: Route = {
-          service: service.typeName,
-          method: method.name,
-          path: `${service.typeName}/${method.name}`,
-        };
+      for (const method of registration.service.methods) {
+        const route = routeOf(method);
         if (method.methodKind === "unary") {
           router.rpc(method as DescMethodUnary, unaryImpl(route, unaryHandlerOf(registration, method)));
         } else {
@@ -121,113 +102,82 @@ export function createConnectServer(options: ConnectServerOptions): ConnectServe
   }
 
   function unaryImpl(
-    route: Route,
+    route: CallRoute,
     handler: UnaryHandler<DescMessage, DescMessage>,
   ): (request: MessageShape<DescMessage>, hctx: HandlerContext) => Promise<MessageInitShape<DescMessage>> {
     return async (request, hctx) => {
-      const started = performance.now();
       const ctx = callContextOf(hctx);
+      const served = lifecycle.start(route, ctx.requestId);
       let code: number = status.OK;
       try {
-        admit();
+        lifecycle.admit();
         return await handler(request, ctx);
       } catch (err) {
-        const failure = fail(route, ctx, hctx, err);
+        const failure = lifecycle.fail(served, err, abortOf(hctx));
         code = failure.code;
         throw toConnectError(failure);
       } finally {
-        finish(route, code, started);
+        lifecycle.end(served, code);
       }
     };
   }
 
   function streamImpl(
-    route: Route,
+    route: CallRoute,
     handler: ServerStreamingHandler<DescMessage, DescMessage>,
   ): (
     request: MessageShape<DescMessage>,
     hctx: HandlerContext,
   ) => AsyncIterable<MessageInitShape<DescMessage>> {
     return async function* (request, hctx) {
-      const started = performance.now();
       const ctx = callContextOf(hctx);
+      const served = lifecycle.start(route, ctx.requestId);
       let code: number = status.OK;
       let completed = false;
       try {
-        admit();
+        lifecycle.admit();
         yield* handler(request, ctx);
         completed = true;
       } catch (err) {
-        const failure = fail(route, ctx, hctx, err);
+        const failure = lifecycle.fail(served, err, abortOf(hctx));
         code = failure.code;
         throw toConnectError(failure);
       } finally {
         // Neither completed nor failed: Connect stopped the stream (client gone, deadline).
-        finish(route, completed || code !== status.OK ? code : abortedCode(hctx), started);
+        lifecycle.end(served, completed || code !== status.OK ? code : abortedCode(hctx));
       }
     };
   }
 
-  function admit(): void {
-    // Catches calls on HTTP/1.1 keep-alive connections, which have no GOAWAY to refuse them.
-    if (closing) {
-      throw new BrokerError("unavailable", "server is shutting down");
-    }
-  }
-
-  /** Logs the failure; returns the status to send (or, if the client gave up, to record). */
-  function fail(route: Route, ctx: CallContext, hctx: HandlerContext, err: unknown): CallStatus {
-    const reason: unknown = hctx.signal.reason;
-    if (hctx.signal.aborted && (err === reason || (err instanceof Error && err.name === "AbortError"))) {
-      // Connect's own reasons (deadline, shutdown) say why; anything else is a disconnect.
-      logger.debug({ requestId: ctx.requestId, method: route.path }, "call aborted");
-      return {
-        code: abortedCode(hctx),
-        message: reason instanceof ConnectError ? reason.rawMessage : "call cancelled",
-      };
-    }
-    return reportCallFailure(logger, err, { requestId: ctx.requestId, method: route.path });
-  }
-
-  function finish(route: Route, code: number, started: number): void {
-    if (onCallEnd === undefined) {
-      return;
-    }
-    try {
-      onCallEnd({
-        service: route.service,
-        method: route.method,
-        code,
-        durationMs: performance.now() - started,
-      });
-    } catch (err) {
-      logger.error({ err, method: route.path }, "onCallEnd listener threw");
-    }
-  }
-
   function shutdown(graceMs: number): Promise<void> {
-    shutdownDone ??= drainAndClose(graceMs);
-    return shutdownDone;
-  }
-
-  async function drainAndClose(graceMs: number): Promise<void> {
-    closing = true;
-    server.stopAccepting();
-    const drained = new Promise<void>((resolve) => {
-      onIdle = resolve;
-      if (active === 0) {
-        resolve();
-      }
+    return lifecycle.shutdown(graceMs, {
+      stopAccepting: () => server.stopAccepting(),
+      drain: () => lifecycle.idle(),
+      abortReason: new ConnectError("server is shutting down", Code.Unavailable),
+      close: () => server.destroyAll(),
     });
-    if (!(await settlesWithin(drained, graceMs))) {
-      shutdownController.abort(new ConnectError("server is shutting down", Code.Unavailable));
-      // Handlers that honour their signal can still answer UNAVAILABLE before the cut.
-      await settlesWithin(drained, ABORT_FLUSH_MS);
-    }
-    await server.destroyAll();
   }
 
   return { listen: server.listen, shutdown };
+}
+
+/**
+ * How an aborted call is recorded and answered. Connect's own reasons (deadline, shutdown) say
+ * why; anything else is a disconnect. A real failure after the abort is still answered.
+ */
+function abortOf(hctx: HandlerContext): CallAbort | undefined {
+  if (!hctx.signal.aborted) {
+    return undefined;
+  }
+  const reason: unknown = hctx.signal.reason;
+  return {
+    status: {
+      code: abortedCode(hctx),
+      message: reason instanceof ConnectError ? reason.rawMessage : "call cancelled",
+    },
+    signalReason: reason,
+    final: false,
+  };
 }
 
 /** Why Connect aborted the call: its own reasons (deadline, shutdown) carry a code. */
@@ -247,7 +197,7 @@ function callContextOf(hctx: HandlerContext): CallContext {
     requestId,
     // Headers.get joins repeated headers with ", ", which both readers reject.
     callerKey: callerKeyFrom(header.get(CALLER_KEY_HEADER) ?? undefined),
-    bearerToken: bearerTokenFrom(header.get("authorization") ?? undefined),
+    bearerToken: bearerTokenFrom(header.get(AUTHORIZATION_HEADER) ?? undefined),
     signal: hctx.signal,
     deadline: timeoutMs === undefined ? undefined : Date.now() + timeoutMs,
     // This port is plaintext only (see cleartext-http-server.ts): no certificate, so caller keys
@@ -259,8 +209,12 @@ function callContextOf(hctx: HandlerContext): CallContext {
 /**
  * Connect's Code uses the gRPC status numbers, so the shared mapping carries over as is.
  * No metadata: x-request-id is already a response header, and gRPC-Web clients would see
- * it twice if the error repeated it in the trailers.
+ * it twice if the error repeated it in the trailers. A refusal's reason goes as an ErrorInfo
+ * detail, which connect-node writes the way each protocol expects (for gRPC, in
+ * grpc-status-details-bin, exactly as the grpc-js port does).
  */
 function toConnectError(failure: CallStatus): ConnectError {
-  return new ConnectError(failure.message, failure.code as number as Code);
+  const details =
+    failure.reason === undefined ? [] : [{ desc: ErrorInfoSchema, value: errorInfoOf(failure.reason) }];
+  return new ConnectError(failure.message, failure.code as number as Code, undefined, details);
 }

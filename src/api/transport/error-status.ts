@@ -1,7 +1,6 @@
 import { status } from "@grpc/grpc-js";
-import { type BrokerErrorCode, isBrokerError } from "../../errors.js";
+import { type BrokerErrorCode, isBrokerError, type RefusalReason } from "../../errors.js";
 import type { Logger } from "../../log/logger.js";
-import { isDatabaseUnavailable } from "../../store/database-errors.js";
 
 /**
  * What the caller is told when a call fails. `code` is a gRPC status number; Connect's `Code`
@@ -13,6 +12,8 @@ export interface CallStatus {
   readonly message: string;
   /** Set when the failure was a BrokerError. */
   readonly brokerCode?: BrokerErrorCode;
+  /** Why a credential was refused; sent as a google.rpc.ErrorInfo detail (see error-info.ts). */
+  readonly reason?: RefusalReason;
 }
 
 /** Which call failed, for the log line: never the request message or metadata values. */
@@ -57,23 +58,17 @@ export function grpcStatusOf(code: BrokerErrorCode): status {
 }
 
 /**
- * Maps anything a handler threw to what the caller may see. Only a BrokerError's message
- * crosses the edge (domain code writes it to be caller-safe); anything else becomes
- * INTERNAL "internal error", because its message or stack may hold a secret or internals.
+ * Maps anything a handler threw to what the caller may see. Only a BrokerError crosses the edge
+ * (domain code writes its message to be caller-safe; the store turns driver errors into one
+ * where they are born); anything else becomes INTERNAL "internal error", because its message or
+ * stack may hold a secret or internals.
  */
 export function toStatus(err: unknown): CallStatus {
   if (!isBrokerError(err)) {
-    // A dropped or refused database connection is an outage, not a bug: retry later (F51, F54).
-    if (isDatabaseUnavailable(err)) {
-      return {
-        code: grpcStatusOf("unavailable"),
-        message: "database unavailable",
-        brokerCode: "unavailable",
-      };
-    }
     return INTERNAL_ERROR;
   }
-  return { code: grpcStatusOf(err.code), message: err.message, brokerCode: err.code };
+  const status = { code: grpcStatusOf(err.code), message: err.message, brokerCode: err.code };
+  return err.reason === undefined ? status : { ...status, reason: err.reason };
 }
 
 /**

@@ -2,8 +2,8 @@ import { randomUUID } from "node:crypto";
 import type { Metadata, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
 import { certificateSha256 } from "../../auth/client-certificate.js";
 import { BrokerError } from "../../errors.js";
+import { AUTHORIZATION_HEADER, CALLER_KEY_HEADER } from "../wire-headers.js";
 import type { CallContext } from "./call-context.js";
-import { CALLER_KEY_HEADER } from "./call-context.js";
 import { bearerTokenFrom, callerKeyFrom } from "./credential-headers.js";
 import type { DecodedRequest } from "./grpc-service-definition.js";
 
@@ -40,7 +40,7 @@ export class GrpcCallContext implements CallContext {
     this.#call = call;
     const metadata = call.metadata;
     this.callerKey = callerKeyFrom(singleValue(metadata, CALLER_KEY_HEADER));
-    this.bearerToken = bearerTokenFrom(singleValue(metadata, "authorization"));
+    this.bearerToken = bearerTokenFrom(singleValue(metadata, AUTHORIZATION_HEADER));
     const deadline = call.getDeadline();
     const ms = deadline instanceof Date ? deadline.getTime() : deadline;
     this.deadline = Number.isFinite(ms) ? ms : undefined;

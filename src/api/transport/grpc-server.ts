@@ -1,5 +1,4 @@
 import { once } from "node:events";
-import { performance } from "node:perf_hooks";
 import type { DescMessage, Message } from "@bufbuild/protobuf";
 import {
   Metadata,
@@ -15,10 +14,18 @@ import { HealthImplementation } from "grpc-health-check";
 import { BrokerError } from "../../errors.js";
 import type { Logger } from "../../log/logger.js";
 import type { CallEndListener } from "../../observability/call-end.js";
-import { REQUEST_ID_HEADER } from "./call-context.js";
-import { type CallStatus, reportCallFailure } from "./error-status.js";
+import { statusDetailsOf } from "../error-info.js";
+import { REQUEST_ID_HEADER, STATUS_DETAILS_HEADER } from "../wire-headers.js";
+import {
+  type CallAbort,
+  type CallRoute,
+  createCallLifecycle,
+  DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+  routeOf,
+} from "./call-lifecycle.js";
+import type { CallStatus } from "./error-status.js";
 import { GrpcCallContext, type GrpcServerCall } from "./grpc-call-context.js";
-import { routeGrpcLibraryLogs } from "./grpc-library-logs.js";
+import { routeGrpcLibraryLogsOnce } from "./grpc-library-logs.js";
 import {
   createGrpcServiceDefinition,
   type DecodedRequest,
@@ -33,7 +40,6 @@ import {
 } from "./handlers.js";
 import { HEALTH_SERVICE_NAME, healthFileDescriptor } from "./health-descriptor.js";
 import { createReflectionService } from "./reflection.js";
-import { settlesWithin } from "./settles-within.js";
 
 /** Dependencies and limits of the grpc-js server. */
 export interface GrpcServerOptions {
@@ -59,16 +65,8 @@ export interface GrpcServer {
   shutdown(graceMs: number): Promise<void>;
 }
 
-const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 1024 * 1024;
-/** After the grace period, how long aborted handlers get to send their status. */
-const ABORT_FLUSH_MS = 250;
-
-/** What a call needs about its method, resolved once at start-up rather than per call. */
-interface Route {
-  readonly service: string;
-  readonly method: string;
-  /** `keybroker.v1.SecretService/PutSecret`, for logs. */
-  readonly path: string;
+/** A route plus what only grpc-js needs: the response type it encodes itself. */
+interface GrpcRoute extends CallRoute {
   readonly output: DescMessage;
 }
 
@@ -78,17 +76,16 @@ interface Route {
  * which mounts the same handlers.
  */
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
-  const { logger, onCallEnd } = options;
+  const { logger } = options;
   // Security, not style: grpc-js would otherwise print unparsable header values, tokens
-  // included, to stderr (see grpc-library-logs.ts).
-  routeGrpcLibraryLogs(logger);
+  // included, to stderr (see grpc-library-logs.ts). The composition root routes them first;
+  // this only covers a server built without it (tests), and never replaces the root's choice.
+  routeGrpcLibraryLogsOnce(logger);
   const server = new Server({
     "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
   });
-  const inFlight = new Set<GrpcCallContext>();
+  const lifecycle = createCallLifecycle(options);
   const healthWatches = new Set<GrpcServerCall>();
-  let closing = false;
-  let shutdownDone: Promise<void> | undefined;
 
   const serviceNames = options.services.map((registration) => registration.service.typeName);
   const health = new HealthImplementation(statusMap(["", ...serviceNames], "SERVING"));
@@ -119,12 +116,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   function implement(registration: ServiceRegistration): UntypedServiceImplementation {
     const implementation: UntypedServiceImplementation = {};
     for (const method of registration.service.methods) {
-      const route: Route = {
-        service: registration.service.typeName,
-        method: method.name,
-        path: `${registration.service.typeName}/${method.name}`,
-        output: method.output,
-      };
+      const route: GrpcRoute = { ...routeOf(method), output: method.output };
       if (method.methodKind === "unary") {
         const handler = unaryHandlerOf(registration, method);
         implementation[method.name] = (
@@ -145,43 +137,43 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
 
   // Never rejects: every outcome, including a throwing onCallEnd, is handled inside.
   async function serveUnary(
-    route: Route,
+    route: GrpcRoute,
     handler: UnaryHandler<DescMessage, DescMessage>,
     call: ServerUnaryCall<DecodedRequest, Buffer>,
     callback: sendUnaryData<Buffer>,
   ): Promise<void> {
-    const started = performance.now();
     const ctx = new GrpcCallContext(call);
+    const served = lifecycle.start(route, ctx.requestId);
+    const untrack = lifecycle.track(ctx);
     let code: number = status.OK;
-    inFlight.add(ctx);
     try {
       const request = admit(call.request);
       const response = encodeResponse(route.output, await handler(request, ctx));
       call.sendMetadata(requestIdMetadata(ctx.requestId));
       callback(null, response);
     } catch (err) {
-      const failure = fail(route, ctx, call, err);
+      const failure = lifecycle.fail(served, err, abortOf(ctx, call));
       code = failure.code;
       if (!call.cancelled) {
         // Trailers-only answer; the request id rides in it so callers can quote it.
-        callback({ code, details: failure.message, metadata: requestIdMetadata(ctx.requestId) });
+        callback({ code, details: failure.message, metadata: failureMetadata(failure, ctx.requestId) });
       }
     } finally {
-      inFlight.delete(ctx);
-      finish(route, code, started);
+      untrack();
+      lifecycle.end(served, code);
     }
   }
 
   async function serveStream(
-    route: Route,
+    route: GrpcRoute,
     handler: ServerStreamingHandler<DescMessage, DescMessage>,
     call: ServerWritableStream<DecodedRequest, Buffer>,
   ): Promise<void> {
-    const started = performance.now();
     const ctx = new GrpcCallContext(call);
+    const served = lifecycle.start(route, ctx.requestId);
+    const untrack = lifecycle.track(ctx);
     let code: number = status.OK;
     let headersSent = false;
-    inFlight.add(ctx);
     try {
       const request = admit(call.request);
       for await (const item of handler(request, ctx)) {
@@ -203,56 +195,28 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         call.end();
       }
     } catch (err) {
-      const failure = fail(route, ctx, call, err);
+      const failure = lifecycle.fail(served, err, abortOf(ctx, call));
       code = failure.code;
       if (!call.cancelled) {
         // grpc-js's documented way to end a server stream with a status.
         call.emit("error", {
           code,
           details: failure.message,
-          metadata: headersSent ? new Metadata() : requestIdMetadata(ctx.requestId),
+          metadata: failureMetadata(failure, headersSent ? undefined : ctx.requestId),
         });
       }
     } finally {
-      inFlight.delete(ctx);
-      finish(route, code, started);
+      untrack();
+      lifecycle.end(served, code);
     }
-  }
-
-  /** Logs the failure; returns the status to send (or, if the client gave up, to record). */
-  function fail(route: Route, ctx: GrpcCallContext, call: GrpcServerCall, err: unknown): CallStatus {
-    if (call.cancelled && isAbortOf(err, ctx)) {
-      logger.debug({ requestId: ctx.requestId, method: route.path }, "call abandoned by the client");
-      return { code: abandonedCode(ctx), message: "" };
-    }
-    const result = reportCallFailure(logger, err, { requestId: ctx.requestId, method: route.path });
-    return call.cancelled ? { code: abandonedCode(ctx), message: "" } : result;
   }
 
   function admit(request: DecodedRequest): Message {
     if (request instanceof BrokerError) {
       throw request; // undecodable bytes: INVALID_ARGUMENT, see grpc-service-definition.ts
     }
-    if (closing) {
-      throw new BrokerError("unavailable", "server is shutting down");
-    }
+    lifecycle.admit();
     return request;
-  }
-
-  function finish(route: Route, code: number, started: number): void {
-    if (onCallEnd === undefined) {
-      return;
-    }
-    try {
-      onCallEnd({
-        service: route.service,
-        method: route.method,
-        code,
-        durationMs: performance.now() - started,
-      });
-    } catch (err) {
-      logger.error({ err, method: route.path }, "onCallEnd listener threw");
-    }
   }
 
   function setServing(serving: boolean): void {
@@ -276,28 +240,22 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   }
 
   function shutdown(graceMs: number): Promise<void> {
-    shutdownDone ??= drainAndClose(graceMs);
-    return shutdownDone;
-  }
-
-  async function drainAndClose(graceMs: number): Promise<void> {
-    closing = true;
-    setServing(false);
-    for (const watch of healthWatches) {
-      // Queued after the NOT_SERVING update, so watchers see that first.
-      watch.emit("error", { code: status.UNAVAILABLE, details: "server is shutting down" });
-    }
-    const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-    if (await settlesWithin(drained, graceMs)) {
-      return;
-    }
-    const reason = new BrokerError("unavailable", "server is shutting down");
-    for (const ctx of inFlight) {
-      ctx.abort(reason);
-    }
-    // Handlers that honour their signal can still answer UNAVAILABLE before the cut.
-    await settlesWithin(drained, ABORT_FLUSH_MS);
-    server.forceShutdown();
+    return lifecycle.shutdown(graceMs, {
+      stopAccepting() {
+        setServing(false);
+        for (const watch of healthWatches) {
+          // Queued after the NOT_SERVING update, so watchers see that first.
+          watch.emit("error", { code: status.UNAVAILABLE, details: "server is shutting down" });
+        }
+      },
+      drain: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+      abortReason: new BrokerError("unavailable", "server is shutting down"),
+      close(drainedInTime) {
+        if (!drainedInTime) {
+          server.forceShutdown();
+        }
+      },
+    });
   }
 
   return { listen, setServing, shutdown };
@@ -310,16 +268,31 @@ function requestIdMetadata(requestId: string): Metadata {
   return metadata;
 }
 
+/**
+ * Trailers of a failed call: the request id unless headers already carried it, and a refusal's
+ * reason as a google.rpc.Status with an ErrorInfo detail, the standard gRPC way (see error-info.ts).
+ */
+function failureMetadata(failure: CallStatus, requestId: string | undefined): Metadata {
+  const metadata = requestId === undefined ? new Metadata() : requestIdMetadata(requestId);
+  if (failure.reason !== undefined) {
+    metadata.set(STATUS_DETAILS_HEADER, statusDetailsOf(failure.code, failure.message, failure.reason));
+  }
+  return metadata;
+}
+
+/** How a cancelled call is recorded: grpc-js reports every end as "cancelled", and nothing more can be sent. */
+function abortOf(ctx: GrpcCallContext, call: GrpcServerCall): CallAbort | undefined {
+  if (!call.cancelled) {
+    return undefined;
+  }
+  return { status: { code: abandonedCode(ctx), message: "" }, signalReason: ctx.signal.reason, final: true };
+}
+
 /** CANCELLED, or DEADLINE_EXCEEDED when the client's deadline is what ended the call. */
 function abandonedCode(ctx: GrpcCallContext): status {
   return ctx.deadline !== undefined && Date.now() >= ctx.deadline
     ? status.DEADLINE_EXCEEDED
     : status.CANCELLED;
-}
-
-/** Whether `err` is just the handler giving up because its signal aborted. */
-function isAbortOf(err: unknown, ctx: GrpcCallContext): boolean {
-  return err === ctx.signal.reason || (err instanceof Error && err.name === "AbortError");
 }
 
 function statusMap(names: readonly string[], value: "SERVING" | "NOT_SERVING"): Record<string, typeof value> {

@@ -5,15 +5,17 @@
  * ListSecrets.provider: "fail:<code>" throws BrokerError(code) with a canary in its cause;
  * "crash" throws a plain Error with a canary in its message; "hang" waits for ctx.signal;
  * "slow:<ms>" answers after ms; "bad-response" returns a value that cannot be encoded;
+ * "refuse:<reason>" refuses a credential as auth does (BrokerError with that RefusalReason);
  * anything else returns LISTED_SECRETS.
- * ProxyService.CallStream.path: "/fail-after-head" fails after the first message; "/hang"
- * waits for ctx.signal after the first message; anything else streams the body in chunks.
+ * ProxyService.CallStream.path: "/refuse" refuses the caller key before any message;
+ * "/fail-after-head" fails after the first message; "/hang" waits for ctx.signal after the
+ * first message; anything else streams the body in chunks.
  */
 import { setTimeout as delay } from "node:timers/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { CallContext } from "../../../src/api/transport/call-context.js";
 import { registerService, type ServiceRegistration } from "../../../src/api/transport/handlers.js";
-import { BrokerError, type BrokerErrorCode } from "../../../src/errors.js";
+import { BrokerError, type BrokerErrorCode, type RefusalReason } from "../../../src/errors.js";
 import { type CallStreamResponseSchema, ProxyService } from "../../../src/gen/keybroker/v1/proxy_pb.js";
 import { type ListSecretsResponseSchema, SecretService } from "../../../src/gen/keybroker/v1/secrets_pb.js";
 
@@ -91,6 +93,8 @@ export function createFakeServices(): FakeServices {
           throw new BrokerError(arg as BrokerErrorCode, `safe message for ${arg}`, {
             cause: new Error(`root cause ${CANARY}`),
           });
+        case "refuse":
+          throw refusal(arg as RefusalReason);
         case "crash":
           throw new Error(`database said ${CANARY}`);
         case "hang":
@@ -118,6 +122,9 @@ export function createFakeServices(): FakeServices {
     },
     async *callStream(request, ctx) {
       contexts.push(ctx);
+      if (request.path === "/refuse") {
+        throw refusal("caller_key_invalid");
+      }
       const head: MessageInitShape<typeof CallStreamResponseSchema> = {
         part: { case: "head", value: { status: 200, headers: [{ name: "x-path", value: request.path }] } },
       };
@@ -141,4 +148,16 @@ export function createFakeServices(): FakeServices {
       nextAbort: () => new Promise((resolve) => abortWaiters.push(resolve)),
     },
   };
+}
+
+/** A refusal as the auth layer builds it: scope and token-policy refusals are PERMISSION_DENIED. */
+export function refusal(reason: RefusalReason): BrokerError {
+  const denied: readonly RefusalReason[] = [
+    "caller_key_scope_missing",
+    "token_not_for_user",
+    "token_wrong_client",
+    "token_permission_missing",
+  ];
+  const code = denied.includes(reason) ? "permission_denied" : "unauthenticated";
+  return new BrokerError(code, `refused: ${reason}`, { reason, cause: new Error(CANARY) });
 }

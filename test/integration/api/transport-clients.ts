@@ -4,6 +4,8 @@
  * gives bigint and Uint8Array where proto-loader gives string and Buffer.
  */
 import { inspect } from "node:util";
+import { fromBinary } from "@bufbuild/protobuf";
+import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import { type Client as ConnectClient, ConnectError, createClient } from "@connectrpc/connect";
 import {
   createConnectTransport,
@@ -12,6 +14,8 @@ import {
   Http2SessionManager,
 } from "@connectrpc/connect-node";
 import type { Metadata, ServiceError } from "@grpc/grpc-js";
+import { type ErrorInfo, ErrorInfoSchema } from "../../../src/gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "../../../src/gen/google/rpc/status_pb.js";
 import { ProxyService } from "../../../src/gen/keybroker/v1/proxy_pb.js";
 import { SecretService } from "../../../src/gen/keybroker/v1/secrets_pb.js";
 import {
@@ -34,7 +38,16 @@ export type Outcome<T> =
       readonly requestId: string | undefined;
       /** Everything the client holds about the error, for leak checks. */
       readonly dump: string;
+      /** The google.rpc.ErrorInfo detail, decoded by each client library's own means. */
+      readonly errorInfo: WireErrorInfo | undefined;
     };
+
+/** An ErrorInfo detail as plain values. */
+export interface WireErrorInfo {
+  readonly reason: string;
+  readonly domain: string;
+  readonly metadata: Readonly<Record<string, string>>;
+}
 
 /** A secret's metadata as every transport should deliver it. */
 export interface ListedSecret {
@@ -79,6 +92,7 @@ export function grpcJsClient(address: string): TransportClient {
       message: e.details,
       requestId: requestIdOf([...e.metadata.get("x-request-id"), ...(headers?.get("x-request-id") ?? [])]),
       dump: inspect(e, { depth: 6 }),
+      errorInfo: errorInfoOfTrailers(e.metadata),
     };
   };
   const streamed = (messages: WireMessage[]) => toStreamed(messages.map(partOfWire));
@@ -163,6 +177,7 @@ export function connectClient(
       message: e.rawMessage,
       requestId: e.metadata.get("x-request-id") ?? undefined,
       dump: inspect(e, { depth: 6 }),
+      errorInfo: plainErrorInfo(e.findDetails(ErrorInfoSchema)[0]),
     };
   };
   return {
@@ -226,6 +241,24 @@ export function connectClient(
     },
     close: () => sessions?.abort(),
   };
+}
+
+/** The ErrorInfo in a grpc-js error's `grpc-status-details-bin` trailer (a google.rpc.Status). */
+function errorInfoOfTrailers(trailers: Metadata): WireErrorInfo | undefined {
+  const bin = trailers.get("grpc-status-details-bin")[0];
+  if (!(bin instanceof Buffer)) {
+    return undefined;
+  }
+  const details = fromBinary(StatusSchema, bin).details;
+  return plainErrorInfo(
+    details.map((any) => anyUnpack(any, ErrorInfoSchema)).find((info) => info !== undefined),
+  );
+}
+
+function plainErrorInfo(info: ErrorInfo | undefined): WireErrorInfo | undefined {
+  return info === undefined
+    ? undefined
+    : { reason: info.reason, domain: info.domain, metadata: { ...info.metadata } };
 }
 
 function partOfWire(message: WireMessage): { part: string; status?: number; chunk?: Buffer } {

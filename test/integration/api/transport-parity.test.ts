@@ -214,6 +214,47 @@ describe.each(TRANSPORTS.map((transport) => transport.name))("%s", (name) => {
     expect(outcome.ok || outcome.dump).not.toContain("database said");
   });
 
+  it.each([
+    ["caller_key_missing", status.UNAUTHENTICATED, "caller_key"],
+    ["caller_key_invalid", status.UNAUTHENTICATED, "caller_key"],
+    ["caller_key_scope_missing", status.PERMISSION_DENIED, "caller_key"],
+    ["token_missing", status.UNAUTHENTICATED, "access_token"],
+    ["token_expired", status.UNAUTHENTICATED, "access_token"],
+    ["token_permission_missing", status.PERMISSION_DENIED, "access_token"],
+  ] as const)(
+    "sends a refused credential's reason %s as a google.rpc.ErrorInfo detail",
+    async (reason, code, credential) => {
+      const outcome = await client().listSecrets(`refuse:${reason}`);
+
+      expect(outcome).toMatchObject({
+        ok: false,
+        code,
+        errorInfo: { reason: reason.toUpperCase(), domain: "keybroker", metadata: { credential } },
+      });
+      expect(outcome.ok || outcome.dump).not.toContain(CANARY);
+    },
+  );
+
+  it("sends a refusal's ErrorInfo detail when a stream is refused before its first message", async () => {
+    const outcome = await client().callStream("/refuse", "");
+
+    expect(outcome).toMatchObject({
+      ok: false,
+      code: status.UNAUTHENTICATED,
+      errorInfo: {
+        reason: "CALLER_KEY_INVALID",
+        domain: "keybroker",
+        metadata: { credential: "caller_key" },
+      },
+    });
+  });
+
+  it("sends no ErrorInfo detail for a failure that is not a refusal", async () => {
+    const outcome = await client().listSecrets("fail:not_found");
+
+    expect(outcome).toMatchObject({ ok: false, code: status.NOT_FOUND, errorInfo: undefined });
+  });
+
   it("streams the head, then the body in chunks", async () => {
     const outcome = await client().callStream("/v1/data", "0123456789");
 

@@ -304,3 +304,45 @@ describe("caller authenticator", () => {
     });
   });
 });
+
+describe("caller authenticator: refusal reasons", () => {
+  it("gives a missing key the reason caller_key_missing", async () => {
+    const auth = createCallerAuthenticator({ lookup: keyTable().lookup });
+    expect((await brokerErrorOf(auth.authenticate(undefined, "secrets:read"))).reason).toBe(
+      "caller_key_missing",
+    );
+  });
+
+  it("B20 gives a malformed, unknown, revoked, expired or wrongly-bound key the one reason caller_key_invalid", async () => {
+    const table = keyTable();
+    const { key: revoked } = table.add(["secrets:read"], { revokedAt: new Date(T0) });
+    const { key: expired } = table.add(["secrets:read"], { expiresAt: new Date(T0) });
+    const { key: bound } = table.add(["secrets:read"], { clientCertSha256: Buffer.alloc(32, 1) });
+    const auth = createCallerAuthenticator({ lookup: table.lookup, now: () => T0 });
+    const attempts = [
+      auth.authenticate("kb_live_not-a-key", "secrets:read"),
+      auth.authenticate(generateCallerKey().key, "secrets:read"),
+      auth.authenticate(revoked, "secrets:read"),
+      auth.authenticate(expired, "secrets:read"),
+      auth.authenticate(bound, "secrets:read", { clientCertSha256: Buffer.alloc(32, 2) }),
+      auth.authenticate(bound, "secrets:read"),
+    ];
+    for (const attempt of attempts) {
+      expect(await brokerErrorOf(attempt)).toMatchObject({
+        code: "unauthenticated",
+        message: "invalid caller key",
+        reason: "caller_key_invalid",
+      });
+    }
+  });
+
+  it("gives a key without the required scope the reason caller_key_scope_missing", async () => {
+    const table = keyTable();
+    const { key } = table.add(["secrets:read"]);
+    const auth = createCallerAuthenticator({ lookup: table.lookup });
+    expect(await brokerErrorOf(auth.authenticate(key, "proxy:call"))).toMatchObject({
+      code: "permission_denied",
+      reason: "caller_key_scope_missing",
+    });
+  });
+});

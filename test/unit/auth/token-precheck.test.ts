@@ -113,3 +113,12 @@ describe("precheckAccessToken", () => {
     expect(rejectionOf(`${"x".repeat(MAX_TOKEN_LENGTH - 2)}.a.b`).code).toBe("unauthenticated");
   });
 });
+
+describe("precheckAccessToken: refusal reasons", () => {
+  it("gives a missing token the reason token_missing and a malformed one token_malformed", () => {
+    expect(rejectionOf(undefined).reason).toBe("token_missing");
+    expect(rejectionOf("").reason).toBe("token_missing");
+    expect(rejectionOf("not.a-token").reason).toBe("token_malformed");
+    expect(rejectionOf(token({ alg: "none", kid: "key-1" })).reason).toBe("token_malformed");
+  });
+});

@@ -421,3 +421,30 @@ describe("token verifier: configuration", () => {
     ).toThrow(/jwksUrl must be https/);
   });
 });
+
+describe("token verifier: refusal reasons", () => {
+  it("gives an expired token the reason token_expired", async () => {
+    const { verifier } = verifierFor(issuer);
+    const token = await issuer.sign({ exp: Math.floor(Date.now() / 1000) - 600 });
+    expect(await brokerErrorOf(verifier.verify(token))).toMatchObject({
+      code: "unauthenticated",
+      reason: "token_expired",
+    });
+  });
+
+  it("gives a token from another issuer the reason token_invalid", async () => {
+    const { verifier } = verifierFor(issuer);
+    const token = await issuer.sign({ iss: `${issuer.issuer}other-tenant/` });
+    expect((await brokerErrorOf(verifier.verify(token))).reason).toBe("token_invalid");
+  });
+
+  it.each([
+    ["a machine token", {}, { gty: "client-credentials" }, "token_not_for_user"],
+    ["a token for another client", { allowedAzp: "main-app" }, { azp: "other-app" }, "token_wrong_client"],
+    ["a token without the permission", {}, { scope: "openid" }, "token_permission_missing"],
+  ] as const)("gives %s a PERMISSION_DENIED with the reason %s", async (_label, options, claims, reason) => {
+    const { verifier } = verifierFor(issuer, options);
+    const err = await brokerErrorOf(verifier.verify(await issuer.sign(claims)));
+    expect(err).toMatchObject({ code: "permission_denied", reason });
+  });
+});

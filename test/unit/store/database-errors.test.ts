@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { toStatus } from "../../../src/api/transport/error-status.js";
+import { BrokerError } from "../../../src/errors.js";
 import { isDatabaseUnavailable } from "../../../src/store/database-errors.js";
 
 describe("database outages", () => {
@@ -22,7 +23,9 @@ describe("database outages", () => {
     ["an exhausted pool", new Error("timeout exceeded when trying to connect")],
   ])("F51 maps %s to UNAVAILABLE, not INTERNAL", (_name, err) => {
     expect(isDatabaseUnavailable(err)).toBe(true);
-    expect(toStatus(err)).toMatchObject({ code: 14, message: "database unavailable" });
+    // The edge maps only BrokerError: the store translates the outage where it is born.
+    const translated = new BrokerError("unavailable", "database unavailable", { cause: err });
+    expect(toStatus(translated)).toMatchObject({ code: 14, message: "database unavailable" });
   });
 
   it.each([

@@ -66,6 +66,29 @@ describe("toStatus", () => {
     expect(JSON.stringify(result)).not.toContain(CANARY);
   });
 
+  it("answers INTERNAL for a raw driver error: outages reach the edge as BrokerError('unavailable')", () => {
+    const refused = Object.assign(new Error(`connect ECONNREFUSED ${CANARY}`), { code: "ECONNREFUSED" });
+    const translated = new BrokerError("unavailable", "database unavailable", { cause: refused });
+
+    expect(toStatus(refused)).toEqual({ code: status.INTERNAL, message: "internal error" });
+    expect(toStatus(translated)).toEqual({
+      code: status.UNAVAILABLE,
+      message: "database unavailable",
+      brokerCode: "unavailable",
+    });
+  });
+
+  it("carries a refused credential's machine-readable reason", () => {
+    const err = new BrokerError("unauthenticated", "invalid caller key", { reason: "caller_key_invalid" });
+
+    expect(toStatus(err)).toEqual({
+      code: status.UNAUTHENTICATED,
+      message: "invalid caller key",
+      brokerCode: "unauthenticated",
+      reason: "caller_key_invalid",
+    });
+  });
+
   it("relies on Connect's Code using the same numbers as gRPC's status", () => {
     expect([
       Code.InvalidArgument,
