@@ -15,7 +15,6 @@ import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { sql } from "kysely";
-import pg from "pg";
 import { createAwsKmsKeyring, createKmsClient } from "../src/keys/aws-kms-keyring.js";
 import { loadOrCreatePepper } from "../src/keys/pepper.js";
 import { userKeyContext } from "../src/keys/user-data-keys.js";
@@ -26,6 +25,7 @@ import { createRewrapJob } from "../src/rotation/rewrap-job.js";
 import { openDatabase } from "../src/store/database.js";
 import { migrateToLatest } from "../src/store/migrate.js";
 import { startLocalKmsServer } from "../test/support/local-kms-server.js";
+import { createThrowawayDatabase } from "../test/support/throwaway-database.js";
 
 type KmsRequest =
   | { op: "createKey" }
@@ -116,16 +116,11 @@ async function measure(
   options: { latencyMs: number; concurrency: number; rate: number; batchSize: number },
 ): Promise<Result> {
   const logger = createLogger({ level: "error" });
-  const name = `keybroker_bench_rewrap_${randomBytes(4).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
+  const throwaway = await createThrowawayDatabase(adminUrl, "keybroker_bench_rewrap");
   const database = await openDatabase(
     {
       kind: "postgres",
-      url: new Redacted(url.toString()),
+      url: new Redacted(throwaway.url),
       maxConnections: 10,
       connectTimeoutMs: 5_000,
       statementTimeoutMs: 60_000,
@@ -202,8 +197,7 @@ async function measure(
   } finally {
     client.destroy();
     await database.close();
-    await admin.query(`drop database if exists ${name} with (force)`);
-    await admin.end();
+    await throwaway.drop();
   }
 }
 
