@@ -181,7 +181,7 @@ async function spawnServe(
   env: Record<string, string>,
   options: Pick<BrokerProcessOptions, "cpuProfileDir" | "dist" | "cpu">,
 ): Promise<ServeProcess> {
-  // A V8 CPU profile of the broker (open it in Chrome DevTools or bench/profile-summary.ts).
+  // A V8 CPU profile of the broker (open it in Chrome DevTools or bench/tools/profile-summary.ts).
   const profileDir = options.cpuProfileDir ?? process.env.BENCH_CPU_PROF;
   const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
   // The compiled broker when `npm run build` has run (as in the image), else the sources via tsx.

@@ -1,6 +1,6 @@
 /**
  * Scenario 5: how cost grows with work. (a) The online rewrap job at several table sizes, with the
- * local KMS-protocol server in its own process at 5 ms latency (bench/rewrap-bench.ts); (b)
+ * local KMS-protocol server in its own process at 5 ms latency (bench/tools/rewrap-bench.ts); (b)
  * ListSecrets latency for users holding 1, 100 and 1,000 secrets; (c) database size per 100k
  * secrets, sealed exactly as PutSecret seals them.
  */
@@ -45,7 +45,7 @@ async function runRewrap(sizes: readonly number[], options: SectionOptions): Pro
     [
       "--import",
       "tsx",
-      join(ROOT, "bench/rewrap-bench.ts"),
+      join(ROOT, "bench/tools/rewrap-bench.ts"),
       "--users",
       sizes.join(","),
       "--latency-ms",
