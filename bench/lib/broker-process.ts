@@ -1,5 +1,4 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -18,6 +17,7 @@ import {
 import { type LocalKmsServer, startLocalKmsServer } from "../../test/support/local-kms-server.js";
 import { bearerUpstreamProvider } from "../../test/support/loopback-providers.js";
 import { startTestIssuer, type TestIssuer } from "../../test/support/test-issuer.js";
+import { createThrowawayDatabase } from "../../test/support/throwaway-database.js";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
@@ -73,14 +73,8 @@ export async function startBrokerProcess(options: BrokerProcessOptions): Promise
   let dropDatabase = async () => {};
   let committedTransactions = async (): Promise<number | undefined> => undefined;
   if (options.database === "postgres") {
-    const name = `keybroker_bench_${randomBytes(4).toString("hex")}`;
-    const admin = new pg.Client({ connectionString: ADMIN_URL });
-    await admin.connect();
-    await admin.query(`create database ${name}`);
-    await admin.end();
-    const url = new URL(ADMIN_URL);
-    url.pathname = `/${name}`;
-    databaseEnv = { DATABASE_URL: url.toString() };
+    const throwaway = await createThrowawayDatabase(ADMIN_URL, "keybroker_bench");
+    databaseEnv = { DATABASE_URL: throwaway.url };
     committedTransactions = async () => {
       const c = new pg.Client({ connectionString: ADMIN_URL });
       await c.connect();
@@ -89,19 +83,14 @@ export async function startBrokerProcess(options: BrokerProcessOptions): Promise
         await new Promise((resolve) => setTimeout(resolve, 1100));
         const { rows } = await c.query<{ n: string }>(
           "select xact_commit::text as n from pg_stat_database where datname = $1",
-          [name],
+          [throwaway.name],
         );
         return Number(rows[0]?.n ?? Number.NaN);
       } finally {
         await c.end();
       }
     };
-    dropDatabase = async () => {
-      const c = new pg.Client({ connectionString: ADMIN_URL });
-      await c.connect();
-      await c.query(`drop database if exists ${name} with (force)`);
-      await c.end();
-    };
+    dropDatabase = () => throwaway.drop();
   } else {
     databaseEnv = { KEYBROKER_PGLITE_DIR: join(dir, "pgdata") };
   }
@@ -192,7 +181,7 @@ async function spawnServe(
   env: Record<string, string>,
   options: Pick<BrokerProcessOptions, "cpuProfileDir" | "dist" | "cpu">,
 ): Promise<ServeProcess> {
-  // A V8 CPU profile of the broker (open it in Chrome DevTools or bench/profile-summary.ts).
+  // A V8 CPU profile of the broker (open it in Chrome DevTools or bench/tools/profile-summary.ts).
   const profileDir = options.cpuProfileDir ?? process.env.BENCH_CPU_PROF;
   const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
   // The compiled broker when `npm run build` has run (as in the image), else the sources via tsx.

@@ -6,7 +6,7 @@ import { ECHO_METHOD_PATH, echoServiceDesc, encodeEchoMessage } from "./echo-ser
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
-/** bench/echo-server.ts as a child process, with one client per transport. */
+/** bench/tools/echo-server.ts as a child process, with one client per transport. */
 export interface EchoProcess {
   readonly pid: number;
   /** One echo call through grpc-js, as the main app's client would make it. */
@@ -18,7 +18,7 @@ export interface EchoProcess {
 
 /** `cpu` pins the echo server (all its threads) with taskset, as the bench pins the broker. */
 export async function startEchoProcess(options: { cpu?: number } = {}): Promise<EchoProcess> {
-  const command = [process.execPath, "--import", "tsx", `${ROOT}bench/echo-server.ts`];
+  const command = [process.execPath, "--import", "tsx", `${ROOT}bench/tools/echo-server.ts`];
   const pinned = options.cpu === undefined ? command : ["taskset", "-c", String(options.cpu), ...command];
   const child = spawn(pinned[0] as string, pinned.slice(1), {
     cwd: ROOT,

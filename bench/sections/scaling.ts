@@ -1,6 +1,6 @@
 /**
  * Scenario 5: how cost grows with work. (a) The online rewrap job at several table sizes, with the
- * local KMS-protocol server in its own process at 5 ms latency (bench/rewrap-bench.ts); (b)
+ * local KMS-protocol server in its own process at 5 ms latency (bench/tools/rewrap-bench.ts); (b)
  * ListSecrets latency for users holding 1, 100 and 1,000 secrets; (c) database size per 100k
  * secrets, sealed exactly as PutSecret seals them.
  */
@@ -10,7 +10,6 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sql } from "kysely";
-import pg from "pg";
 import { seal } from "../../src/crypto/envelope.js";
 import { encodeFields } from "../../src/crypto/field-codec.js";
 import { loadOrCreateLocalKeyring } from "../../src/keys/local-keyring.js";
@@ -21,6 +20,7 @@ import { Redacted } from "../../src/log/redacted.js";
 import { openDatabase } from "../../src/store/database.js";
 import { migrateToLatest } from "../../src/store/migrate.js";
 import { createGrpcClients, unary } from "../../test/support/grpc-client.js";
+import { createThrowawayDatabase } from "../../test/support/throwaway-database.js";
 import type { BrokerProcess } from "../lib/broker-process.js";
 import { runLoad } from "../lib/load.js";
 import { fmt, type SectionOptions, type SectionResult, type Table, type TargetCheck } from "../lib/report.js";
@@ -45,7 +45,7 @@ async function runRewrap(sizes: readonly number[], options: SectionOptions): Pro
     [
       "--import",
       "tsx",
-      join(ROOT, "bench/rewrap-bench.ts"),
+      join(ROOT, "bench/tools/rewrap-bench.ts"),
       "--users",
       sizes.join(","),
       "--latency-ms",
@@ -116,16 +116,11 @@ async function runDatabaseSize(options: SectionOptions) {
   const count = options.quick ? 10_000 : 100_000;
   options.progress(`scaling: database size with ${count} secrets`);
   const logger = createLogger({ level: "error" });
-  const name = `keybroker_bench_size_${randomBytes(4).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: ADMIN_URL });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
+  const throwaway = await createThrowawayDatabase(ADMIN_URL, "keybroker_bench_size");
   const database = await openDatabase(
     {
       kind: "postgres",
-      url: new Redacted(url.toString()),
+      url: new Redacted(throwaway.url),
       maxConnections: 2,
       connectTimeoutMs: 5000,
       statementTimeoutMs: 120_000,
@@ -206,8 +201,7 @@ async function runDatabaseSize(options: SectionOptions) {
     };
   } finally {
     await database.close();
-    await admin.query(`drop database if exists ${name} with (force)`);
-    await admin.end();
+    await throwaway.drop();
     await rm(dir, { recursive: true, force: true });
   }
 }

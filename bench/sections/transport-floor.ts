@@ -1,5 +1,5 @@
 /**
- * Scenario 1: the transport floor (a bare echo on the broker's own server stack, bench/echo-server.ts)
+ * Scenario 1: the transport floor (a bare echo on the broker's own server stack, bench/tools/echo-server.ts)
  * vs ListSecrets vs ProxyService.Call, on grpc-js and Connect, at concurrency 1 and 64. Rows are
  * interleaved (echo, list, call, echo, ...) and repeated, so a machine that drifts during the run
  * shifts every row alike and the ratios hold; CPU is read from /proc for the serving process only.

@@ -27,7 +27,7 @@ export interface Output {
 const processIo: CommandIo = { env: process.env, stdout: process.stdout, stderr: process.stderr };
 
 // Conservative defaults: a fraction of the smallest regional KMS quota (5,500 calls/s shared
-// by the account); raise --rate and --concurrency for big tables (see bench/rewrap-bench.ts).
+// by the account); raise --rate and --concurrency for big tables (see bench/tools/rewrap-bench.ts).
 const DEFAULTS = { batchSize: 500, concurrency: 16, rate: 1_000 } as const;
 const TTY_REFRESH_MS = 200;
 const LOG_LINE_EVERY_MS = 5_000;

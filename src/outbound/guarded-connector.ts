@@ -72,7 +72,7 @@ export function createGuardedConnector(options: GuardedConnectorOptions): buildC
   const guard = createAddressGuard({ allowLoopback: options.allowLoopback });
   const dial = options.dial ?? defaultDialer;
   // Built once: a `ca` list on every connect would parse ~140 PEM roots into a fresh context per
-  // connection (~50 ms of CPU each, measured with bench/profile-hot-path.ts).
+  // connection (~50 ms of CPU each, measured with bench/tools/profile-hot-path.ts).
   const secureContext =
     options.ca === undefined
       ? undefined

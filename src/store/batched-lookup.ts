@@ -28,7 +28,7 @@ interface PendingKey<K, V> {
 /**
  * Group commit for reads (the DataLoader pattern), for lookups every call makes: under load, the
  * calls of one moment share a round trip instead of each paying for a query, its syscalls and its
- * place in the pool queue (bench/profile-hot-path.ts measured those as most of a call's CPU).
+ * place in the pool queue (bench/tools/profile-hot-path.ts measured those as most of a call's CPU).
  *
  * Freshness is unchanged: a key NEVER joins a query already in flight. It waits for the next one,
  * so whatever answers a call was read after the call arrived, exactly as if it had queried alone

@@ -4,7 +4,7 @@ import { toStoreError } from "./database-errors.js";
 
 /**
  * A SQL statement for the hot path. Kysely builds a frozen query tree per call (~110 µs
- * CPU and GC pressure per query, measured in bench/hot-path-parts.ts); a named prepared
+ * CPU and GC pressure per query, measured in bench/tools/hot-path-parts.ts); a named prepared
  * statement is parsed once per connection and costs about half. Cold paths keep kysely.
  */
 export interface PreparedStatement {

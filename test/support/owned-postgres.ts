@@ -1,11 +1,11 @@
 import { execFile, spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { chownSync, existsSync, readdirSync } from "node:fs";
 import { appendFile, mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import pg from "pg";
+import { createThrowawayDatabase } from "./throwaway-database.js";
 
 /**
  * A PostgreSQL cluster a test owns outright: its own data directory, port and process, so the
@@ -176,9 +176,8 @@ export async function startOwnedPostgres(options: OwnedPostgresOptions = {}): Pr
     dataDir,
     url,
     async createDatabase(prefix = "keybroker_fault") {
-      const name = `${prefix}_${randomBytes(5).toString("hex")}`;
-      await query(`create database ${name}`);
-      return url(name);
+      // Never dropped one by one: destroy() deletes the whole cluster.
+      return (await createThrowawayDatabase(url(), prefix)).url;
     },
     stop,
     start,

@@ -1,8 +1,6 @@
-import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { PGlite } from "@electric-sql/pglite";
 import { type Kysely, sql } from "kysely";
-import pg from "pg";
 import { describe, inject } from "vitest";
 import { createLogger } from "../../src/log/logger.js";
 import { Redacted } from "../../src/log/redacted.js";
@@ -10,14 +8,16 @@ import { type DatabaseHandle, openDatabase, PGLITE_PARSERS, pgliteHandle } from 
 import { migrateToLatest } from "../../src/store/migrate.js";
 import type { Database } from "../../src/store/schema.js";
 import { POSTGRES_SKIP_REASON } from "./skip-reasons.js";
+import { createThrowawayDatabase } from "./throwaway-database.js";
 
 export type TestDatabaseKind = "pglite" | "postgres";
 
 /**
  * Every storage-touching suite runs on the embedded PGlite and on a real Postgres server
- * (TEST_DATABASE_URL; CI sets it). Registers `body` once per database kind. Without TEST_DATABASE_URL the Postgres half is still
- * registered, as skipped with the reason in its title, so the run's counts say how many tests did
- * not run instead of silently leaving them out (catalogue W6).
+ * (TEST_DATABASE_URL; CI sets it). Registers `body` once per database kind. Without
+ * TEST_DATABASE_URL the Postgres half is still registered, as skipped with the reason in its
+ * title, so the run's counts say how many tests did not run instead of silently leaving them out
+ * (catalogue W6).
  */
 export function describeOnEachDatabase(title: string, body: (kind: TestDatabaseKind) => void): void {
   for (const kind of ["pglite", "postgres"] as const) {
@@ -55,17 +55,11 @@ export async function createTestDatabase(kind: TestDatabaseKind): Promise<TestDa
 
   const adminUrl = process.env.TEST_DATABASE_URL;
   if (adminUrl === undefined) throw new Error("TEST_DATABASE_URL is not set");
-  const name = `keybroker_test_${randomBytes(6).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
+  const throwaway = await createThrowawayDatabase(adminUrl, "keybroker_test");
   const handle = await openDatabase(
     {
       kind: "postgres",
-      url: new Redacted(url.toString()),
+      url: new Redacted(throwaway.url),
       maxConnections: 5,
       connectTimeoutMs: 5_000,
       statementTimeoutMs: 30_000,
@@ -75,14 +69,11 @@ export async function createTestDatabase(kind: TestDatabaseKind): Promise<TestDa
   await migrateToLatest(handle.db);
   return {
     ...handle,
-    url: url.toString(),
+    url: throwaway.url,
     truncate: () => truncateAll(handle.db),
     async close() {
       await handle.close();
-      const drop = new pg.Client({ connectionString: adminUrl });
-      await drop.connect();
-      await drop.query(`drop database if exists ${name} with (force)`);
-      await drop.end();
+      await throwaway.drop();
     },
   };
 }

@@ -4,11 +4,12 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { verifyAuditChain } from "../../../src/audit/audit-chain.js";
 import type { AuditDetail, AuditEvent } from "../../../src/audit/audit-event.js";
 import { type AuditLog, createAuditLog } from "../../../src/audit/audit-log.js";
-import { BrokerError } from "../../../src/errors.js";
+import type { BrokerError } from "../../../src/errors.js";
 import { createLogger } from "../../../src/log/logger.js";
 import { Redacted } from "../../../src/log/redacted.js";
 import { queryAuditEvents } from "../../../src/store/audit.repository.js";
 import { type DatabaseHandle, openDatabase } from "../../../src/store/database.js";
+import { brokerErrorOf } from "../../support/broker-errors.js";
 import {
   createTestDatabase,
   describeOnEachDatabase,
@@ -33,15 +34,6 @@ function hasLineBreakingChar(text: string): boolean {
     const code = c.codePointAt(0) ?? 0;
     return code < 0x20 || (code >= 0x7f && code <= 0x9f) || code === 0x2028 || code === 0x2029;
   });
-}
-
-async function rejection(promise: Promise<unknown>): Promise<BrokerError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BrokerError);
-  return err as BrokerError;
 }
 
 describeOnEachDatabase("audit log on %s", (kind) => {
@@ -122,7 +114,7 @@ describeOnEachDatabase("audit log on %s", (kind) => {
     log = createAuditLog({ prepared: database.prepared, now, onWriteFailure: (err) => failures.push(err) });
     await sql`alter table audit_events rename to audit_events_moved`.execute(database.db);
     try {
-      const err = await rejection(log.record(event()));
+      const err = await brokerErrorOf(log.record(event()));
       expect(err.code).toBe("unavailable");
       expect(err.message).toBe("audit trail unavailable");
       expect(err.cause).toBeDefined();
@@ -174,7 +166,7 @@ describeOnEachDatabase("audit log on %s", (kind) => {
     await log.close();
     await Promise.all(pending);
     expect(await rowCount()).toBe(2);
-    expect((await rejection(log.record(event()))).code).toBe("unavailable");
+    expect((await brokerErrorOf(log.record(event()))).code).toBe("unavailable");
   });
 
   it("flush() waits for queued events even with a long batch delay", async () => {

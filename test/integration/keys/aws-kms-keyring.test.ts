@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import type { KMSClient } from "@aws-sdk/client-kms";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { BrokerError } from "../../../src/errors.js";
 import { createAwsKmsKeyring, createKmsClient, resolveKmsKeyArn } from "../../../src/keys/aws-kms-keyring.js";
 import type { EncryptionContext } from "../../../src/keys/keyring.js";
+import { brokerErrorOf } from "../../support/broker-errors.js";
 import { type LocalKmsServer, startLocalKmsServer } from "../../support/local-kms-server.js";
 
 // The real @aws-sdk/client-kms against a local server speaking the KMS JSON protocol:
@@ -34,16 +34,6 @@ function client(maxAttempts = 3, endpoint = kms.endpoint): KMSClient {
   });
   clients.push(created);
   return created;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<BrokerError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(BrokerError);
-    return err as BrokerError;
-  }
-  throw new Error("expected a rejection");
 }
 
 beforeAll(async () => {
@@ -102,7 +92,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
   it("reports data_loss when A's wrapped key is presented under B's context", async () => {
     const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
     const ofA = await keyring.generateDataKey(contextA);
-    const err = await rejection(keyring.decrypt(ofA.wrapped, contextB));
+    const err = await brokerErrorOf(keyring.decrypt(ofA.wrapped, contextB));
     expect(err.code).toBe("data_loss");
     expect(kms.callCount("Decrypt")).toBe(1);
   });
@@ -112,7 +102,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     const { wrapped } = await keyring.generateDataKey(contextA);
     const tampered = Buffer.from(wrapped);
     tampered[tampered.length - 1] = (tampered[tampered.length - 1] ?? 0) ^ 0x01;
-    expect((await rejection(keyring.decrypt(tampered, contextA))).code).toBe("data_loss");
+    expect((await brokerErrorOf(keyring.decrypt(tampered, contextA))).code).toBe("data_loss");
   });
 
   it("F53 rides out two throttles: the SDK retries and the third call succeeds", async () => {
@@ -126,7 +116,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
   it("F53 reports unavailable under persistent throttling, after exactly maxAttempts calls", async () => {
     const keyring = createAwsKmsKeyring({ client: client(2), keyId: keyA });
     kms.setFaults({ throttleNext: 1_000 });
-    const err = await rejection(keyring.generateDataKey(contextA));
+    const err = await brokerErrorOf(keyring.generateDataKey(contextA));
     expect(err.code).toBe("unavailable");
     expect(err.message).toBe("key management service unavailable");
     expect(kms.callCount("GenerateDataKey")).toBe(2);
@@ -147,10 +137,10 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     const { wrapped } = await keyring.generateDataKey(contextA);
     kms.disableKey(disabled);
     kms.resetCounts();
-    const err = await rejection(keyring.decrypt(wrapped, contextA));
+    const err = await brokerErrorOf(keyring.decrypt(wrapped, contextA));
     expect(err.code).toBe("failed_precondition");
     expect(kms.callCount("Decrypt")).toBe(1);
-    expect((await rejection(keyring.generateDataKey(contextA))).code).toBe("failed_precondition");
+    expect((await brokerErrorOf(keyring.generateDataKey(contextA))).code).toBe("failed_precondition");
     expect(kms.callCount("GenerateDataKey")).toBe(1);
   });
 
@@ -159,7 +149,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     it(`reports failed_precondition for ${type} after exactly one call`, async () => {
       const keyring = createAwsKmsKeyring({ client: client(5), keyId: keyA });
       kms.setFaults({ failNext: 1, failWith: { type, status: 400 } });
-      expect((await rejection(keyring.generateDataKey(contextA))).code).toBe("failed_precondition");
+      expect((await brokerErrorOf(keyring.generateDataKey(contextA))).code).toBe("failed_precondition");
       expect(kms.callCount("GenerateDataKey")).toBe(1);
     });
   }
@@ -169,13 +159,13 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
   it("retries KeyUnavailableException (HTTP 500) and reports unavailable if it persists", async () => {
     const keyring = createAwsKmsKeyring({ client: client(2), keyId: keyA });
     kms.setFaults({ failNext: 10, failWith: { type: "KeyUnavailableException", status: 500 } });
-    expect((await rejection(keyring.generateDataKey(contextA))).code).toBe("unavailable");
+    expect((await brokerErrorOf(keyring.generateDataKey(contextA))).code).toBe("unavailable");
     expect(kms.callCount("GenerateDataKey")).toBe(2);
   });
 
   it("reports failed_precondition for a key that does not exist", async () => {
     const keyring = createAwsKmsKeyring({ client: client(), keyId: "alias/does-not-exist" });
-    expect((await rejection(keyring.generateDataKey(contextA))).code).toBe("failed_precondition");
+    expect((await brokerErrorOf(keyring.generateDataKey(contextA))).code).toBe("failed_precondition");
     expect(kms.callCount("GenerateDataKey")).toBe(1);
   });
 
@@ -184,7 +174,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     await keyring.generateDataKey(contextA); // leaves a kept-alive connection to be dropped
     kms.setFaults({ down: true });
     const started = Date.now();
-    const err = await rejection(keyring.generateDataKey(contextA));
+    const err = await brokerErrorOf(keyring.generateDataKey(contextA));
     expect(err.code).toBe("unavailable");
     expect(Date.now() - started).toBeLessThan(5_000);
     kms.setFaults({ down: false });
@@ -196,7 +186,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     const endpoint = gone.endpoint;
     await gone.close();
     const keyring = createAwsKmsKeyring({ client: client(2, endpoint), keyId: keyA });
-    expect((await rejection(keyring.generateDataKey(contextA))).code).toBe("unavailable");
+    expect((await brokerErrorOf(keyring.generateDataKey(contextA))).code).toBe("unavailable");
   });
 
   it("reports unavailable when every attempt times out, after maxAttempts calls", async () => {
@@ -210,7 +200,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     clients.push(impatient);
     const keyring = createAwsKmsKeyring({ client: impatient, keyId: keyA });
     kms.setFaults({ latencyMs: 5_000 });
-    const err = await rejection(keyring.generateDataKey(contextA));
+    const err = await brokerErrorOf(keyring.generateDataKey(contextA));
     expect(err.code).toBe("unavailable");
     expect(kms.callCount("GenerateDataKey")).toBe(2);
   });
@@ -219,7 +209,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     const keyring = createAwsKmsKeyring({ client: client(3), keyId: keyA });
     kms.setFaults({ latencyMs: 10_000 });
     const started = Date.now();
-    const err = await rejection(keyring.generateDataKey(contextA, { signal: AbortSignal.timeout(100) }));
+    const err = await brokerErrorOf(keyring.generateDataKey(contextA, { signal: AbortSignal.timeout(100) }));
     expect(err.code).toBe("deadline_exceeded");
     expect(Date.now() - started).toBeLessThan(2_000);
     expect(kms.callCount("GenerateDataKey")).toBe(1);
@@ -227,7 +217,9 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
 
   it("reports deadline_exceeded without calling KMS when the signal is already aborted", async () => {
     const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
-    const err = await rejection(keyring.decrypt(randomBytes(64), contextA, { signal: AbortSignal.abort() }));
+    const err = await brokerErrorOf(
+      keyring.decrypt(randomBytes(64), contextA, { signal: AbortSignal.abort() }),
+    );
     expect(err.code).toBe("deadline_exceeded");
     expect(kms.callCount()).toBe(0);
   });
@@ -243,15 +235,15 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
       Buffer.from(generated.wrapped).toString("base64"),
     ].filter((s): s is string => s !== undefined);
 
-    const errors = [await rejection(keyring.decrypt(generated.wrapped, contextB))];
+    const errors = [await brokerErrorOf(keyring.decrypt(generated.wrapped, contextB))];
     kms.disableKey(keyA);
     try {
-      errors.push(await rejection(keyring.decrypt(generated.wrapped, contextA)));
+      errors.push(await brokerErrorOf(keyring.decrypt(generated.wrapped, contextA)));
     } finally {
       kms.enableKey(keyA);
     }
     kms.setFaults({ throttleNext: 10 });
-    errors.push(await rejection(keyring.decrypt(generated.wrapped, contextA)));
+    errors.push(await brokerErrorOf(keyring.decrypt(generated.wrapped, contextA)));
 
     expect(errors.map((e) => e.code)).toEqual(["data_loss", "failed_precondition", "unavailable"]);
     for (const err of errors) {

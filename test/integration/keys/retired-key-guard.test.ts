@@ -1,11 +1,11 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { BrokerError } from "../../../src/errors.js";
 import type { Keyring } from "../../../src/keys/keyring.js";
 import { loadOrCreatePepper } from "../../../src/keys/pepper.js";
 import { createRetiredKeyGuard } from "../../../src/keys/retired-key-guard.js";
 import { userKeyContext } from "../../../src/keys/user-data-keys.js";
 import { createRewrapJob } from "../../../src/rotation/rewrap-job.js";
 import { parsePutSecret } from "../../../src/secrets/secret-input.js";
+import { brokerErrorOf } from "../../support/broker-errors.js";
 import {
   createTestDatabase,
   describeOnEachDatabase,
@@ -21,15 +21,6 @@ import {
   silentLogger,
   unreadableSecrets,
 } from "../rotation/rotation-fixture.js";
-
-async function rejection(promise: Promise<unknown>): Promise<BrokerError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BrokerError);
-  return err as BrokerError;
-}
 
 /** Keeps every plaintext the real keyring hands out, to check the guard zeroed it. */
 function keepingPlaintexts(inner: Keyring, kept: Buffer[]): Keyring {
@@ -92,7 +83,7 @@ describeOnEachDatabase("retired master key guard on %s", (databaseKind) => {
       const [secretId] = user?.secrets.keys() ?? [];
       if (user === undefined || secretId === undefined) throw new Error("nothing seeded");
 
-      const err = await rejection(fixture.replica(guarded).open(user.identity, secretId, signal));
+      const err = await brokerErrorOf(fixture.replica(guarded).open(user.identity, secretId, signal));
 
       expect(err.code).toBe("failed_precondition");
       expect(err.message).toBe("data key wrapped under a retired master key");
@@ -101,7 +92,7 @@ describeOnEachDatabase("retired master key guard on %s", (databaseKind) => {
     });
 
     it("refuses to start on a pepper sealed under a retired master key", async () => {
-      const err = await rejection(loadOrCreatePepper(database.db, guarded));
+      const err = await brokerErrorOf(loadOrCreatePepper(database.db, guarded));
 
       expect(err.code).toBe("failed_precondition");
     });
@@ -128,7 +119,7 @@ describeOnEachDatabase("retired master key guard on %s", (databaseKind) => {
       const generated = await fixture.keyring.generateDataKey(userKeyContext(user.identity.userRef));
       generated.plaintext.fill(0);
 
-      const err = await rejection(
+      const err = await brokerErrorOf(
         guarded.reEncrypt(generated.wrapped, userKeyContext(user.identity.userRef), fixture.sourceKeyId),
       );
 
@@ -136,7 +127,7 @@ describeOnEachDatabase("retired master key guard on %s", (databaseKind) => {
     });
 
     it("cannot be built when the configured master key itself is not accepted", async () => {
-      const err = await rejection(
+      const err = await brokerErrorOf(
         (async () => createRetiredKeyGuard(fixture.keyring, { acceptedKeyIds: [targetKeyId] }))(),
       );
 
@@ -164,7 +155,7 @@ describeOnEachDatabase("retired master key guard on %s", (databaseKind) => {
       });
       await fixture.addMasterKey(); // local:2 becomes current in the file, but is not accepted
 
-      const err = await rejection(
+      const err = await brokerErrorOf(
         fixture
           .replica(guarded)
           .put(

@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
 import { Client } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type BrokerError, isBrokerError } from "../../../src/errors.js";
+import { isBrokerError } from "../../../src/errors.js";
 import {
   createGuardedConnector,
   type DialTarget,
@@ -9,6 +9,7 @@ import {
 } from "../../../src/outbound/guarded-connector.js";
 import { createOutboundClient } from "../../../src/outbound/outbound-client.js";
 import { parseProviderRegistry } from "../../../src/outbound/provider-registry.js";
+import { expectBrokerError } from "../../support/broker-errors.js";
 import {
   canaryCredentials,
   type HttpsUpstream,
@@ -58,13 +59,6 @@ function clientWith(table: Record<string, string[]>, extraProviders: Record<stri
 
 const signal = () => new AbortController().signal;
 
-async function expectCode(promise: Promise<unknown>, code: string): Promise<BrokerError> {
-  const err = await rejectionOf(promise);
-  expect(isBrokerError(err)).toBe(true);
-  expect((err as BrokerError).code).toBe(code);
-  return err as BrokerError;
-}
-
 describe("C26 addresses are checked at connect time, after DNS", () => {
   it.each([
     ["127.0.0.1"],
@@ -85,7 +79,7 @@ describe("C26 addresses are checked at connect time, after DNS", () => {
     "C26 refuses a provider without allowLoopback whose DNS answers %s, with zero connections",
     async (address) => {
       const { client, lookups, dialled } = clientWith({ [UPSTREAM_HOST]: [address] });
-      const err = await expectCode(
+      const err = await expectBrokerError(
         client.call(request(creds, "up-no-loopback"), signal()),
         "permission_denied",
       );
@@ -99,7 +93,7 @@ describe("C26 addresses are checked at connect time, after DNS", () => {
 
   it("C26 refuses when ANY answer is internal, even if the first one is public", async () => {
     const { client, dialled } = clientWith({ [UPSTREAM_HOST]: ["93.184.216.34", "127.0.0.1"] });
-    await expectCode(client.call(request(creds, "up-no-loopback"), signal()), "permission_denied");
+    await expectBrokerError(client.call(request(creds, "up-no-loopback"), signal()), "permission_denied");
     expect(dialled).toHaveLength(0);
     expect(upstream.connections()).toBe(0);
   });
@@ -113,7 +107,7 @@ describe("C26 addresses are checked at connect time, after DNS", () => {
       allowLoopback: false,
     };
     const { client, lookups } = clientWith({}, [literal]);
-    await expectCode(client.call(request(creds, "literal-ip"), signal()), "permission_denied");
+    await expectBrokerError(client.call(request(creds, "literal-ip"), signal()), "permission_denied");
     expect(lookups).toHaveLength(0);
     expect(upstream.connections()).toBe(0);
   });
@@ -148,7 +142,7 @@ describe("C26 addresses are checked at connect time, after DNS", () => {
   it("allows loopback only for a provider that sets allowLoopback", async () => {
     const { client } = clientWith({ [UPSTREAM_HOST]: ["127.0.0.1"] });
     expect((await client.call(request(creds, "up-bearer"), signal())).status).toBe(200);
-    await expectCode(client.call(request(creds, "up-no-loopback"), signal()), "permission_denied");
+    await expectBrokerError(client.call(request(creds, "up-no-loopback"), signal()), "permission_denied");
   });
 });
 
@@ -209,7 +203,7 @@ describe("C27 DNS rebinding", () => {
     expect((await client.call(request(creds, "up-bearer"), signal())).status).toBe(200);
     // The reset route kills the connection, forcing a new connect (and a new lookup) next time.
     await rejectionOf(client.call(request(creds, "up-bearer", { path: "/reset" }), signal()));
-    await expectCode(client.call(request(creds, "up-bearer"), signal()), "permission_denied");
+    await expectBrokerError(client.call(request(creds, "up-bearer"), signal()), "permission_denied");
     expect(answers).toBe(3);
   });
 });
@@ -225,7 +219,7 @@ describe("C23/C29 the client only ever reaches the provider's allowed hosts", ()
     ["/x#@evil.test"],
   ])("C23 path %s never makes the client look up or contact another host", async (path) => {
     const { client, lookups } = clientWith({ [UPSTREAM_HOST]: ["127.0.0.1"], "evil.test": ["127.0.0.1"] });
-    await expectCode(client.call(request(creds, "up-bearer", { path }), signal()), "invalid_argument");
+    await expectBrokerError(client.call(request(creds, "up-bearer", { path }), signal()), "invalid_argument");
     expect(lookups).toHaveLength(0);
     expect(upstream.connections()).toBe(0);
   });
@@ -261,7 +255,7 @@ describe("C23/C29 the client only ever reaches the provider's allowed hosts", ()
       allowedHosts: ["wrong.upstream.test"],
     };
     const { client } = clientWith({ "wrong.upstream.test": ["127.0.0.1"] }, [other]);
-    const err = await expectCode(client.call(request(creds, "wrong-name"), signal()), "unavailable");
+    const err = await expectBrokerError(client.call(request(creds, "wrong-name"), signal()), "unavailable");
     expect(err.message).toBe("upstream TLS certificate could not be verified");
     expect(upstream.requests).toHaveLength(0);
   });

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type BrokerError, BrokerError as BrokerErrorClass, isBrokerError } from "../../../src/errors.js";
-import { type Fixture, readAll, rejectionOf, request, startFixture } from "./upstream-fixture.js";
+import { BrokerError as BrokerErrorClass } from "../../../src/errors.js";
+import { expectBrokerError } from "../../support/broker-errors.js";
+import { type Fixture, readAll, request, startFixture } from "./upstream-fixture.js";
 
 // Hostile and broken upstreams: redirects (C28), echoed secrets (C31), size and time abuse
 // (C33), non-idempotent timeouts (C35), cancellation, resets and unreachable hosts.
@@ -17,13 +18,6 @@ afterEach(() => {
 afterAll(async () => {
   await f.close();
 });
-
-async function expectCode(promise: Promise<unknown>, code: string): Promise<BrokerError> {
-  const err = await rejectionOf(promise);
-  expect(isBrokerError(err)).toBe(true);
-  expect((err as BrokerError).code).toBe(code);
-  return err as BrokerError;
-}
 
 function header(headers: Array<[string, string]>, name: string): string | undefined {
   return headers.find(([n]) => n === name)?.[1];
@@ -111,7 +105,7 @@ describe("content-encoding edge cases", () => {
   });
 
   it("reports a body that claims gzip but is not as unavailable", async () => {
-    const err = await expectCode(
+    const err = await expectBrokerError(
       f.client.call(request(f.creds, "up-bearer", { path: "/gzip-corrupt" }), signal()),
       "unavailable",
     );
@@ -121,7 +115,7 @@ describe("content-encoding edge cases", () => {
 
 describe("C33 size and time are capped", () => {
   it("C33 stops an endless body at maxResponseBytes with resource_exhausted", async () => {
-    await expectCode(
+    await expectBrokerError(
       f.client.call(request(f.creds, "up-bearer", { path: "/huge" }), signal()),
       "resource_exhausted",
     );
@@ -129,7 +123,7 @@ describe("C33 size and time are capped", () => {
 
   it("C33 refuses a declared 1 GB body before reading it", async () => {
     const started = Date.now();
-    await expectCode(
+    await expectBrokerError(
       f.client.call(request(f.creds, "up-bearer", { path: "/huge-declared" }), signal()),
       "resource_exhausted",
     );
@@ -138,7 +132,7 @@ describe("C33 size and time are capped", () => {
 
   it("C33 caps a gzip bomb (16 KiB inflating to 16 MiB) on its DECODED size", async () => {
     // How far decoding gets before the cap is measured in test/unit/outbound/response-body.test.ts.
-    const err = await expectCode(
+    const err = await expectBrokerError(
       f.client.call(request(f.creds, "up-bearer", { path: "/gzip-bomb" }), signal()),
       "resource_exhausted",
     );
@@ -147,7 +141,7 @@ describe("C33 size and time are capped", () => {
 
   it("C33 ends a slow drip at the provider timeout with deadline_exceeded", async () => {
     const started = Date.now();
-    const err = await expectCode(
+    const err = await expectBrokerError(
       f.client.call(request(f.creds, "up-short", { path: "/slow-drip" }), signal()),
       "deadline_exceeded",
     );
@@ -157,13 +151,13 @@ describe("C33 size and time are capped", () => {
 
   it("C33 applies the same caps to the streaming call", async () => {
     const res = await f.client.callStream(request(f.creds, "up-bearer", { path: "/huge" }), signal());
-    await expectCode(readAll(res.body), "resource_exhausted");
+    await expectBrokerError(readAll(res.body), "resource_exhausted");
   });
 });
 
 describe("C35 non-idempotent calls are never retried", () => {
   it("C35 a POST that times out is sent once and reported as outcome unknown", async () => {
-    const err = await expectCode(
+    const err = await expectBrokerError(
       f.client.call(
         request(f.creds, "up-short", { method: "POST", path: "/hang", body: Buffer.from("{}") }),
         signal(),
@@ -177,7 +171,7 @@ describe("C35 non-idempotent calls are never retried", () => {
   });
 
   it("C35 a PATCH whose connection is reset is sent once and reported as outcome unknown", async () => {
-    const err = await expectCode(
+    const err = await expectBrokerError(
       f.client.call(request(f.creds, "up-bearer", { method: "PATCH", path: "/reset" }), signal()),
       "unavailable",
     );
@@ -201,7 +195,7 @@ describe("cancellation and unreachable upstreams", () => {
     const pending = f.client.call(request(f.creds, "up-bearer", { path: "/hang" }), controller.signal);
     await waitFor(() => f.upstream.requests.length === 1);
     controller.abort();
-    const err = await expectCode(pending, "deadline_exceeded");
+    const err = await expectBrokerError(pending, "deadline_exceeded");
     expect(err.message).toBe("call was cancelled");
   });
 
@@ -210,14 +204,17 @@ describe("cancellation and unreachable upstreams", () => {
     const pending = f.client.call(request(f.creds, "up-bearer", { path: "/hang" }), controller.signal);
     await waitFor(() => f.upstream.requests.length === 1);
     controller.abort(new BrokerErrorClass("unavailable", "server is shutting down"));
-    const err = await expectCode(pending, "unavailable");
+    const err = await expectBrokerError(pending, "unavailable");
     expect(err.message).toBe("server is shutting down");
   });
 
   it("sends nothing when the signal is already aborted", async () => {
     const controller = new AbortController();
     controller.abort();
-    await expectCode(f.client.call(request(f.creds, "up-bearer"), controller.signal), "deadline_exceeded");
+    await expectBrokerError(
+      f.client.call(request(f.creds, "up-bearer"), controller.signal),
+      "deadline_exceeded",
+    );
     expect(f.upstream.requests).toHaveLength(0);
   });
 
@@ -233,7 +230,7 @@ describe("cancellation and unreachable upstreams", () => {
   });
 
   it("reports unavailable when the upstream resets the connection on a GET", async () => {
-    const err = await expectCode(
+    const err = await expectBrokerError(
       f.client.call(request(f.creds, "up-bearer", { path: "/reset" }), signal()),
       "unavailable",
     );
@@ -243,7 +240,7 @@ describe("cancellation and unreachable upstreams", () => {
   it("reports unavailable when nothing listens on the upstream port", async () => {
     const closed = await startFixture();
     await closed.upstream.close();
-    const err = await expectCode(
+    const err = await expectBrokerError(
       closed.client.call(request(closed.creds, "up-bearer"), signal()),
       "unavailable",
     );
@@ -254,7 +251,7 @@ describe("cancellation and unreachable upstreams", () => {
   it("refuses calls after close()", async () => {
     const other = await startFixture();
     await other.close();
-    await expectCode(other.client.call(request(other.creds, "up-bearer"), signal()), "unavailable");
+    await expectBrokerError(other.client.call(request(other.creds, "up-bearer"), signal()), "unavailable");
   });
 });
 

@@ -1,12 +1,12 @@
 import { sql } from "kysely";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { BrokerError } from "../../../src/errors.js";
 import { readKeyStatus } from "../../../src/rotation/key-status.js";
 import {
   createRewrapJob,
   type RewrapJobDeps,
   type RewrapProgress,
 } from "../../../src/rotation/rewrap-job.js";
+import { brokerErrorOf } from "../../support/broker-errors.js";
 import {
   createTestDatabase,
   describeOnEachDatabase,
@@ -25,15 +25,6 @@ const USERS = 20;
 // Short backoff so the suite stays fast; the shape (exponential, jittered, bounded) is the job's.
 // Enough attempts for every injected throttle to land on one call and still not fail it.
 const FAST_RETRY = { attempts: 20, baseDelayMs: 5, maxDelayMs: 50 };
-
-async function rejection(promise: Promise<unknown>): Promise<BrokerError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BrokerError);
-  return err as BrokerError;
-}
 
 describeOnEachDatabase("rewrap job under KMS faults on %s", (databaseKind) => {
   let database: TestDatabase;
@@ -91,7 +82,7 @@ describeOnEachDatabase("rewrap job under KMS faults on %s", (databaseKind) => {
     it("stops with failed_precondition when the target key is disabled, and writes nothing", async () => {
       await fixture.disableMasterKey(targetKeyId);
 
-      const err = await rejection(job().run(targetKeyId));
+      const err = await brokerErrorOf(job().run(targetKeyId));
 
       expect(err.code).toBe("failed_precondition");
       expect(err.message).toMatch(/^rewrap stopped: master key is not usable .*run again to resume$/);
@@ -103,7 +94,7 @@ describeOnEachDatabase("rewrap job under KMS faults on %s", (databaseKind) => {
 
     it("resumes once the target key is enabled again", async () => {
       await fixture.disableMasterKey(targetKeyId);
-      await rejection(job().run(targetKeyId));
+      await brokerErrorOf(job().run(targetKeyId));
       fixture.kms?.enableKey(targetKeyId);
 
       const report = await job().run(targetKeyId);
@@ -114,7 +105,7 @@ describeOnEachDatabase("rewrap job under KMS faults on %s", (databaseKind) => {
     it("stops with unavailable when KMS stays down through every retry", async () => {
       fixture.kms?.setFaults({ failNext: 1_000 });
 
-      const err = await rejection(job().run(targetKeyId));
+      const err = await brokerErrorOf(job().run(targetKeyId));
 
       expect(err.code).toBe("unavailable");
       expect(err.message).toContain("stayed unavailable");
@@ -161,7 +152,7 @@ describeOnEachDatabase("rewrap job under KMS faults on %s", (databaseKind) => {
       await fixture.addMasterKey(); // a later version is current, so `disabled` may be disabled
       await fixture.disableMasterKey(disabled);
 
-      const err = await rejection(job().run(disabled));
+      const err = await brokerErrorOf(job().run(disabled));
 
       expect(err.code).toBe("failed_precondition");
       expect(err.message).toContain(`master key ${disabled} is disabled`);
@@ -169,7 +160,7 @@ describeOnEachDatabase("rewrap job under KMS faults on %s", (databaseKind) => {
     });
 
     it("refuses a target that is not a local key id before touching any row", async () => {
-      const err = await rejection(job().run("alias/not-local"));
+      const err = await brokerErrorOf(job().run("alias/not-local"));
 
       expect(err.code).toBe("failed_precondition");
       expect(Object.fromEntries((await readKeyStatus(database.db)).users)).toEqual({

@@ -8,6 +8,7 @@ import { rotateUserDataKey } from "../../../src/rotation/user-key-rotation.js";
 import { parsePutSecret } from "../../../src/secrets/secret-input.js";
 import { asBuffer } from "../../../src/store/bytes.js";
 import { findUserKey } from "../../../src/store/users.repository.js";
+import { brokerErrorOf } from "../../support/broker-errors.js";
 import {
   createTestDatabase,
   describeOnEachDatabase,
@@ -28,15 +29,6 @@ interface StoredVersion {
   version: number;
   ciphertext: Uint8Array;
   hint_ciphertext: Uint8Array;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<BrokerError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BrokerError);
-  return err as BrokerError;
 }
 
 /** A gate a test opens when it chooses: `reached` once someone waits at it. */
@@ -200,7 +192,7 @@ describeOnEachDatabase("user data-key rotation on %s", (databaseKind) => {
     );
     const before = await versionsOf(alice);
 
-    const err = await rejection(
+    const err = await brokerErrorOf(
       rotateUserDataKey({
         db: database.db,
         keyring: fixture.keyring,
@@ -215,7 +207,7 @@ describeOnEachDatabase("user data-key rotation on %s", (databaseKind) => {
   });
 
   it("answers not_found for a user without a data key", async () => {
-    const err = await rejection(
+    const err = await brokerErrorOf(
       rotateUserDataKey({
         db: database.db,
         keyring: fixture.keyring,

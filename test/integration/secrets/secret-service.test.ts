@@ -1,8 +1,8 @@
 import { sql } from "kysely";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { UserIdentity } from "../../../src/auth/identity.js";
-import { BrokerError } from "../../../src/errors.js";
 import { parsePutSecret } from "../../../src/secrets/secret-input.js";
+import { brokerErrorOf } from "../../support/broker-errors.js";
 import { createSecretsFixture, type SecretsFixture } from "../../support/secrets-fixture.js";
 import {
   createTestDatabase,
@@ -16,15 +16,6 @@ const CANARY_SECRET = "CANARYsecret9876543210zyxwvutsrqpo";
 const ALICE_SUB = "google-oauth2|alice-canary-sub-1234";
 const BOB_SUB = "facebook|bob-canary-sub-5678";
 const signal = new AbortController().signal;
-
-async function rejection(promise: Promise<unknown>): Promise<BrokerError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BrokerError);
-  return err as BrokerError;
-}
 
 describeOnEachDatabase("secret service on %s", (kind) => {
   let database: TestDatabase;
@@ -112,21 +103,23 @@ describeOnEachDatabase("secret service on %s", (kind) => {
 
   it("refuses a second secret with the same provider and label as ALREADY_EXISTS", async () => {
     await put(alice, { api_key: CANARY_KEY });
-    const err = await rejection(put(alice, { api_key: CANARY_KEY }));
+    const err = await brokerErrorOf(put(alice, { api_key: CANARY_KEY }));
     expect(err.code).toBe("already_exists");
   });
 
   it("I4 answers NOT_FOUND for another user's secret on open, new version and delete, and leaves it intact", async () => {
     const mine = await put(alice, { api_key: CANARY_KEY });
-    expect((await rejection(fixture.secrets.open(bob, mine.id, signal))).code).toBe("not_found");
-    expect((await rejection(put(bob, { api_key: "x".repeat(20) }, { secretId: mine.id }))).code).toBe(
+    expect((await brokerErrorOf(fixture.secrets.open(bob, mine.id, signal))).code).toBe("not_found");
+    expect((await brokerErrorOf(put(bob, { api_key: "x".repeat(20) }, { secretId: mine.id }))).code).toBe(
       "not_found",
     );
-    expect((await rejection(fixture.secrets.delete(bob, mine.id))).code).toBe("not_found");
+    expect((await brokerErrorOf(fixture.secrets.delete(bob, mine.id))).code).toBe("not_found");
     expect(await fixture.secrets.list(bob, undefined, signal)).toEqual([]);
-    const unknown = await rejection(fixture.secrets.delete(alice, "00000000-0000-4000-8000-000000000000"));
+    const unknown = await brokerErrorOf(
+      fixture.secrets.delete(alice, "00000000-0000-4000-8000-000000000000"),
+    );
     expect(unknown.code).toBe("not_found");
-    expect(unknown.message).toBe((await rejection(fixture.secrets.delete(bob, mine.id))).message);
+    expect(unknown.message).toBe((await brokerErrorOf(fixture.secrets.delete(bob, mine.id))).message);
     expect((await fixture.secrets.open(alice, mine.id, signal)).fields.get("api_key")?.toString()).toBe(
       CANARY_KEY,
     );
@@ -165,7 +158,7 @@ describeOnEachDatabase("secret service on %s", (kind) => {
       .set({ ciphertext: tampered })
       .where("secret_id", "=", mine.id)
       .execute();
-    const err = await rejection(fixture.secrets.open(alice, mine.id, signal));
+    const err = await brokerErrorOf(fixture.secrets.open(alice, mine.id, signal));
     expect(err.code).toBe("data_loss");
     expect(err.message).not.toContain(CANARY_KEY);
   });
@@ -188,8 +181,8 @@ describeOnEachDatabase("secret service on %s", (kind) => {
       .set({ ciphertext: ctOf(a.id) })
       .where("secret_id", "=", b.id)
       .execute();
-    expect((await rejection(fixture.secrets.open(alice, a.id, signal))).code).toBe("data_loss");
-    expect((await rejection(fixture.secrets.open(alice, b.id, signal))).code).toBe("data_loss");
+    expect((await brokerErrorOf(fixture.secrets.open(alice, a.id, signal))).code).toBe("data_loss");
+    expect((await brokerErrorOf(fixture.secrets.open(alice, b.id, signal))).code).toBe("data_loss");
   });
 
   it("D37 refuses A's wrapped data key moved under B's row (KMS encryption context)", async () => {
@@ -205,7 +198,7 @@ describeOnEachDatabase("secret service on %s", (kind) => {
       .set({ wrapped_data_key: aliceKey.wrapped_data_key, data_key_version: 7 })
       .where("user_ref", "=", bob.userRef)
       .execute();
-    const err = await rejection(fixture.secrets.open(bob, bobSecret.id, signal));
+    const err = await brokerErrorOf(fixture.secrets.open(bob, bobSecret.id, signal));
     expect(err.code).toBe("data_loss");
   });
 

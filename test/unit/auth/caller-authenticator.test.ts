@@ -6,7 +6,7 @@ import { createCallerAuthenticator } from "../../../src/auth/caller-authenticato
 import { generateCallerKey } from "../../../src/auth/caller-key-format.js";
 import type { CallerScope } from "../../../src/auth/identity.js";
 import { BrokerError } from "../../../src/errors.js";
-import { brokerErrorOf } from "./verifier-fixture.js";
+import { brokerErrorOf } from "../../support/broker-errors.js";
 
 const T0 = Date.UTC(2030, 0, 1);
 

@@ -1,8 +1,8 @@
 import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { clientCertificateSha256 } from "../../../src/auth/client-certificate.js";
+import { brokerErrorOf } from "../../support/broker-errors.js";
 import { createMtlsCertificates, type MtlsCertificates } from "../../support/mtls-certificates.js";
-import { brokerErrorOf } from "./verifier-fixture.js";
 
 describe("client certificate fingerprints", () => {
   let certs: MtlsCertificates;

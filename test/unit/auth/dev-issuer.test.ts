@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DevIssuer, DevIssuerKey } from "../../../src/auth/dev-issuer.js";
 import { loadOrCreateDevIssuerKey, signDevToken, startDevIssuer } from "../../../src/auth/dev-issuer.js";
 import { createTokenVerifier } from "../../../src/auth/token-verifier.js";
-import { brokerErrorOf, hmacUserRef } from "./verifier-fixture.js";
+import { brokerErrorOf } from "../../support/broker-errors.js";
+import { hmacUserRef } from "./verifier-fixture.js";
 
 let dir: string;
 let keyPath: string;

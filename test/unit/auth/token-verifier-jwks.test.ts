@@ -1,9 +1,10 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { brokerErrorOf } from "../../support/broker-errors.js";
 import type { TestIssuer } from "../../support/test-issuer.js";
 import { startTestIssuer } from "../../support/test-issuer.js";
-import { b64url, brokerErrorOf, verifierFor, withHeader } from "./verifier-fixture.js";
+import { b64url, verifierFor, withHeader } from "./verifier-fixture.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

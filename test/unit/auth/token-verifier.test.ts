@@ -6,9 +6,10 @@ import { inspect } from "node:util";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTokenVerifier } from "../../../src/auth/token-verifier.js";
+import { brokerErrorOf } from "../../support/broker-errors.js";
 import type { TestIssuer } from "../../support/test-issuer.js";
 import { startTestIssuer } from "../../support/test-issuer.js";
-import { b64url, brokerErrorOf, hmacUserRef, verifierFor, withHeader } from "./verifier-fixture.js";
+import { b64url, hmacUserRef, verifierFor, withHeader } from "./verifier-fixture.js";
 
 let issuer: TestIssuer;
 let other: TestIssuer;

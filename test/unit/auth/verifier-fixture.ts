@@ -1,7 +1,6 @@
 import { createHmac } from "node:crypto";
 import type { TokenVerifier, TokenVerifierOptions } from "../../../src/auth/token-verifier.js";
 import { createTokenVerifier } from "../../../src/auth/token-verifier.js";
-import { BrokerError } from "../../../src/errors.js";
 import type { TestIssuer } from "../../support/test-issuer.js";
 
 const PEPPER = Buffer.alloc(32, 7);
@@ -37,16 +36,6 @@ export function verifierFor(
 }
 
 /** Awaits a promise that must reject with a BrokerError, and returns that error. */
-export async function brokerErrorOf(promise: Promise<unknown>): Promise<BrokerError> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof BrokerError) return err;
-    throw err;
-  }
-  throw new Error("expected a BrokerError, but the call succeeded");
-}
-
 export function b64url(value: unknown): string {
   return Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
 }

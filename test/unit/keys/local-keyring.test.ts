@@ -3,10 +3,10 @@ import { chmod, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { BrokerError } from "../../../src/errors.js";
 import type { EncryptionContext } from "../../../src/keys/keyring.js";
 import { loadOrCreateLocalKeyring } from "../../../src/keys/local-keyring.js";
 import { addLocalKeyVersion, disableLocalKeyVersion } from "../../../src/keys/local-keyring-file.js";
+import { brokerErrorOf } from "../../support/broker-errors.js";
 
 const contextA: EncryptionContext = {
   purpose: "keybroker:user-data-key",
@@ -28,16 +28,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-async function rejection(promise: Promise<unknown>): Promise<BrokerError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(BrokerError);
-    return err as BrokerError;
-  }
-  throw new Error("expected a rejection");
-}
 
 describe("local keyring", () => {
   it("creates the keyring file with mode 0600 in a 0700 directory", async () => {
@@ -61,7 +51,7 @@ describe("local keyring", () => {
   });
 
   it("refuses to run in production", async () => {
-    const err = await rejection(loadOrCreateLocalKeyring({ path, nodeEnv: "production" }));
+    const err = await brokerErrorOf(loadOrCreateLocalKeyring({ path, nodeEnv: "production" }));
     expect(err.code).toBe("failed_precondition");
     expect(err.message).toMatch(/development only/);
   });
@@ -69,7 +59,7 @@ describe("local keyring", () => {
   it("refuses a keyring file readable by group or others", async () => {
     await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
     await chmod(path, 0o644);
-    const err = await rejection(loadOrCreateLocalKeyring({ path, nodeEnv: "development" }));
+    const err = await brokerErrorOf(loadOrCreateLocalKeyring({ path, nodeEnv: "development" }));
     expect(err.code).toBe("failed_precondition");
     expect(err.message).toMatch(/chmod 600/);
   });
@@ -77,7 +67,7 @@ describe("local keyring", () => {
   it("refuses a malformed keyring file", async () => {
     const malformed = join(dir, "malformed.json");
     await writeFile(malformed, '{"format":"other"}', { mode: 0o600 });
-    const err = await rejection(loadOrCreateLocalKeyring({ path: malformed, nodeEnv: "development" }));
+    const err = await brokerErrorOf(loadOrCreateLocalKeyring({ path: malformed, nodeEnv: "development" }));
     expect(err.code).toBe("failed_precondition");
   });
 
@@ -94,9 +84,9 @@ describe("local keyring", () => {
   it("reports data_loss when a wrapped key is used under another user's context", async () => {
     const keyring = await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
     const generated = await keyring.generateDataKey(contextA);
-    const err = await rejection(keyring.decrypt(generated.wrapped, contextB));
+    const err = await brokerErrorOf(keyring.decrypt(generated.wrapped, contextB));
     expect(err.code).toBe("data_loss");
-    const extraEntry = await rejection(keyring.decrypt(generated.wrapped, { ...contextA, extra: "x" }));
+    const extraEntry = await brokerErrorOf(keyring.decrypt(generated.wrapped, { ...contextA, extra: "x" }));
     expect(extraEntry.code).toBe("data_loss");
   });
 
@@ -106,9 +96,9 @@ describe("local keyring", () => {
     for (let i = 0; i < wrapped.length; i++) {
       const tampered = Buffer.from(wrapped);
       tampered[i] = (tampered[i] ?? 0) ^ 0x01;
-      expect((await rejection(keyring.decrypt(tampered, contextA))).code).toBe("data_loss");
+      expect((await brokerErrorOf(keyring.decrypt(tampered, contextA))).code).toBe("data_loss");
     }
-    expect((await rejection(keyring.decrypt(wrapped.subarray(0, 40), contextA))).code).toBe("data_loss");
+    expect((await brokerErrorOf(keyring.decrypt(wrapped.subarray(0, 40), contextA))).code).toBe("data_loss");
   });
 
   it("wraps new data keys under a new version while rows under the old one still unwrap", async () => {
@@ -135,16 +125,16 @@ describe("local keyring", () => {
     const unwrapped = await keyring.decrypt(rewrapped.wrapped, contextA);
     expect(unwrapped.keyId).toBe("local:2");
     expect(unwrapped.plaintext.equals(old.plaintext)).toBe(true);
-    expect((await rejection(keyring.decrypt(rewrapped.wrapped, contextB))).code).toBe("data_loss");
+    expect((await brokerErrorOf(keyring.decrypt(rewrapped.wrapped, contextB))).code).toBe("data_loss");
   });
 
   it("refuses to re-wrap under a version that does not exist", async () => {
     const keyring = await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
     const { wrapped } = await keyring.generateDataKey(contextA);
-    expect((await rejection(keyring.reEncrypt(wrapped, contextA, "local:9"))).code).toBe(
+    expect((await brokerErrorOf(keyring.reEncrypt(wrapped, contextA, "local:9"))).code).toBe(
       "failed_precondition",
     );
-    expect((await rejection(keyring.reEncrypt(wrapped, contextA, "arn:aws:kms:x"))).code).toBe(
+    expect((await brokerErrorOf(keyring.reEncrypt(wrapped, contextA, "arn:aws:kms:x"))).code).toBe(
       "failed_precondition",
     );
   });
@@ -154,22 +144,22 @@ describe("local keyring", () => {
     const old = await keyring.generateDataKey(contextA);
     await addLocalKeyVersion(path);
     await disableLocalKeyVersion(path, 1);
-    const err = await rejection(keyring.decrypt(old.wrapped, contextA));
+    const err = await brokerErrorOf(keyring.decrypt(old.wrapped, contextA));
     expect(err.code).toBe("failed_precondition");
-    expect((await rejection(keyring.reEncrypt(old.wrapped, contextA, "local:2"))).code).toBe(
+    expect((await brokerErrorOf(keyring.reEncrypt(old.wrapped, contextA, "local:2"))).code).toBe(
       "failed_precondition",
     );
   });
 
   it("refuses to disable the current version, or one that does not exist", async () => {
     await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
-    expect((await rejection(disableLocalKeyVersion(path, 1))).code).toBe("failed_precondition");
-    expect((await rejection(disableLocalKeyVersion(path, 7))).code).toBe("not_found");
+    expect((await brokerErrorOf(disableLocalKeyVersion(path, 1))).code).toBe("failed_precondition");
+    expect((await brokerErrorOf(disableLocalKeyVersion(path, 7))).code).toBe("not_found");
   });
 
   it("reports deadline_exceeded for an already-aborted call", async () => {
     const keyring = await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
-    const err = await rejection(keyring.generateDataKey(contextA, { signal: AbortSignal.abort() }));
+    const err = await brokerErrorOf(keyring.generateDataKey(contextA, { signal: AbortSignal.abort() }));
     expect(err.code).toBe("deadline_exceeded");
   });
 
@@ -177,7 +167,7 @@ describe("local keyring", () => {
     const keyring = await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
     const generated = await keyring.generateDataKey(contextA);
     const file = JSON.parse(await readFile(path, "utf8"));
-    const err = await rejection(keyring.decrypt(generated.wrapped, contextB));
+    const err = await brokerErrorOf(keyring.decrypt(generated.wrapped, contextB));
     const shown = `${err.message} ${String(err)} ${JSON.stringify(err)}`;
     for (const secret of [
       file.keys[0].material,

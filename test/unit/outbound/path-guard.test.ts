@@ -1,20 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { BrokerError } from "../../../src/errors.js";
 import {
   checkCallerPath,
   compilePathPattern,
   pathPatternProblem,
   resolveUpstreamUrl,
 } from "../../../src/outbound/path-guard.js";
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof BrokerError ? err.code : "not a BrokerError";
-  }
-  return undefined;
-}
+import { brokerCodeOf } from "../../support/broker-errors.js";
 
 describe("caller path guard (C24, C25)", () => {
   it.each([
@@ -54,7 +45,7 @@ describe("caller path guard (C24, C25)", () => {
     ["/v1/%2"],
     [`/${"a".repeat(2048)}`],
   ])("C25 refuses %j with invalid_argument", (path) => {
-    expect(codeOf(() => checkCallerPath(path))).toBe("invalid_argument");
+    expect(brokerCodeOf(() => checkCallerPath(path))).toBe("invalid_argument");
   });
 
   it.each([
@@ -75,7 +66,7 @@ describe("percent escapes that are not UTF-8", () => {
   it.each(["/%aevil.com", "/%A0", "/v1/%ff", "/v1/%c3", "/v1/%e2%82", "/v1/%c0%af"])(
     "W2 refuses %j: a hex escape that is not valid UTF-8 means something different to every server",
     (path) => {
-      expect(codeOf(() => checkCallerPath(path))).toBe("invalid_argument");
+      expect(brokerCodeOf(() => checkCallerPath(path))).toBe("invalid_argument");
     },
   );
 
@@ -136,10 +127,10 @@ describe("upstream URL", () => {
   it("C24 refuses anything that would change origin or path once parsed (defence in depth)", () => {
     const base = new URL("https://api.github.com");
     // These never get past checkCallerPath; the URL comparison must still catch them.
-    expect(codeOf(() => resolveUpstreamUrl(base, "/../x"))).toBe("invalid_argument");
-    expect(codeOf(() => resolveUpstreamUrl(base, "@evil.com/"))).toBe("invalid_argument");
-    expect(codeOf(() => resolveUpstreamUrl(base, ".evil.com/"))).toBe("invalid_argument");
-    expect(codeOf(() => resolveUpstreamUrl(base, "/x?y"))).toBe("invalid_argument");
-    expect(codeOf(() => resolveUpstreamUrl(base, "/x#y"))).toBe("invalid_argument");
+    expect(brokerCodeOf(() => resolveUpstreamUrl(base, "/../x"))).toBe("invalid_argument");
+    expect(brokerCodeOf(() => resolveUpstreamUrl(base, "@evil.com/"))).toBe("invalid_argument");
+    expect(brokerCodeOf(() => resolveUpstreamUrl(base, ".evil.com/"))).toBe("invalid_argument");
+    expect(brokerCodeOf(() => resolveUpstreamUrl(base, "/x?y"))).toBe("invalid_argument");
+    expect(brokerCodeOf(() => resolveUpstreamUrl(base, "/x#y"))).toBe("invalid_argument");
   });
 });

@@ -1,8 +1,9 @@
 import { fileURLToPath } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
-import { BrokerError } from "../../../src/errors.js";
+import type { BrokerError } from "../../../src/errors.js";
 import { loadProviderRegistry, type ProviderRegistry } from "../../../src/outbound/provider-registry.js";
 import { type OutboundRequest, planRequest } from "../../../src/outbound/request-plan.js";
+import { brokerCodeOf } from "../../support/broker-errors.js";
 
 // Everything the caller chooses is checked before any I/O; these run against the SHIPPED
 // definitions, so they also pin what production allows.
@@ -54,15 +55,6 @@ function plan(providerId: string, overrides: Partial<OutboundRequest> = {}) {
   );
 }
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof BrokerError ? err.code : "not a BrokerError";
-  }
-  return undefined;
-}
-
 describe("request plan", () => {
   it("builds the URL from the provider's base URL, never from the caller", () => {
     const p = plan("github", { path: "/repos/o/r/issues", query: [["state", "open"]] });
@@ -71,18 +63,18 @@ describe("request plan", () => {
   });
 
   it("answers permission_denied for a well-formed path outside the patterns", () => {
-    expect(codeOf(() => plan("github", { path: "/admin/users" }))).toBe("permission_denied");
+    expect(brokerCodeOf(() => plan("github", { path: "/admin/users" }))).toBe("permission_denied");
   });
 
   it("answers permission_denied for a method the provider does not allow", () => {
-    expect(codeOf(() => plan("kraken", { method: "GET", path: "/0/private/Balance" }))).toBe(
+    expect(brokerCodeOf(() => plan("kraken", { method: "GET", path: "/0/private/Balance" }))).toBe(
       "permission_denied",
     );
   });
 
   it("answers invalid_argument for a method that is not an upper-case HTTP method", () => {
-    expect(codeOf(() => plan("github", { method: "get" }))).toBe("invalid_argument");
-    expect(codeOf(() => plan("github", { method: "CONNECT" }))).toBe("invalid_argument");
+    expect(brokerCodeOf(() => plan("github", { method: "get" }))).toBe("invalid_argument");
+    expect(brokerCodeOf(() => plan("github", { method: "CONNECT" }))).toBe("invalid_argument");
   });
 
   it("answers failed_precondition listing missing fields, never their values", () => {
@@ -105,12 +97,14 @@ describe("request plan", () => {
     ["facebook-graph", "/me", "access_token"],
     ["facebook-graph", "/me", "appsecret_proof"],
   ])("C34 %s refuses a caller-supplied %s query parameter", (providerId, path, name) => {
-    expect(codeOf(() => plan(providerId, { path, query: [[name, "forged"]] }))).toBe("invalid_argument");
+    expect(brokerCodeOf(() => plan(providerId, { path, query: [[name, "forged"]] }))).toBe(
+      "invalid_argument",
+    );
   });
 
   it("C34 Kraken refuses a caller-supplied nonce in the form body", () => {
     expect(
-      codeOf(() =>
+      brokerCodeOf(() =>
         plan("kraken", { method: "POST", path: "/0/private/Balance", body: b("nonce=1&asset=XBT") }),
       ),
     ).toBe("invalid_argument");
@@ -118,9 +112,9 @@ describe("request plan", () => {
 
   it("C30 refuses the header the scheme injects, however it is cased", () => {
     expect(
-      codeOf(() => plan("binance", { path: "/api/v3/account", headers: [["x-mbx-apikey", "mine"]] })),
+      brokerCodeOf(() => plan("binance", { path: "/api/v3/account", headers: [["x-mbx-apikey", "mine"]] })),
     ).toBe("invalid_argument");
-    expect(codeOf(() => plan("github", { headers: [["AUTHORIZATION", "Bearer mine"]] }))).toBe(
+    expect(brokerCodeOf(() => plan("github", { headers: [["AUTHORIZATION", "Bearer mine"]] }))).toBe(
       "invalid_argument",
     );
   });
@@ -137,8 +131,8 @@ describe("request plan", () => {
   });
 
   it("refuses a body on GET and query values that are not valid Unicode", () => {
-    expect(codeOf(() => plan("github", { body: b("x") }))).toBe("invalid_argument");
-    expect(codeOf(() => plan("github", { query: [["q", "\uD800"]] }))).toBe("invalid_argument");
+    expect(brokerCodeOf(() => plan("github", { body: b("x") }))).toBe("invalid_argument");
+    expect(brokerCodeOf(() => plan("github", { query: [["q", "\uD800"]] }))).toBe("invalid_argument");
   });
 
   it("lists every secret field and derived credential for the scrubber", () => {

@@ -3,8 +3,8 @@ import { join } from "node:path";
 import { ServerCredentials } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadServerTlsCredentials } from "../../../../src/api/transport/tls-credentials.js";
+import { brokerErrorOf } from "../../../support/broker-errors.js";
 import { createMtlsCertificates, type MtlsCertificates } from "../../../support/mtls-certificates.js";
-import { brokerErrorOf } from "../../auth/verifier-fixture.js";
 
 describe("server TLS credentials", () => {
   let certs: MtlsCertificates;

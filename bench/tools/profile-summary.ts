@@ -1,6 +1,6 @@
 /**
  * Summarises a V8 .cpuprofile:
- * `tsx bench/profile-summary.ts FILE [N] [--by function|file|package] [--inclusive]`.
+ * `tsx bench/tools/profile-summary.ts FILE [N] [--by function|file|package] [--inclusive]`.
  * Self time by default: the share of samples whose innermost frame is in each function, file or
  * package (our own source files count as packages of their own, by directory under src/).
  * `--inclusive` counts a sample for every key on its stack (once per key, however deep).

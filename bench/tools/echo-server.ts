@@ -5,12 +5,12 @@
  * Prints `{"grpcPort":N,"connectPort":M}` once listening; stops on SIGTERM.
  */
 import type { DescMessage } from "@bufbuild/protobuf";
-import { createConnectServer } from "../src/api/transport/connect-server.js";
-import { createGrpcServer } from "../src/api/transport/grpc-server.js";
-import type { ServiceRegistration, UnaryHandler } from "../src/api/transport/handlers.js";
-import { createLogger } from "../src/log/logger.js";
-import { createMetrics } from "../src/observability/metrics.js";
-import { echoServiceDesc } from "./lib/echo-service.js";
+import { createConnectServer } from "../../src/api/transport/connect-server.js";
+import { createGrpcServer } from "../../src/api/transport/grpc-server.js";
+import type { ServiceRegistration, UnaryHandler } from "../../src/api/transport/handlers.js";
+import { createLogger } from "../../src/log/logger.js";
+import { createMetrics } from "../../src/observability/metrics.js";
+import { echoServiceDesc } from "../lib/echo-service.js";
 
 const service = echoServiceDesc();
 // The request message is its own response: an echo does no work of its own.

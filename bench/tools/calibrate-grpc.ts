@@ -1,8 +1,8 @@
-/** Bare grpc-js server CPU per call, the floor any grpc-js service pays: `tsx bench/calibrate-grpc.ts`. */
+/** Bare grpc-js server CPU per call, the floor any grpc-js service pays: `tsx bench/tools/calibrate-grpc.ts`. */
 import { spawn } from "node:child_process";
 import { Client, credentials, Metadata } from "@grpc/grpc-js";
-import { runLoad } from "./lib/load.js";
-import { processCpuMicros } from "./lib/process-cpu.js";
+import { runLoad } from "../lib/load.js";
+import { processCpuMicros } from "../lib/process-cpu.js";
 
 const SERVER = `
 import { Server, ServerCredentials } from "@grpc/grpc-js";
@@ -17,7 +17,7 @@ s.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (e, port) => cons
 `;
 
 const child = spawn(process.execPath, ["--input-type=module", "-e", SERVER], {
-  cwd: new URL("..", import.meta.url).pathname,
+  cwd: new URL("../..", import.meta.url).pathname,
   stdio: ["ignore", "pipe", "inherit"],
 });
 const pid = child.pid ?? 0;

@@ -2,7 +2,7 @@
  * Times the online rewrap job (SPEC I9) on Postgres against the local KMS server with
  * injected latency, for one or more table sizes:
  *
- *   npx tsx bench/rewrap-bench.ts --users 10000,100000 --latency-ms 5 [--concurrency 32]
+ *   npx tsx bench/tools/rewrap-bench.ts --users 10000,100000 --latency-ms 5 [--concurrency 32]
  *     [--rate 5000] [--batch-size 500] [--database-url postgres://postgres@127.0.0.1:5432/postgres] [--json]
  *
  * The KMS server runs in a child process (as a real KMS is remote: its CPU is not ours).
@@ -15,17 +15,17 @@ import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { sql } from "kysely";
-import pg from "pg";
-import { createAwsKmsKeyring, createKmsClient } from "../src/keys/aws-kms-keyring.js";
-import { loadOrCreatePepper } from "../src/keys/pepper.js";
-import { userKeyContext } from "../src/keys/user-data-keys.js";
-import { createLogger } from "../src/log/logger.js";
-import { Redacted } from "../src/log/redacted.js";
-import { readKeyStatus } from "../src/rotation/key-status.js";
-import { createRewrapJob } from "../src/rotation/rewrap-job.js";
-import { openDatabase } from "../src/store/database.js";
-import { migrateToLatest } from "../src/store/migrate.js";
-import { startLocalKmsServer } from "../test/support/local-kms-server.js";
+import { createAwsKmsKeyring, createKmsClient } from "../../src/keys/aws-kms-keyring.js";
+import { loadOrCreatePepper } from "../../src/keys/pepper.js";
+import { userKeyContext } from "../../src/keys/user-data-keys.js";
+import { createLogger } from "../../src/log/logger.js";
+import { Redacted } from "../../src/log/redacted.js";
+import { readKeyStatus } from "../../src/rotation/key-status.js";
+import { createRewrapJob } from "../../src/rotation/rewrap-job.js";
+import { openDatabase } from "../../src/store/database.js";
+import { migrateToLatest } from "../../src/store/migrate.js";
+import { startLocalKmsServer } from "../../test/support/local-kms-server.js";
+import { createThrowawayDatabase } from "../../test/support/throwaway-database.js";
 
 type KmsRequest =
   | { op: "createKey" }
@@ -116,16 +116,11 @@ async function measure(
   options: { latencyMs: number; concurrency: number; rate: number; batchSize: number },
 ): Promise<Result> {
   const logger = createLogger({ level: "error" });
-  const name = `keybroker_bench_rewrap_${randomBytes(4).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
+  const throwaway = await createThrowawayDatabase(adminUrl, "keybroker_bench_rewrap");
   const database = await openDatabase(
     {
       kind: "postgres",
-      url: new Redacted(url.toString()),
+      url: new Redacted(throwaway.url),
       maxConnections: 10,
       connectTimeoutMs: 5_000,
       statementTimeoutMs: 60_000,
@@ -202,8 +197,7 @@ async function measure(
   } finally {
     client.destroy();
     await database.close();
-    await admin.query(`drop database if exists ${name} with (force)`);
-    await admin.end();
+    await throwaway.drop();
   }
 }
 

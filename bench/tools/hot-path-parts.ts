@@ -1,26 +1,21 @@
-/**
- * CPU per call of each piece of a cached ListSecrets, measured in-process (no transport):
- * `tsx bench/hot-path-parts.ts`. Needs Postgres at BENCH_DATABASE_URL (default local).
- */
-import { randomBytes } from "node:crypto";
-import pg from "pg";
-import { createCallerKeyAdmin } from "../src/admin/caller-key-admin.js";
-import { createCallerAuthenticator } from "../src/auth/caller-authenticator.js";
-import { createTokenVerifier } from "../src/auth/token-verifier.js";
-import { createAwsKmsKeyring, createKmsClient } from "../src/keys/aws-kms-keyring.js";
-import { createDataKeyCache } from "../src/keys/data-key-cache.js";
-import { loadOrCreatePepper } from "../src/keys/pepper.js";
-import { createUserDataKeys } from "../src/keys/user-data-keys.js";
-import { deriveFingerprintKey, deriveUserRef } from "../src/keys/user-ref.js";
-import { createLogger } from "../src/log/logger.js";
-import { Redacted } from "../src/log/redacted.js";
-import { parsePutSecret } from "../src/secrets/secret-input.js";
-import { createSecretService } from "../src/secrets/secret-service.js";
-import { createCallerKeyLookup } from "../src/store/caller-keys.repository.js";
-import { openDatabase } from "../src/store/database.js";
-import { migrateToLatest } from "../src/store/migrate.js";
-import { startLocalKmsServer } from "../test/support/local-kms-server.js";
-import { startTestIssuer } from "../test/support/test-issuer.js";
+import { createCallerKeyAdmin } from "../../src/admin/caller-key-admin.js";
+import { createCallerAuthenticator } from "../../src/auth/caller-authenticator.js";
+import { createTokenVerifier } from "../../src/auth/token-verifier.js";
+import { createAwsKmsKeyring, createKmsClient } from "../../src/keys/aws-kms-keyring.js";
+import { createDataKeyCache } from "../../src/keys/data-key-cache.js";
+import { loadOrCreatePepper } from "../../src/keys/pepper.js";
+import { createUserDataKeys } from "../../src/keys/user-data-keys.js";
+import { deriveFingerprintKey, deriveUserRef } from "../../src/keys/user-ref.js";
+import { createLogger } from "../../src/log/logger.js";
+import { Redacted } from "../../src/log/redacted.js";
+import { parsePutSecret } from "../../src/secrets/secret-input.js";
+import { createSecretService } from "../../src/secrets/secret-service.js";
+import { createCallerKeyLookup } from "../../src/store/caller-keys.repository.js";
+import { openDatabase } from "../../src/store/database.js";
+import { migrateToLatest } from "../../src/store/migrate.js";
+import { startLocalKmsServer } from "../../test/support/local-kms-server.js";
+import { startTestIssuer } from "../../test/support/test-issuer.js";
+import { createThrowawayDatabase } from "../../test/support/throwaway-database.js";
 
 const N = Number(process.env.N ?? 3000);
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -37,16 +32,11 @@ async function cpuPerCall(name: string, fn: () => Promise<unknown>): Promise<voi
   );
 }
 
-const name = `keybroker_parts_${randomBytes(4).toString("hex")}`;
-const admin = new pg.Client({ connectionString: ADMIN_URL });
-await admin.connect();
-await admin.query(`create database ${name}`);
-const url = new URL(ADMIN_URL);
-url.pathname = `/${name}`;
+const throwaway = await createThrowawayDatabase(ADMIN_URL, "keybroker_parts");
 const database = await openDatabase(
   {
     kind: "postgres",
-    url: new Redacted(url.toString()),
+    url: new Redacted(throwaway.url),
     maxConnections: 4,
     connectTimeoutMs: 5000,
     statementTimeoutMs: 30000,
@@ -117,6 +107,5 @@ try {
   await database.close();
   await kms.close();
   await issuer.close();
-  await admin.query(`drop database if exists ${name} with (force)`);
-  await admin.end();
+  await throwaway.drop();
 }

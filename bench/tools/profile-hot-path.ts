@@ -2,20 +2,20 @@
  * One hot-path scenario against a real `keybroker serve`, for before/after comparisons while
  * optimising (the full suite is bench/run.ts):
  *
- *   npx tsx bench/profile-hot-path.ts [--scenario proxy|list|health|connectProxy|connectList|echo|connectEcho]
+ *   npx tsx bench/tools/profile-hot-path.ts [--scenario proxy|list|health|connectProxy|connectList|echo|connectEcho]
  *     [--concurrency 64]
  *     [--calls 20000] [--database postgres|pglite] [--profile DIR]
  *
  * Prints the broker's CPU per call (from /proc, so this client is not counted) and latency.
  * With --profile, the broker writes a V8 CPU profile into DIR when it exits; summarise it with
- * `npx tsx bench/profile-summary.ts DIR/<file>.cpuprofile`.
+ * `npx tsx bench/tools/profile-summary.ts DIR/<file>.cpuprofile`.
  */
 import { parseArgs } from "node:util";
-import { type BrokerProcess, startBrokerProcess } from "./lib/broker-process.js";
-import { startEchoProcess } from "./lib/echo-process.js";
-import { runLoad } from "./lib/load.js";
-import { processCpuMicros } from "./lib/process-cpu.js";
-import { createScenarioCalls, type ScenarioName } from "./lib/scenarios.js";
+import { type BrokerProcess, startBrokerProcess } from "../lib/broker-process.js";
+import { startEchoProcess } from "../lib/echo-process.js";
+import { runLoad } from "../lib/load.js";
+import { processCpuMicros } from "../lib/process-cpu.js";
+import { createScenarioCalls, type ScenarioName } from "../lib/scenarios.js";
 
 const { values } = parseArgs({
   options: {
