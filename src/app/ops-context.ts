@@ -24,7 +24,11 @@ export interface KeyedOpsContext extends OpsContext {
 }
 
 export interface OpsContextOptions {
-  readonly schema: SchemaPolicy;
+  /**
+   * `as-is` skips the check (one query less per short-lived command): the command's own
+   * queries then fail if the schema is behind. rewrap, which runs long, requires it current.
+   */
+  readonly schema: SchemaPolicy | "as-is";
 }
 
 /**
@@ -62,6 +66,7 @@ async function openDatabasePart(
   options: OpsContextOptions,
 ): Promise<OpsContext> {
   const database = await openStorage(lifecycle, { config: config.database, logger });
-  const migrationsApplied = await prepareSchema(database, options.schema, logger);
+  const migrationsApplied =
+    options.schema === "as-is" ? [] : await prepareSchema(database, options.schema, logger);
   return { database, migrationsApplied, close: () => lifecycle.stop() };
 }

@@ -23,7 +23,7 @@ export async function runAudit(args: string[], io: CliIo): Promise<number> {
     },
   });
   const ops = await openOpsContext({ database: loadDatabaseConfig(io.env) }, createCommandLogger(io), {
-    schema: "require-current",
+    schema: "as-is",
   });
   const { database } = ops;
   try {

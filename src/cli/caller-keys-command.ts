@@ -26,7 +26,7 @@ export async function runCallerKeys(args: string[], io: CliIo): Promise<number> 
   const certFile = action === "create" ? values["client-cert"] : undefined;
   const clientCertSha256 = certFile === undefined ? null : clientCertificateSha256(await readPem(certFile));
   const ops = await openOpsContext({ database: loadDatabaseConfig(io.env) }, createCommandLogger(io), {
-    schema: "require-current",
+    schema: "as-is",
   });
   try {
     const admin = createCallerKeyAdmin({ db: ops.database.db });

@@ -17,7 +17,7 @@ export async function runKeys(args: string[], io: CliIo): Promise<number> {
   const acceptedList = io.env.KEYBROKER_ACCEPTED_MASTER_KEYS;
   const accepted = acceptedList === undefined ? undefined : new Set(parseAcceptedMasterKeys(acceptedList));
   const ops = await openOpsContext({ database: loadDatabaseConfig(io.env) }, createCommandLogger(io), {
-    schema: "require-current",
+    schema: "as-is",
   });
   try {
     io.stdout.write(formatKeyStatus(await readKeyStatus(ops.database.db), accepted));

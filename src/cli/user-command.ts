@@ -42,7 +42,7 @@ export async function runUser(args: string[], io: CliIo): Promise<number> {
     throw new BrokerError("invalid_argument", "shredding is irreversible: add --yes");
   }
   const config = loadConfig(io.env);
-  const ops = await openKeyedOpsContext(config, createCommandLogger(io), { schema: "require-current" });
+  const ops = await openKeyedOpsContext(config, createCommandLogger(io), { schema: "as-is" });
   const { database } = ops;
   const { keyring } = ops.keyring;
   const { audited } = ops.audit;
