@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { afterEach, beforeEach, describe, expect, inject, it, vi } from "vitest";
 import { createApp } from "../../../src/app/create-app.js";
+import type { ConfiguredKeyring } from "../../../src/app/keyring-from-config.js";
 import { loadConfig } from "../../../src/config/config.js";
 import type { DatabaseHandle } from "../../../src/store/database.js";
 import { captureLogs } from "../../support/captured-logs.js";
@@ -24,6 +25,29 @@ vi.mock("../../../src/store/database.js", async (importOriginal) => {
         ...handle,
         async close() {
           await handle.close();
+          record.closed = true;
+        },
+      };
+    },
+  };
+});
+
+// The same for the configured keyring, whose close releases the AWS KMS client's sockets.
+const keyrings = vi.hoisted(() => [] as Array<{ closed: boolean }>);
+vi.mock("../../../src/app/keyring-from-config.js", async (importOriginal) => {
+  const real = await importOriginal<typeof import("../../../src/app/keyring-from-config.js")>();
+  return {
+    ...real,
+    async openKeyringFromConfig(
+      ...args: Parameters<typeof real.openKeyringFromConfig>
+    ): Promise<ConfiguredKeyring> {
+      const configured = await real.openKeyringFromConfig(...args);
+      const record = { closed: false };
+      keyrings.push(record);
+      return {
+        ...configured,
+        close() {
+          configured.close();
           record.closed = true;
         },
       };
@@ -57,6 +81,7 @@ describe("createApp's lifecycle", () => {
 
   beforeEach(async () => {
     opened.length = 0;
+    keyrings.length = 0;
     dir = await mkdtemp(join(tmpdir(), "keybroker-app-lifecycle-"));
     // A migrated data directory from the suite's template: createApp runs with migrate: false.
     const template = await readFile(inject("pgliteTemplate"));
@@ -82,7 +107,7 @@ describe("createApp's lifecycle", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("closes the database it opened when a later step fails (a providers file that does not parse)", async () => {
+  it("closes the database and the keyring it opened when a later step fails (a providers file that does not parse)", async () => {
     const providersFile = join(dir, "providers.json");
     await writeFile(providersFile, "{ not json");
     const config = loadConfig({ ...env, KEYBROKER_PROVIDERS_FILE: providersFile });
@@ -90,9 +115,10 @@ describe("createApp's lifecycle", () => {
     await expect(createApp(config, captureLogs().logger, { migrate: false })).rejects.toThrow();
 
     expect(opened).toEqual([{ closed: true }]);
+    expect(keyrings).toEqual([{ closed: true }]);
   });
 
-  it("closes the database and releases the ports already bound when a port is busy at start", async () => {
+  it("closes the database and the keyring and releases the ports already bound when a port is busy at start", async () => {
     const busy = await listenOn(0);
     const busyAddress = busy.address();
     if (busyAddress === null || typeof busyAddress === "string") throw new Error("no port");
@@ -108,6 +134,7 @@ describe("createApp's lifecycle", () => {
       await expect(app.start()).rejects.toThrow();
 
       expect(opened).toEqual([{ closed: true }]);
+      expect(keyrings).toEqual([{ closed: true }]);
       // The ops port bound before the gRPC port failed: it is free again.
       await closeServer(await listenOn(opsPort));
       // Stopping after a failed start is harmless.
@@ -117,16 +144,18 @@ describe("createApp's lifecycle", () => {
     }
   });
 
-  it("closes the database on stop; stopping again, even concurrently, is harmless", async () => {
+  it("closes the database and the keyring on stop; stopping again, even concurrently, is harmless", async () => {
     const config = loadConfig(env);
     const app = await createApp(config, captureLogs().logger, { migrate: false });
     await app.start();
     expect(opened).toEqual([{ closed: false }]);
+    expect(keyrings).toEqual([{ closed: false }]);
 
     await Promise.all([app.stop(), app.stop()]);
     await app.stop();
 
     expect(opened).toEqual([{ closed: true }]);
+    expect(keyrings).toEqual([{ closed: true }]);
   });
 
   it("leaves a database the caller passed in open, on a failed start as on stop", async () => {
