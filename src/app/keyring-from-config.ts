@@ -19,10 +19,13 @@ export interface ConfiguredKeyring {
 }
 
 /**
- * Builds the keyring exactly as the broker does (a copy of app/create-app.ts's createKeyring, so that
- * app/create-app.ts can call createKeyringFromConfig instead and both stay one code path).
+ * The keyring the configuration names, as the broker and the operator commands both use it
+ * (one code path). The caller owns the result and calls `close` when done: app/keys.ts
+ * registers it with the lifecycle the moment it is opened.
  */
-export async function openKeyringFromConfig(config: Config): Promise<ConfiguredKeyring> {
+export async function openKeyringFromConfig(
+  config: Pick<Config, "keyring" | "production">,
+): Promise<ConfiguredKeyring> {
   if (config.keyring.kind === "local") {
     const keyring = await loadOrCreateLocalKeyring({
       path: config.keyring.file,
@@ -59,9 +62,4 @@ export async function openKeyringFromConfig(config: Config): Promise<ConfiguredK
     client.destroy();
     throw err;
   }
-}
-
-/** For app/create-app.ts: the broker's keyring from its configuration. */
-export async function createKeyringFromConfig(config: Config): Promise<Keyring> {
-  return (await openKeyringFromConfig(config)).keyring;
 }

@@ -1,14 +1,14 @@
 import { parseArgs } from "node:util";
+import { openOpsContext } from "../app/ops-context.js";
 import { createAuditReader } from "../audit/audit-reader.js";
 import { loadDatabaseConfig } from "../config/config.js";
 import { BrokerError } from "../errors.js";
-import { createLogger } from "../log/logger.js";
-import { openDatabase } from "../store/database.js";
+import { type CliIo, createCommandLogger } from "./cli-io.js";
 
 const USER_REF_HEX = /^[0-9a-f]{64}$/;
 
 /** `keybroker audit verify` (exit 1 and the first bad row when the chain is broken) and `audit query`. */
-export async function runAudit(args: string[]): Promise<number> {
+export async function runAudit(args: string[], io: CliIo): Promise<number> {
   const [action, ...rest] = args;
   const { values } = parseArgs({
     args: rest,
@@ -21,17 +21,19 @@ export async function runAudit(args: string[]): Promise<number> {
       "after-seq": { type: "string" },
     },
   });
-  const logger = createLogger({ level: process.env.LOG_LEVEL ?? "warn" });
-  const database = await openDatabase(loadDatabaseConfig(process.env), logger);
+  const ops = await openOpsContext({ database: loadDatabaseConfig(io.env) }, createCommandLogger(io), {
+    schema: "as-is",
+  });
+  const { database } = ops;
   const reader = createAuditReader({ db: database.db });
   try {
     if (action === "verify") {
       const verdict = await reader.verify();
       if (verdict.ok) {
-        process.stdout.write(`audit chain intact: ${verdict.rows} rows, last seq ${verdict.lastSeq}\n`);
+        io.stdout.write(`audit chain intact: ${verdict.rows} rows, last seq ${verdict.lastSeq}\n`);
         return 0;
       }
-      process.stdout.write(
+      io.stdout.write(
         `audit chain BROKEN at seq ${verdict.firstBadSeq} (${verdict.reason}); ${verdict.rows} rows checked before it\n`,
       );
       return 1;
@@ -50,14 +52,14 @@ export async function runAudit(args: string[]): Promise<number> {
         ...(values.since === undefined ? {} : { since: new Date(values.since) }),
       });
       // One JSON object per line: greppable, and caller text cannot forge a line (it is JSON-escaped).
-      for (const event of events) process.stdout.write(`${JSON.stringify(event)}\n`);
+      for (const event of events) io.stdout.write(`${JSON.stringify(event)}\n`);
       return 0;
     }
-    process.stderr.write(
+    io.stderr.write(
       "usage: keybroker audit verify | audit query [--action A] [--user-ref HEX] [--limit N]\n",
     );
     return 2;
   } finally {
-    await database.close();
+    await ops.close();
   }
 }

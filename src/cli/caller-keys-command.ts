@@ -1,15 +1,15 @@
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
+import { openOpsContext } from "../app/ops-context.js";
 import { clientCertificateSha256 } from "../auth/client-certificate.js";
 import { loadDatabaseConfig } from "../config/config.js";
 import { BrokerError } from "../errors.js";
-import { createLogger } from "../log/logger.js";
-import { openDatabase } from "../store/database.js";
+import { type CliIo, createCommandLogger } from "./cli-io.js";
 
 const DAY_MS = 86_400_000;
 
-export async function runCallerKeys(args: string[]): Promise<number> {
+export async function runCallerKeys(args: string[], io: CliIo): Promise<number> {
   const [action, ...rest] = args;
   const { values, positionals } = parseArgs({
     args: rest,
@@ -25,10 +25,11 @@ export async function runCallerKeys(args: string[]): Promise<number> {
   // Checked before the database opens: a wrong file fails at once, and nothing is created.
   const certFile = action === "create" ? values["client-cert"] : undefined;
   const clientCertSha256 = certFile === undefined ? null : clientCertificateSha256(await readPem(certFile));
-  const logger = createLogger({ level: process.env.LOG_LEVEL ?? "warn" });
-  const database = await openDatabase(loadDatabaseConfig(process.env), logger);
+  const ops = await openOpsContext({ database: loadDatabaseConfig(io.env) }, createCommandLogger(io), {
+    schema: "as-is",
+  });
   try {
-    const admin = createCallerKeyAdmin({ db: database.db });
+    const admin = createCallerKeyAdmin({ db: ops.database.db });
     switch (action) {
       case "create": {
         const days = values["expires-in-days"] === undefined ? undefined : Number(values["expires-in-days"]);
@@ -41,7 +42,7 @@ export async function runCallerKeys(args: string[]): Promise<number> {
           expiresAt: days === undefined ? null : new Date(Date.now() + days * DAY_MS),
           clientCertSha256,
         });
-        process.stdout.write(
+        io.stdout.write(
           `${created.key}\n\nThis key is shown once. Store it in the main app's secret store now.\n` +
             `id=${created.summary.id} name=${created.summary.name} scopes=${created.summary.scopes.join(",")}` +
             ` expires=${created.summary.expiresAt?.toISOString() ?? "never"}` +
@@ -57,7 +58,7 @@ export async function runCallerKeys(args: string[]): Promise<number> {
               : key.expiresAt !== null && key.expiresAt < new Date()
                 ? "expired"
                 : "active";
-          process.stdout.write(
+          io.stdout.write(
             `${key.id}\t${key.name}\tkbk_…${key.last4}\t${key.scopes.join(",")}\t${state}\t` +
               `last used ${key.lastUsedAt?.toISOString() ?? "never"}\tclient-cert=${certBinding(key.clientCertSha256)}\n`,
           );
@@ -68,7 +69,7 @@ export async function runCallerKeys(args: string[]): Promise<number> {
         const id = positionals[0];
         if (id === undefined) throw new BrokerError("invalid_argument", "usage: caller-keys revoke <id>");
         await admin.revoke(id);
-        process.stdout.write(`revoked ${id}\n`);
+        io.stdout.write(`revoked ${id}\n`);
         return 0;
       }
       case "rotate": {
@@ -78,21 +79,21 @@ export async function runCallerKeys(args: string[]): Promise<number> {
           throw new BrokerError("invalid_argument", "usage: caller-keys rotate <id> [--overlap-hours H]");
         }
         const rotated = await admin.rotate(id, Math.round(hours * 3600));
-        process.stdout.write(
+        io.stdout.write(
           `${rotated.key}\n\nThe new key is shown once. Deploy it to the main app; the old key (${id}) ` +
             `stops working at ${rotated.oldKeyExpiresAt.toISOString()}.\nnew id=${rotated.summary.id}\n`,
         );
         return 0;
       }
       default:
-        process.stderr.write(
+        io.stderr.write(
           "usage: keybroker caller-keys create --name N --scopes s1,s2 [--expires-in-days D] [--client-cert FILE.pem]" +
             "|list|revoke|rotate\n",
         );
         return 2;
     }
   } finally {
-    await database.close();
+    await ops.close();
   }
 }
 

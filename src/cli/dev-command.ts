@@ -4,6 +4,7 @@ import { createApp } from "../app/create-app.js";
 import { loadOrCreateDevIssuerKey, startDevIssuer } from "../auth/dev-issuer.js";
 import { loadConfig } from "../config/config.js";
 import { createLogger } from "../log/logger.js";
+import type { CliIo } from "./cli-io.js";
 import {
   DEV_AUDIENCE,
   DEV_DIR,
@@ -21,13 +22,13 @@ const DEV_KEY_NAME = "dev";
  * the local file keyring, and a loopback token issuer whose JWKS is served over HTTP so
  * the production jose code path runs unchanged. Refuses NODE_ENV=production.
  */
-export async function runDev(): Promise<number> {
-  refuseProduction("keybroker dev");
+export async function runDev(_args: string[], io: CliIo): Promise<number> {
+  refuseProduction("keybroker dev", io.env);
   await mkdir(DEV_DIR, { recursive: true, mode: 0o700 });
   const issuerKey = await loadOrCreateDevIssuerKey(devPath("issuer-key.json"));
   const issuer = await startDevIssuer({
     host: "127.0.0.1",
-    port: Number(process.env.KEYBROKER_DEV_ISSUER_PORT ?? 4455),
+    port: Number(io.env.KEYBROKER_DEV_ISSUER_PORT ?? 4455),
     key: issuerKey,
   });
 
@@ -43,7 +44,7 @@ export async function runDev(): Promise<number> {
     AUTH0_JWKS_URL: issuer.jwksUrl,
     AUTH0_REQUIRED_PERMISSION: DEV_PERMISSION,
     // Ports and log level may still be overridden from the environment.
-    ...pick(process.env, ["KEYBROKER_GRPC_PORT", "KEYBROKER_CONNECT_PORT", "LOG_LEVEL"]),
+    ...pick(io.env, ["KEYBROKER_GRPC_PORT", "KEYBROKER_CONNECT_PORT", "LOG_LEVEL"]),
   });
   const logger = createLogger({ level: config.logLevel });
   const app = await createApp(config, logger, { migrate: true });
@@ -67,7 +68,7 @@ export async function runDev(): Promise<number> {
     grpcPort,
     connectPort,
   });
-  process.stdout.write(banner(devKey.key, grpcPort, connectPort));
+  io.stdout.write(banner(devKey.key, grpcPort, connectPort));
 
   await stopOnSignals(async () => {
     await app.stop();
@@ -76,7 +77,7 @@ export async function runDev(): Promise<number> {
   return 0;
 }
 
-function pick(env: NodeJS.ProcessEnv, names: string[]): Record<string, string> {
+function pick(env: CliIo["env"], names: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name of names) {
     const value = env[name];

@@ -31,8 +31,8 @@ export async function readDevState(): Promise<DevState> {
   }
 }
 
-export function refuseProduction(command: string): void {
-  if (process.env.NODE_ENV === "production") {
+export function refuseProduction(command: string, env: Readonly<Record<string, string | undefined>>): void {
+  if (env.NODE_ENV === "production") {
     throw new Error(`${command} is development-only and refuses to run with NODE_ENV=production`);
   }
 }

@@ -1,10 +1,11 @@
 import { parseArgs } from "node:util";
 import { loadOrCreateDevIssuerKey, signDevToken } from "../auth/dev-issuer.js";
+import type { CliIo } from "./cli-io.js";
 import { devPath, readDevState, refuseProduction } from "./dev-environment.js";
 
 /** Prints a DEV-ONLY user access token signed by the dev issuer's key. */
-export async function runDevToken(args: string[]): Promise<number> {
-  refuseProduction("keybroker dev-token");
+export async function runDevToken(args: string[], io: CliIo): Promise<number> {
+  refuseProduction("keybroker dev-token", io.env);
   const { values } = parseArgs({
     args,
     options: {
@@ -13,7 +14,7 @@ export async function runDevToken(args: string[]): Promise<number> {
     },
   });
   if (values.sub === undefined || values.sub === "") {
-    process.stderr.write("usage: keybroker dev-token --sub SUBJECT [--expires-in SECONDS]\n");
+    io.stderr.write("usage: keybroker dev-token --sub SUBJECT [--expires-in SECONDS]\n");
     return 2;
   }
   const state = await readDevState();
@@ -25,6 +26,6 @@ export async function runDevToken(args: string[]): Promise<number> {
     permissions: [state.permission],
     expiresInSec: Number(values["expires-in"]),
   });
-  process.stdout.write(`${token}\n`);
+  io.stdout.write(`${token}\n`);
   return 0;
 }

@@ -2,6 +2,7 @@ import { ConfigError } from "../config/config.js";
 import { isBrokerError } from "../errors.js";
 import { runAudit } from "./audit-command.js";
 import { runCallerKeys } from "./caller-keys-command.js";
+import { type CliIo, processIo } from "./cli-io.js";
 import { runDev } from "./dev-command.js";
 import { runDevToken } from "./dev-token-command.js";
 import { runKeys } from "./keys-command.js";
@@ -29,7 +30,8 @@ const USAGE = `keybroker <command>
   keys status                users (and the pepper) per master key
 `;
 
-const commands: Record<string, (args: string[]) => Promise<number | undefined>> = {
+/** Every command receives the same IO: the environment it reads, and where it writes. */
+const commands: Record<string, (args: string[], io: CliIo) => Promise<number>> = {
   serve: runServe,
   dev: runDev,
   migrate: runMigrate,
@@ -41,24 +43,24 @@ const commands: Record<string, (args: string[]) => Promise<number | undefined>> 
   user: runUser,
 };
 
-async function main(argv: string[]): Promise<number> {
+async function main(argv: string[], io: CliIo): Promise<number> {
   const [name, ...args] = argv;
   const command = name === undefined ? undefined : commands[name];
   if (command === undefined) {
-    process.stderr.write(USAGE);
+    io.stderr.write(USAGE);
     return name === undefined || name === "help" || name === "--help" ? 0 : 2;
   }
   try {
-    return (await command(args)) ?? 0;
+    return await command(args, io);
   } catch (err) {
     // Config and domain errors carry safe, helpful messages; anything else is summarised.
     if (err instanceof ConfigError || isBrokerError(err)) {
-      process.stderr.write(`keybroker ${name}: ${err.message}\n`);
+      io.stderr.write(`keybroker ${name}: ${err.message}\n`);
       return 1;
     }
-    process.stderr.write(`keybroker ${name}: ${err instanceof Error ? err.message : "failed"}\n`);
+    io.stderr.write(`keybroker ${name}: ${err instanceof Error ? err.message : "failed"}\n`);
     return 1;
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2), processIo());

@@ -1,18 +1,17 @@
+import { openOpsContext } from "../app/ops-context.js";
 import { loadDatabaseConfig } from "../config/config.js";
-import { createLogger } from "../log/logger.js";
-import { openDatabase } from "../store/database.js";
-import { migrateToLatest } from "../store/migrate.js";
+import { type CliIo, createCommandLogger } from "./cli-io.js";
 
-export async function runMigrate(): Promise<number> {
-  const logger = createLogger({ level: process.env.LOG_LEVEL ?? "info" });
-  const database = await openDatabase(loadDatabaseConfig(process.env), logger);
+/** `keybroker migrate`: applies pending migrations; the broker itself never does (serve refuses). */
+export async function runMigrate(_args: string[], io: CliIo): Promise<number> {
+  const ops = await openOpsContext({ database: loadDatabaseConfig(io.env) }, createCommandLogger(io), {
+    schema: "migrate",
+  });
   try {
-    const applied = await migrateToLatest(database.db);
-    process.stdout.write(
-      applied.length === 0 ? "database is up to date\n" : `applied: ${applied.join(", ")}\n`,
-    );
+    const applied = ops.migrationsApplied;
+    io.stdout.write(applied.length === 0 ? "database is up to date\n" : `applied: ${applied.join(", ")}\n`);
     return 0;
   } finally {
-    await database.close();
+    await ops.close();
   }
 }

@@ -1,30 +1,18 @@
 import { parseArgs } from "node:util";
-import { openKeyringFromConfig } from "../app/keyring-from-config.js";
+import { openKeyedOpsContext } from "../app/ops-context.js";
 import { loadConfig } from "../config/config.js";
 import { BrokerError } from "../errors.js";
-import { createLogger } from "../log/logger.js";
 import {
   createRewrapJob,
   type RewrapPlan,
   type RewrapProgress,
   type RewrapReport,
 } from "../rotation/rewrap-job.js";
-import { openDatabase } from "../store/database.js";
-import { pendingMigrations } from "../store/migrate.js";
+import { type CliIo, createCommandLogger, type Output } from "./cli-io.js";
 
-/** Where an operator command reads its environment and writes; tests pass their own. */
-export interface CommandIo {
-  readonly env: Readonly<Record<string, string | undefined>>;
-  readonly stdout: Output;
-  readonly stderr: Output;
-}
-
-export interface Output {
-  write(text: string): unknown;
-  readonly isTTY?: boolean;
-}
-
-const processIo: CommandIo = { env: process.env, stdout: process.stdout, stderr: process.stderr };
+/** The name this module gave CliIo before every command shared it (tests import it). */
+export type CommandIo = CliIo;
+export type { Output } from "./cli-io.js";
 
 // Conservative defaults: a fraction of the smallest regional KMS quota (5,500 calls/s shared
 // by the account); raise --rate and --concurrency for big tables (see bench/tools/rewrap-bench.ts).
@@ -126,7 +114,7 @@ function describeReport(report: RewrapReport): string {
  * key while the broker keeps serving (SPEC I9). Uses the broker's own configuration.
  * Ctrl-C stops gracefully (rows in flight finish); running the command again resumes.
  */
-export async function runRewrap(args: string[], io: CommandIo = processIo): Promise<number> {
+export async function runRewrap(args: string[], io: CliIo): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
@@ -147,23 +135,14 @@ export async function runRewrap(args: string[], io: CommandIo = processIo): Prom
 
   const config = loadConfig(io.env);
   // Logs go to stderr so stdout holds the plan, the progress line and the report.
-  const logger = createLogger({ level: io.env.LOG_LEVEL ?? "warn", destination: io.stderr });
-  const database = await openDatabase(config.database, logger);
-  let closeKeyring = () => {};
+  const logger = createCommandLogger(io);
+  const ops = await openKeyedOpsContext(config, logger, { schema: "require-current" });
   try {
-    const pending = await pendingMigrations(database.db);
-    if (pending.length > 0) {
-      throw new BrokerError(
-        "failed_precondition",
-        "the database has pending migrations: run `keybroker migrate`",
-      );
-    }
-    const configured = await openKeyringFromConfig(config);
-    closeKeyring = configured.close;
+    const configured = ops.keyring;
     const targetKeyId = await configured.resolveKeyId(values.to);
     const line = createProgressLine(io.stdout);
     const job = createRewrapJob({
-      db: database.db,
+      db: ops.database.db,
       keyring: configured.keyring,
       logger,
       batchSize,
@@ -218,7 +197,6 @@ export async function runRewrap(args: string[], io: CommandIo = processIo): Prom
     );
     return 0;
   } finally {
-    closeKeyring();
-    await database.close();
+    await ops.close();
   }
 }

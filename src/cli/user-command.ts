@@ -1,16 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { parseArgs } from "node:util";
 import { createUserShredder } from "../admin/user-shredder.js";
-import { openKeyringFromConfig } from "../app/keyring-from-config.js";
-import { createAuditLog } from "../audit/audit-log.js";
-import { createAuditedRunner } from "../audit/audited-operation.js";
+import { openKeyedOpsContext } from "../app/ops-context.js";
 import { loadConfig } from "../config/config.js";
 import { BrokerError } from "../errors.js";
 import { loadOrCreatePepper } from "../keys/pepper.js";
 import { deriveUserRef } from "../keys/user-ref.js";
-import { createLogger } from "../log/logger.js";
 import { rotateUserDataKey } from "../rotation/user-key-rotation.js";
-import { openDatabase } from "../store/database.js";
+import { type CliIo, createCommandLogger } from "./cli-io.js";
 
 const USER_REF_HEX = /^[0-9a-f]{64}$/;
 const USAGE = "usage: keybroker user rotate-key|shred (--user-ref HEX | --sub SUBJECT) [--yes]\n";
@@ -21,7 +18,7 @@ const USAGE = "usage: keybroker user rotate-key|shred (--user-ref HEX | --sub SU
  * secrets for good. Both are audited like the AdminService RPCs. A running broker's cached
  * copy of the old key is never used for a different wrapped key (the cache is keyed by it).
  */
-export async function runUser(args: string[]): Promise<number> {
+export async function runUser(args: string[], io: CliIo): Promise<number> {
   const [action, ...rest] = args;
   const { values } = parseArgs({
     args: rest,
@@ -35,7 +32,7 @@ export async function runUser(args: string[]): Promise<number> {
     (action !== "rotate-key" && action !== "shred") ||
     (values["user-ref"] === undefined) === (values.sub === undefined)
   ) {
-    process.stderr.write(USAGE);
+    io.stderr.write(USAGE);
     return 2;
   }
   if (values["user-ref"] !== undefined && !USER_REF_HEX.test(values["user-ref"])) {
@@ -44,11 +41,11 @@ export async function runUser(args: string[]): Promise<number> {
   if (action === "shred" && !values.yes) {
     throw new BrokerError("invalid_argument", "shredding is irreversible: add --yes");
   }
-  const config = loadConfig(process.env);
-  const logger = createLogger({ level: config.logLevel });
-  const database = await openDatabase(config.database, logger);
-  const { keyring, close } = await openKeyringFromConfig(config);
-  const audit = createAuditLog({ prepared: database.prepared, batchMaxDelayMs: 0 });
+  const config = loadConfig(io.env);
+  const ops = await openKeyedOpsContext(config, createCommandLogger(io), { schema: "as-is" });
+  const { database } = ops;
+  const { keyring } = ops.keyring;
+  const { audited } = ops.audit;
   try {
     let userRef: Buffer;
     if (values.sub !== undefined) {
@@ -59,7 +56,6 @@ export async function runUser(args: string[]): Promise<number> {
       userRef = Buffer.from(values["user-ref"] ?? "", "hex");
     }
     const actor = { requestId: `cli-${randomUUID()}`, callerKeyId: null, userRef };
-    const audited = createAuditedRunner({ audit, logger });
     if (action === "shred") {
       const shredder = createUserShredder({ db: database.db, userDataKeys: { forget: () => {} } });
       const destroyed = await audited.run(
@@ -67,7 +63,7 @@ export async function runUser(args: string[]): Promise<number> {
         { action: "user.shred", sensitive: true, resultDetail: (n) => ({ count: n }) },
         () => shredder.shred(userRef),
       );
-      process.stdout.write(`shredded user ${userRef.toString("hex")}: ${destroyed} secret(s) destroyed\n`);
+      io.stdout.write(`shredded user ${userRef.toString("hex")}: ${destroyed} secret(s) destroyed\n`);
       return 0;
     }
     const signal = AbortSignal.timeout(60_000);
@@ -80,14 +76,12 @@ export async function runUser(args: string[]): Promise<number> {
       },
       () => rotateUserDataKey({ db: database.db, keyring, userRef, signal }),
     );
-    process.stdout.write(
+    io.stdout.write(
       `rotated the data key of user ${userRef.toString("hex")}: version ${rotated.dataKeyVersion}, ` +
         `${rotated.versionsResealed} secret version(s) re-sealed\n`,
     );
     return 0;
   } finally {
-    await audit.close();
-    close();
-    await database.close();
+    await ops.close();
   }
 }

@@ -29,39 +29,9 @@ async function violationsUnder(baseDir: string): Promise<Finding[]> {
   }));
 }
 
-// Exactly the imports other engineers are removing right now (issue 11, items 3 and 4). The CI
-// rule set stays strict, so `npm run lint:deps` fails until they land; this list only keeps this
-// test about *new* violations meanwhile. Delete it once those branches are merged.
-const KNOWN_VIOLATIONS: readonly Finding[] = [
-  {
-    rule: "api-never-imports-store",
-    from: "src/api/transport/error-status.ts",
-    to: "src/store/database-errors.ts",
-  },
-  {
-    rule: "api-never-imports-store",
-    from: "src/api/rpc/admin-service-handlers.ts",
-    to: "src/store/schema.ts",
-  },
-  {
-    rule: "api-never-imports-store",
-    from: "src/api/rpc/admin-service-handlers.ts",
-    to: "src/store/caller-keys.repository.ts",
-  },
-  {
-    rule: "api-never-imports-store",
-    from: "src/api/rpc/admin-service-handlers.ts",
-    to: "src/store/audit.repository.ts",
-  },
-];
-
-const isKnown = (f: Finding): boolean =>
-  KNOWN_VIOLATIONS.some((k) => k.rule === f.rule && k.from === f.from && k.to === f.to);
-
 describe("layering rules (.dependency-cruiser.cjs)", () => {
-  it("src/ imports only downwards, with no cycle (apart from the known violations being fixed)", async () => {
-    const findings = await violationsUnder(repoRoot);
-    expect(findings.filter((f) => !isKnown(f))).toEqual([]);
+  it("src/ imports only downwards, with no cycle", async () => {
+    expect(await violationsUnder(repoRoot)).toEqual([]);
   });
 
   describe("on a fixture with one deliberate violation per rule", () => {

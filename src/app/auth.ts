@@ -1,0 +1,42 @@
+import { createUserCallGuard, type UserCallGuard } from "../api/rpc/call-guard.js";
+import type { AuditLog } from "../audit/audit-log.js";
+import { createCallerAuthenticator } from "../auth/caller-authenticator.js";
+import { createTokenVerifier } from "../auth/token-verifier.js";
+import type { Config } from "../config/config.js";
+import { deriveUserRef } from "../keys/user-ref.js";
+import type { Logger } from "../log/logger.js";
+import { createCallerKeyLookup, markCallerKeyUsed } from "../store/caller-keys.repository.js";
+import type { DatabaseHandle } from "../store/database.js";
+
+export interface AuthDeps {
+  readonly config: Pick<Config, "auth">;
+  readonly database: DatabaseHandle;
+  readonly pepper: Buffer;
+  readonly audit: AuditLog;
+  readonly logger: Logger;
+}
+
+/**
+ * Who may call: the calling application by its caller key, the user by their access token,
+ * both checked (and refusals audited) by one guard in front of every user RPC.
+ */
+export function createAuth(deps: AuthDeps): UserCallGuard {
+  const { config, database, pepper, audit, logger } = deps;
+  const { allowedAzp, tokenCacheMaxEntries, ...auth } = config.auth;
+  const tokens = createTokenVerifier({
+    ...auth,
+    ...(allowedAzp === undefined ? {} : { allowedAzp }),
+    cacheMaxEntries: tokenCacheMaxEntries,
+    deriveUserRef: (issuer, subject) => deriveUserRef(pepper, issuer, subject),
+  });
+  const callers = createCallerAuthenticator({
+    lookup: createCallerKeyLookup(database.prepared),
+    markUsed: (id) => {
+      // Best effort: "last used" is advisory and must not fail or slow the call.
+      markCallerKeyUsed(database.db, id, new Date()).catch((err: unknown) =>
+        logger.warn({ err }, "could not record caller key use"),
+      );
+    },
+  });
+  return createUserCallGuard({ callers, tokens, audit, logger });
+}

@@ -1,0 +1,53 @@
+import { readFile } from "node:fs/promises";
+import type { Config } from "../config/config.js";
+import type { Logger } from "../log/logger.js";
+import type { Metrics } from "../observability/metrics.js";
+import type { Resolver } from "../outbound/guarded-connector.js";
+import { createOutboundClient } from "../outbound/outbound-client.js";
+import { loadProviderRegistry } from "../outbound/provider-registry.js";
+import { createProxyService, type ProxyService } from "../proxy/proxy-service.js";
+import { createSecretService, type SecretService } from "../secrets/secret-service.js";
+import { createUsageRecorder } from "../secrets/usage-recorder.js";
+import type { DatabaseHandle } from "../store/database.js";
+import { markSecretUsed } from "../store/secrets.repository.js";
+import type { Keys } from "./keys.js";
+import type { Lifecycle } from "./lifecycle.js";
+
+export interface ServicesDeps {
+  readonly config: Pick<Config, "providersFile" | "production" | "outboundCaFile">;
+  readonly database: DatabaseHandle;
+  readonly keys: Pick<Keys, "userDataKeys" | "fingerprintKey">;
+  readonly metrics: Pick<Metrics, "upstreamCall">;
+  readonly logger: Logger;
+  /** DNS for the egress guard (tests resolve fake hostnames to loopback). */
+  readonly resolve?: Resolver | undefined;
+}
+
+export interface Services {
+  readonly secrets: SecretService;
+  readonly proxy: ProxyService;
+}
+
+/** The domain services behind the RPCs: the secret store and the outbound proxy. */
+export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): Promise<Services> {
+  const { config, database, keys, metrics, logger, resolve } = deps;
+  const registry = await loadProviderRegistry(config.providersFile, { production: config.production });
+  const secrets = createSecretService({
+    db: database.db,
+    prepared: database.prepared,
+    userDataKeys: keys.userDataKeys,
+    fingerprintKey: keys.fingerprintKey,
+    providers: { requiredFields: (id) => registry.get(id)?.definition.requiredFields },
+  });
+  const ca = config.outboundCaFile === undefined ? undefined : await readFile(config.outboundCaFile);
+  const outbound = createOutboundClient({
+    registry,
+    logger,
+    onUpstreamCall: (e) => metrics.upstreamCall(e),
+    ...(resolve === undefined ? {} : { resolve }),
+    ...(ca === undefined ? {} : { ca }),
+  });
+  lifecycle.defer("outbound client", () => outbound.close());
+  const markUsed = createUsageRecorder({ record: (id, at) => markSecretUsed(database.db, id, at), logger });
+  return { secrets, proxy: createProxyService({ secrets, outbound, markUsed }) };
+}
