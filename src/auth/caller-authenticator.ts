@@ -1,20 +1,12 @@
 import { timingSafeEqual } from "node:crypto";
 import { BrokerError, isBrokerError, type RefusalReason } from "../errors.js";
+import type { StoredCallerKey } from "../store/caller-keys.repository.js";
 import { parseCallerKey } from "./caller-key-format.js";
 import type { CallerIdentity, CallerScope } from "./identity.js";
 import { isCallerScope } from "./identity.js";
 
-/** A stored caller key: only its hash, never the key. */
-export interface CallerKeyRecord {
-  readonly id: string;
-  readonly name: string;
-  readonly keyHash: Buffer;
-  readonly scopes: readonly string[];
-  readonly expiresAt: Date | null;
-  readonly revokedAt: Date | null;
-  /** SHA-256 of the client certificate the key must arrive with (mTLS), or null if unbound. */
-  readonly clientCertSha256: Buffer | null;
-}
+/** A stored caller key: only its hash, never the key (the store's row, as the hot path reads it). */
+export type CallerKeyRecord = StoredCallerKey;
 
 /** What the transport proved about the connection a key arrived on. */
 export interface CallerTransport {
