@@ -35,26 +35,33 @@ const BACKSLASH = 0x5c;
 const AMPERSAND = 0x26;
 const SEMICOLON = 0x3b;
 
-const SHORT_ESCAPES = new Map<number, number>([
-  [0x22, 0x22], // \"
-  [0x27, 0x27], // \'
-  [0x2f, 0x2f], // \/
-  [0x5c, 0x5c], // \\
-  [0x62, 0x08], // \b
-  [0x66, 0x0c], // \f
-  [0x6e, 0x0a], // \n
-  [0x72, 0x0d], // \r
-  [0x74, 0x09], // \t
-]);
+// The byte after a backslash -> what the escape stands for, INVALID when it is not one. A table,
+// not a map: every escape in a body reads it.
+const SHORT_ESCAPES: Int16Array = (() => {
+  const table = new Int16Array(256).fill(INVALID);
+  table[0x22] = 0x22; // \"
+  table[0x27] = 0x27; // \'
+  table[0x2f] = 0x2f; // \/
+  table[0x5c] = 0x5c; // \\
+  table[0x62] = 0x08; // \b
+  table[0x66] = 0x0c; // \f
+  table[0x6e] = 0x0a; // \n
+  table[0x72] = 0x0d; // \r
+  table[0x74] = 0x09; // \t
+  return table;
+})();
 
-const NAMED = new Map<string, number>([
-  ["amp", 0x26],
-  ["lt", 0x3c],
-  ["gt", 0x3e],
-  ["quot", 0x22],
-  ["apos", 0x27],
-]);
-const NAME_PREFIXES = new Set([...NAMED.keys()].flatMap((n) => [...n].map((_, i) => n.slice(0, i + 1))));
+// The named references decoded (the five that escape markup, in lower case), with their ";",
+// compared byte by byte: no string is built per byte of a body.
+const NAMED: ReadonlyArray<readonly [Uint8Array, number]> = (
+  [
+    ["amp;", 0x26],
+    ["lt;", 0x3c],
+    ["gt;", 0x3e],
+    ["quot;", 0x22],
+    ["apos;", 0x27],
+  ] as const
+).map(([name, value]) => [Buffer.from(name, "latin1"), value]);
 
 export function createEscapeDecoder(emit: DecodedByteSink): EscapeDecoder {
   const seq = new Uint8Array(MAX_ESCAPE);
@@ -138,7 +145,7 @@ function parseEscape(seq: Uint8Array, len: number): number {
 
 function parseBackslash(seq: Uint8Array, len: number): number {
   const kind = seq[1] as number;
-  if (kind !== 0x75) return SHORT_ESCAPES.get(kind) ?? INVALID; // not "u": one character
+  if (kind !== 0x75) return SHORT_ESCAPES[kind] as number; // not "u": one character
   const high = unit(seq, 2, len);
   if (high < 0) return high;
   if (high < 0xd800 || high > 0xdfff) return high;
@@ -162,13 +169,17 @@ function parseReference(seq: Uint8Array, len: number): number {
   if (len < 2) return INCOMPLETE;
   if (seq[1] !== 0x23) {
     // A named reference: only the five that escape markup, spelled in lower case.
-    let name = "";
-    for (let i = 1; i < len; i++) {
-      const c = seq[i] as number;
-      if (c === SEMICOLON) return NAMED.get(name) ?? INVALID;
-      name += String.fromCharCode(c);
+    const held = len - 1;
+    let incomplete = false;
+    for (const [name, value] of NAMED) {
+      if (held > name.length) continue;
+      let i = 0;
+      while (i < held && seq[1 + i] === name[i]) i++;
+      if (i < held) continue;
+      if (held === name.length) return value;
+      incomplete = true;
     }
-    return NAME_PREFIXES.has(name) ? INCOMPLETE : INVALID;
+    return incomplete ? INCOMPLETE : INVALID;
   }
   const hex = len > 2 && (seq[2] === 0x78 || seq[2] === 0x58);
   const digitsFrom = hex ? 3 : 2;

@@ -9,7 +9,7 @@ import { createNonceSource } from "./nonce-source.js";
 import type { Provider, ProviderRegistry } from "./provider-registry.js";
 import { type OutboundRequest, planRequest } from "./request-plan.js";
 import { contentCodings, decodeContent, readCapped, scrubbedChunks } from "./response-body.js";
-import { createScrubber, type Scrubber } from "./response-scrubber.js";
+import { createScrubberInSlices, type Scrubber } from "./response-scrubber.js";
 import { describeCause, toUpstreamError } from "./upstream-errors.js";
 
 export type { OutboundRequest } from "./request-plan.js";
@@ -139,7 +139,7 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
     if (provider === undefined) throw new BrokerError("failed_precondition", "provider is not configured");
 
     const plan = planRequest(provider, req, { now, nextNonce: (id) => nonces.next(id) });
-    const scrubber = createScrubber(plan.secrets);
+    const scrubber = await createScrubberInSlices(plan.secrets);
     const { timeoutMs, maxResponseBytes } = provider.definition;
 
     // One deadline for the whole exchange, body included: undici's body timeout is per chunk,

@@ -1,12 +1,26 @@
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import { createEscapeDecoder } from "./escape-decoder.js";
-import { buildPatternAutomaton, FOLD, type PatternAutomaton } from "./pattern-automaton.js";
+import {
+  buildPatternAutomaton,
+  buildPatternAutomatonInSlices,
+  FOLD,
+  type PatternAutomaton,
+  stepAutomaton,
+} from "./pattern-automaton.js";
 
 /** Replaces every known encoding of the secrets in a response with `[REDACTED]` (C31). */
 export interface Scrubber {
-  /** Scrubs in one go: for small inputs (tests, header values); bodies use `scrubInSlices`. */
+  /**
+   * Scrubs in one go: for small inputs (tests, header values); bodies use `scrubInSlices`. Both
+   * may return a view of `data` itself when there was nothing to redact.
+   */
   scrub(data: Uint8Array): Buffer;
-  /** Scrubs a body `SCRUB_SLICE_BYTES` at a time, letting the event loop run between slices (H1). */
+  /**
+   * Scrubs a body `SCRUB_SLICE_BYTES` (or `SCRUB_SLICE_MS`) at a time, letting the event loop
+   * run between slices (H1).
+   * The output is written into one buffer sized for the worst case (1.25 x the input, see
+   * MIN_SECRET_BYTES), of which only the part written is ever touched.
+   */
   scrubInSlices(data: Uint8Array): Promise<Buffer>;
   /** For header names and values, which undici decodes as latin1 (one char per byte). */
   scrubText(text: string): string;
@@ -33,8 +47,16 @@ export const REDACTED = Buffer.from("[REDACTED]", "latin1");
  */
 export const MIN_SECRET_BYTES = 8;
 
-/** Bytes scrubbed between two turns of the event loop. */
-export const SCRUB_SLICE_BYTES = 64 * 1024;
+/** Bytes scrubbed between two turns of the event loop, at most. */
+export const SCRUB_SLICE_BYTES = 16 * 1024;
+
+/**
+ * Time scrubbed between two turns of the event loop, at most (checked every SCRUB_STEP_BYTES):
+ * bytes alone do not bound it, since the first slices in a process run before the scan loop is
+ * optimised, at up to ~2 us a byte on a busy core.
+ */
+export const SCRUB_SLICE_MS = 4;
+const SCRUB_STEP_BYTES = 1024;
 
 // Partial base64 alignments are only matched when the secret-only core is this long; shorter
 // cores would redact innocent text without hiding anything useful.
@@ -72,7 +94,9 @@ export function secretVariants(secret: Uint8Array): Buffer[] {
   // Patterns that fold to the same bytes are one pattern.
   const seen = new Set<string>();
   return variants.filter((v) => {
-    const key = Buffer.from(v.map((b) => FOLD[b] as number)).toString("latin1");
+    const folded = Buffer.allocUnsafe(v.length);
+    for (let i = 0; i < v.length; i++) folded[i] = FOLD[v[i] as number] as number;
+    const key = folded.toString("latin1");
     if (seen.has(key)) return false;
     seen.add(key);
     return true;
@@ -92,24 +116,65 @@ function alignedCore(padded: Buffer, shift: number): string {
 
 /** A scrubber for the given secret values; values under MIN_SECRET_BYTES are left out. */
 export function createScrubber(secrets: readonly Uint8Array[]): Scrubber {
-  const automaton = buildPatternAutomaton(secrets.flatMap((s) => secretVariants(s)));
+  return scrubberFor(buildPatternAutomaton(scrubPatterns(secrets)));
+}
+
+/**
+ * `createScrubber`, with the automaton built a slice at a time so the event loop runs in between
+ * (H1): the largest secret (8 fields of 8 KiB, each in every encoding) is several hundred
+ * thousand automaton nodes. The outbound client uses this one.
+ */
+export async function createScrubberInSlices(secrets: readonly Uint8Array[]): Promise<Scrubber> {
+  const patterns: Buffer[] = [];
+  for (const secret of secrets) {
+    // One secret's variants (up to 8 KiB in seven encodings) at a time.
+    if (patterns.length > 0) await yieldToEventLoop();
+    patterns.push(...secretVariants(secret));
+  }
+  return scrubberFor(await buildPatternAutomatonInSlices(patterns));
+}
+
+function scrubPatterns(secrets: readonly Uint8Array[]): Buffer[] {
+  return secrets.flatMap((s) => secretVariants(s));
+}
+
+function scrubberFor(automaton: PatternAutomaton): Scrubber {
   const scrub = (data: Uint8Array): Buffer => {
     if (automaton.maxLength === 0) return Buffer.from(data);
-    const stream = createScrubStream(automaton);
-    return Buffer.concat([stream.push(data), stream.flush()]);
+    const source = asBuffer(data);
+    const scan = createScan(automaton);
+    const out = createOutput(source.length, source);
+    scan.feed(source, 0, source.length);
+    scan.release(scan.safeOffset(), source, 0, out);
+    scan.end();
+    scan.release(scan.seen(), source, 0, out);
+    return written(out);
   };
   return {
     scrub,
     async scrubInSlices(data) {
       if (automaton.maxLength === 0) return Buffer.from(data);
-      const stream = createScrubStream(automaton);
-      const parts: Buffer[] = [];
-      for (let at = 0; at < data.length; at += SCRUB_SLICE_BYTES) {
-        if (at > 0) await yieldToEventLoop();
-        parts.push(stream.push(data.subarray(at, at + SCRUB_SLICE_BYTES)));
+      const source = asBuffer(data);
+      const scan = createScan(automaton);
+      // The whole body is at hand: matches redact straight from it into one output buffer, so
+      // no slice is copied or concatenated and nothing is carried between slices.
+      const out = createOutput(source.length, source);
+      let sliceAt = 0;
+      let sliceStarted = performance.now();
+      for (let at = 0; at < source.length; ) {
+        const to = Math.min(source.length, at + SCRUB_STEP_BYTES);
+        scan.feed(source, at, to);
+        at = to;
+        if (at - sliceAt >= SCRUB_SLICE_BYTES || performance.now() - sliceStarted >= SCRUB_SLICE_MS) {
+          scan.release(scan.safeOffset(), source, 0, out);
+          await yieldToEventLoop();
+          sliceAt = at;
+          sliceStarted = performance.now();
+        }
       }
-      parts.push(stream.flush());
-      return Buffer.concat(parts);
+      scan.end();
+      scan.release(scan.seen(), source, 0, out);
+      return written(out);
     },
     scrubText: (text) => scrub(Buffer.from(text, "latin1")).toString("latin1"),
     createStream: () =>
@@ -119,25 +184,134 @@ export function createScrubber(secrets: readonly Uint8Array[]): Scrubber {
   };
 }
 
+/** The same bytes as a Buffer, without copying. */
+function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** A stream scrubber: the source bytes a later match could still cover are carried to the next push. */
+function createScrubStream(automaton: PatternAutomaton): StreamScrubber {
+  const scan = createScan(automaton);
+  let carry: Buffer = Buffer.alloc(0); // source bytes [emitted, seen)
+  let carryStart = 0;
+  const releaseFrom = (work: Buffer, workStart: number, safe: number): Buffer => {
+    const out = createOutput(safe > workStart ? safe - workStart : 0, undefined);
+    scan.release(safe, work, workStart, out);
+    const emitted = scan.emitted();
+    carry = Buffer.from(work.subarray(emitted - workStart));
+    carryStart = emitted;
+    return written(out);
+  };
+  return {
+    push(chunk) {
+      const work =
+        carry.length === 0
+          ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+          : Buffer.concat([carry, chunk]);
+      const workStart = carryStart;
+      const at = work.length - chunk.length;
+      scan.feed(work, at, work.length);
+      return releaseFrom(work, workStart, scan.safeOffset());
+    },
+    flush() {
+      scan.end();
+      return releaseFrom(carry, carryStart, scan.seen());
+    },
+  };
+}
+
+/**
+ * Where scrubbed bytes are written. While nothing has been redacted, the output is a prefix of
+ * `identity` (the whole source, when it is at hand) and is not copied: an answer without a
+ * secret costs no second buffer. The buffer, once needed, is sized for the worst case (every
+ * redaction replaces at least MIN_SECRET_BYTES source bytes) and grows only as a safeguard.
+ */
+interface Output {
+  buf: Buffer | undefined;
+  len: number;
+  readonly size: number;
+  readonly identity: Buffer | undefined;
+}
+
+function createOutput(sourceBytes: number, identity: Buffer | undefined): Output {
+  const worst =
+    sourceBytes + Math.ceil((sourceBytes * (REDACTED.length - MIN_SECRET_BYTES)) / MIN_SECRET_BYTES);
+  return { buf: undefined, len: 0, size: worst + REDACTED.length, identity };
+}
+
+/** Appends `source[from, to)`; copies without a view object per call (one per match adds up). */
+function write(out: Output, source: Buffer, from: number, to: number): void {
+  let buf = out.buf;
+  if (buf === undefined) {
+    if (source === out.identity && from === out.len) {
+      out.len = to; // still the source itself
+      return;
+    }
+    buf = Buffer.allocUnsafe(Math.max(out.size, out.len + (to - from)));
+    if (out.identity !== undefined) out.identity.copy(buf, 0, 0, out.len);
+    out.buf = buf;
+  }
+  if (out.len + (to - from) > buf.length) {
+    const grown = Buffer.allocUnsafe(Math.max(buf.length * 2, out.len + (to - from)));
+    buf.copy(grown, 0, 0, out.len);
+    buf = grown;
+    out.buf = grown;
+  }
+  out.len += source.copy(buf, out.len, from, to);
+}
+
+/** The bytes written: a view of the source itself when nothing was redacted. */
+function written(out: Output): Buffer {
+  if (out.buf !== undefined) return out.buf.subarray(0, out.len);
+  return out.identity === undefined ? Buffer.alloc(0) : out.identity.subarray(0, out.len);
+}
+
+/** The matching state of one body, fed in order; `release` writes out what no later match can touch. */
+interface Scan {
+  /** Scans `data[from, to)`, the next source bytes (absolute offsets continue from the last feed). */
+  feed(data: Uint8Array, from: number, to: number): void;
+  /** Ends the input (an unfinished escape is plain text). */
+  end(): void;
+  /** The first source offset a match found later could cover. */
+  safeOffset(): number;
+  /** Source bytes fed so far. */
+  seen(): number;
+  /** Source bytes before this are written out or swallowed by a redaction. */
+  emitted(): number;
+  /** Writes out the source before `safe` (redacted); `work` holds source bytes from `workStart`. */
+  release(safe: number, work: Buffer, workStart: number, out: Output): void;
+}
+
+const PERCENT = 0x25;
+const BACKSLASH = 0x5c;
+const AMPERSAND = 0x26;
+
 /**
  * One pass over a body: each byte steps the automaton twice, once as it is and once as the
  * escape decoder turns it (a match there redacts the source bytes that spell it). Overlapping
  * matches become one redaction. Output is held back only while a match could still start in it:
  * fewer than the longest pattern's length of source bytes, so memory does not grow with the body.
+ *
+ * The inner loop reads the automaton's arrays directly and takes the escape decoder's path only
+ * for bytes that start or continue an escape; elsewhere the decoded byte IS the source byte, and
+ * while both passes are in the same state one step serves both.
  */
-function createScrubStream(automaton: PatternAutomaton): StreamScrubber {
-  const maxLength = automaton.maxLength;
+function createScan(automaton: PatternAutomaton): Scan {
+  const { maxLength, out: matchLength } = automaton;
   let seen = 0; // offset of the next source byte
   let emitted = 0; // source bytes before this are written out, or swallowed by a redaction
   let redactEnd = 0; // end of the last redaction written out
-  let carry: Buffer = Buffer.alloc(0); // source bytes [emitted, seen)
   let rawState = 0;
   let decodedState = 0;
   let decodedCount = 0;
-  // Where the last maxLength decoded bytes start in the source.
-  const decodedStarts = new Float64Array(maxLength);
+  let decoderIdle = true;
+  // Where the last maxLength (or more: a power of two) decoded bytes start in the source.
+  let ringSize = 1;
+  while (ringSize < maxLength) ringSize *= 2;
+  const ringMask = ringSize - 1;
+  const decodedStarts = new Float64Array(ringSize);
   // Matches not yet written: [start, end) pairs, sorted and disjoint, from `head` on.
-  let pending: number[] = [];
+  const pending: number[] = [];
   let head = 0;
 
   const addMatch = (start: number, end: number): void => {
@@ -154,9 +328,16 @@ function createScrubStream(automaton: PatternAutomaton): StreamScrubber {
       redactEnd = until;
       return;
     }
+    const last = pending.length;
+    if (last === head || (pending[last - 1] as number) <= start) {
+      // The common case: after every pending match.
+      pending.push(start, end);
+      return;
+    }
+    if ((pending[last - 2] as number) <= start && (pending[last - 1] as number) >= end) return; // already covered
     let s = start;
     let e = end;
-    let after = pending.length;
+    let after = last;
     while (after > head && (pending[after - 2] as number) >= e) after -= 2;
     let from = after;
     while (from > head && (pending[from - 1] as number) > s) {
@@ -167,70 +348,76 @@ function createScrubStream(automaton: PatternAutomaton): StreamScrubber {
     pending.splice(from, after - from, s, e);
   };
 
-  const decoder = createEscapeDecoder((byte, from, to) => {
-    decodedStarts[decodedCount % maxLength] = from;
+  const onDecoded = (byte: number, from: number, to: number): void => {
+    decodedStarts[decodedCount & ringMask] = from;
     decodedCount++;
-    decodedState = automaton.step(decodedState, byte);
-    const length = automaton.matchLength(decodedState);
-    if (length > 0) addMatch(decodedStarts[(decodedCount - length) % maxLength] as number, to);
-  });
-
-  // The first source offset a match found later could cover.
-  const safeOffset = (): number => {
-    const raw = seen - maxLength + 1;
-    const first = decodedCount - maxLength + 1; // earliest decoded byte a later match can use
-    let decodedSafe: number;
-    if (first <= 0) decodedSafe = 0;
-    else if (first < decodedCount) decodedSafe = decodedStarts[first % maxLength] as number;
-    else decodedSafe = decoder.pendingStart() >= 0 ? decoder.pendingStart() : seen;
-    return Math.min(raw, decodedSafe);
+    decodedState = stepAutomaton(automaton, decodedState, FOLD[byte] as number);
+    const length = matchLength[decodedState] as number;
+    if (length > 0) addMatch(decodedStarts[(decodedCount - length) & ringMask] as number, to);
   };
-
-  // Writes out everything before `safe`; `work` holds source bytes from `workStart` to `seen`.
-  const release = (safe: number, work: Buffer, workStart: number): Buffer => {
-    const parts: Buffer[] = [];
-    while (head < pending.length && (pending[head] as number) < safe) {
-      const s = pending[head] as number;
-      const e = pending[head + 1] as number;
-      head += 2;
-      if (s > emitted) parts.push(work.subarray(emitted - workStart, s - workStart));
-      parts.push(REDACTED);
-      emitted = e;
-      redactEnd = e;
-    }
-    if (safe > emitted) {
-      parts.push(work.subarray(emitted - workStart, safe - workStart));
-      emitted = safe;
-    }
-    pending = pending.slice(head);
-    head = 0;
-    const out = Buffer.concat(parts);
-    carry = Buffer.from(work.subarray(emitted - workStart));
-    return out;
-  };
+  const decoder = createEscapeDecoder(onDecoded);
 
   return {
-    push(chunk) {
-      const workStart = emitted;
-      const work =
-        carry.length === 0
-          ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-          : Buffer.concat([carry, chunk]);
-      for (let i = 0; i < chunk.length; i++) {
-        const byte = chunk[i] as number;
-        const pos = seen + i;
-        rawState = automaton.step(rawState, byte);
-        const length = automaton.matchLength(rawState);
-        if (length > 0) addMatch(pos + 1 - length, pos + 1);
-        decoder.feed(byte, pos);
+    feed(data, from, to) {
+      const base = seen - from;
+      for (let i = from; i < to; i++) {
+        const byte = data[i] as number;
+        const folded = FOLD[byte] as number;
+        const pos = base + i;
+        const before = rawState;
+        rawState = stepAutomaton(automaton, before, folded);
+        const rawLength = matchLength[rawState] as number;
+        if (rawLength > 0) addMatch(pos + 1 - rawLength, pos + 1);
+        if (decoderIdle && byte !== PERCENT && byte !== BACKSLASH && byte !== AMPERSAND) {
+          // Not part of an escape: the decoded byte is this byte, from this one source byte.
+          decodedStarts[decodedCount & ringMask] = pos;
+          decodedCount++;
+          decodedState = decodedState === before ? rawState : stepAutomaton(automaton, decodedState, folded);
+          const length = matchLength[decodedState] as number;
+          if (length > 0) addMatch(decodedStarts[(decodedCount - length) & ringMask] as number, pos + 1);
+        } else {
+          decoder.feed(byte, pos);
+          decoderIdle = decoder.pendingStart() < 0;
+        }
       }
-      seen += chunk.length;
-      return release(safeOffset(), work, workStart);
+      seen = base + to;
     },
-    flush() {
-      const workStart = emitted;
+    end() {
       decoder.end();
-      return release(seen, carry, workStart);
+      decoderIdle = true;
+    },
+    safeOffset() {
+      const raw = seen - maxLength + 1;
+      const first = decodedCount - maxLength + 1; // earliest decoded byte a later match can use
+      let decodedSafe: number;
+      if (first <= 0) decodedSafe = 0;
+      else if (first < decodedCount) decodedSafe = decodedStarts[first & ringMask] as number;
+      else decodedSafe = decoder.pendingStart() >= 0 ? decoder.pendingStart() : seen;
+      return Math.min(raw, decodedSafe);
+    },
+    seen: () => seen,
+    emitted: () => emitted,
+    release(safe, work, workStart, out) {
+      while (head < pending.length && (pending[head] as number) < safe) {
+        const s = pending[head] as number;
+        const e = pending[head + 1] as number;
+        head += 2;
+        if (s > emitted) write(out, work, emitted - workStart, s - workStart);
+        write(out, REDACTED, 0, REDACTED.length);
+        emitted = e;
+        redactEnd = e;
+      }
+      if (safe > emitted) {
+        write(out, work, emitted - workStart, safe - workStart);
+        emitted = safe;
+      }
+      // Drop the written matches in place (splice would allocate an array of them each time).
+      if (head > 0) {
+        const kept = pending.length - head;
+        for (let i = 0; i < kept; i++) pending[i] = pending[head + i] as number;
+        pending.length = kept;
+        head = 0;
+      }
     },
   };
 }
