@@ -140,7 +140,7 @@ function scrubPatterns(secrets: readonly Uint8Array[]): Buffer[] {
 
 function scrubberFor(automaton: PatternAutomaton): Scrubber {
   const scrub = (data: Uint8Array): Buffer => {
-    if (automaton.maxLength === 0) return Buffer.from(data);
+    if (automaton.maxLength === 0) return asBuffer(data);
     const source = asBuffer(data);
     const scan = createScan(automaton);
     const out = createOutput(source.length, source);
@@ -153,7 +153,7 @@ function scrubberFor(automaton: PatternAutomaton): Scrubber {
   return {
     scrub,
     async scrubInSlices(data) {
-      if (automaton.maxLength === 0) return Buffer.from(data);
+      if (automaton.maxLength === 0) return asBuffer(data);
       const source = asBuffer(data);
       const scan = createScan(automaton);
       // The whole body is at hand: matches redact straight from it into one output buffer, so
