@@ -2,7 +2,8 @@
  * `npm run bench`: the benchmark suite (issue #6), side by side in one run, printed as markdown
  * and written to bench/results/latest.json. `npm run bench -- --quick` is the smoke run CI executes
  * so the suite never rots (its numbers are not quoted anywhere). `--only id,id` runs some sections:
- * envelope, transport-floor, added-latency, embedded-vs-server, memory, kms-economy, scaling.
+ * envelope, scrubber-worst-case, transport-floor, added-latency, embedded-vs-server, memory, kms-economy,
+ * scaling.
  *
  * Brokers run as `keybroker serve` child processes (the compiled build); their CPU is read from
  * /proc, so the load generator's work is not counted. On a machine with two or more CPUs the
@@ -23,10 +24,12 @@ import { runEnvelopeVsEsdk } from "./sections/envelope-vs-esdk.js";
 import { runKmsEconomy } from "./sections/kms-economy.js";
 import { runMemory } from "./sections/memory.js";
 import { runScaling } from "./sections/scaling.js";
+import { runScrubberWorstCase } from "./sections/scrubber-worst-case.js";
 import { runTransportFloor } from "./sections/transport-floor.js";
 
 const SECTIONS = [
   "envelope",
+  "scrubber-worst-case",
   "transport-floor",
   "added-latency",
   "embedded-vs-server",
@@ -72,6 +75,7 @@ async function main(): Promise<void> {
   const started = Date.now();
   const results: SectionResult[] = [];
   if (wanted("envelope")) results.push(await runEnvelopeVsEsdk(options));
+  if (wanted("scrubber-worst-case")) results.push(await runScrubberWorstCase(options));
 
   const brokerSections: SectionId[] = [
     "transport-floor",

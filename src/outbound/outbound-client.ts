@@ -8,8 +8,8 @@ import { filterResponseHeaders } from "./header-policy.js";
 import { createNonceSource } from "./nonce-source.js";
 import type { Provider, ProviderRegistry } from "./provider-registry.js";
 import { type OutboundRequest, planRequest } from "./request-plan.js";
-import { decodeContent, readCapped, scrubbedChunks } from "./response-body.js";
-import { createScrubber, type Scrubber } from "./response-scrubber.js";
+import { contentCodings, decodeContent, readCapped, scrubbedChunks } from "./response-body.js";
+import { createScrubberInSlices, type Scrubber } from "./response-scrubber.js";
 import { describeCause, toUpstreamError } from "./upstream-errors.js";
 
 export type { OutboundRequest } from "./request-plan.js";
@@ -139,7 +139,7 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
     if (provider === undefined) throw new BrokerError("failed_precondition", "provider is not configured");
 
     const plan = planRequest(provider, req, { now, nextNonce: (id) => nonces.next(id) });
-    const scrubber = createScrubber(plan.secrets);
+    const scrubber = await createScrubberInSlices(plan.secrets);
     const { timeoutMs, maxResponseBytes } = provider.definition;
 
     // One deadline for the whole exchange, body included: undici's body timeout is per chunk,
@@ -213,12 +213,15 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
       const declared = Number(single(res.headers["content-length"]) ?? Number.NaN);
       const hasBody =
         plan.method !== "HEAD" && res.statusCode !== 204 && res.statusCode !== 304 && declared !== 0;
-      const encoding = hasBody ? single(res.headers["content-encoding"]) : undefined;
-      if (hasBody && encoding === undefined && declared > maxResponseBytes) {
+      const encoding = hasBody ? res.headers["content-encoding"] : undefined;
+      if (hasBody && contentCodings(encoding).length === 0 && declared > maxResponseBytes) {
         res.body.destroy();
         throw new BrokerError("resource_exhausted", "upstream response is larger than this provider allows");
       }
-      const headers = filterResponseHeaders(res.headers, (v) => scrubber.scrubText(v));
+      // Names too (L3): an upstream may echo the key as a header NAME ("x-sk_live_...: 1").
+      const headers = filterResponseHeaders(res.headers, (v) => scrubber.scrubText(v)).map(
+        ([name, value]): [string, string] => [scrubber.scrubText(name), value],
+      );
       const body = decodeContent(res.body, encoding);
       status = res.statusCode;
       return { status: res.statusCode, headers, body, maxBytes: maxResponseBytes, scrubber, settle };
@@ -232,9 +235,9 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
       const started = await start(req, signal);
       let body: Buffer;
       try {
-        // Buffered: the whole (capped) body is scrubbed in one pass, which finds exactly what the
-        // chunk-boundary-aware stream scrubber finds, for less work.
-        body = started.scrubber.scrub(await readCapped(started.body, started.maxBytes));
+        // Buffered: the whole (capped) body is scrubbed in one pass, a slice at a time so other
+        // calls run in between (H1); it finds exactly what the stream scrubber finds.
+        body = await started.scrubber.scrubInSlices(await readCapped(started.body, started.maxBytes));
       } catch (err) {
         throw started.settle({ kind: "failed", err }, 0) ?? err;
       }

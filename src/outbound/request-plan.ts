@@ -1,10 +1,10 @@
 import { BrokerError } from "../errors.js";
-import { injectCredential } from "./auth-schemes.js";
+import { credentialFields, injectCredential } from "./auth-schemes.js";
 import type { PreparedRequest } from "./credential-request.js";
 import { checkCallerHeaders } from "./header-policy.js";
 import { checkCallerPath, resolveUpstreamUrl } from "./path-guard.js";
 import type { Provider } from "./provider-registry.js";
-import { HTTP_METHODS, type HttpMethod } from "./provider-schema.js";
+import { type AuthScheme, HTTP_METHODS, type HttpMethod } from "./provider-schema.js";
 
 /** A call as the proxy service hands it over: the caller's parts plus the decrypted fields. */
 export interface OutboundRequest {
@@ -26,6 +26,7 @@ export interface OutboundRequest {
 export interface PlannedRequest extends PreparedRequest {
   readonly method: HttpMethod;
   readonly url: URL;
+  /** What the reply must be scrubbed of: the credential values the upstream knows, and derived ones. */
   readonly secrets: readonly Uint8Array[];
 }
 
@@ -100,7 +101,27 @@ export function planRequest(provider: Provider, req: OutboundRequest, deps: Plan
     now: deps.now,
     nonce: () => deps.nextNonce(req.secretId),
   });
-  return { ...prepared, method, url, secrets: [...req.fields.values(), ...prepared.derivedSecrets] };
+  return {
+    ...prepared,
+    method,
+    url,
+    secrets: [...upstreamKnown(def.auth, req.fields), ...prepared.derivedSecrets],
+  };
+}
+
+/**
+ * The field values this request's auth scheme puts on the wire or signs with (H1): only those
+ * can come back in the answer. An HMAC signing secret is never sent, but the upstream holds it
+ * (it verifies the signature with it), so it is scrubbed too. Any other field of the secret is
+ * not scrubbed: the upstream never saw it, and each pattern costs every answer scrubbing time.
+ */
+function upstreamKnown(scheme: AuthScheme, fields: ReadonlyMap<string, Buffer>): Buffer[] {
+  const known: Buffer[] = [];
+  for (const name of new Set(credentialFields(scheme))) {
+    const value = fields.get(name);
+    if (value !== undefined) known.push(value);
+  }
+  return known;
 }
 
 function isHttpMethod(method: string): method is HttpMethod {

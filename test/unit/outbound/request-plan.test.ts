@@ -135,6 +135,16 @@ describe("request plan", () => {
     expect(brokerCodeOf(() => plan("github", { query: [["q", "\uD800"]] }))).toBe("invalid_argument");
   });
 
+  it("H1 a field the broker never sent is not used as a scrub pattern", () => {
+    const fields = new Map([
+      ["token", b("ghp_secret_value")],
+      ["e", b("e")],
+      ["note", b("a field the scheme never reads")],
+    ]);
+    const secrets = plan("github", { fields }).secrets.map((s) => Buffer.from(s).toString());
+    expect(secrets).toEqual(["ghp_secret_value"]);
+  });
+
   it("lists every secret field and derived credential for the scrubber", () => {
     const p = plan("facebook-graph", { path: "/me" });
     const secrets = p.secrets.map((s) => Buffer.from(s).toString());

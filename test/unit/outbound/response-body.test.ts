@@ -2,7 +2,7 @@ import { Readable } from "node:stream";
 import { brotliCompressSync, gzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
 import { BrokerError } from "../../../src/errors.js";
-import { decodeContent, scrubbedChunks } from "../../../src/outbound/response-body.js";
+import { contentCodings, decodeContent, scrubbedChunks } from "../../../src/outbound/response-body.js";
 import { createScrubber } from "../../../src/outbound/response-scrubber.js";
 
 const noSecrets = createScrubber([]);
@@ -49,6 +49,27 @@ describe("response body decoding and caps (C33)", () => {
 
   it("refuses an encoding it cannot decode, since it could not scrub it", () => {
     expect(() => decodeContent(Readable.from([]), "zstd")).toThrow(BrokerError);
+  });
+
+  it("L2 decodes every Content-Encoding header line, not only the first", async () => {
+    const text = Buffer.from("echo of sk_live_key_value");
+    const twice = gzipSync(gzipSync(text));
+    expect(await collect(decodeContent(Readable.from([twice]), ["gzip", "gzip"]))).toEqual(text);
+    expect(await collect(decodeContent(Readable.from([twice]), "gzip, gzip"))).toEqual(text);
+    expect(contentCodings(["identity", "gzip"])).toEqual(["gzip"]);
+  });
+
+  it("L2 refuses an unknown coding on any line, and more than two stacked codings, with unavailable", () => {
+    for (const header of [["gzip", "zstd"], ["zstd", "gzip"], "gzip, gzip, gzip", ["gzip", "br", "gzip"]]) {
+      let caught: unknown;
+      try {
+        decodeContent(Readable.from([]), header);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught).toBeInstanceOf(BrokerError);
+      expect((caught as BrokerError).code).toBe("unavailable");
+    }
   });
 
   it("allows a body exactly at the cap", async () => {
