@@ -5,6 +5,7 @@ import type { Metrics } from "../observability/metrics.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
 import { createOutboundClient } from "../outbound/outbound-client.js";
 import { loadProviderRegistry } from "../outbound/provider-registry.js";
+import { createConcurrencyLimit } from "../proxy/concurrency-limit.js";
 import { createProxyService, type ProxyService } from "../proxy/proxy-service.js";
 import { createSecretService, type SecretService } from "../secrets/secret-service.js";
 import { createUsageRecorder } from "../secrets/usage-recorder.js";
@@ -14,7 +15,7 @@ import type { Keys } from "./keys.js";
 import type { Lifecycle } from "./lifecycle.js";
 
 export interface ServicesDeps {
-  readonly config: Pick<Config, "providersFile" | "production" | "outboundCaFile">;
+  readonly config: Pick<Config, "providersFile" | "production" | "outboundCaFile" | "proxyConcurrency">;
   readonly database: DatabaseHandle;
   readonly keys: Pick<Keys, "userDataKeys" | "fingerprintKey">;
   readonly metrics: Pick<Metrics, "upstreamCall">;
@@ -49,5 +50,9 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
   });
   lifecycle.defer("outbound client", () => outbound.close());
   const markUsed = createUsageRecorder({ record: (id, at) => markSecretUsed(database.db, id, at), logger });
-  return { secrets, proxy: createProxyService({ secrets, outbound, markUsed }) };
+  const limits = {
+    perSecret: createConcurrencyLimit({ max: config.proxyConcurrency.perSecret, what: "with this secret" }),
+    perCaller: createConcurrencyLimit({ max: config.proxyConcurrency.perCaller, what: "by this caller key" }),
+  };
+  return { secrets, proxy: createProxyService({ secrets, outbound, markUsed, limits }) };
 }

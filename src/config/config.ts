@@ -43,6 +43,8 @@ export interface Config {
     readonly tokenCacheMaxEntries: number;
   };
   readonly dataKeyCache: { readonly maxAgeMs: number; readonly maxUses: number; readonly maxEntries: number };
+  /** Proxied calls in flight at once, per secret and per caller key, on this replica (L8). */
+  readonly proxyConcurrency: { readonly perSecret: number; readonly perCaller: number };
   /** The provider registry (JSON); defaults to the definitions shipped in providers/. */
   readonly providersFile: string;
   /** An extra CA bundle (PEM) to trust for upstream TLS, e.g. a corporate egress proxy's. */
@@ -111,6 +113,9 @@ export const envSchema = z.object({
   KEYBROKER_DATA_KEY_CACHE_MAX_AGE_MS: int(1_000, 3_600_000).default(300_000),
   KEYBROKER_DATA_KEY_CACHE_MAX_USES: int(1, 1_000_000).default(10_000),
   KEYBROKER_DATA_KEY_CACHE_MAX_ENTRIES: int(1, 1_000_000).default(10_000),
+  // One user's slow streams must not take the provider's whole connection pool (L8).
+  KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET: int(1, 10_000).default(16),
+  KEYBROKER_MAX_CONCURRENT_CALLS_PER_CALLER: int(1, 100_000).default(1_024),
   KEYBROKER_PROVIDERS_FILE: z.string().min(1).optional(),
   KEYBROKER_OUTBOUND_CA_FILE: z.string().min(1).optional(),
   KEYBROKER_SHUTDOWN_GRACE_MS: int(0, 120_000).default(10_000),
@@ -243,6 +248,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       jwksCooldownMs: e.KEYBROKER_JWKS_COOLDOWN_MS,
       jwksTimeoutMs: e.KEYBROKER_JWKS_TIMEOUT_MS,
       tokenCacheMaxEntries: e.KEYBROKER_TOKEN_CACHE_MAX_ENTRIES,
+    },
+    proxyConcurrency: {
+      perSecret: e.KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET,
+      perCaller: e.KEYBROKER_MAX_CONCURRENT_CALLS_PER_CALLER,
     },
     dataKeyCache: {
       maxAgeMs: e.KEYBROKER_DATA_KEY_CACHE_MAX_AGE_MS,

@@ -5,6 +5,7 @@ import type {
   OutboundStreamResponse,
 } from "../outbound/outbound-client.js";
 import type { OpenedSecret, SealedSecret, SecretService } from "../secrets/secret-service.js";
+import type { ConcurrencyLimit } from "./concurrency-limit.js";
 import type { ProxyCallInput } from "./proxy-input.js";
 
 /** The upstream's answer, and which provider the secret was sent to (for the audit trail). */
@@ -15,6 +16,8 @@ export type ProxiedStreamResponse = OutboundStreamResponse & { readonly provider
 export interface ProxyCallScope {
   readonly signal: AbortSignal;
   readonly requestId: string;
+  /** The authenticated caller key, whose concurrent calls are bounded too (L8). */
+  readonly callerKeyId: string;
 }
 
 export interface ProxyService {
@@ -45,7 +48,26 @@ export function createProxyService(deps: {
   outbound: Pick<OutboundClient, "call" | "callStream">;
   /** Records that a secret was used (best effort: never fails the call). */
   markUsed?: (secretId: string) => void;
+  /** In-flight bounds per secret and per caller key, taken before anything is decrypted (L8). */
+  limits?: { readonly perSecret: ConcurrencyLimit; readonly perCaller: ConcurrencyLimit };
 }): ProxyService {
+  const noSlot = () => undefined;
+  /** Both slots or neither: a refusal by the second gives the first back. */
+  function acquireSlots(secretId: string, callerKeyId: string): () => void {
+    if (deps.limits === undefined) return noSlot;
+    const releaseSecret = deps.limits.perSecret.acquire(secretId);
+    try {
+      const releaseCaller = deps.limits.perCaller.acquire(callerKeyId);
+      return () => {
+        releaseSecret();
+        releaseCaller();
+      };
+    } catch (err) {
+      releaseSecret();
+      throw err;
+    }
+  }
+
   const request = (secret: OpenedSecret, input: ProxyCallInput, requestId: string) => ({
     requestId,
     providerId: secret.provider,
@@ -61,33 +83,49 @@ export function createProxyService(deps: {
   return {
     fetch: (user, input) => deps.secrets.fetch(user, input.secretId),
 
-    async call(user, input, sealed, { signal, requestId }) {
-      const secret = await deps.secrets.unseal(user, sealed, signal);
+    async call(user, input, sealed, { signal, requestId, callerKeyId }) {
+      const release = acquireSlots(input.secretId, callerKeyId);
       try {
-        const response = await deps.outbound.call(request(secret, input, requestId), signal);
-        deps.markUsed?.(secret.id);
-        return { ...response, provider: secret.provider };
+        const secret = await deps.secrets.unseal(user, sealed, signal);
+        try {
+          const response = await deps.outbound.call(request(secret, input, requestId), signal);
+          deps.markUsed?.(secret.id);
+          return { ...response, provider: secret.provider };
+        } finally {
+          zero(secret);
+        }
       } finally {
-        zero(secret);
+        release();
       }
     },
 
-    async callStream(user, input, sealed, { signal, requestId }) {
-      const secret = await deps.secrets.unseal(user, sealed, signal);
+    async callStream(user, input, sealed, { signal, requestId, callerKeyId }) {
+      const release = acquireSlots(input.secretId, callerKeyId);
+      let secret: OpenedSecret;
       let response: OutboundStreamResponse;
+      try {
+        secret = await deps.secrets.unseal(user, sealed, signal);
+      } catch (err) {
+        release();
+        throw err;
+      }
       try {
         response = await deps.outbound.callStream(request(secret, input, requestId), signal);
       } catch (err) {
         zero(secret);
+        release();
         throw err;
       }
       deps.markUsed?.(secret.id);
-      // The scrubber needs the values until the last chunk: zero them when the stream ends.
+      // The scrubber needs the values until the last chunk: zero them, and give the slots back,
+      // when the stream ends (a slow stream holds its slot for as long as it runs).
+      const opened = secret;
       async function* body(): AsyncIterable<Buffer> {
         try {
           yield* response.body;
         } finally {
-          zero(secret);
+          zero(opened);
+          release();
         }
       }
       return { provider: secret.provider, status: response.status, headers: response.headers, body: body() };

@@ -1,7 +1,14 @@
 import type { AuditedRunner } from "../../audit/audited-operation.js";
+import type { CallerIdentity } from "../../auth/identity.js";
 import type { ProxyService as ProxyServiceDesc } from "../../gen/keybroker/v1/proxy_pb.js";
 import { type ProxyCallInput, parseProxyCall } from "../../proxy/proxy-input.js";
-import type { ProxiedResponse, ProxiedStreamResponse, ProxyService } from "../../proxy/proxy-service.js";
+import type {
+  ProxiedResponse,
+  ProxiedStreamResponse,
+  ProxyCallScope,
+  ProxyService,
+} from "../../proxy/proxy-service.js";
+import type { CallContext } from "../transport/call-context.js";
 import type { ServiceHandlers } from "../transport/handlers.js";
 import { actorOf } from "./audit-actor.js";
 import type { UserCallGuard } from "./call-guard.js";
@@ -22,6 +29,12 @@ const auditSpec = (input: ProxyCallInput) => ({
   }),
 });
 
+const scopeOf = (ctx: CallContext, caller: CallerIdentity): ProxyCallScope => ({
+  signal: ctx.signal,
+  requestId: ctx.requestId,
+  callerKeyId: caller.keyId,
+});
+
 /** Thin handlers: authorize (proxy:call + the user's live token), parse, delegate (audited), convert. */
 export function createProxyServiceHandlers(deps: {
   guard: UserCallGuard;
@@ -38,7 +51,7 @@ export function createProxyServiceHandlers(deps: {
         actorOf(ctx, caller, user),
         auditSpec(input),
         () => proxy.fetch(user, input),
-        (sealed) => proxy.call(user, input, sealed, ctx),
+        (sealed) => proxy.call(user, input, sealed, scopeOf(ctx, caller)),
       );
       return { status: response.status, headers: toHeaders(response.headers), body: response.body };
     },
@@ -49,7 +62,7 @@ export function createProxyServiceHandlers(deps: {
         actorOf(ctx, caller, user),
         auditSpec(input),
         () => proxy.fetch(user, input),
-        (sealed) => proxy.callStream(user, input, sealed, ctx),
+        (sealed) => proxy.callStream(user, input, sealed, scopeOf(ctx, caller)),
       );
       yield {
         part: { case: "head", value: { status: response.status, headers: toHeaders(response.headers) } },
