@@ -94,7 +94,14 @@ export async function createApp(
     readiness.markReady("pepper");
 
     const audit = openAudit(lifecycle, { database, logger, metrics });
-    const guard = createAuth({ config, database, pepper: keys.pepper, audit: audit.log, logger });
+    const guard = createAuth(lifecycle, {
+      config,
+      database,
+      pepper: keys.pepper,
+      audit: audit.log,
+      metrics,
+      logger,
+    });
     const services = await createServices(lifecycle, {
       config,
       database,

@@ -49,6 +49,8 @@ export interface Config {
   readonly outboundCaFile: string | undefined;
   readonly logLevel: string;
   readonly shutdownGraceMs: number;
+  /** How often refusals without a valid caller key are written to the trail as one summary row. */
+  readonly authFailureSummaryIntervalMs: number;
 }
 
 /** providers/providers.json at the package root (from src/config/ or dist/src/config/). */
@@ -114,6 +116,8 @@ export const envSchema = z.object({
   KEYBROKER_PROVIDERS_FILE: z.string().min(1).optional(),
   KEYBROKER_OUTBOUND_CA_FILE: z.string().min(1).optional(),
   KEYBROKER_SHUTDOWN_GRACE_MS: int(0, 120_000).default(10_000),
+  // Refusals without a valid caller key are counted and written as one row per reason per interval.
+  KEYBROKER_AUTH_FAILURE_SUMMARY_INTERVAL_MS: int(100, 3_600_000).default(60_000),
 });
 
 export type KeybrokerEnv = z.input<typeof envSchema>;
@@ -253,6 +257,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     outboundCaFile: e.KEYBROKER_OUTBOUND_CA_FILE,
     logLevel: e.LOG_LEVEL,
     shutdownGraceMs: e.KEYBROKER_SHUTDOWN_GRACE_MS,
+    authFailureSummaryIntervalMs: e.KEYBROKER_AUTH_FAILURE_SUMMARY_INTERVAL_MS,
   });
 }
 
