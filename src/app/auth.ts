@@ -1,7 +1,9 @@
+import { readFile } from "node:fs/promises";
 import { createUserCallGuard, type UserCallGuard } from "../api/rpc/call-guard.js";
 import type { AuditLog } from "../audit/audit-log.js";
 import { createAuthFailureSummary } from "../audit/auth-failure-summary.js";
 import { createCallerAuthenticator } from "../auth/caller-authenticator.js";
+import { createJwksFetch } from "../auth/jwks-fetch.js";
 import { createTokenVerifier } from "../auth/token-verifier.js";
 import type { Config } from "../config/config.js";
 import { deriveUserRef } from "../keys/user-ref.js";
@@ -26,11 +28,15 @@ export interface AuthDeps {
  * valid caller key are summarised; the summary is written once more on stop, before the audit
  * log it writes to closes.
  */
-export function createAuth(lifecycle: Lifecycle, deps: AuthDeps): UserCallGuard {
+export async function createAuth(lifecycle: Lifecycle, deps: AuthDeps): Promise<UserCallGuard> {
   const { config, database, pepper, audit, metrics, logger } = deps;
-  const { allowedAzp, tokenCacheMaxEntries, ...auth } = config.auth;
+  const { allowedAzp, tokenCacheMaxEntries, issuerCaFile, ...auth } = config.auth;
+  // A private issuer CA is trusted by adding it, not by allowing http (L7).
+  const jwksFetch = issuerCaFile === undefined ? undefined : createJwksFetch(await readFile(issuerCaFile));
+  if (jwksFetch !== undefined) lifecycle.defer("issuer JWKS agent", () => jwksFetch.close());
   const tokens = createTokenVerifier({
     ...auth,
+    jwksFetch: jwksFetch?.fetch,
     ...(allowedAzp === undefined ? {} : { allowedAzp }),
     cacheMaxEntries: tokenCacheMaxEntries,
     deriveUserRef: (issuer, subject) => deriveUserRef(pepper, issuer, subject),
