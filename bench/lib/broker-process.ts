@@ -92,12 +92,15 @@ export async function startBrokerProcess(options: BrokerProcessOptions): Promise
     };
     dropDatabase = () => throwaway.drop();
   } else {
-    databaseEnv = { KEYBROKER_PGLITE_DIR: join(dir, "pgdata") };
+    databaseEnv = { KEYBROKER_PGLITE_DIR: join(dir, "pgdata"), KEYBROKER_ALLOW_EMBEDDED_DATABASE: "1" };
   }
 
   const env: Record<string, string> = {
     ...(process.env as Record<string, string>),
-    NODE_ENV: "test",
+    // `serve` applies production rules; the bench stack's loopback issuer and providers are
+    // allowed by name (L7).
+    KEYBROKER_ALLOW_HTTP_ISSUER: "1",
+    KEYBROKER_ALLOW_LOOPBACK_PROVIDERS: "1",
     LOG_LEVEL: "info",
     KEYBROKER_GRPC_HOST: "127.0.0.1",
     KEYBROKER_GRPC_PORT: "0",

@@ -1,30 +1,42 @@
+import { readFile } from "node:fs/promises";
 import { createUserCallGuard, type UserCallGuard } from "../api/rpc/call-guard.js";
 import type { AuditLog } from "../audit/audit-log.js";
+import { createAuthFailureSummary } from "../audit/auth-failure-summary.js";
 import { createCallerAuthenticator } from "../auth/caller-authenticator.js";
+import { createJwksFetch } from "../auth/jwks-fetch.js";
 import { createTokenVerifier } from "../auth/token-verifier.js";
 import type { Config } from "../config/config.js";
 import { deriveUserRef } from "../keys/user-ref.js";
 import type { Logger } from "../log/logger.js";
+import type { Metrics } from "../observability/metrics.js";
 import { createCallerKeyLookup, markCallerKeyUsed } from "../store/caller-keys.repository.js";
 import type { DatabaseHandle } from "../store/database.js";
+import type { Lifecycle } from "./lifecycle.js";
 
 export interface AuthDeps {
-  readonly config: Pick<Config, "auth">;
+  readonly config: Pick<Config, "auth" | "authFailureSummaryIntervalMs">;
   readonly database: DatabaseHandle;
   readonly pepper: Buffer;
   readonly audit: AuditLog;
+  readonly metrics: Pick<Metrics, "authRefused">;
   readonly logger: Logger;
 }
 
 /**
  * Who may call: the calling application by its caller key, the user by their access token,
- * both checked (and refusals audited) by one guard in front of every user RPC.
+ * both checked (and refusals audited) by one guard in front of every user RPC. Refusals without a
+ * valid caller key are summarised; the summary is written once more on stop, before the audit
+ * log it writes to closes.
  */
-export function createAuth(deps: AuthDeps): UserCallGuard {
-  const { config, database, pepper, audit, logger } = deps;
-  const { allowedAzp, tokenCacheMaxEntries, ...auth } = config.auth;
+export async function createAuth(lifecycle: Lifecycle, deps: AuthDeps): Promise<UserCallGuard> {
+  const { config, database, pepper, audit, metrics, logger } = deps;
+  const { allowedAzp, tokenCacheMaxEntries, issuerCaFile, ...auth } = config.auth;
+  // A private issuer CA is trusted by adding it, not by allowing http (L7).
+  const jwksFetch = issuerCaFile === undefined ? undefined : createJwksFetch(await readFile(issuerCaFile));
+  if (jwksFetch !== undefined) lifecycle.defer("issuer JWKS agent", () => jwksFetch.close());
   const tokens = createTokenVerifier({
     ...auth,
+    jwksFetch: jwksFetch?.fetch,
     ...(allowedAzp === undefined ? {} : { allowedAzp }),
     cacheMaxEntries: tokenCacheMaxEntries,
     deriveUserRef: (issuer, subject) => deriveUserRef(pepper, issuer, subject),
@@ -38,5 +50,11 @@ export function createAuth(deps: AuthDeps): UserCallGuard {
       );
     },
   });
-  return createUserCallGuard({ callers, tokens, audit, logger });
+  const unauthenticated = createAuthFailureSummary({
+    audit,
+    logger,
+    intervalMs: config.authFailureSummaryIntervalMs,
+  });
+  lifecycle.defer("auth failure summary", () => unauthenticated.close());
+  return createUserCallGuard({ callers, tokens, audit, unauthenticated, metrics, logger });
 }

@@ -82,7 +82,7 @@ export async function createApp(
     const dataKeyCache = openDataKeyCache(lifecycle, config.dataKeyCache);
     const metrics = createMetrics({
       dataKeyCacheStats: () => dataKeyCache.stats(),
-      processMetrics: config.production,
+      processMetrics: config.processMetrics,
     });
     const keys = await openKeys(lifecycle, {
       config,
@@ -94,7 +94,14 @@ export async function createApp(
     readiness.markReady("pepper");
 
     const audit = openAudit(lifecycle, { database, logger, metrics });
-    const guard = createAuth({ config, database, pepper: keys.pepper, audit: audit.log, logger });
+    const guard = await createAuth(lifecycle, {
+      config,
+      database,
+      pepper: keys.pepper,
+      audit: audit.log,
+      metrics,
+      logger,
+    });
     const services = await createServices(lifecycle, {
       config,
       database,

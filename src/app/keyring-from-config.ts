@@ -24,12 +24,13 @@ export interface ConfiguredKeyring {
  * registers it with the lifecycle the moment it is opened.
  */
 export async function openKeyringFromConfig(
-  config: Pick<Config, "keyring" | "production">,
+  config: Pick<Config, "keyring" | "relaxations">,
 ): Promise<ConfiguredKeyring> {
   if (config.keyring.kind === "local") {
     const keyring = await loadOrCreateLocalKeyring({
       path: config.keyring.file,
-      nodeEnv: config.production ? "production" : "development",
+      // The keyring's own refusal stays armed unless the config explicitly relaxed it (L7).
+      nodeEnv: config.relaxations.includes("local_keyring") ? "development" : "production",
     });
     return {
       keyring,

@@ -17,7 +17,7 @@ const CACHE_SWEEP_MS = 30_000;
 /** The configured keyring; its KMS client (sockets) is released when the lifecycle stops. */
 export async function openConfiguredKeyring(
   lifecycle: Lifecycle,
-  config: Pick<Config, "keyring" | "production">,
+  config: Pick<Config, "keyring" | "relaxations">,
 ): Promise<ConfiguredKeyring> {
   const configured = await openKeyringFromConfig(config);
   lifecycle.defer("keyring", () => configured.close());
@@ -37,7 +37,7 @@ export function openDataKeyCache(lifecycle: Lifecycle, options: Config["dataKeyC
 }
 
 export interface KeysDeps {
-  readonly config: Pick<Config, "keyring" | "production" | "acceptedMasterKeys">;
+  readonly config: Pick<Config, "keyring" | "relaxations" | "acceptedMasterKeys">;
   readonly database: DatabaseHandle;
   readonly metrics: Pick<Metrics, "kmsCall">;
   readonly dataKeyCache: DataKeyCache;

@@ -15,7 +15,7 @@ import type { Keys } from "./keys.js";
 import type { Lifecycle } from "./lifecycle.js";
 
 export interface ServicesDeps {
-  readonly config: Pick<Config, "providersFile" | "production" | "outboundCaFile" | "proxyConcurrency">;
+  readonly config: Pick<Config, "providersFile" | "relaxations" | "outboundCaFile" | "proxyConcurrency">;
   readonly database: DatabaseHandle;
   readonly keys: Pick<Keys, "userDataKeys" | "fingerprintKey">;
   readonly metrics: Pick<Metrics, "upstreamCall">;
@@ -32,7 +32,10 @@ export interface Services {
 /** The domain services behind the RPCs: the secret store and the outbound proxy. */
 export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): Promise<Services> {
   const { config, database, keys, metrics, logger, resolve } = deps;
-  const registry = await loadProviderRegistry(config.providersFile, { production: config.production });
+  // The registry's production checks stay on unless loopback providers were explicitly allowed (L7).
+  const registry = await loadProviderRegistry(config.providersFile, {
+    production: !config.relaxations.includes("loopback_providers"),
+  });
   const secrets = createSecretService({
     db: database.db,
     prepared: database.prepared,

@@ -1,5 +1,5 @@
-import type { JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from "jose";
-import { createRemoteJWKSet, errors, jwtVerify } from "jose";
+import type { FetchImplementation, JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from "jose";
+import { createRemoteJWKSet, customFetch, errors, jwtVerify } from "jose";
 import { BrokerError, type RefusalReason } from "../errors.js";
 import type { UserIdentity } from "./identity.js";
 import { createTokenCache } from "./token-cache.js";
@@ -34,6 +34,8 @@ export interface TokenVerifierOptions {
    */
   readonly jwksRefreshAheadMs?: number;
   readonly jwksTimeoutMs: number;
+  /** Fetches the JWKS instead of the global fetch, e.g. one trusting the issuer's private CA. */
+  readonly jwksFetch?: FetchImplementation | undefined;
   readonly cacheMaxEntries: number;
   /** Maps the verified (issuer, sub) to the opaque user reference (an HMAC under the pepper). */
   readonly deriveUserRef: (issuer: string, subject: string) => Buffer;
@@ -69,6 +71,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     cacheMaxAge: opts.jwksCacheMaxAgeMs,
     cooldownDuration: opts.jwksCooldownMs,
     timeoutDuration: opts.jwksTimeoutMs,
+    ...(opts.jwksFetch === undefined ? {} : { [customFetch]: opts.jwksFetch }),
   });
   const cache = createTokenCache({ maxEntries: opts.cacheMaxEntries, now });
   const refreshAheadMs = opts.jwksRefreshAheadMs ?? opts.jwksCacheMaxAgeMs / 2;

@@ -2,7 +2,7 @@ import { mkdir } from "node:fs/promises";
 import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
 import { createApp } from "../app/create-app.js";
 import { loadOrCreateDevIssuerKey, startDevIssuer } from "../auth/dev-issuer.js";
-import { loadConfig } from "../config/config.js";
+import { loadConfig, relaxationWarnings } from "../config/config.js";
 import { createLogger } from "../log/logger.js";
 import type { CliIo } from "./cli-io.js";
 import {
@@ -32,21 +32,25 @@ export async function runDev(_args: string[], io: CliIo): Promise<number> {
     key: issuerKey,
   });
 
-  const config = loadConfig({
-    NODE_ENV: "development",
-    LOG_LEVEL: "info",
-    KEYBROKER_GRPC_HOST: "127.0.0.1",
-    KEYBROKER_PGLITE_DIR: devPath("pgdata"),
-    KEYBROKER_KEYRING: "local",
-    KEYBROKER_LOCAL_KEYRING_FILE: devPath("keyring.json"),
-    AUTH0_ISSUER: issuer.issuer,
-    AUTH0_AUDIENCE: DEV_AUDIENCE,
-    AUTH0_JWKS_URL: issuer.jwksUrl,
-    AUTH0_REQUIRED_PERMISSION: DEV_PERMISSION,
-    // Ports and log level may still be overridden from the environment.
-    ...pick(io.env, ["KEYBROKER_GRPC_PORT", "KEYBROKER_CONNECT_PORT", "LOG_LEVEL"]),
-  });
+  // The one relaxed mode: every production guard is off here, and each is named in the log.
+  const config = loadConfig(
+    {
+      LOG_LEVEL: "info",
+      KEYBROKER_GRPC_HOST: "127.0.0.1",
+      KEYBROKER_PGLITE_DIR: devPath("pgdata"),
+      KEYBROKER_KEYRING: "local",
+      KEYBROKER_LOCAL_KEYRING_FILE: devPath("keyring.json"),
+      AUTH0_ISSUER: issuer.issuer,
+      AUTH0_AUDIENCE: DEV_AUDIENCE,
+      AUTH0_JWKS_URL: issuer.jwksUrl,
+      AUTH0_REQUIRED_PERMISSION: DEV_PERMISSION,
+      // Ports and log level may still be overridden from the environment.
+      ...pick(io.env, ["KEYBROKER_GRPC_PORT", "KEYBROKER_CONNECT_PORT", "LOG_LEVEL"]),
+    },
+    { mode: "development" },
+  );
   const logger = createLogger({ level: config.logLevel });
+  for (const warning of relaxationWarnings(config)) logger.warn(warning);
   const app = await createApp(config, logger, { migrate: true });
 
   // A fresh dev caller key each start (the previous one is revoked): it is printed once, below.

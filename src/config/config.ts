@@ -4,9 +4,42 @@ import { parseAcceptedMasterKeys } from "../keys/key-ids.js";
 import { Redacted } from "../log/redacted.js";
 import type { DatabaseConfig } from "../store/database.js";
 
+/**
+ * A production guard switched off by its own variable (review L7). `keybroker serve` applies every
+ * guard unless one is named here; `keybroker dev` switches all of them off. NODE_ENV switches none.
+ */
+export type Relaxation = "http_issuer" | "loopback_providers" | "local_keyring" | "embedded_database";
+
+/** The variable that switches each relaxation on, and what it lets through (for the start-up warning). */
+export const RELAXATIONS: {
+  readonly [R in Relaxation]: { readonly variable: string; readonly allows: string };
+} = {
+  http_issuer: {
+    variable: "KEYBROKER_ALLOW_HTTP_ISSUER",
+    allows: "a plain-http token issuer and JWKS URL on loopback",
+  },
+  loopback_providers: {
+    variable: "KEYBROKER_ALLOW_LOOPBACK_PROVIDERS",
+    allows: "providers marked allowLoopback, plain-http and IP-literal provider hosts",
+  },
+  local_keyring: {
+    variable: "KEYBROKER_ALLOW_LOCAL_KEYRING",
+    allows: "the local file keyring instead of AWS KMS",
+  },
+  embedded_database: {
+    variable: "KEYBROKER_ALLOW_EMBEDDED_DATABASE",
+    allows: "the embedded PGlite database instead of DATABASE_URL",
+  },
+};
+
 /** Everything the broker reads from its environment, validated once at start-up and frozen. */
 export interface Config {
+  /** False only for `keybroker dev`; a production guard is off only if `relaxations` names it. */
   readonly production: boolean;
+  /** The production guards switched off, each by its own variable (or all of them by dev mode). */
+  readonly relaxations: readonly Relaxation[];
+  /** Export process_* and nodejs_* metrics (off for in-process test brokers). */
+  readonly processMetrics: boolean;
   readonly grpc: { readonly host: string; readonly port: number };
   /** Connect/gRPC-Web/gRPC over connect-node; undefined when disabled (port 0 means "any"). */
   readonly connect: { readonly host: string; readonly port: number } | undefined;
@@ -32,6 +65,8 @@ export interface Config {
     readonly issuer: string;
     readonly audience: string;
     readonly jwksUrl: string;
+    /** An extra CA bundle (PEM) to trust for the issuer's JWKS over https, e.g. a private CA's. */
+    readonly issuerCaFile: string | undefined;
     readonly requiredPermission: string;
     readonly allowedAzp: string | undefined;
     readonly clockToleranceSec: number;
@@ -51,6 +86,8 @@ export interface Config {
   readonly outboundCaFile: string | undefined;
   readonly logLevel: string;
   readonly shutdownGraceMs: number;
+  /** How often refusals without a valid caller key are written to the trail as one summary row. */
+  readonly authFailureSummaryIntervalMs: number;
 }
 
 /** providers/providers.json at the package root (from src/config/ or dist/src/config/). */
@@ -66,10 +103,22 @@ const SHIPPED_PROVIDERS_FILE = fileURLToPath(
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const port = int(0, 65535);
 const url = z.url();
+// "1" switches a relaxation on; anything but "0" or "1" is a typo and is refused, not ignored.
+const flag = z
+  .enum(["0", "1"])
+  .default("0")
+  .transform((v) => v === "1");
 
 /** The schema doubles as the list of every variable the broker knows (see test/unit/config). */
 export const envSchema = z.object({
-  NODE_ENV: z.enum(["development", "test", "production"]).default("development"),
+  // Switches no guard (review L7): `serve` is production unless a KEYBROKER_ALLOW_* names a
+  // relaxation. Only the dev commands read it, to refuse NODE_ENV=production.
+  NODE_ENV: z.enum(["development", "test", "production"]).optional(),
+  KEYBROKER_ALLOW_HTTP_ISSUER: flag,
+  KEYBROKER_ALLOW_LOOPBACK_PROVIDERS: flag,
+  KEYBROKER_ALLOW_LOCAL_KEYRING: flag,
+  KEYBROKER_ALLOW_EMBEDDED_DATABASE: flag,
+  KEYBROKER_PROCESS_METRICS: z.enum(["on", "off"]).default("on"),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   KEYBROKER_GRPC_HOST: z.string().min(1).default("0.0.0.0"),
   KEYBROKER_GRPC_PORT: port.default(50051),
@@ -101,6 +150,7 @@ export const envSchema = z.object({
   AUTH0_ISSUER: url,
   AUTH0_AUDIENCE: z.string().min(1),
   AUTH0_JWKS_URL: url.optional(),
+  KEYBROKER_ISSUER_CA_FILE: z.string().min(1).optional(),
   AUTH0_REQUIRED_PERMISSION: z.string().regex(/^\S+$/, "must be one permission, no spaces"),
   AUTH0_ALLOWED_AZP: z.string().min(1).optional(),
   AUTH0_CLOCK_TOLERANCE_SEC: int(0, 30).default(10),
@@ -119,6 +169,8 @@ export const envSchema = z.object({
   KEYBROKER_PROVIDERS_FILE: z.string().min(1).optional(),
   KEYBROKER_OUTBOUND_CA_FILE: z.string().min(1).optional(),
   KEYBROKER_SHUTDOWN_GRACE_MS: int(0, 120_000).default(10_000),
+  // Refusals without a valid caller key are counted and written as one row per reason per interval.
+  KEYBROKER_AUTH_FAILURE_SUMMARY_INTERVAL_MS: int(100, 3_600_000).default(60_000),
 });
 
 export type KeybrokerEnv = z.input<typeof envSchema>;
@@ -130,28 +182,51 @@ export class ConfigError extends Error {
   }
 }
 
+/** Which rules apply: `serve` and the operator commands are production; only `keybroker dev` is not. */
+export type ConfigMode = "production" | "development";
+
 /**
  * Reads the configuration from an environment map. Every problem is reported at once;
  * messages name variables, never their values (DATABASE_URL may carry a password).
+ * Production rules apply unless `mode` is "development" (`keybroker dev` alone): each guard a test
+ * or a local stack must relax is switched off by its own KEYBROKER_ALLOW_* variable.
  */
-export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
+export function loadConfig(
+  env: Readonly<Record<string, string | undefined>>,
+  options: { readonly mode?: ConfigMode } = {},
+): Config {
   const parsed = envSchema.safeParse(env);
   if (!parsed.success) {
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`));
   }
   const e = parsed.data;
-  const production = e.NODE_ENV === "production";
+  const production = (options.mode ?? "production") === "production";
+  const relaxed = (set: boolean): boolean => !production || set;
+  const allowHttpIssuer = relaxed(e.KEYBROKER_ALLOW_HTTP_ISSUER);
+  const allowLoopbackProviders = relaxed(e.KEYBROKER_ALLOW_LOOPBACK_PROVIDERS);
+  const allowLocalKeyring = relaxed(e.KEYBROKER_ALLOW_LOCAL_KEYRING);
+  const allowEmbeddedDatabase = relaxed(e.KEYBROKER_ALLOW_EMBEDDED_DATABASE);
+  const relaxations: Relaxation[] = [];
+  if (allowHttpIssuer) relaxations.push("http_issuer");
+  if (allowLoopbackProviders) relaxations.push("loopback_providers");
+  if (allowLocalKeyring) relaxations.push("local_keyring");
+  if (allowEmbeddedDatabase) relaxations.push("embedded_database");
   const problems: string[] = [];
 
+  // Even relaxed, plain http is for a loopback issuer only: a token key set fetched in clear
+  // over a network could be swapped. A private CA needs KEYBROKER_ISSUER_CA_FILE, not http.
   const loopback = (u: string) => ["127.0.0.1", "localhost", "[::1]"].includes(new URL(u).hostname);
-  if (new URL(e.AUTH0_ISSUER).protocol !== "https:" && (production || !loopback(e.AUTH0_ISSUER))) {
+  const httpAllowed = (u: string) => allowHttpIssuer && loopback(u);
+  if (new URL(e.AUTH0_ISSUER).protocol !== "https:" && !httpAllowed(e.AUTH0_ISSUER)) {
     problems.push(
-      "AUTH0_ISSUER: must be https (http is allowed only for a loopback dev issuer outside production)",
+      "AUTH0_ISSUER: must be https (http only for a loopback issuer with KEYBROKER_ALLOW_HTTP_ISSUER=1)",
     );
   }
   const jwksUrl = e.AUTH0_JWKS_URL ?? new URL(".well-known/jwks.json", e.AUTH0_ISSUER).toString();
-  if (new URL(jwksUrl).protocol !== "https:" && (production || !loopback(jwksUrl))) {
-    problems.push("AUTH0_JWKS_URL: must be https (http only for a loopback dev issuer outside production)");
+  if (new URL(jwksUrl).protocol !== "https:" && !httpAllowed(jwksUrl)) {
+    problems.push(
+      "AUTH0_JWKS_URL: must be https (http only for a loopback issuer with KEYBROKER_ALLOW_HTTP_ISSUER=1)",
+    );
   }
 
   let database: DatabaseConfig;
@@ -167,8 +242,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       statementTimeoutMs: e.KEYBROKER_DB_STATEMENT_TIMEOUT_MS,
     };
   } else {
-    if (production)
-      problems.push("DATABASE_URL: required in production (the embedded PGlite is for development)");
+    if (!allowEmbeddedDatabase) {
+      problems.push(
+        "DATABASE_URL: required (the embedded PGlite needs KEYBROKER_ALLOW_EMBEDDED_DATABASE=1 or keybroker dev)",
+      );
+    }
     database = { kind: "pglite", dataDir: e.KEYBROKER_PGLITE_DIR };
   }
 
@@ -184,7 +262,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       maxAttempts: e.KEYBROKER_KMS_MAX_ATTEMPTS,
     };
   } else {
-    if (production) problems.push("KEYBROKER_KEYRING: the local keyring is development-only; use aws-kms");
+    if (!allowLocalKeyring) {
+      problems.push(
+        "KEYBROKER_KEYRING: the local keyring needs KEYBROKER_ALLOW_LOCAL_KEYRING=1 or keybroker dev; use aws-kms",
+      );
+    }
     if (e.KEYBROKER_LOCAL_KEYRING_FILE === undefined) {
       problems.push("KEYBROKER_LOCAL_KEYRING_FILE: required with the local keyring");
     }
@@ -214,6 +296,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
 
   return Object.freeze({
     production,
+    relaxations: Object.freeze(relaxations),
+    processMetrics: e.KEYBROKER_PROCESS_METRICS === "on",
     grpc: { host: e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_GRPC_PORT },
     connect:
       e.KEYBROKER_CONNECT_PORT === "off"
@@ -240,6 +324,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       issuer: e.AUTH0_ISSUER,
       audience: e.AUTH0_AUDIENCE,
       jwksUrl,
+      issuerCaFile: e.KEYBROKER_ISSUER_CA_FILE,
       requiredPermission: e.AUTH0_REQUIRED_PERMISSION,
       allowedAzp: e.AUTH0_ALLOWED_AZP,
       clockToleranceSec: e.AUTH0_CLOCK_TOLERANCE_SEC,
@@ -262,14 +347,26 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     outboundCaFile: e.KEYBROKER_OUTBOUND_CA_FILE,
     logLevel: e.LOG_LEVEL,
     shutdownGraceMs: e.KEYBROKER_SHUTDOWN_GRACE_MS,
+    authFailureSummaryIntervalMs: e.KEYBROKER_AUTH_FAILURE_SUMMARY_INTERVAL_MS,
   });
 }
 
-/** Just the database part, for commands that touch nothing else (`migrate`, `caller-keys`). */
+/** One start-up warning line per relaxation `config` carries (logged by `serve` and `dev`). */
+export function relaxationWarnings(config: Pick<Config, "relaxations">): string[] {
+  return config.relaxations.map((r) => {
+    const { variable, allows } = RELAXATIONS[r];
+    return `production guard relaxed (${variable}): ${allows}. Never in production.`;
+  });
+}
+
+/**
+ * Just the database part, for commands that touch nothing else (`migrate`, `caller-keys`): the
+ * embedded PGlite, as for `serve`, only with KEYBROKER_ALLOW_EMBEDDED_DATABASE=1.
+ */
 export function loadDatabaseConfig(env: Readonly<Record<string, string | undefined>>): DatabaseConfig {
   const parsed = envSchema
     .pick({
-      NODE_ENV: true,
+      KEYBROKER_ALLOW_EMBEDDED_DATABASE: true,
       DATABASE_URL: true,
       KEYBROKER_DB_MAX_CONNECTIONS: true,
       KEYBROKER_DB_CONNECT_TIMEOUT_MS: true,
@@ -290,6 +387,10 @@ export function loadDatabaseConfig(env: Readonly<Record<string, string | undefin
       statementTimeoutMs: e.KEYBROKER_DB_STATEMENT_TIMEOUT_MS,
     };
   }
-  if (e.NODE_ENV === "production") throw new ConfigError(["DATABASE_URL: required in production"]);
+  if (!e.KEYBROKER_ALLOW_EMBEDDED_DATABASE) {
+    throw new ConfigError([
+      "DATABASE_URL: required (the embedded PGlite needs KEYBROKER_ALLOW_EMBEDDED_DATABASE=1)",
+    ]);
+  }
   return { kind: "pglite", dataDir: e.KEYBROKER_PGLITE_DIR };
 }

@@ -1,5 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { BrokerErrorCode } from "../errors.js";
+import type { BrokerErrorCode, RefusalReason } from "../errors.js";
 import type { DataKeyCacheStats } from "../keys/data-key-cache.js";
 import type { UpstreamCallEvent } from "../outbound/outbound-client.js";
 import type { CallEndEvent } from "./call-end.js";
@@ -18,6 +18,7 @@ import type { CallEndEvent } from "./call-end.js";
  *   keybroker_upstream_requests_total{provider,status_class,code}   outbound proxy calls
  *   keybroker_upstream_duration_seconds{provider}              histogram
  *   keybroker_audit_write_failures_total                       audit batches that could not be committed
+ *   keybroker_auth_refusals_total{reason}                      refused credentials by refusal reason
  *
  * Every label value comes from a closed set: route names, provider ids from the registry file,
  * gRPC code names, status classes ("2xx"), broker error codes. Anything a caller or user chose
@@ -38,6 +39,8 @@ export interface Metrics {
   kmsCall(op: KmsOp, outcome: KmsOutcome, durationMs: number): void;
   upstreamCall(event: UpstreamCallEvent): void;
   auditWriteFailed(): void;
+  /** One refused call, by its refusal reason (or the error code when it carries none). */
+  authRefused(reason: RefusalReason | BrokerErrorCode): void;
 }
 
 export interface MetricsDeps {
@@ -164,6 +167,13 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
     registers,
   });
 
+  const authRefusals = new Counter({
+    name: "keybroker_auth_refusals_total",
+    help: "Refused credentials by refusal reason (caller_key_missing, token_expired, ...).",
+    labelNames: ["reason"] as const,
+    registers,
+  });
+
   const { dataKeyCacheStats } = deps;
   if (dataKeyCacheStats !== undefined) registerDataKeyCache(registers, dataKeyCacheStats);
 
@@ -217,6 +227,8 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
     re_encrypt: kmsDuration.labels("re_encrypt"),
   } satisfies Record<KmsOp, unknown>;
 
+  const authRefusalCounters = new Map<string, Counter.Internal>();
+
   return {
     registry,
 
@@ -259,6 +271,16 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
 
     auditWriteFailed() {
       auditFailures.inc();
+    },
+
+    authRefused(reason) {
+      // Both unions are closed, so this label has at most a few dozen values.
+      let counter = authRefusalCounters.get(reason);
+      if (counter === undefined) {
+        counter = authRefusals.labels(reason);
+        authRefusalCounters.set(reason, counter);
+      }
+      counter.inc();
     },
   };
 }

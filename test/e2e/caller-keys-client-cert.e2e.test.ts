@@ -13,6 +13,7 @@ describe("keybroker caller-keys with a client certificate", () => {
   const env = () => ({
     PATH: process.env.PATH ?? "",
     HOME: process.env.HOME ?? "",
+    KEYBROKER_ALLOW_EMBEDDED_DATABASE: "1",
     KEYBROKER_PGLITE_DIR: join(certs.dir, "pgdata"),
   });
   const cli = (...args: string[]) => run(process.execPath, [BIN, ...args], { env: env() });

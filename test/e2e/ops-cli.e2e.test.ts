@@ -18,6 +18,7 @@ describe("keybroker operator commands", () => {
   const env = () => ({
     PATH: process.env.PATH ?? "",
     HOME: process.env.HOME ?? "",
+    KEYBROKER_ALLOW_EMBEDDED_DATABASE: "1",
     KEYBROKER_PGLITE_DIR: join(dir, "pgdata"),
   });
   const cli = (...args: string[]) => run(process.execPath, [BIN, ...args], { env: env() });

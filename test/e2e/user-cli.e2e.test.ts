@@ -28,7 +28,8 @@ describe("keybroker user commands", () => {
   const env = () => ({
     PATH: process.env.PATH ?? "",
     HOME: process.env.HOME ?? "",
-    NODE_ENV: "development",
+    KEYBROKER_ALLOW_EMBEDDED_DATABASE: "1",
+    KEYBROKER_ALLOW_LOCAL_KEYRING: "1",
     LOG_LEVEL: "warn",
     KEYBROKER_PGLITE_DIR: join(dir, "pgdata"),
     KEYBROKER_KEYRING: "local",

@@ -120,7 +120,9 @@ export async function startBrokerDependencies(): Promise<BrokerDependencies> {
   );
   await writeFile(caFile, upstream.ca);
   const env = {
-    NODE_ENV: "test",
+    // Production rules except what the test stack needs, each named (L7).
+    KEYBROKER_ALLOW_HTTP_ISSUER: "1",
+    KEYBROKER_ALLOW_LOOPBACK_PROVIDERS: "1",
     LOG_LEVEL: "info",
     KEYBROKER_GRPC_HOST: "127.0.0.1",
     KEYBROKER_GRPC_PORT: "0",
@@ -248,7 +250,14 @@ export async function startInProcessBroker(
   process.env.AWS_ACCESS_KEY_ID = "test";
   process.env.AWS_SECRET_ACCESS_KEY = "test";
   const logs = captureLogs();
-  const config = loadConfig({ ...deps.env, LOG_LEVEL: "debug", DATABASE_URL: databaseUrl, ...env });
+  const config = loadConfig({
+    ...deps.env,
+    LOG_LEVEL: "debug",
+    // The event-loop monitor process metrics start cannot be stopped: off in process.
+    KEYBROKER_PROCESS_METRICS: "off",
+    DATABASE_URL: databaseUrl,
+    ...env,
+  });
   const app = await createApp(config, logs.logger, { migrate: false });
   const { grpcPort, opsPort } = await app.start();
   const grpcAddress = `127.0.0.1:${grpcPort}`;

@@ -67,7 +67,14 @@ export async function startBroker(
   await writeFile(providersFile, JSON.stringify(testProviders(upstream.port)));
   await writeFile(caFile, upstream.ca);
   const config = loadConfig({
-    NODE_ENV: "test",
+    // Production rules, with only the relaxations this harness needs, each named (L7): the test
+    // issuer is plain http on loopback, the test providers are loopback, and the database is
+    // passed in below (the config's own database is never opened).
+    KEYBROKER_ALLOW_HTTP_ISSUER: "1",
+    KEYBROKER_ALLOW_LOOPBACK_PROVIDERS: "1",
+    KEYBROKER_ALLOW_EMBEDDED_DATABASE: "1",
+    // The event-loop monitor process metrics start cannot be stopped: off for in-process brokers.
+    KEYBROKER_PROCESS_METRICS: "off",
     LOG_LEVEL: "debug",
     KEYBROKER_GRPC_HOST: "127.0.0.1",
     KEYBROKER_GRPC_PORT: "0",
@@ -137,7 +144,7 @@ const SHIPPED = JSON.parse(
 /**
  * The shipped providers plus loopback ones pointing at the test upstream. `test-binance`
  * reuses the SHIPPED Binance signing recipe, so the upstream's Binance-style verifier checks
- * the real definition. Loopback is allowed only because NODE_ENV is not production.
+ * the real definition. Loopback is allowed only by KEYBROKER_ALLOW_LOOPBACK_PROVIDERS=1.
  */
 function testProviders(port: number): unknown {
   const binance = SHIPPED.providers.find((p) => p.id === "binance");

@@ -1,8 +1,10 @@
 import type { AuditLog } from "../../audit/audit-log.js";
+import type { AuthFailureSummary } from "../../audit/auth-failure-summary.js";
 import type { CallerTransport } from "../../auth/caller-authenticator.js";
 import type { CallerIdentity, CallerScope, UserIdentity } from "../../auth/identity.js";
-import { isBrokerError } from "../../errors.js";
+import { type BrokerErrorCode, isBrokerError, type RefusalReason } from "../../errors.js";
 import type { Logger } from "../../log/logger.js";
+import type { Metrics } from "../../observability/metrics.js";
 
 /** The credentials a call carries, as the transport found them. */
 export interface CallCredentials {
@@ -38,17 +40,34 @@ export function createUserCallGuard(deps: {
   };
   tokens: { verify(token: string | undefined, options?: { signal?: AbortSignal }): Promise<UserIdentity> };
   audit?: AuditLog;
+  /**
+   * Where refusals without a valid caller key go instead of a row each (review M4). Without it
+   * they are written one by one, as a test or an operator command that has no summary expects.
+   */
+  unauthenticated?: AuthFailureSummary;
+  metrics?: Pick<Metrics, "authRefused">;
   logger?: Logger;
 }): UserCallGuard {
   // Every refusal is audited (catalogue E47), best effort: an audit outage must not turn an
   // authentication failure into something else, and nothing is decrypted on this path anyway.
+  // A refusal after a valid caller key (a bad user token, a missing scope) has its own row: the
+  // calling application is known and accountable. One without a valid caller key comes from
+  // anyone with network reach, so it is only counted and summarised (review M4).
   async function recordFailure(
     credentials: CallCredentials,
     scope: CallerScope,
     caller: CallerIdentity | undefined,
     err: unknown,
   ) {
-    if (deps.audit === undefined || !isBrokerError(err)) return;
+    if (!isBrokerError(err)) return;
+    const reason: RefusalReason | BrokerErrorCode = err.reason ?? err.code;
+    deps.metrics?.authRefused(reason);
+    const knownCaller = caller !== undefined || err.reason === "caller_key_scope_missing";
+    if (!knownCaller && deps.unauthenticated !== undefined) {
+      deps.unauthenticated.note(reason);
+      return;
+    }
+    if (deps.audit === undefined) return;
     await deps.audit
       .record({
         requestId: credentials.requestId,

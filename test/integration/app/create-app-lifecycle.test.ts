@@ -88,7 +88,9 @@ describe("createApp's lifecycle", () => {
     const pglite = await PGlite.create({ dataDir: join(dir, "pglite"), loadDataDir: new Blob([template]) });
     await pglite.close();
     env = {
-      NODE_ENV: "test",
+      KEYBROKER_ALLOW_EMBEDDED_DATABASE: "1",
+      KEYBROKER_ALLOW_LOCAL_KEYRING: "1",
+      KEYBROKER_PROCESS_METRICS: "off",
       LOG_LEVEL: "silent",
       KEYBROKER_GRPC_HOST: "127.0.0.1",
       KEYBROKER_GRPC_PORT: "0",

@@ -57,7 +57,8 @@ describeOnEachDatabase("keybroker rewrap and keys status on %s", (databaseKind) 
     dir = await mkdtemp(join(tmpdir(), "keybroker-rotation-cli-"));
     keyringPath = join(dir, "keyring.json");
     const common = {
-      NODE_ENV: "test",
+      KEYBROKER_ALLOW_EMBEDDED_DATABASE: "1",
+      KEYBROKER_ALLOW_LOCAL_KEYRING: "1",
       LOG_LEVEL: "silent",
       KEYBROKER_KEYRING: "local",
       KEYBROKER_LOCAL_KEYRING_FILE: keyringPath,

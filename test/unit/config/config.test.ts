@@ -1,6 +1,11 @@
 import { inspect } from "node:util";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig } from "../../../src/config/config.js";
+import {
+  ConfigError,
+  loadConfig,
+  loadDatabaseConfig,
+  relaxationWarnings,
+} from "../../../src/config/config.js";
 import { captureLogs } from "../../support/captured-logs.js";
 
 const production = {
@@ -52,8 +57,8 @@ describe("configuration", () => {
     );
   });
 
-  it("allows an http issuer on loopback outside production (the dev issuer) but not elsewhere", () => {
-    const dev = { ...production, NODE_ENV: "development", AUTH0_ISSUER: "http://127.0.0.1:4455/" };
+  it("allows an http issuer on loopback when KEYBROKER_ALLOW_HTTP_ISSUER=1 (the dev issuer) but not elsewhere", () => {
+    const dev = { ...production, KEYBROKER_ALLOW_HTTP_ISSUER: "1", AUTH0_ISSUER: "http://127.0.0.1:4455/" };
     expect(loadConfig(dev).auth.issuer).toBe("http://127.0.0.1:4455/");
     expect(problemsOf({ ...dev, AUTH0_ISSUER: "http://auth.example.com/" }).join("\n")).toContain(
       "AUTH0_ISSUER",
@@ -115,5 +120,97 @@ describe("configuration", () => {
       expect(text).not.toContain("s3cretPassw0rd");
     }
     expect(config.database.kind === "postgres" && config.database.url.unwrap()).toBe(production.DATABASE_URL);
+  });
+
+  describe("production guards (review L7)", () => {
+    const { NODE_ENV: _unused, ...noNodeEnv } = production;
+    const relaxedStack = {
+      ...noNodeEnv,
+      DATABASE_URL: undefined,
+      KEYBROKER_KEYRING: "local",
+      KEYBROKER_LOCAL_KEYRING_FILE: "/tmp/k.json",
+      AUTH0_ISSUER: "http://127.0.0.1:4455/",
+    };
+
+    it("L7 applies every production guard whatever NODE_ENV says, and by default", () => {
+      for (const nodeEnv of [undefined, "development", "test"]) {
+        const text = problemsOf({ ...relaxedStack, NODE_ENV: nodeEnv }).join("\n");
+        for (const name of ["AUTH0_ISSUER", "AUTH0_JWKS_URL", "DATABASE_URL", "KEYBROKER_KEYRING"]) {
+          expect(text).toContain(name);
+        }
+      }
+      expect(loadConfig(noNodeEnv)).toMatchObject({ production: true, relaxations: [] });
+    });
+
+    it("L7 relaxes each guard only by its own variable", () => {
+      const flags = {
+        KEYBROKER_ALLOW_HTTP_ISSUER: ["AUTH0_ISSUER", "AUTH0_JWKS_URL"],
+        KEYBROKER_ALLOW_EMBEDDED_DATABASE: ["DATABASE_URL"],
+        KEYBROKER_ALLOW_LOCAL_KEYRING: ["KEYBROKER_KEYRING"],
+      };
+      for (const [flag, lifted] of Object.entries(flags)) {
+        const problems = problemsOf({ ...relaxedStack, [flag]: "1" });
+        const names = problems.map((p) => p.split(":")[0]);
+        for (const name of lifted) expect(names).not.toContain(name);
+        // Every other guard still holds.
+        expect(names.length).toBe(4 - lifted.length);
+      }
+      const config = loadConfig({
+        ...relaxedStack,
+        KEYBROKER_ALLOW_HTTP_ISSUER: "1",
+        KEYBROKER_ALLOW_EMBEDDED_DATABASE: "1",
+        KEYBROKER_ALLOW_LOCAL_KEYRING: "1",
+      });
+      expect(config.relaxations).toEqual(["http_issuer", "local_keyring", "embedded_database"]);
+      expect(loadConfig({ ...production, KEYBROKER_ALLOW_LOOPBACK_PROVIDERS: "1" }).relaxations).toEqual([
+        "loopback_providers",
+      ]);
+    });
+
+    it("L7 keeps http off the network even with KEYBROKER_ALLOW_HTTP_ISSUER=1", () => {
+      expect(
+        problemsOf({
+          ...production,
+          KEYBROKER_ALLOW_HTTP_ISSUER: "1",
+          AUTH0_ISSUER: "http://auth.example.com/",
+        }),
+      ).toEqual([expect.stringContaining("AUTH0_ISSUER"), expect.stringContaining("AUTH0_JWKS_URL")]);
+    });
+
+    it("L7 refuses a relaxation flag that is neither 0 nor 1", () => {
+      expect(problemsOf({ ...production, KEYBROKER_ALLOW_LOCAL_KEYRING: "yes" }).join()).toContain(
+        "KEYBROKER_ALLOW_LOCAL_KEYRING",
+      );
+    });
+
+    it("L7 relaxes everything only in dev mode, and names each relaxation in one warning line", () => {
+      const config = loadConfig(relaxedStack, { mode: "development" });
+      expect(config.production).toBe(false);
+      expect([...config.relaxations].sort()).toEqual(
+        ["embedded_database", "http_issuer", "local_keyring", "loopback_providers"].sort(),
+      );
+      const warnings = relaxationWarnings(config);
+      expect(warnings).toHaveLength(4);
+      for (const variable of [
+        "KEYBROKER_ALLOW_HTTP_ISSUER",
+        "KEYBROKER_ALLOW_LOOPBACK_PROVIDERS",
+        "KEYBROKER_ALLOW_LOCAL_KEYRING",
+        "KEYBROKER_ALLOW_EMBEDDED_DATABASE",
+      ]) {
+        expect(warnings.filter((w) => w.includes(variable))).toHaveLength(1);
+      }
+      expect(relaxationWarnings(loadConfig(production))).toEqual([]);
+    });
+
+    it("L7 refuses the embedded database for operator commands unless explicitly allowed", () => {
+      expect(() => loadDatabaseConfig({ NODE_ENV: "development" })).toThrow(/DATABASE_URL/);
+      expect(loadDatabaseConfig({ KEYBROKER_ALLOW_EMBEDDED_DATABASE: "1" }).kind).toBe("pglite");
+    });
+
+    it("L7 reads an issuer CA file setting, so a private-CA https issuer needs no relaxation", () => {
+      const config = loadConfig({ ...production, KEYBROKER_ISSUER_CA_FILE: "/etc/keybroker/issuer-ca.pem" });
+      expect(config.auth.issuerCaFile).toBe("/etc/keybroker/issuer-ca.pem");
+      expect(config.relaxations).toEqual([]);
+    });
   });
 });
