@@ -54,8 +54,16 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
   lifecycle.defer("outbound client", () => outbound.close());
   const markUsed = createUsageRecorder({ record: (id, at) => markSecretUsed(database.db, id, at), logger });
   const limits = {
-    perSecret: createConcurrencyLimit({ max: config.proxyConcurrency.perSecret, what: "with this secret" }),
-    perCaller: createConcurrencyLimit({ max: config.proxyConcurrency.perCaller, what: "by this caller key" }),
+    perSecret: createConcurrencyLimit({
+      max: config.proxyConcurrency.perSecret,
+      maxQueued: config.proxyConcurrency.perSecretQueued,
+      what: "with this secret",
+    }),
+    perCaller: createConcurrencyLimit({
+      max: config.proxyConcurrency.perCaller,
+      maxQueued: config.proxyConcurrency.perCaller,
+      what: "by this caller key",
+    }),
   };
   return { secrets, proxy: createProxyService({ secrets, outbound, markUsed, limits }) };
 }

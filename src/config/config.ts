@@ -79,7 +79,12 @@ export interface Config {
   };
   readonly dataKeyCache: { readonly maxAgeMs: number; readonly maxUses: number; readonly maxEntries: number };
   /** Proxied calls in flight at once, per secret and per caller key, on this replica (L8). */
-  readonly proxyConcurrency: { readonly perSecret: number; readonly perCaller: number };
+  readonly proxyConcurrency: {
+    readonly perSecret: number;
+    /** Calls that may wait for one of the secret's slots before RESOURCE_EXHAUSTED. */
+    readonly perSecretQueued: number;
+    readonly perCaller: number;
+  };
   /** The provider registry (JSON); defaults to the definitions shipped in providers/. */
   readonly providersFile: string;
   /** An extra CA bundle (PEM) to trust for upstream TLS, e.g. a corporate egress proxy's. */
@@ -164,7 +169,9 @@ export const envSchema = z.object({
   KEYBROKER_DATA_KEY_CACHE_MAX_USES: int(1, 1_000_000).default(10_000),
   KEYBROKER_DATA_KEY_CACHE_MAX_ENTRIES: int(1, 1_000_000).default(10_000),
   // One user's slow streams must not take the provider's whole connection pool (L8).
-  KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET: int(1, 10_000).default(16),
+  // Default: half of the 16 connections a provider pool has, so one secret leaves room for others.
+  KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET: int(1, 10_000).default(8),
+  KEYBROKER_MAX_QUEUED_CALLS_PER_SECRET: int(0, 100_000).default(256),
   KEYBROKER_MAX_CONCURRENT_CALLS_PER_CALLER: int(1, 100_000).default(1_024),
   KEYBROKER_PROVIDERS_FILE: z.string().min(1).optional(),
   KEYBROKER_OUTBOUND_CA_FILE: z.string().min(1).optional(),
@@ -336,6 +343,7 @@ export function loadConfig(
     },
     proxyConcurrency: {
       perSecret: e.KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET,
+      perSecretQueued: e.KEYBROKER_MAX_QUEUED_CALLS_PER_SECRET,
       perCaller: e.KEYBROKER_MAX_CONCURRENT_CALLS_PER_CALLER,
     },
     dataKeyCache: {

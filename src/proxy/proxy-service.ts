@@ -52,18 +52,22 @@ export function createProxyService(deps: {
   limits?: { readonly perSecret: ConcurrencyLimit; readonly perCaller: ConcurrencyLimit };
 }): ProxyService {
   const noSlot = () => undefined;
-  /** Both slots or neither: a refusal by the second gives the first back. */
-  function acquireSlots(secretId: string, callerKeyId: string): () => void {
+  /** Both slots or neither: a refusal (or abort) while waiting for the second frees the first. */
+  async function acquireSlots(
+    secretId: string,
+    callerKeyId: string,
+    signal: AbortSignal,
+  ): Promise<() => void> {
     if (deps.limits === undefined) return noSlot;
-    const releaseSecret = deps.limits.perSecret.acquire(secretId);
+    const releaseCaller = await deps.limits.perCaller.acquire(callerKeyId, signal);
     try {
-      const releaseCaller = deps.limits.perCaller.acquire(callerKeyId);
+      const releaseSecret = await deps.limits.perSecret.acquire(secretId, signal);
       return () => {
         releaseSecret();
         releaseCaller();
       };
     } catch (err) {
-      releaseSecret();
+      releaseCaller();
       throw err;
     }
   }
@@ -84,7 +88,7 @@ export function createProxyService(deps: {
     fetch: (user, input) => deps.secrets.fetch(user, input.secretId),
 
     async call(user, input, sealed, { signal, requestId, callerKeyId }) {
-      const release = acquireSlots(input.secretId, callerKeyId);
+      const release = await acquireSlots(input.secretId, callerKeyId, signal);
       try {
         const secret = await deps.secrets.unseal(user, sealed, signal);
         try {
@@ -100,7 +104,7 @@ export function createProxyService(deps: {
     },
 
     async callStream(user, input, sealed, { signal, requestId, callerKeyId }) {
-      const release = acquireSlots(input.secretId, callerKeyId);
+      const release = await acquireSlots(input.secretId, callerKeyId, signal);
       let secret: OpenedSecret;
       let response: OutboundStreamResponse;
       try {

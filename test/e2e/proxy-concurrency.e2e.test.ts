@@ -13,7 +13,10 @@ describe("L8 concurrent proxied calls are bounded per secret", () => {
   let alice: GrpcCallOptions;
 
   beforeAll(async () => {
-    broker = await startBroker("pglite", { KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET: "2" });
+    broker = await startBroker("pglite", {
+      KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET: "2",
+      KEYBROKER_MAX_QUEUED_CALLS_PER_SECRET: "0",
+    });
     const { key } = await broker.callerKey(["secrets:read", "secrets:write", "proxy:call"]);
     alice = { callerKey: key, bearerToken: await broker.tokenFor("google-oauth2|l8-alice") };
   });
