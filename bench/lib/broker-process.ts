@@ -101,6 +101,10 @@ export async function startBrokerProcess(options: BrokerProcessOptions): Promise
     // allowed by name (L7).
     KEYBROKER_ALLOW_HTTP_ISSUER: "1",
     KEYBROKER_ALLOW_LOOPBACK_PROVIDERS: "1",
+    // The scenarios drive ONE user's secret at up to c=64, the very load shape the per-secret
+    // bound (L8, default 8) exists to queue. The bench measures the call path, not that queue,
+    // so it lifts the bound; the queued cost is measured and reported separately (issue 12 note).
+    KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET: "256",
     LOG_LEVEL: "info",
     KEYBROKER_GRPC_HOST: "127.0.0.1",
     KEYBROKER_GRPC_PORT: "0",
