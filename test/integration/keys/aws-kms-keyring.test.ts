@@ -66,7 +66,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     const generated = await keyring.generateDataKey(contextA);
     expect(generated.plaintext).toHaveLength(32);
     expect(generated.keyId).toBe(keyA);
-    const unwrapped = await keyring.decrypt(generated.wrapped, contextA);
+    const unwrapped = await keyring.decrypt(generated, contextA);
     expect(unwrapped.plaintext.equals(generated.plaintext)).toBe(true);
     expect(unwrapped.keyId).toBe(keyA);
   });
@@ -74,9 +74,9 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
   it("re-encrypts under a second master key; the result decrypts to the same data key", async () => {
     const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
     const generated = await keyring.generateDataKey(contextA);
-    const rewrapped = await keyring.reEncrypt(generated.wrapped, contextA, keyB);
+    const rewrapped = await keyring.reEncrypt(generated, contextA, keyB);
     expect(rewrapped.keyId).toBe(keyB);
-    const unwrapped = await keyring.decrypt(rewrapped.wrapped, contextA);
+    const unwrapped = await keyring.decrypt(rewrapped, contextA);
     expect(unwrapped.keyId).toBe(keyB);
     expect(unwrapped.plaintext.equals(generated.plaintext)).toBe(true);
   });
@@ -92,7 +92,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
   it("reports data_loss when A's wrapped key is presented under B's context", async () => {
     const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
     const ofA = await keyring.generateDataKey(contextA);
-    const err = await brokerErrorOf(keyring.decrypt(ofA.wrapped, contextB));
+    const err = await brokerErrorOf(keyring.decrypt(ofA, contextB));
     expect(err.code).toBe("data_loss");
     expect(kms.callCount("Decrypt")).toBe(1);
   });
@@ -102,7 +102,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     const { wrapped } = await keyring.generateDataKey(contextA);
     const tampered = Buffer.from(wrapped);
     tampered[tampered.length - 1] = (tampered[tampered.length - 1] ?? 0) ^ 0x01;
-    expect((await brokerErrorOf(keyring.decrypt(tampered, contextA))).code).toBe("data_loss");
+    expect((await brokerErrorOf(keyring.decrypt({ wrapped: tampered, keyId: keyA }, contextA))).code).toBe("data_loss");
   });
 
   it("F53 rides out two throttles: the SDK retries and the third call succeeds", async () => {
@@ -127,7 +127,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     const { wrapped } = await keyring.generateDataKey(contextA);
     kms.resetCounts();
     kms.setFaults({ failNext: 1 });
-    await expect(keyring.decrypt(wrapped, contextA)).resolves.toMatchObject({ keyId: keyA });
+    await expect(keyring.decrypt({ wrapped, keyId: keyA }, contextA)).resolves.toMatchObject({ keyId: keyA });
     expect(kms.callCount("Decrypt")).toBe(2);
   });
 
@@ -137,7 +137,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     const { wrapped } = await keyring.generateDataKey(contextA);
     kms.disableKey(disabled);
     kms.resetCounts();
-    const err = await brokerErrorOf(keyring.decrypt(wrapped, contextA));
+    const err = await brokerErrorOf(keyring.decrypt({ wrapped, keyId: disabled }, contextA));
     expect(err.code).toBe("failed_precondition");
     expect(kms.callCount("Decrypt")).toBe(1);
     expect((await brokerErrorOf(keyring.generateDataKey(contextA))).code).toBe("failed_precondition");
@@ -218,7 +218,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
   it("reports deadline_exceeded without calling KMS when the signal is already aborted", async () => {
     const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
     const err = await brokerErrorOf(
-      keyring.decrypt(randomBytes(64), contextA, { signal: AbortSignal.abort() }),
+      keyring.decrypt({ wrapped: randomBytes(64), keyId: keyA }, contextA, { signal: AbortSignal.abort() }),
     );
     expect(err.code).toBe("deadline_exceeded");
     expect(kms.callCount()).toBe(0);
@@ -235,15 +235,15 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
       Buffer.from(generated.wrapped).toString("base64"),
     ].filter((s): s is string => s !== undefined);
 
-    const errors = [await brokerErrorOf(keyring.decrypt(generated.wrapped, contextB))];
+    const errors = [await brokerErrorOf(keyring.decrypt(generated, contextB))];
     kms.disableKey(keyA);
     try {
-      errors.push(await brokerErrorOf(keyring.decrypt(generated.wrapped, contextA)));
+      errors.push(await brokerErrorOf(keyring.decrypt(generated, contextA)));
     } finally {
       kms.enableKey(keyA);
     }
     kms.setFaults({ throttleNext: 10 });
-    errors.push(await brokerErrorOf(keyring.decrypt(generated.wrapped, contextA)));
+    errors.push(await brokerErrorOf(keyring.decrypt(generated, contextA)));
 
     expect(errors.map((e) => e.code)).toEqual(["data_loss", "failed_precondition", "unavailable"]);
     for (const err of errors) {

@@ -120,7 +120,7 @@ describeOnEachDatabase("retired master key guard on %s", (databaseKind) => {
       generated.plaintext.fill(0);
 
       const err = await brokerErrorOf(
-        guarded.reEncrypt(generated.wrapped, userKeyContext(user.identity.userRef), fixture.sourceKeyId),
+        guarded.reEncrypt(generated, userKeyContext(user.identity.userRef), fixture.sourceKeyId),
       );
 
       expect(err.code).toBe("failed_precondition");
