@@ -4,6 +4,12 @@ import type { Keyring } from "./keyring.js";
 export interface RetiredKeyGuardOptions {
   /** Master key ids still trusted: key ARNs and/or "local:N". Everything else is retired. */
   readonly acceptedKeyIds: Iterable<string>;
+  /**
+   * Also accept whatever key the keyring currently wraps new keys under. For the default (no
+   * list configured): the local keyring's current version moves when `keybroker keys add` runs
+   * in another process, and the broker must keep accepting the key it itself wraps under.
+   */
+  readonly acceptCurrentKey?: boolean;
 }
 
 function retired(what: string, keyId: string): BrokerError {
@@ -22,8 +28,12 @@ function retired(what: string, keyId: string): BrokerError {
  * only the configured key is accepted.
  */
 export function createRetiredKeyGuard(keyring: Keyring, options: RetiredKeyGuardOptions): Keyring {
-  const accepted = new Set(options.acceptedKeyIds);
-  if (accepted.size === 0) throw new BrokerError("failed_precondition", "no master key is accepted");
+  const listed = new Set(options.acceptedKeyIds);
+  const accepted = {
+    has: (id: string): boolean =>
+      listed.has(id) || (options.acceptCurrentKey === true && id === keyring.currentKeyId()),
+  };
+  if (listed.size === 0) throw new BrokerError("failed_precondition", "no master key is accepted");
   const current = keyring.currentKeyId();
   if (!accepted.has(current)) {
     throw new BrokerError(
