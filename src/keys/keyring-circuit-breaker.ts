@@ -43,7 +43,10 @@ type State =
  * State is per process: each replica learns about an outage from its own calls. Users whose
  * data key is cached never reach the keyring, so they are unaffected.
  */
-export function createKeyringCircuitBreaker(keyring: Keyring, options: KeyringCircuitBreakerOptions): Keyring {
+export function createKeyringCircuitBreaker(
+  keyring: Keyring,
+  options: KeyringCircuitBreakerOptions,
+): Keyring {
   const now = options.now ?? Date.now;
   let state: State = { kind: "closed", failures: 0 };
 

@@ -54,7 +54,8 @@ export function createRetiredKeyGuard(keyring: Keyring, options: RetiredKeyGuard
     },
 
     async decrypt(wrapped, context, options) {
-      if (!accepted.has(wrapped.keyId)) throw retired("data key wrapped under a retired master key", wrapped.keyId);
+      if (!accepted.has(wrapped.keyId))
+        throw retired("data key wrapped under a retired master key", wrapped.keyId);
       const unwrapped = await keyring.decrypt(wrapped, context, options);
       if (accepted.has(unwrapped.keyId)) return unwrapped;
       unwrapped.plaintext.fill(0);
@@ -64,7 +65,8 @@ export function createRetiredKeyGuard(keyring: Keyring, options: RetiredKeyGuard
     async reEncrypt(wrapped, context, destinationKeyId, options) {
       // Rotating away from a retired key is the point of reEncrypt (the rewrap command uses the
       // unguarded keyring for that); here the source must be accepted like any decrypt.
-      if (!accepted.has(wrapped.keyId)) throw retired("data key wrapped under a retired master key", wrapped.keyId);
+      if (!accepted.has(wrapped.keyId))
+        throw retired("data key wrapped under a retired master key", wrapped.keyId);
       // Rotating onto a retired key is never right.
       if (!accepted.has(destinationKeyId)) {
         throw retired("cannot re-wrap under a retired master key", destinationKeyId);

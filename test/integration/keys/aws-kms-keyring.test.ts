@@ -97,12 +97,69 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     expect(kms.callCount("Decrypt")).toBe(1);
   });
 
+  it("M2 refuses a data key wrapped under another master key than its row names (Decrypt and ReEncrypt send the row's key id)", async () => {
+    // A database writer stores a data key it made under a key the broker's role can also use.
+    const attackers = createAwsKmsKeyring({ client: client(), keyId: keyB });
+    const substituted = await attackers.generateDataKey(contextA);
+    substituted.plaintext.fill(0);
+    const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
+
+    const row = { wrapped: substituted.wrapped, keyId: keyA };
+    expect((await brokerErrorOf(keyring.decrypt(row, contextA))).code).toBe("data_loss");
+    expect((await brokerErrorOf(keyring.reEncrypt(row, contextA, keyA))).code).toBe("data_loss");
+  });
+
+  it("M2 refuses an answer under another key id than the row names (an alias in the row is not the ARN)", async () => {
+    kms.createAlias("alias/m2-row-alias", keyA);
+    const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
+    const generated = await keyring.generateDataKey(contextA);
+    generated.plaintext.fill(0);
+
+    const err = await brokerErrorOf(
+      keyring.decrypt({ wrapped: generated.wrapped, keyId: "alias/m2-row-alias" }, contextA),
+    );
+
+    expect(err.code).toBe("data_loss");
+  });
+
+  it("F6 gives up on a hung KMS after the per-attempt timeout, whatever the number of attempts", async () => {
+    const hung = createKmsClient({
+      region: kms.region,
+      endpoint: kms.endpoint,
+      maxAttempts: 2,
+      credentials,
+      requestTimeoutMs: 200,
+    });
+    clients.push(hung);
+    const keyring = createAwsKmsKeyring({ client: hung, keyId: keyA });
+    kms.setFaults({ latencyMs: 3_000 });
+    const began = Date.now();
+
+    const err = await brokerErrorOf(keyring.generateDataKey(contextA));
+
+    expect(err.code).toBe("unavailable");
+    expect(Date.now() - began).toBeLessThan(1_500);
+  });
+
+  it("F6 gives up at the caller's deadline while KMS hangs, before the attempts run out", async () => {
+    const keyring = createAwsKmsKeyring({ client: client(3), keyId: keyA });
+    kms.setFaults({ latencyMs: 3_000 });
+    const began = Date.now();
+
+    const err = await brokerErrorOf(keyring.generateDataKey(contextA, { signal: AbortSignal.timeout(300) }));
+
+    expect(err.code).toBe("deadline_exceeded");
+    expect(Date.now() - began).toBeLessThan(1_000);
+  });
+
   it("reports data_loss for a corrupted wrapped key", async () => {
     const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
     const { wrapped } = await keyring.generateDataKey(contextA);
     const tampered = Buffer.from(wrapped);
     tampered[tampered.length - 1] = (tampered[tampered.length - 1] ?? 0) ^ 0x01;
-    expect((await brokerErrorOf(keyring.decrypt({ wrapped: tampered, keyId: keyA }, contextA))).code).toBe("data_loss");
+    expect((await brokerErrorOf(keyring.decrypt({ wrapped: tampered, keyId: keyA }, contextA))).code).toBe(
+      "data_loss",
+    );
   });
 
   it("F53 rides out two throttles: the SDK retries and the third call succeeds", async () => {

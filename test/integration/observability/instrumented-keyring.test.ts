@@ -76,7 +76,9 @@ describe("instrumented keyring (real SDK, local KMS server)", () => {
     kms.setFaults({ failNext: 2 });
 
     await expect(keyring.generateDataKey(context)).rejects.toMatchObject({ code: "unavailable" });
-    await expect(keyring.decrypt({ wrapped: randomBytes(64), keyId: keyring.currentKeyId() }, context)).rejects.toMatchObject({ code: "unavailable" });
+    await expect(
+      keyring.decrypt({ wrapped: randomBytes(64), keyId: keyring.currentKeyId() }, context),
+    ).rejects.toMatchObject({ code: "unavailable" });
 
     const text = await metrics.registry.metrics();
     expect(sample(text, `keybroker_kms_requests_total{op="generate_data_key",outcome="unavailable"}`)).toBe(

@@ -96,7 +96,10 @@ describe("deploy/kms-key-policy.json", () => {
   it("M2 names each verb the broker uses on the key, with no wildcard, all under the context conditions", () => {
     const broker = policy.Statement.filter((s) => s.Effect === "Allow" && s.Principal.AWS === BROKER_ROLE);
     for (const statement of broker) {
-      expect(actionsOf(statement).filter((a) => a.includes("*")), statement.Sid).toEqual([]);
+      expect(
+        actionsOf(statement).filter((a) => a.includes("*")),
+        statement.Sid,
+      ).toEqual([]);
     }
     const keyUse = broker.filter((s) => actionsOf(s).some((a) => KEY_USE.includes(a)));
     expect(keyUse.flatMap(actionsOf).sort()).toEqual([

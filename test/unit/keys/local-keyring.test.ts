@@ -96,9 +96,28 @@ describe("local keyring", () => {
     for (let i = 0; i < wrapped.length; i++) {
       const tampered = Buffer.from(wrapped);
       tampered[i] = (tampered[i] ?? 0) ^ 0x01;
-      expect((await brokerErrorOf(keyring.decrypt({ wrapped: tampered, keyId: "local:1" }, contextA))).code).toBe("data_loss");
+      expect(
+        (await brokerErrorOf(keyring.decrypt({ wrapped: tampered, keyId: "local:1" }, contextA))).code,
+      ).toBe("data_loss");
     }
-    expect((await brokerErrorOf(keyring.decrypt({ wrapped: wrapped.subarray(0, 40), keyId: "local:1" }, contextA))).code).toBe("data_loss");
+    expect(
+      (await brokerErrorOf(keyring.decrypt({ wrapped: wrapped.subarray(0, 40), keyId: "local:1" }, contextA)))
+        .code,
+    ).toBe("data_loss");
+  });
+
+  it("M2 refuses a wrapped key whose row names another master key version", async () => {
+    const keyring = await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
+    const old = await keyring.generateDataKey(contextA);
+    await addLocalKeyVersion(path);
+
+    const err = await brokerErrorOf(keyring.decrypt({ wrapped: old.wrapped, keyId: "local:2" }, contextA));
+    const rewrap = await brokerErrorOf(
+      keyring.reEncrypt({ wrapped: old.wrapped, keyId: "local:2" }, contextA, "local:2"),
+    );
+
+    expect(err.code).toBe("data_loss");
+    expect(rewrap.code).toBe("data_loss");
   });
 
   it("wraps new data keys under a new version while rows under the old one still unwrap", async () => {
