@@ -137,7 +137,10 @@ export async function runEnvelopeVsEsdk(options: SectionOptions): Promise<Sectio
         "ours, data key unwrapped every time (local keyring)",
         "open",
         await time(iterations, async () => {
-          const { plaintext: key } = await keyring.decrypt(stored.wrappedDataKey, context);
+          const { plaintext: key } = await keyring.decrypt(
+            { wrapped: stored.wrappedDataKey, keyId: stored.masterKeyId },
+            context,
+          );
           open(key, sealed, binding).fill(0);
           key.fill(0);
         }),

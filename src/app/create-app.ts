@@ -89,6 +89,7 @@ export async function createApp(
       database,
       metrics,
       dataKeyCache,
+      logger,
       keyring: overrides.keyring,
     });
     readiness.markReady("pepper");

@@ -47,6 +47,7 @@ export async function openKeyringFromConfig(
   const client: KMSClient = createKmsClient({
     region: config.keyring.region,
     maxAttempts: config.keyring.maxAttempts,
+    requestTimeoutMs: config.keyring.attemptTimeoutMs,
     ...(config.keyring.endpoint === undefined ? {} : { endpoint: config.keyring.endpoint }),
   });
   try {

@@ -1,10 +1,12 @@
 import type { Config } from "../config/config.js";
 import { createDataKeyCache, type DataKeyCache } from "../keys/data-key-cache.js";
 import type { Keyring } from "../keys/keyring.js";
+import { createKeyringCircuitBreaker } from "../keys/keyring-circuit-breaker.js";
 import { loadOrCreatePepper } from "../keys/pepper.js";
 import { createRetiredKeyGuard } from "../keys/retired-key-guard.js";
 import { createUserDataKeys, type UserDataKeys } from "../keys/user-data-keys.js";
 import { deriveFingerprintKey } from "../keys/user-ref.js";
+import type { Logger } from "../log/logger.js";
 import { createInstrumentedKeyring } from "../observability/instrumented-keyring.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { DatabaseHandle } from "../store/database.js";
@@ -37,8 +39,9 @@ export function openDataKeyCache(lifecycle: Lifecycle, options: Config["dataKeyC
 }
 
 export interface KeysDeps {
-  readonly config: Pick<Config, "keyring" | "relaxations" | "acceptedMasterKeys">;
+  readonly config: Pick<Config, "keyring" | "relaxations" | "acceptedMasterKeys" | "keyringBreaker">;
   readonly database: DatabaseHandle;
+  readonly logger: Pick<Logger, "warn" | "info">;
   readonly metrics: Pick<Metrics, "kmsCall">;
   readonly dataKeyCache: DataKeyCache;
   /** A keyring the caller built (tests, benches): used as is, and the caller closes it. */
@@ -47,7 +50,10 @@ export interface KeysDeps {
 
 /** The key hierarchy the broker serves with. */
 export interface Keys {
-  /** Instrumented, and failing closed on retired master keys when accepted keys are configured. */
+  /**
+   * Instrumented, failing fast while the keyring is down (circuit breaker), and failing closed
+   * on any master key not accepted (by default every key but the configured one).
+   */
   readonly keyring: Keyring;
   /** The user-ref pepper; zeroed when the lifecycle stops. */
   readonly pepper: Buffer;
@@ -57,14 +63,30 @@ export interface Keys {
 }
 
 export async function openKeys(lifecycle: Lifecycle, deps: KeysDeps): Promise<Keys> {
-  const { config, database, metrics, dataKeyCache } = deps;
+  const { config, database, metrics, dataKeyCache, logger } = deps;
   const raw = deps.keyring ?? (await openConfiguredKeyring(lifecycle, config)).keyring;
-  const instrumented = createInstrumentedKeyring({ keyring: raw, metrics });
-  // After a master-key rotation, rows still wrapped under a retired key fail closed.
-  const keyring =
-    config.acceptedMasterKeys === undefined
-      ? instrumented
-      : createRetiredKeyGuard(instrumented, { acceptedKeyIds: config.acceptedMasterKeys });
+  // Inside the instrumentation, so calls refused while it is open count as unavailable.
+  const breaker = createKeyringCircuitBreaker(raw, {
+    ...config.keyringBreaker,
+    onStateChange(state) {
+      if (state === "open") {
+        logger.warn(
+          { openMs: config.keyringBreaker.openMs },
+          "the keyring keeps failing: new key operations fail fast until a probe call succeeds",
+        );
+      } else {
+        logger.info("the keyring answers again: key operations resumed");
+      }
+    },
+  });
+  const instrumented = createInstrumentedKeyring({ keyring: breaker, metrics });
+  // Only the configured master key unless more are listed (a rotation in progress): a row naming
+  // any other key fails closed before the KMS is asked (M2). The configured key is already an
+  // ARN (resolved once at start-up), as every row records it.
+  const keyring = createRetiredKeyGuard(instrumented, {
+    acceptedKeyIds: config.acceptedMasterKeys ?? [raw.currentKeyId()],
+    acceptCurrentKey: config.acceptedMasterKeys === undefined,
+  });
   const pepper = await loadOrCreatePepper(database.db, keyring);
   const fingerprintKey = deriveFingerprintKey(pepper);
   lifecycle.defer("pepper", () => {

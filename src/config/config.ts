@@ -50,8 +50,14 @@ export interface Config {
   /** Metrics (/metrics), liveness (/livez) and readiness (/readyz), plain HTTP; undefined when off. */
   readonly ops: { readonly host: string; readonly port: number } | undefined;
   readonly database: DatabaseConfig;
-  /** Master keys whose wrapped data keys are accepted; anything else fails closed. Undefined: all. */
+  /**
+   * Master keys whose wrapped data keys are accepted; anything else fails closed (M2).
+   * Undefined: only the configured key (KEYBROKER_KMS_KEY_ID, resolved to its ARN, or the local
+   * keyring's current version). A list must name the configured key too.
+   */
   readonly acceptedMasterKeys: readonly string[] | undefined;
+  /** Fail fast while the keyring is down (F6): consecutive failures to open, and for how long. */
+  readonly keyringBreaker: { readonly failureThreshold: number; readonly openMs: number };
   readonly keyring:
     | {
         readonly kind: "aws-kms";
@@ -59,6 +65,8 @@ export interface Config {
         readonly region: string;
         readonly endpoint: string | undefined;
         readonly maxAttempts: number;
+        /** Deadline of one KMS attempt; the caller's deadline bounds the whole call (F6). */
+        readonly attemptTimeoutMs: number;
       }
     | { readonly kind: "local"; readonly file: string };
   readonly auth: {
@@ -133,7 +141,10 @@ export const envSchema = z.object({
   KEYBROKER_TLS_CERT_FILE: z.string().min(1).optional(),
   KEYBROKER_TLS_KEY_FILE: z.string().min(1).optional(),
   KEYBROKER_TLS_CLIENT_CA_FILE: z.string().min(1).optional(),
-  /** Comma-separated key ARNs and/or local:N: rows under any other master key fail closed. */
+  /**
+   * Comma-separated key ARNs and/or local:N: rows under any other master key fail closed.
+   * Unset: only the configured master key. During a master-key rotation, list old and new.
+   */
   KEYBROKER_ACCEPTED_MASTER_KEYS: z.string().min(1).optional(),
   KEYBROKER_METRICS_HOST: z.string().min(1).optional(),
   /** Set to "off" to disable the metrics and probes listener. */
@@ -150,6 +161,12 @@ export const envSchema = z.object({
   KEYBROKER_KMS_KEY_ID: z.string().min(1).optional(),
   KEYBROKER_KMS_ENDPOINT: url.optional(),
   KEYBROKER_KMS_MAX_ATTEMPTS: int(1, 10).default(3),
+  /** One KMS attempt's deadline: short, so a hung KMS cannot hold a call for attempts × 5 s. */
+  KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS: int(100, 30_000).default(2_000),
+  /** Consecutive UNAVAILABLE keyring calls after which calls fail fast (per process). */
+  KEYBROKER_KEYRING_BREAKER_FAILURES: int(1, 1_000).default(5),
+  /** How long calls fail fast before one probe call is let through to the keyring. */
+  KEYBROKER_KEYRING_BREAKER_OPEN_MS: int(100, 600_000).default(10_000),
   AWS_REGION: z.string().min(1).optional(),
   KEYBROKER_LOCAL_KEYRING_FILE: z.string().min(1).optional(),
   AUTH0_ISSUER: url,
@@ -267,6 +284,7 @@ export function loadConfig(
       region: e.AWS_REGION ?? "",
       endpoint: e.KEYBROKER_KMS_ENDPOINT,
       maxAttempts: e.KEYBROKER_KMS_MAX_ATTEMPTS,
+      attemptTimeoutMs: e.KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS,
     };
   } else {
     if (!allowLocalKeyring) {
@@ -325,6 +343,10 @@ export function loadConfig(
               : { clientCaFile: e.KEYBROKER_TLS_CLIENT_CA_FILE }),
           },
     acceptedMasterKeys,
+    keyringBreaker: {
+      failureThreshold: e.KEYBROKER_KEYRING_BREAKER_FAILURES,
+      openMs: e.KEYBROKER_KEYRING_BREAKER_OPEN_MS,
+    },
     database,
     keyring,
     auth: {

@@ -10,6 +10,8 @@ import { BrokerError } from "../errors.js";
 import type { EncryptionContext, GeneratedDataKey, Keyring, KeyringCallOptions } from "./keyring.js";
 
 const DATA_KEY_BYTES = 32;
+/** Per-attempt deadline when none is configured (KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS). */
+export const DEFAULT_ATTEMPT_TIMEOUT_MS = 2_000;
 
 export interface KmsClientOptions {
   readonly region: string;
@@ -19,7 +21,11 @@ export interface KmsClientOptions {
   readonly maxAttempts: number;
   /** Static credentials; the SDK's default provider chain (env, IAM role) when absent. */
   readonly credentials?: KMSClientConfig["credentials"];
-  /** Deadline per attempt (default 5 s); a timed-out attempt is retried like a network error. */
+  /**
+   * Deadline per attempt (default 2 s); a timed-out attempt is retried like a network error.
+   * Short on purpose (F6): a hung KMS must not hold a call for attempts × a long timeout. The
+   * caller's own deadline (KeyringCallOptions.signal) bounds the whole call on top of this.
+   */
   readonly requestTimeoutMs?: number;
   readonly connectionTimeoutMs?: number;
 }
@@ -39,7 +45,7 @@ export function createKmsClient(options: KmsClientOptions): KMSClient {
     ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
     ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
     requestHandler: {
-      requestTimeout: options.requestTimeoutMs ?? 5_000,
+      requestTimeout: options.requestTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS,
       // Without this, @smithy/node-http-handler 4.x only logs a warning when requestTimeout
       // passes and the attempt hangs on (up to the 300 s default socket timeout).
       throwOnRequestTimeout: true,
@@ -162,6 +168,14 @@ function takeDataKey(plaintext: Uint8Array | undefined): Buffer {
   return key;
 }
 
+// KMS answered under another key than the row names. It refuses that itself when given KeyId
+// (IncorrectKeyException); this is the second check, on what it says it used (M2).
+function wrongKey(expected: string, reported: string): BrokerError {
+  return new BrokerError("data_loss", "stored data key failed its integrity check", {
+    cause: new Error(`wrapped under ${reported}, but the row names ${expected}`),
+  });
+}
+
 function required<T>(value: T | undefined, what: string): T {
   if (value === undefined) {
     throw new BrokerError("internal", "key management service returned an incomplete response", {
@@ -218,12 +232,19 @@ export function createAwsKmsKeyring(options: AwsKmsKeyringOptions): Keyring {
 
     decrypt: (wrapped, context, opts) =>
       call(async (signal) => {
+        // KeyId: KMS refuses (IncorrectKeyException) a ciphertext made under any other key,
+        // so a row cannot point us at a key its writer controls (M2).
         const out = await client.send(
-          new DecryptCommand({ CiphertextBlob: wrapped, EncryptionContext: mutable(context) }),
+          new DecryptCommand({
+            CiphertextBlob: wrapped.wrapped,
+            KeyId: wrapped.keyId,
+            EncryptionContext: mutable(context),
+          }),
           signalOption(signal),
         );
         try {
           const unwrappedBy = required(out.KeyId, "KeyId");
+          if (unwrappedBy !== wrapped.keyId) throw wrongKey(wrapped.keyId, unwrappedBy);
           return { plaintext: takeDataKey(out.Plaintext), keyId: unwrappedBy };
         } finally {
           out.Plaintext?.fill(0);
@@ -235,13 +256,16 @@ export function createAwsKmsKeyring(options: AwsKmsKeyringOptions): Keyring {
         // Same context on both sides: the rewrapped key stays bound to the same user.
         const out = await client.send(
           new ReEncryptCommand({
-            CiphertextBlob: wrapped,
+            CiphertextBlob: wrapped.wrapped,
+            SourceKeyId: wrapped.keyId,
             SourceEncryptionContext: mutable(context),
             DestinationKeyId: destinationKeyId,
             DestinationEncryptionContext: mutable(context),
           }),
           signalOption(signal),
         );
+        const source = required(out.SourceKeyId, "SourceKeyId");
+        if (source !== wrapped.keyId) throw wrongKey(wrapped.keyId, source);
         return {
           wrapped: required(out.CiphertextBlob, "CiphertextBlob"),
           keyId: required(out.KeyId, "KeyId"),

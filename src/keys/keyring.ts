@@ -8,7 +8,14 @@
  *
  * Failures are BrokerErrors: `unavailable` (throttled, timed out, unreachable — after
  * bounded retries), `failed_precondition` (key disabled, access denied — never retried),
- * `data_loss` (ciphertext or context does not authenticate).
+ * `data_loss` (ciphertext or context does not authenticate, or the wrapped key was not made
+ * by the master key its row names).
+ *
+ * Unwrapping always names the master key (catalogue M2): the row's `keyId` goes to the KMS
+ * (AWS `KeyId` / `SourceKeyId`), which refuses a ciphertext made under any other key, and the
+ * id the KMS answers with must be that same key. Without it, anyone who can write a row could
+ * store a data key they wrapped under a key of their own (any key the broker's role may use)
+ * and read everything the broker then seals with it.
  */
 export type EncryptionContext = Readonly<Record<string, string>>;
 
@@ -30,6 +37,7 @@ export interface UnwrappedDataKey {
 }
 
 export interface KeyringCallOptions {
+  /** The caller's deadline (the RPC's signal): the call is abandoned when it aborts. */
   readonly signal?: AbortSignal;
 }
 
@@ -38,14 +46,18 @@ export interface Keyring {
   /** The master key new data keys are wrapped under. */
   currentKeyId(): string;
   generateDataKey(context: EncryptionContext, options?: KeyringCallOptions): Promise<GeneratedDataKey>;
+  /** Unwraps a stored key; only under the master key `wrapped.keyId` names (else data_loss). */
   decrypt(
-    wrapped: Uint8Array,
+    wrapped: WrappedKey,
     context: EncryptionContext,
     options?: KeyringCallOptions,
   ): Promise<UnwrappedDataKey>;
-  /** Re-wraps under another master key without the plaintext leaving the KMS (AWS ReEncrypt). */
+  /**
+   * Re-wraps under another master key without the plaintext leaving the KMS (AWS ReEncrypt);
+   * the source must be the master key `wrapped.keyId` names, as for decrypt.
+   */
   reEncrypt(
-    wrapped: Uint8Array,
+    wrapped: WrappedKey,
     context: EncryptionContext,
     destinationKeyId: string,
     options?: KeyringCallOptions,

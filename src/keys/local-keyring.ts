@@ -102,11 +102,16 @@ export async function loadOrCreateLocalKeyring(options: LocalKeyringOptions): Pr
     return state;
   }
 
-  function unwrap(current: MasterKeys, wrapped: Uint8Array, context: EncryptionContext): UnwrappedDataKey {
+  function unwrap(current: MasterKeys, stored: WrappedKey, context: EncryptionContext): UnwrappedDataKey {
+    const { wrapped } = stored;
     const input = Buffer.from(wrapped.buffer, wrapped.byteOffset, wrapped.byteLength);
     if (input.length !== WRAPPED_BYTES) throw integrityFailure("wrapped key has the wrong length");
     if (input.readUInt8(0) !== WRAP_FORMAT_V1) throw integrityFailure("unknown wrapped key format");
     const version = input.readUInt32BE(1);
+    // As AWS KMS with KeyId (IncorrectKeyException): only the master key the row names (M2).
+    if (localKeyVersion(stored.keyId) !== version) {
+      throw integrityFailure("wrapped under another master key than the row names");
+    }
     const master = current.keys.get(version);
     // A version missing from the file cannot be recovered: the data it wrapped is lost.
     if (master === undefined) throw integrityFailure("wrapped under an unknown master key version");

@@ -24,6 +24,10 @@ export async function loadOrCreatePepper(db: Kysely<Database>, keyring: Keyring)
     stored = await findBrokerState(db, PEPPER_STATE);
     if (stored === undefined) throw new Error("pepper row vanished after insert");
   }
-  const { plaintext } = await keyring.decrypt(stored.wrapped, PEPPER_CONTEXT);
+  // The master key the row names goes to the KMS, which refuses any other (M2).
+  const { plaintext } = await keyring.decrypt(
+    { wrapped: stored.wrapped, keyId: stored.masterKeyId },
+    PEPPER_CONTEXT,
+  );
   return plaintext;
 }

@@ -4,6 +4,12 @@ import type { Keyring } from "./keyring.js";
 export interface RetiredKeyGuardOptions {
   /** Master key ids still trusted: key ARNs and/or "local:N". Everything else is retired. */
   readonly acceptedKeyIds: Iterable<string>;
+  /**
+   * Also accept whatever key the keyring currently wraps new keys under. For the default (no
+   * list configured): the local keyring's current version moves when `keybroker keys add` runs
+   * in another process, and the broker must keep accepting the key it itself wraps under.
+   */
+  readonly acceptCurrentKey?: boolean;
 }
 
 function retired(what: string, keyId: string): BrokerError {
@@ -12,16 +18,22 @@ function retired(what: string, keyId: string): BrokerError {
 }
 
 /**
- * A Keyring that fails closed on retired master keys. After a rotation the old key may stay
- * enabled in KMS (other services, a grace period), so "disabled in KMS" cannot be the only
- * line: this refuses to use any data key whose wrapping key is not accepted. Keyring.decrypt
- * is not told the stored key id, so the check is on the id the KMS reports after unwrapping
- * (the local keyring reads it from the wrapped bytes, AWS returns it); the plaintext is
- * zeroed before refusing.
+ * A Keyring that fails closed on master keys it does not accept. After a rotation the old key
+ * may stay enabled in KMS (other services, a grace period), so "disabled in KMS" cannot be the
+ * only line; and the broker's role may be able to use other keys (another service's, or one
+ * an attacker's account shares with it), so the key a row names is checked BEFORE the KMS is
+ * asked (M2): a row naming any other key never reaches it. The keyring below passes that id
+ * to the KMS and checks the id it answers with; the guard checks the answer again (defence in
+ * depth: the plaintext is zeroed before refusing). app/keys.ts always installs it: by default
+ * only the configured key is accepted.
  */
 export function createRetiredKeyGuard(keyring: Keyring, options: RetiredKeyGuardOptions): Keyring {
-  const accepted = new Set(options.acceptedKeyIds);
-  if (accepted.size === 0) throw new BrokerError("failed_precondition", "no master key is accepted");
+  const listed = new Set(options.acceptedKeyIds);
+  const accepted = {
+    has: (id: string): boolean =>
+      listed.has(id) || (options.acceptCurrentKey === true && id === keyring.currentKeyId()),
+  };
+  if (listed.size === 0) throw new BrokerError("failed_precondition", "no master key is accepted");
   const current = keyring.currentKeyId();
   if (!accepted.has(current)) {
     throw new BrokerError(
@@ -42,6 +54,8 @@ export function createRetiredKeyGuard(keyring: Keyring, options: RetiredKeyGuard
     },
 
     async decrypt(wrapped, context, options) {
+      if (!accepted.has(wrapped.keyId))
+        throw retired("data key wrapped under a retired master key", wrapped.keyId);
       const unwrapped = await keyring.decrypt(wrapped, context, options);
       if (accepted.has(unwrapped.keyId)) return unwrapped;
       unwrapped.plaintext.fill(0);
@@ -49,7 +63,11 @@ export function createRetiredKeyGuard(keyring: Keyring, options: RetiredKeyGuard
     },
 
     async reEncrypt(wrapped, context, destinationKeyId, options) {
-      // Rotating away from a retired key is the point of reEncrypt; rotating onto one is not.
+      // Rotating away from a retired key is the point of reEncrypt (the rewrap command uses the
+      // unguarded keyring for that); here the source must be accepted like any decrypt.
+      if (!accepted.has(wrapped.keyId))
+        throw retired("data key wrapped under a retired master key", wrapped.keyId);
+      // Rotating onto a retired key is never right.
       if (!accepted.has(destinationKeyId)) {
         throw retired("cannot re-wrap under a retired master key", destinationKeyId);
       }

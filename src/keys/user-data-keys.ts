@@ -50,9 +50,12 @@ export function createUserDataKeys(deps: { keyring: Keyring; cache: DataKeyCache
 
   async function unwrap(userRef: Buffer, stored: StoredUserKey, signal: AbortSignal): Promise<UserDataKey> {
     const key = await cache.getOrLoad(cacheKeyOf(userRef, stored), async () => {
-      const unwrapped = await keyring.decrypt(asBuffer(stored.wrappedDataKey), userKeyContext(userRef), {
-        signal,
-      });
+      // The row's master key id goes with it: the KMS refuses a key wrapped under another (M2).
+      const unwrapped = await keyring.decrypt(
+        { wrapped: asBuffer(stored.wrappedDataKey), keyId: stored.masterKeyId },
+        userKeyContext(userRef),
+        { signal },
+      );
       return unwrapped.plaintext;
     });
     return { key, stored };

@@ -66,7 +66,10 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
     },
   });
 
-  async function reEncrypt(wrapped: Buffer, context: EncryptionContext): Promise<WrappedKey> {
+  // The row's master key id is the source the KMS must find (SourceKeyId): a row whose bytes
+  // were made under another key fails as data_loss and is left for an operator (M2).
+  async function reEncrypt(stored: StoredWrappedKey, context: EncryptionContext): Promise<WrappedKey> {
+    const wrapped: WrappedKey = { wrapped: stored.wrapped, keyId: stored.masterKeyId };
     // Not given `signal`: a call in flight finishes and its row is stored, so a stopped
     // job never leaves a row re-encrypted but not written (the SDK's timeouts bound it).
     const rewrapped = await kms.call(() => keyring.reEncrypt(wrapped, context, targetKeyId));
@@ -92,7 +95,7 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
       if (current === undefined || current.masterKeyId === targetKeyId) return "skipped";
       let rewrapped: WrappedKey;
       try {
-        rewrapped = await reEncrypt(current.wrapped, context);
+        rewrapped = await reEncrypt(current, context);
       } catch (err) {
         if (!(isBrokerError(err) && err.code === "data_loss")) throw err;
         // Tampered or corrupted: nothing can rewrap it. Leave it for an operator (I6 fails closed).
@@ -149,11 +152,16 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
   async function probe(): Promise<void> {
     const pepper = await readPepper();
     if (pepper !== undefined && pepper.masterKeyId !== targetKeyId) {
-      await reEncrypt(pepper.wrapped, PEPPER_CONTEXT);
+      await reEncrypt(pepper, PEPPER_CONTEXT);
       return;
     }
     const [user] = await findUsersNotOnKey(db, { targetKeyId, after: undefined, limit: 1 });
-    if (user !== undefined) await reEncrypt(user.wrappedDataKey, userKeyContext(user.userRef));
+    if (user !== undefined) {
+      await reEncrypt(
+        { wrapped: asBuffer(user.wrappedDataKey), masterKeyId: user.masterKeyId },
+        userKeyContext(user.userRef),
+      );
+    }
   }
 
   return { rewrapUser, rewrapPepper, probe };

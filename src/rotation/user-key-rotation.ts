@@ -77,7 +77,7 @@ export async function rotateUserDataKey(deps: UserKeyRotationDeps): Promise<Rota
     let oldKey: UnwrappedDataKey | undefined;
     let newKey: GeneratedDataKey | undefined;
     try {
-      oldKey = await keyring.decrypt(expected, context, { signal });
+      oldKey = await keyring.decrypt({ wrapped: expected, keyId: stored.masterKeyId }, context, { signal });
       newKey = await keyring.generateDataKey(context, { signal });
       const unwrapped = oldKey.plaintext;
       const fresh = newKey;

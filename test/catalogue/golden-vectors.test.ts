@@ -105,7 +105,10 @@ describe("W4 golden vectors of stored formats", () => {
     await writeFile(path, JSON.stringify(golden.localKeyring.file));
     await chmod(path, 0o600);
     const keyring = await loadOrCreateLocalKeyring({ path, nodeEnv: "test" });
-    const unwrapped = await keyring.decrypt(bytes(golden.localKeyring.wrapped), golden.localKeyring.context);
+    const unwrapped = await keyring.decrypt(
+      { wrapped: bytes(golden.localKeyring.wrapped), keyId: golden.localKeyring.keyId },
+      golden.localKeyring.context,
+    );
     expect(unwrapped.plaintext.toString("hex")).toBe(golden.localKeyring.plaintext);
     expect(unwrapped.keyId).toBe(golden.localKeyring.keyId);
   });

@@ -166,3 +166,63 @@ describe("F52 F53 F57 KMS faults", () => {
     expectNoLeak([call, put]);
   });
 });
+
+describe("F6 a hung or failing KMS: bounded calls and a circuit breaker", () => {
+  let broker: BrokerHarness;
+  let callerKey: string;
+  const OPEN_MS = 1_500;
+
+  beforeAll(async () => {
+    broker = await startBroker("pglite", {
+      KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS: "300",
+      KEYBROKER_KEYRING_BREAKER_FAILURES: "2",
+      KEYBROKER_KEYRING_BREAKER_OPEN_MS: String(OPEN_MS),
+    });
+    callerKey = (await broker.callerKey(["secrets:read", "secrets:write", "proxy:call"])).key;
+  });
+
+  afterAll(async () => {
+    broker?.kms.setFaults({ latencyMs: 0, down: false });
+    await broker?.close();
+  });
+
+  async function freshUser(): Promise<UserSession> {
+    const token = await broker.tokenFor(`google-oauth2|faults-kms-f6-${randomUUID()}`);
+    return userSession(broker.clients, { callerKey, token, secretValue: broker.upstreamCredentials.bearer });
+  }
+
+  it("F6 bounds a new user's call on a hung KMS by the per-attempt timeout, opens the breaker, fails fast without calling KMS, serves cached users, and recovers after a probe", async () => {
+    // A user whose data key is cached before the outage.
+    const cached = await freshUser();
+    const put = await cached.put("cached-before-outage");
+    expect(codeName(put.code)).toBe("OK");
+    const secretId = secretIdOf(put);
+
+    broker.kms.setFaults({ latencyMs: 10_000 });
+    broker.kms.resetCounts();
+    // No caller deadline: only the per-attempt timeout (2 attempts × 300 ms) bounds these.
+    const first = await (await freshUser()).put("hung-1");
+    const second = await (await freshUser()).put("hung-2");
+    expect(codeName(first.code)).toBe("UNAVAILABLE");
+    expect(codeName(second.code)).toBe("UNAVAILABLE");
+    expect(Math.max(first.ms, second.ms)).toBeLessThan(2_500);
+    const callsWhenOpened = broker.kms.callCount("GenerateDataKey");
+
+    const fast = await (await freshUser()).put("breaker-open");
+    expect(codeName(fast.code)).toBe("UNAVAILABLE");
+    expect(fast.ms).toBeLessThan(250);
+    expect(broker.kms.callCount("GenerateDataKey")).toBe(callsWhenOpened);
+    expect(codeName((await cached.call(secretId, "GET", "/ok")).code)).toBe("OK");
+
+    broker.kms.setFaults({ latencyMs: 0 });
+    await delay(OPEN_MS);
+    expect(codeName((await (await freshUser()).put("probe")).code)).toBe("OK");
+    expect(codeName((await (await freshUser()).put("after-probe")).code)).toBe("OK");
+    expectNoLeakIn(broker, [first, second, fast]);
+  });
+});
+
+function expectNoLeakIn(broker: BrokerHarness, outcomes: readonly CallOutcome[]): void {
+  const text = `${outcomes.map((o) => o.details).join("\n")}\n${broker.logs.text()}`;
+  expect(findLeaks(text, [broker.upstreamCredentials.bearer])).toEqual([]);
+}

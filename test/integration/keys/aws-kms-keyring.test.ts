@@ -66,7 +66,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     const generated = await keyring.generateDataKey(contextA);
     expect(generated.plaintext).toHaveLength(32);
     expect(generated.keyId).toBe(keyA);
-    const unwrapped = await keyring.decrypt(generated.wrapped, contextA);
+    const unwrapped = await keyring.decrypt(generated, contextA);
     expect(unwrapped.plaintext.equals(generated.plaintext)).toBe(true);
     expect(unwrapped.keyId).toBe(keyA);
   });
@@ -74,9 +74,9 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
   it("re-encrypts under a second master key; the result decrypts to the same data key", async () => {
     const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
     const generated = await keyring.generateDataKey(contextA);
-    const rewrapped = await keyring.reEncrypt(generated.wrapped, contextA, keyB);
+    const rewrapped = await keyring.reEncrypt(generated, contextA, keyB);
     expect(rewrapped.keyId).toBe(keyB);
-    const unwrapped = await keyring.decrypt(rewrapped.wrapped, contextA);
+    const unwrapped = await keyring.decrypt(rewrapped, contextA);
     expect(unwrapped.keyId).toBe(keyB);
     expect(unwrapped.plaintext.equals(generated.plaintext)).toBe(true);
   });
@@ -92,9 +92,64 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
   it("reports data_loss when A's wrapped key is presented under B's context", async () => {
     const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
     const ofA = await keyring.generateDataKey(contextA);
-    const err = await brokerErrorOf(keyring.decrypt(ofA.wrapped, contextB));
+    const err = await brokerErrorOf(keyring.decrypt(ofA, contextB));
     expect(err.code).toBe("data_loss");
     expect(kms.callCount("Decrypt")).toBe(1);
+  });
+
+  it("M2 refuses a data key wrapped under another master key than its row names (Decrypt and ReEncrypt send the row's key id)", async () => {
+    // A database writer stores a data key it made under a key the broker's role can also use.
+    const attackers = createAwsKmsKeyring({ client: client(), keyId: keyB });
+    const substituted = await attackers.generateDataKey(contextA);
+    substituted.plaintext.fill(0);
+    const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
+
+    const row = { wrapped: substituted.wrapped, keyId: keyA };
+    expect((await brokerErrorOf(keyring.decrypt(row, contextA))).code).toBe("data_loss");
+    expect((await brokerErrorOf(keyring.reEncrypt(row, contextA, keyA))).code).toBe("data_loss");
+  });
+
+  it("M2 refuses an answer under another key id than the row names (an alias in the row is not the ARN)", async () => {
+    kms.createAlias("alias/m2-row-alias", keyA);
+    const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
+    const generated = await keyring.generateDataKey(contextA);
+    generated.plaintext.fill(0);
+
+    const err = await brokerErrorOf(
+      keyring.decrypt({ wrapped: generated.wrapped, keyId: "alias/m2-row-alias" }, contextA),
+    );
+
+    expect(err.code).toBe("data_loss");
+  });
+
+  it("F6 gives up on a hung KMS after the per-attempt timeout, whatever the number of attempts", async () => {
+    const hung = createKmsClient({
+      region: kms.region,
+      endpoint: kms.endpoint,
+      maxAttempts: 2,
+      credentials,
+      requestTimeoutMs: 200,
+    });
+    clients.push(hung);
+    const keyring = createAwsKmsKeyring({ client: hung, keyId: keyA });
+    kms.setFaults({ latencyMs: 3_000 });
+    const began = Date.now();
+
+    const err = await brokerErrorOf(keyring.generateDataKey(contextA));
+
+    expect(err.code).toBe("unavailable");
+    expect(Date.now() - began).toBeLessThan(1_500);
+  });
+
+  it("F6 gives up at the caller's deadline while KMS hangs, before the attempts run out", async () => {
+    const keyring = createAwsKmsKeyring({ client: client(3), keyId: keyA });
+    kms.setFaults({ latencyMs: 3_000 });
+    const began = Date.now();
+
+    const err = await brokerErrorOf(keyring.generateDataKey(contextA, { signal: AbortSignal.timeout(300) }));
+
+    expect(err.code).toBe("deadline_exceeded");
+    expect(Date.now() - began).toBeLessThan(1_000);
   });
 
   it("reports data_loss for a corrupted wrapped key", async () => {
@@ -102,7 +157,9 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     const { wrapped } = await keyring.generateDataKey(contextA);
     const tampered = Buffer.from(wrapped);
     tampered[tampered.length - 1] = (tampered[tampered.length - 1] ?? 0) ^ 0x01;
-    expect((await brokerErrorOf(keyring.decrypt(tampered, contextA))).code).toBe("data_loss");
+    expect((await brokerErrorOf(keyring.decrypt({ wrapped: tampered, keyId: keyA }, contextA))).code).toBe(
+      "data_loss",
+    );
   });
 
   it("F53 rides out two throttles: the SDK retries and the third call succeeds", async () => {
@@ -127,7 +184,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     const { wrapped } = await keyring.generateDataKey(contextA);
     kms.resetCounts();
     kms.setFaults({ failNext: 1 });
-    await expect(keyring.decrypt(wrapped, contextA)).resolves.toMatchObject({ keyId: keyA });
+    await expect(keyring.decrypt({ wrapped, keyId: keyA }, contextA)).resolves.toMatchObject({ keyId: keyA });
     expect(kms.callCount("Decrypt")).toBe(2);
   });
 
@@ -137,7 +194,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
     const { wrapped } = await keyring.generateDataKey(contextA);
     kms.disableKey(disabled);
     kms.resetCounts();
-    const err = await brokerErrorOf(keyring.decrypt(wrapped, contextA));
+    const err = await brokerErrorOf(keyring.decrypt({ wrapped, keyId: disabled }, contextA));
     expect(err.code).toBe("failed_precondition");
     expect(kms.callCount("Decrypt")).toBe(1);
     expect((await brokerErrorOf(keyring.generateDataKey(contextA))).code).toBe("failed_precondition");
@@ -218,7 +275,7 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
   it("reports deadline_exceeded without calling KMS when the signal is already aborted", async () => {
     const keyring = createAwsKmsKeyring({ client: client(), keyId: keyA });
     const err = await brokerErrorOf(
-      keyring.decrypt(randomBytes(64), contextA, { signal: AbortSignal.abort() }),
+      keyring.decrypt({ wrapped: randomBytes(64), keyId: keyA }, contextA, { signal: AbortSignal.abort() }),
     );
     expect(err.code).toBe("deadline_exceeded");
     expect(kms.callCount()).toBe(0);
@@ -235,15 +292,15 @@ describe("AWS KMS keyring (real SDK, local KMS server)", () => {
       Buffer.from(generated.wrapped).toString("base64"),
     ].filter((s): s is string => s !== undefined);
 
-    const errors = [await brokerErrorOf(keyring.decrypt(generated.wrapped, contextB))];
+    const errors = [await brokerErrorOf(keyring.decrypt(generated, contextB))];
     kms.disableKey(keyA);
     try {
-      errors.push(await brokerErrorOf(keyring.decrypt(generated.wrapped, contextA)));
+      errors.push(await brokerErrorOf(keyring.decrypt(generated, contextA)));
     } finally {
       kms.enableKey(keyA);
     }
     kms.setFaults({ throttleNext: 10 });
-    errors.push(await brokerErrorOf(keyring.decrypt(generated.wrapped, contextA)));
+    errors.push(await brokerErrorOf(keyring.decrypt(generated, contextA)));
 
     expect(errors.map((e) => e.code)).toEqual(["data_loss", "failed_precondition", "unavailable"]);
     for (const err of errors) {

@@ -87,6 +87,37 @@ describeOnEachDatabase("retired master key guard on %s", (databaseKind) => {
 
       expect(err.code).toBe("failed_precondition");
       expect(err.message).toBe("data key wrapped under a retired master key");
+      // M2: the row's key is checked before the KMS is asked, so nothing was unwrapped at all.
+      expect(kept).toHaveLength(0);
+    });
+
+    it("M2 zeroes and refuses a data key the keyring reports under a master key that is not accepted", async () => {
+      const [user] = users;
+      if (user === undefined) throw new Error("nothing seeded");
+      const context = userKeyContext(user.identity.userRef);
+      const generated = await fixture.keyring.generateDataKey(context);
+      generated.plaintext.fill(0);
+      // A keyring below that answers under another key than the row names (it must not: defence in depth).
+      const lying: Keyring = {
+        ...fixture.keyring,
+        currentKeyId: () => targetKeyId,
+        async decrypt(wrapped, ctx, options) {
+          const unwrapped = await fixture.keyring.decrypt(
+            { ...wrapped, keyId: generated.keyId },
+            ctx,
+            options,
+          );
+          kept.push(unwrapped.plaintext);
+          return { ...unwrapped, keyId: fixture.sourceKeyId };
+        },
+      };
+      const guard = createRetiredKeyGuard(lying, { acceptedKeyIds: [targetKeyId] });
+
+      const err = await brokerErrorOf(
+        guard.decrypt({ wrapped: generated.wrapped, keyId: targetKeyId }, context),
+      );
+
+      expect(err.code).toBe("failed_precondition");
       expect(kept).toHaveLength(1);
       expect(kept.every(allZero)).toBe(true);
     });
@@ -120,7 +151,7 @@ describeOnEachDatabase("retired master key guard on %s", (databaseKind) => {
       generated.plaintext.fill(0);
 
       const err = await brokerErrorOf(
-        guarded.reEncrypt(generated.wrapped, userKeyContext(user.identity.userRef), fixture.sourceKeyId),
+        guarded.reEncrypt(generated, userKeyContext(user.identity.userRef), fixture.sourceKeyId),
       );
 
       expect(err.code).toBe("failed_precondition");

@@ -53,8 +53,8 @@ describe("instrumented keyring (real SDK, local KMS server)", () => {
     const keyring = instrumented(metrics);
 
     const generated = await keyring.generateDataKey(context);
-    const unwrapped = await keyring.decrypt(generated.wrapped, context);
-    const rewrapped = await keyring.reEncrypt(generated.wrapped, context, keyB);
+    const unwrapped = await keyring.decrypt(generated, context);
+    const rewrapped = await keyring.reEncrypt(generated, context, keyB);
 
     expect(keyring.kind).toBe("aws-kms");
     expect(keyring.currentKeyId()).toBe(keyA);
@@ -76,7 +76,9 @@ describe("instrumented keyring (real SDK, local KMS server)", () => {
     kms.setFaults({ failNext: 2 });
 
     await expect(keyring.generateDataKey(context)).rejects.toMatchObject({ code: "unavailable" });
-    await expect(keyring.decrypt(randomBytes(64), context)).rejects.toMatchObject({ code: "unavailable" });
+    await expect(
+      keyring.decrypt({ wrapped: randomBytes(64), keyId: keyring.currentKeyId() }, context),
+    ).rejects.toMatchObject({ code: "unavailable" });
 
     const text = await metrics.registry.metrics();
     expect(sample(text, `keybroker_kms_requests_total{op="generate_data_key",outcome="unavailable"}`)).toBe(
@@ -106,8 +108,8 @@ describe("instrumented keyring (real SDK, local KMS server)", () => {
     generated.plaintext.fill(0);
 
     const otherUser = { ...context, user_ref: `uref-${randomBytes(16).toString("hex")}` };
-    await expect(keyring.decrypt(generated.wrapped, otherUser)).rejects.toMatchObject({ code: "data_loss" });
-    await expect(keyring.reEncrypt(generated.wrapped, otherUser, keyB)).rejects.toMatchObject({
+    await expect(keyring.decrypt(generated, otherUser)).rejects.toMatchObject({ code: "data_loss" });
+    await expect(keyring.reEncrypt(generated, otherUser, keyB)).rejects.toMatchObject({
       code: "data_loss",
     });
 
@@ -122,9 +124,9 @@ describe("instrumented keyring (real SDK, local KMS server)", () => {
     const keyring = instrumented(metrics);
     const generated = await keyring.generateDataKey(context);
     generated.plaintext.fill(0);
-    await keyring.reEncrypt(generated.wrapped, context, keyB);
+    await keyring.reEncrypt(generated, context, keyB);
     kms.setFaults({ failNext: 1, failWith: { type: "AccessDeniedException", status: 400 } });
-    await expect(keyring.decrypt(generated.wrapped, context)).rejects.toMatchObject({
+    await expect(keyring.decrypt(generated, context)).rejects.toMatchObject({
       code: "failed_precondition",
     });
 

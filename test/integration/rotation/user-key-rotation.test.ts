@@ -92,7 +92,7 @@ describeOnEachDatabase("user data-key rotation on %s", (databaseKind) => {
     const stored = await findUserKey(database.db, user.identity.userRef);
     if (stored === undefined) throw new Error("user row missing");
     const { plaintext } = await fixture.keyring.decrypt(
-      asBuffer(stored.wrappedDataKey),
+      { wrapped: asBuffer(stored.wrappedDataKey), keyId: stored.masterKeyId },
       userKeyContext(user.identity.userRef),
     );
     return plaintext;

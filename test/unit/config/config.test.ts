@@ -39,6 +39,21 @@ describe("configuration", () => {
     expect(Object.isFrozen(config)).toBe(true);
   });
 
+  it("F6 bounds one KMS attempt to 2 s and opens the keyring breaker after 5 failures for 10 s by default, all configurable", () => {
+    const config = loadConfig(production);
+    expect(config.keyring).toMatchObject({ kind: "aws-kms", attemptTimeoutMs: 2_000 });
+    expect(config.keyringBreaker).toEqual({ failureThreshold: 5, openMs: 10_000 });
+
+    const tuned = loadConfig({
+      ...production,
+      KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS: "500",
+      KEYBROKER_KEYRING_BREAKER_FAILURES: "2",
+      KEYBROKER_KEYRING_BREAKER_OPEN_MS: "3000",
+    });
+    expect(tuned.keyring).toMatchObject({ attemptTimeoutMs: 500 });
+    expect(tuned.keyringBreaker).toEqual({ failureThreshold: 2, openMs: 3_000 });
+  });
+
   it("refuses the local keyring in production", () => {
     expect(
       problemsOf({ ...production, KEYBROKER_KEYRING: "local", KEYBROKER_LOCAL_KEYRING_FILE: "/tmp/k.json" }),

@@ -92,4 +92,70 @@ describe("deploy/kms-key-policy.json", () => {
       deny === undefined ? [] : KEY_USE.filter((action) => actionsOf(deny).some((p) => allows(p, action)));
     expect(denied).toEqual(KEY_USE);
   });
+
+  it("M2 names each verb the broker uses on the key, with no wildcard, all under the context conditions", () => {
+    const broker = policy.Statement.filter((s) => s.Effect === "Allow" && s.Principal.AWS === BROKER_ROLE);
+    for (const statement of broker) {
+      expect(
+        actionsOf(statement).filter((a) => a.includes("*")),
+        statement.Sid,
+      ).toEqual([]);
+    }
+    const keyUse = broker.filter((s) => actionsOf(s).some((a) => KEY_USE.includes(a)));
+    expect(keyUse.flatMap(actionsOf).sort()).toEqual([
+      "kms:Decrypt",
+      "kms:GenerateDataKey",
+      "kms:ReEncryptFrom",
+      "kms:ReEncryptTo",
+    ]);
+    for (const statement of keyUse) expect(statement.Condition, statement.Sid).toBeDefined();
+  });
+});
+
+interface IamStatement {
+  readonly Sid: string;
+  readonly Effect: "Allow" | "Deny";
+  readonly Action: string | string[];
+  readonly Resource: string | string[];
+  readonly Condition?: Record<string, Record<string, string | string[]>>;
+}
+
+const iamPolicy = JSON.parse(readRepoFile("deploy/broker-iam-policy.json")) as { Statement: IamStatement[] };
+const KMS_KEY_ARN = /^arn:aws:kms:[a-z0-9-]+:[0-9]{12}:key\/[0-9a-f-]+$/;
+
+describe("deploy/broker-iam-policy.json", () => {
+  it("M2 lets the broker role use only its own master key ARNs, never any key (a writer's key cannot be substituted)", () => {
+    const keyUse = iamPolicy.Statement.filter(
+      (s) =>
+        s.Effect === "Allow" &&
+        [s.Action].flat().some((pattern) => KEY_USE.some((action) => allows(pattern, action))),
+    );
+    expect(keyUse.length).toBeGreaterThan(0);
+    for (const statement of keyUse) {
+      const resources = [statement.Resource].flat();
+      expect(resources.length, statement.Sid).toBeGreaterThan(0);
+      for (const resource of resources) expect(resource, statement.Sid).toMatch(KMS_KEY_ARN);
+    }
+  });
+
+  it("M2 allows only Decrypt, GenerateDataKey and ReEncrypt, bound to the broker's encryption contexts", () => {
+    const purposes = [PEPPER_CONTEXT.purpose, userKeyContext(Buffer.alloc(32)).purpose].sort();
+    const used = KEY_USE.filter((action) =>
+      iamPolicy.Statement.some(
+        (s) => s.Effect === "Allow" && [s.Action].flat().some((pattern) => allows(pattern, action)),
+      ),
+    );
+    expect(used).toEqual(["kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:ReEncryptTo"]);
+    for (const statement of iamPolicy.Statement.filter((s) =>
+      [s.Action].flat().some((pattern) => KEY_USE.some((action) => allows(pattern, action))),
+    )) {
+      expect([statement.Condition?.StringEquals?.["kms:EncryptionContext:purpose"]].flat().sort()).toEqual(
+        purposes,
+      );
+      expect(statement.Condition?.["ForAllValues:StringEquals"]?.["kms:EncryptionContextKeys"]).toEqual([
+        "purpose",
+        "user_ref",
+      ]);
+    }
+  });
 });

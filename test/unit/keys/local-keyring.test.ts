@@ -45,7 +45,7 @@ describe("local keyring", () => {
     const first = await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
     const generated = await first.generateDataKey(contextA);
     const second = await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
-    const unwrapped = await second.decrypt(generated.wrapped, contextA);
+    const unwrapped = await second.decrypt(generated, contextA);
     expect(unwrapped.plaintext.equals(generated.plaintext)).toBe(true);
     expect(unwrapped.keyId).toBe("local:1");
   });
@@ -77,16 +77,16 @@ describe("local keyring", () => {
     expect(generated.plaintext).toHaveLength(32);
     expect(generated.keyId).toBe("local:1");
     expect(Buffer.from(generated.wrapped).includes(generated.plaintext)).toBe(false);
-    const unwrapped = await keyring.decrypt(generated.wrapped, contextA);
+    const unwrapped = await keyring.decrypt(generated, contextA);
     expect(unwrapped.plaintext.equals(generated.plaintext)).toBe(true);
   });
 
   it("reports data_loss when a wrapped key is used under another user's context", async () => {
     const keyring = await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
     const generated = await keyring.generateDataKey(contextA);
-    const err = await brokerErrorOf(keyring.decrypt(generated.wrapped, contextB));
+    const err = await brokerErrorOf(keyring.decrypt(generated, contextB));
     expect(err.code).toBe("data_loss");
-    const extraEntry = await brokerErrorOf(keyring.decrypt(generated.wrapped, { ...contextA, extra: "x" }));
+    const extraEntry = await brokerErrorOf(keyring.decrypt(generated, { ...contextA, extra: "x" }));
     expect(extraEntry.code).toBe("data_loss");
   });
 
@@ -96,9 +96,28 @@ describe("local keyring", () => {
     for (let i = 0; i < wrapped.length; i++) {
       const tampered = Buffer.from(wrapped);
       tampered[i] = (tampered[i] ?? 0) ^ 0x01;
-      expect((await brokerErrorOf(keyring.decrypt(tampered, contextA))).code).toBe("data_loss");
+      expect(
+        (await brokerErrorOf(keyring.decrypt({ wrapped: tampered, keyId: "local:1" }, contextA))).code,
+      ).toBe("data_loss");
     }
-    expect((await brokerErrorOf(keyring.decrypt(wrapped.subarray(0, 40), contextA))).code).toBe("data_loss");
+    expect(
+      (await brokerErrorOf(keyring.decrypt({ wrapped: wrapped.subarray(0, 40), keyId: "local:1" }, contextA)))
+        .code,
+    ).toBe("data_loss");
+  });
+
+  it("M2 refuses a wrapped key whose row names another master key version", async () => {
+    const keyring = await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
+    const old = await keyring.generateDataKey(contextA);
+    await addLocalKeyVersion(path);
+
+    const err = await brokerErrorOf(keyring.decrypt({ wrapped: old.wrapped, keyId: "local:2" }, contextA));
+    const rewrap = await brokerErrorOf(
+      keyring.reEncrypt({ wrapped: old.wrapped, keyId: "local:2" }, contextA, "local:2"),
+    );
+
+    expect(err.code).toBe("data_loss");
+    expect(rewrap.code).toBe("data_loss");
   });
 
   it("wraps new data keys under a new version while rows under the old one still unwrap", async () => {
@@ -110,7 +129,7 @@ describe("local keyring", () => {
     const fresh = await keyring.generateDataKey(contextB);
     expect(fresh.keyId).toBe("local:2");
     expect(keyring.currentKeyId()).toBe("local:2");
-    const unwrappedOld = await keyring.decrypt(old.wrapped, contextA);
+    const unwrappedOld = await keyring.decrypt(old, contextA);
     expect(unwrappedOld.plaintext.equals(old.plaintext)).toBe(true);
     expect(unwrappedOld.keyId).toBe("local:1");
   });
@@ -119,18 +138,18 @@ describe("local keyring", () => {
     const keyring = await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
     const old = await keyring.generateDataKey(contextA);
     await addLocalKeyVersion(path);
-    const rewrapped = await keyring.reEncrypt(old.wrapped, contextA, "local:2");
+    const rewrapped = await keyring.reEncrypt(old, contextA, "local:2");
     expect(rewrapped.keyId).toBe("local:2");
     expect(Buffer.from(rewrapped.wrapped).equals(Buffer.from(old.wrapped))).toBe(false);
-    const unwrapped = await keyring.decrypt(rewrapped.wrapped, contextA);
+    const unwrapped = await keyring.decrypt(rewrapped, contextA);
     expect(unwrapped.keyId).toBe("local:2");
     expect(unwrapped.plaintext.equals(old.plaintext)).toBe(true);
-    expect((await brokerErrorOf(keyring.decrypt(rewrapped.wrapped, contextB))).code).toBe("data_loss");
+    expect((await brokerErrorOf(keyring.decrypt(rewrapped, contextB))).code).toBe("data_loss");
   });
 
   it("refuses to re-wrap under a version that does not exist", async () => {
     const keyring = await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
-    const { wrapped } = await keyring.generateDataKey(contextA);
+    const wrapped = await keyring.generateDataKey(contextA);
     expect((await brokerErrorOf(keyring.reEncrypt(wrapped, contextA, "local:9"))).code).toBe(
       "failed_precondition",
     );
@@ -144,9 +163,9 @@ describe("local keyring", () => {
     const old = await keyring.generateDataKey(contextA);
     await addLocalKeyVersion(path);
     await disableLocalKeyVersion(path, 1);
-    const err = await brokerErrorOf(keyring.decrypt(old.wrapped, contextA));
+    const err = await brokerErrorOf(keyring.decrypt(old, contextA));
     expect(err.code).toBe("failed_precondition");
-    expect((await brokerErrorOf(keyring.reEncrypt(old.wrapped, contextA, "local:2"))).code).toBe(
+    expect((await brokerErrorOf(keyring.reEncrypt(old, contextA, "local:2"))).code).toBe(
       "failed_precondition",
     );
   });
@@ -167,7 +186,7 @@ describe("local keyring", () => {
     const keyring = await loadOrCreateLocalKeyring({ path, nodeEnv: "development" });
     const generated = await keyring.generateDataKey(contextA);
     const file = JSON.parse(await readFile(path, "utf8"));
-    const err = await brokerErrorOf(keyring.decrypt(generated.wrapped, contextB));
+    const err = await brokerErrorOf(keyring.decrypt(generated, contextB));
     const shown = `${err.message} ${String(err)} ${JSON.stringify(err)}`;
     for (const secret of [
       file.keys[0].material,
