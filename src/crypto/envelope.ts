@@ -9,7 +9,10 @@ import { lengthPrefixed } from "./canonical-encoding.js";
  * - `userRef`: A's ciphertext copied into B's row does not open, even with B's data key;
  * - `provider`: a Stripe key cannot be replayed as a key for another provider's hosts;
  * - `version`: an old version cannot be swapped back in as the current one;
- * - `part`: the masked hint and the fields are sealed apart and cannot trade places.
+ * - `part`: the masked hint and the fields are sealed apart and cannot trade places;
+ * - `headBound`: the value belongs to a secret whose current version is pinned by a head MAC
+ *   (catalogue L1, secret-head.ts). Values sealed before heads existed lack it; a bound value
+ *   does not open as an unbound one, so clearing a secret's head cannot pass it off as legacy.
  */
 export interface SecretBinding {
   readonly secretId: string;
@@ -17,6 +20,7 @@ export interface SecretBinding {
   readonly provider: string;
   readonly version: number;
   readonly part: "fields" | "hint";
+  readonly headBound?: boolean;
 }
 
 // Sealed layout: [format][nonce][ciphertext][tag]. The format byte lets a later scheme be
@@ -27,6 +31,8 @@ const TAG_BYTES = 16;
 const KEY_BYTES = 32;
 const HEADER_BYTES = 1 + NONCE_BYTES;
 const AAD_LABEL = "keybroker/secret-envelope/v1";
+// Same layout and fields, another domain: a head-bound value's AAD never equals a legacy one's.
+const AAD_LABEL_HEAD_BOUND = "keybroker/secret-envelope/v1/head-bound";
 
 const INTEGRITY_MESSAGE = "stored secret failed its integrity check";
 
@@ -38,7 +44,7 @@ function bindingAad(format: number, binding: SecretBinding): Buffer {
   version.writeBigUInt64BE(BigInt(binding.version), 0);
   // Domain-separation label first: these bytes can never be mistaken for any other AAD or MAC input.
   return lengthPrefixed(
-    AAD_LABEL,
+    binding.headBound === true ? AAD_LABEL_HEAD_BOUND : AAD_LABEL,
     Uint8Array.of(format),
     binding.secretId,
     binding.userRef,

@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import { open, type SecretBinding, seal } from "../crypto/envelope.js";
+import { headMac, verifyHead } from "../crypto/secret-head.js";
 import { BrokerError } from "../errors.js";
 import type { GeneratedDataKey, Keyring, UnwrappedDataKey } from "../keys/keyring.js";
 import { userKeyContext } from "../keys/user-data-keys.js";
@@ -42,19 +43,75 @@ function bindingOf(
   version: SealedSecretVersion,
   userRef: Buffer,
   part: SecretBinding["part"],
+  headBound: boolean,
 ): SecretBinding {
-  return { secretId: version.secretId, userRef, provider: version.provider, version: version.version, part };
+  return {
+    secretId: version.secretId,
+    userRef,
+    provider: version.provider,
+    version: version.version,
+    part,
+    headBound,
+  };
 }
 
-function reseal(oldKey: Buffer, newKey: Buffer, sealed: Buffer, binding: SecretBinding): Buffer {
+/**
+ * Opens a stored value under the old key. A current version opens exactly as the read path
+ * would (head-bound if and only if its secret has a head, catalogue L1). An older version may
+ * predate heads or not; either way it authenticates its own row, and it is re-sealed as bound.
+ */
+function openStored(
+  key: Buffer,
+  v: SealedSecretVersion,
+  userRef: Buffer,
+  part: SecretBinding["part"],
+): Buffer {
+  const sealed = part === "fields" ? v.ciphertext : v.hintCiphertext;
+  if (v.version === v.currentVersion)
+    return open(key, sealed, bindingOf(v, userRef, part, v.headMac !== null));
+  try {
+    return open(key, sealed, bindingOf(v, userRef, part, true));
+  } catch {
+    return open(key, sealed, bindingOf(v, userRef, part, false));
+  }
+}
+
+function reseal(
+  oldKey: Buffer,
+  newKey: Buffer,
+  v: SealedSecretVersion,
+  userRef: Buffer,
+  part: SecretBinding["part"],
+): Buffer {
   // A value that does not open under the old key fails the whole rotation (data_loss):
   // re-sealing garbage under a fresh key would launder a tampered row.
-  const plaintext = open(oldKey, sealed, binding);
+  const plaintext = openStored(oldKey, v, userRef, part);
   try {
-    return seal(newKey, plaintext, binding);
+    return seal(newKey, plaintext, bindingOf(v, userRef, part, true));
   } finally {
     plaintext.fill(0);
   }
+}
+
+/**
+ * Each secret's head under the new key (catalogue L1). An existing head must verify under the old
+ * key first, or the rotation would re-sign a rolled-back pointer; a secret not yet bound is bound
+ * now (its current version opened as unbound above, so it was not a cleared head).
+ */
+function rebindHeads(
+  oldKey: Buffer,
+  newKey: Buffer,
+  versions: readonly SealedSecretVersion[],
+  userRef: Buffer,
+): Array<{ secretId: string; headMac: Buffer }> {
+  const heads = new Map<string, Buffer>();
+  for (const v of versions) {
+    if (heads.has(v.secretId)) continue;
+    const head = { secretId: v.secretId, userRef, provider: v.provider, version: v.currentVersion };
+    if (v.headMac !== null) verifyHead(oldKey, v.headMac, head);
+    heads.set(v.secretId, headMac(newKey, head));
+  }
+  return [...heads].map(([secretId, mac]) => ({ secretId, headMac: mac }));
 }
 
 /**
@@ -86,11 +143,12 @@ export async function rotateUserDataKey(deps: UserKeyRotationDeps): Promise<Rota
         if (locked === undefined) throw new BrokerError("not_found", "user has no data key");
         if (!asBuffer(locked.wrappedDataKey).equals(expected)) return undefined;
         const versions = await listUserSecretVersions(trx, userRef);
+        const heads = rebindHeads(unwrapped, fresh.plaintext, versions, userRef);
         const resealed = versions.map((v) => ({
           secretId: v.secretId,
           version: v.version,
-          ciphertext: reseal(unwrapped, fresh.plaintext, v.ciphertext, bindingOf(v, userRef, "fields")),
-          hintCiphertext: reseal(unwrapped, fresh.plaintext, v.hintCiphertext, bindingOf(v, userRef, "hint")),
+          ciphertext: reseal(unwrapped, fresh.plaintext, v, userRef, "fields"),
+          hintCiphertext: reseal(unwrapped, fresh.plaintext, v, userRef, "hint"),
         }));
         const replaced = await replaceUserDataKey(trx, {
           userRef,
@@ -99,6 +157,7 @@ export async function rotateUserDataKey(deps: UserKeyRotationDeps): Promise<Rota
           // The nonce budget is per key: count only what the new key has sealed so far.
           encryptions: resealed.length * 2,
           versions: resealed,
+          heads,
         });
         if (replaced === undefined) throw new BrokerError("not_found", "user has no data key");
         return replaced;

@@ -3,6 +3,7 @@ import type { Kysely } from "kysely";
 import type { UserIdentity } from "../auth/identity.js";
 import { open, type SecretBinding, seal } from "../crypto/envelope.js";
 import { decodeFields, encodeFields } from "../crypto/field-codec.js";
+import { headMac, verifyHead } from "../crypto/secret-head.js";
 import { BrokerError } from "../errors.js";
 import type { UserDataKeys } from "../keys/user-data-keys.js";
 import { fingerprintFields, maskedHint } from "../keys/user-ref.js";
@@ -88,8 +89,7 @@ export function createSecretService(deps: {
   }
 
   function openHint(key: Buffer, userRef: Buffer, secret: secretsRepo.StoredSecret): string {
-    const binding = bindingOf(secret.id, userRef, secret.provider, secret.version, "hint");
-    const hint = open(key, secret.hintCiphertext, binding);
+    const hint = open(key, secret.hintCiphertext, currentBinding(key, userRef, secret, "hint"));
     const text = hint.toString("utf8");
     hint.fill(0);
     return text;
@@ -136,6 +136,7 @@ export function createSecretService(deps: {
             let id: string;
             let version: number;
             let label: string;
+            let wasBound = true;
             if (input.secretId === undefined) {
               if ((await secretsRepo.countSecrets(trx, userRef)) >= SECRET_LIMITS.maxSecretsPerUser) {
                 throw new BrokerError(
@@ -151,6 +152,7 @@ export function createSecretService(deps: {
                 userRef,
                 provider: input.provider,
                 label,
+                headMac: headMac(key, { secretId: id, userRef, provider: input.provider, version }),
                 createdAt: at,
               });
             } else {
@@ -159,6 +161,17 @@ export function createSecretService(deps: {
               if (existing.provider !== input.provider) {
                 throw new BrokerError("invalid_argument", "a secret's provider cannot change");
               }
+              // A rolled-back pointer is refused here too (L1), rather than built upon. An unbound
+              // (pre-L1) secret has nothing to check: this write binds it.
+              if (existing.headMac !== null) {
+                verifyHead(key, existing.headMac, {
+                  secretId: input.secretId,
+                  userRef,
+                  provider: existing.provider,
+                  version: existing.currentVersion,
+                });
+              }
+              wasBound = existing.headMac !== null;
               id = input.secretId;
               version = existing.currentVersion + 1;
               label = input.label ?? existing.label;
@@ -166,17 +179,30 @@ export function createSecretService(deps: {
             await secretsRepo.insertSecretVersion(trx, {
               secretId: id,
               version,
-              ciphertext: seal(key, plaintext, bindingOf(id, userRef, input.provider, version, "fields")),
-              hintCiphertext: seal(key, hint, bindingOf(id, userRef, input.provider, version, "hint")),
+              ciphertext: seal(
+                key,
+                plaintext,
+                bindingOf(id, userRef, input.provider, version, "fields", true),
+              ),
+              hintCiphertext: seal(key, hint, bindingOf(id, userRef, input.provider, version, "hint", true)),
               fingerprint,
               fieldNames,
               createdAt: at,
             });
             if (version > 1) {
-              await secretsRepo.setCurrentVersion(trx, id, version, label, at);
+              await secretsRepo.setCurrentVersion(trx, {
+                secretId: id,
+                version,
+                headMac: headMac(key, { secretId: id, userRef, provider: input.provider, version }),
+                label,
+                at,
+              });
               await secretsRepo.pruneVersions(trx, id, version, SECRET_LIMITS.versionsKept);
             }
-            await addEncryptions(trx, userRef, 2);
+            const upgraded = wasBound
+              ? 0
+              : await bindKeptVersions(trx, key, userRef, id, input.provider, version);
+            await addEncryptions(trx, userRef, 2 + 2 * upgraded);
             return id;
           });
         let secretId = await write();
@@ -243,7 +269,7 @@ export function createSecretService(deps: {
     const { secret } = sealed;
     const { key } = await userDataKeys.unwrap(user.userRef, sealed.userKey, signal);
     try {
-      const binding = bindingOf(secret.id, user.userRef, secret.provider, secret.version, "fields");
+      const binding = currentBinding(key, user.userRef, secret, "fields");
       const plaintext = open(key, asBuffer(secret.ciphertext), binding);
       try {
         return { id: secret.id, provider: secret.provider, fields: decodeFields(plaintext) };
@@ -262,8 +288,59 @@ function bindingOf(
   provider: string,
   version: number,
   part: SecretBinding["part"],
+  headBound: boolean,
 ): SecretBinding {
-  return { secretId, userRef, provider, version, part };
+  return { secretId, userRef, provider, version, part, headBound };
+}
+
+/**
+ * Checks that the stored pointer is one the broker set (catalogue L1: the head MAC, before any
+ * decryption) and answers the binding the current version was sealed with. A secret without a
+ * head was written before heads existed: its current version must then open as unbound, so a
+ * head cleared by a database writer leaves a bound version that no longer opens (data_loss).
+ */
+function currentBinding(
+  key: Buffer,
+  userRef: Buffer,
+  secret: secretsRepo.StoredSecret,
+  part: SecretBinding["part"],
+): SecretBinding {
+  const { id: secretId, provider, version, headMac: stored } = secret;
+  if (stored !== null) verifyHead(key, stored, { secretId, userRef, provider, version });
+  return bindingOf(secretId, userRef, provider, version, part, stored !== null);
+}
+
+/**
+ * The first write after L1 to a secret not yet bound also re-seals its kept older versions as
+ * head-bound. Otherwise a database writer could clear the new head and point back at an older,
+ * unbound version, which would still open as a legacy one. Each value must open as unbound (a
+ * value that does not would be laundered by re-sealing it: data_loss). Returns how many versions.
+ */
+async function bindKeptVersions(
+  trx: Kysely<Database>,
+  key: Buffer,
+  userRef: Buffer,
+  secretId: string,
+  provider: string,
+  newVersion: number,
+): Promise<number> {
+  const older = await secretsRepo.listVersionsBelow(trx, secretId, newVersion);
+  for (const v of older) {
+    const rebound = (sealed: Uint8Array, part: SecretBinding["part"]): Buffer => {
+      const plaintext = open(key, sealed, bindingOf(secretId, userRef, provider, v.version, part, false));
+      try {
+        return seal(key, plaintext, bindingOf(secretId, userRef, provider, v.version, part, true));
+      } finally {
+        plaintext.fill(0);
+      }
+    };
+    await secretsRepo.replaceVersionCiphertexts(trx, secretId, {
+      version: v.version,
+      ciphertext: rebound(v.ciphertext, "fields"),
+      hintCiphertext: rebound(v.hintCiphertext, "hint"),
+    });
+  }
+  return older.length;
 }
 
 function primaryField(fields: ReadonlyMap<string, Buffer>): Buffer {

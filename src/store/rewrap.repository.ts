@@ -121,13 +121,16 @@ export async function compareAndSetBrokerState(
   return result.numUpdatedRows > 0n;
 }
 
-/** One stored version of one of a user's secrets, with what its AAD binds. */
+/** One stored version of one of a user's secrets, with what its AAD binds and its secret's head. */
 export interface SealedSecretVersion {
   readonly secretId: string;
   readonly provider: string;
   readonly version: number;
   readonly ciphertext: Buffer;
   readonly hintCiphertext: Buffer;
+  /** The secret's current version and the head MAC pinning it (null: not yet bound, catalogue L1). */
+  readonly currentVersion: number;
+  readonly headMac: Buffer | null;
 }
 
 /** Every version of every secret of the user (not only the current ones). */
@@ -138,7 +141,15 @@ export async function listUserSecretVersions(
   const rows = await db
     .selectFrom("secret_versions as v")
     .innerJoin("secrets as s", "s.id", "v.secret_id")
-    .select(["v.secret_id", "s.provider", "v.version", "v.ciphertext", "v.hint_ciphertext"])
+    .select([
+      "v.secret_id",
+      "s.provider",
+      "v.version",
+      "v.ciphertext",
+      "v.hint_ciphertext",
+      "s.current_version",
+      "s.head_mac",
+    ])
     .where("s.user_ref", "=", userRef)
     .orderBy("v.secret_id")
     .orderBy("v.version")
@@ -149,6 +160,8 @@ export async function listUserSecretVersions(
     version: row.version,
     ciphertext: asBuffer(row.ciphertext),
     hintCiphertext: asBuffer(row.hint_ciphertext),
+    currentVersion: row.current_version,
+    headMac: row.head_mac === null ? null : asBuffer(row.head_mac),
   }));
 }
 
@@ -164,10 +177,12 @@ export interface ReplacedUserDataKey {
     readonly ciphertext: Buffer;
     readonly hintCiphertext: Buffer;
   }>;
+  /** Each secret's head MAC under the new key (catalogue L1), written with the versions. */
+  readonly heads: ReadonlyArray<{ readonly secretId: string; readonly headMac: Buffer }>;
 }
 
 /**
- * Swaps the user's data key and every re-sealed version in ONE statement, so no reader,
+ * Swaps the user's data key, every re-sealed version and every secret's head in ONE statement, so no reader,
  * even one sharing PGlite's single connection mid-transaction, sees new ciphertexts next
  * to the old key. Returns the new data_key_version and how many versions were replaced.
  */
@@ -194,6 +209,8 @@ export async function replaceUserDataKey(
         sql`(${v.secretId}::uuid, ${v.version}::integer, ${v.ciphertext}::bytea, ${v.hintCiphertext}::bytea)`,
     ),
   );
+  // Heads come from the same version list, so there is at least one whenever there are versions.
+  const heads = sql.join(change.heads.map((h) => sql`(${h.secretId}::uuid, ${h.headMac}::bytea)`));
   const result = await sql<{ data_key_version: number; replaced: number | string | bigint }>`
     with resealed (secret_id, version, ciphertext, hint_ciphertext) as (values ${values}),
     replaced as (
@@ -201,6 +218,13 @@ export async function replaceUserDataKey(
          set ciphertext = r.ciphertext, hint_ciphertext = r.hint_ciphertext
         from resealed r
        where v.secret_id = r.secret_id and v.version = r.version
+      returning 1
+    ),
+    rebound as (
+      update secrets s
+         set head_mac = h.head_mac
+        from (values ${heads}) as h (secret_id, head_mac)
+       where s.id = h.secret_id and s.user_ref = ${change.userRef}
       returning 1
     )
     ${setUser}

@@ -41,6 +41,8 @@ export interface SecretsTable {
   provider: string;
   label: string;
   current_version: number;
+  /** HMAC under the user's data key pinning current_version (catalogue L1); null: written before it. */
+  head_mac: ColumnType<Uint8Array | null, Uint8Array | null | undefined, Uint8Array | null>;
   created_at: Timestamp;
   updated_at: Timestamp;
   last_used_at: Date | null;

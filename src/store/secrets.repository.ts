@@ -10,6 +10,8 @@ export interface StoredSecret {
   readonly provider: string;
   readonly label: string;
   readonly version: number;
+  /** The MAC pinning `version` as current (catalogue L1); null for a secret not yet bound. */
+  readonly headMac: Uint8Array | null;
   readonly hintCiphertext: Uint8Array;
   readonly fingerprint: string;
   readonly fieldNames: readonly string[];
@@ -35,7 +37,7 @@ export interface NewSecretVersion {
 // Hot path: the user's secrets with their current version AND the user's wrapped data key,
 // in one round trip (prepared statements; see prepared.ts).
 const SELECT_WITH_KEY = `
-  select s.id, s.provider, s.label, s.current_version, s.created_at, s.updated_at, s.last_used_at,
+  select s.id, s.provider, s.label, s.current_version, s.head_mac, s.created_at, s.updated_at, s.last_used_at,
          v.hint_ciphertext, v.fingerprint, v.field_names,
          u.wrapped_data_key, u.master_key_id, u.data_key_version, u.encryptions`;
 const FROM_WITH_KEY = `
@@ -65,6 +67,7 @@ interface SecretWithKeyRow {
   provider: string;
   label: string;
   current_version: number;
+  head_mac: Uint8Array | null;
   created_at: Date;
   updated_at: Date;
   last_used_at: Date | null;
@@ -85,6 +88,7 @@ function toStoredSecret(row: SecretWithKeyRow): StoredSecret {
     provider: row.provider,
     label: row.label,
     version: row.current_version,
+    headMac: row.head_mac,
     hintCiphertext: row.hint_ciphertext,
     fingerprint: row.fingerprint,
     fieldNames: row.field_names,
@@ -176,10 +180,13 @@ export async function lockSecret(
   db: Kysely<Database>,
   userRef: Buffer,
   secretId: string,
-): Promise<{ provider: string; label: string; currentVersion: number; createdAt: Date } | undefined> {
+): Promise<
+  | { provider: string; label: string; currentVersion: number; headMac: Uint8Array | null; createdAt: Date }
+  | undefined
+> {
   const row = await db
     .selectFrom("secrets")
-    .select(["provider", "label", "current_version", "created_at"])
+    .select(["provider", "label", "current_version", "head_mac", "created_at"])
     .where("id", "=", secretId)
     .where("user_ref", "=", userRef)
     .forUpdate()
@@ -189,6 +196,7 @@ export async function lockSecret(
       provider: row.provider,
       label: row.label,
       currentVersion: row.current_version,
+      headMac: row.head_mac,
       createdAt: row.created_at,
     }
   );
@@ -196,7 +204,14 @@ export async function lockSecret(
 
 export async function insertSecret(
   db: Kysely<Database>,
-  secret: { id: string; userRef: Buffer; provider: string; label: string; createdAt: Date },
+  secret: {
+    id: string;
+    userRef: Buffer;
+    provider: string;
+    label: string;
+    headMac: Uint8Array;
+    createdAt: Date;
+  },
 ): Promise<void> {
   await db
     .insertInto("secrets")
@@ -206,6 +221,7 @@ export async function insertSecret(
       provider: secret.provider,
       label: secret.label,
       current_version: 1,
+      head_mac: secret.headMac,
       created_at: secret.createdAt,
       updated_at: secret.createdAt,
       last_used_at: null,
@@ -228,17 +244,56 @@ export async function insertSecretVersion(db: Kysely<Database>, version: NewSecr
     .execute();
 }
 
+/** Moves the pointer to a new version, with the head MAC that pins it (catalogue L1). */
 export async function setCurrentVersion(
   db: Kysely<Database>,
-  secretId: string,
-  version: number,
-  label: string,
-  at: Date,
+  current: { secretId: string; version: number; headMac: Uint8Array; label: string; at: Date },
 ): Promise<void> {
+  const { secretId, version, headMac, label, at } = current;
   await db
     .updateTable("secrets")
-    .set({ current_version: version, label, updated_at: at })
+    .set({ current_version: version, head_mac: headMac, label, updated_at: at })
     .where("id", "=", secretId)
+    .execute();
+}
+
+/** A kept version's ciphertexts, to re-seal in place (the L1 upgrade of a secret not yet bound). */
+export interface SealedVersion {
+  readonly version: number;
+  readonly ciphertext: Uint8Array;
+  readonly hintCiphertext: Uint8Array;
+}
+
+/** The secret's versions below `below`, oldest first. */
+export async function listVersionsBelow(
+  db: Kysely<Database>,
+  secretId: string,
+  below: number,
+): Promise<SealedVersion[]> {
+  const rows = await db
+    .selectFrom("secret_versions")
+    .select(["version", "ciphertext", "hint_ciphertext"])
+    .where("secret_id", "=", secretId)
+    .where("version", "<", below)
+    .orderBy("version")
+    .execute();
+  return rows.map((row) => ({
+    version: row.version,
+    ciphertext: row.ciphertext,
+    hintCiphertext: row.hint_ciphertext,
+  }));
+}
+
+export async function replaceVersionCiphertexts(
+  db: Kysely<Database>,
+  secretId: string,
+  version: SealedVersion,
+): Promise<void> {
+  await db
+    .updateTable("secret_versions")
+    .set({ ciphertext: version.ciphertext, hint_ciphertext: version.hintCiphertext })
+    .where("secret_id", "=", secretId)
+    .where("version", "=", version.version)
     .execute();
 }
 

@@ -196,6 +196,47 @@ describe("stored ciphertexts, database dumps and crypto-shredding through the re
     expect(broker.upstream.requests).toHaveLength(0);
   });
 
+  it("L1 answers DATA_LOSS when a secret's current version is rolled back in the database, sends nothing upstream, and a legitimate new version keeps working", async () => {
+    const first = makeCanary("l1versionone");
+    const second = makeCanary("l1versiontwo");
+    const third = makeCanary("l1versionthree");
+    const id = await putSecret(alice, "l1 rollback", first);
+    const putVersion = (token: string) =>
+      unary(
+        broker.clients.secrets,
+        "PutSecret",
+        { secretId: id, provider: "test-upstream", label: "l1 rollback", fields: { token } },
+        alice,
+      );
+    await putVersion(second);
+    broker.upstream.reset();
+    await callOk(alice, id);
+    expect(JSON.stringify(broker.upstream.requests)).toContain(second);
+
+    const db = broker.database.db;
+    await db.updateTable("secrets").set({ current_version: 1 }).where("id", "=", id).execute();
+    broker.upstream.reset();
+    const err = await failure(callOk(alice, id));
+    expect([err?.code, err?.details]).toEqual([status.DATA_LOSS, INTEGRITY_MESSAGE]);
+    expect(broker.upstream.requests).toHaveLength(0);
+    await broker.app.flushAudit();
+    const requestId = String(err?.metadata.get("x-request-id")[0]);
+    const outcome = await db
+      .selectFrom("audit_events")
+      .select(["action", "outcome", "code"])
+      .where("request_id", "=", requestId)
+      .where("outcome", "!=", "started")
+      .execute();
+    expect(outcome).toEqual([{ action: "proxy.call", outcome: "error", code: "data_loss" }]);
+
+    // The pointer the broker set is restored; a new version then moves it on as usual.
+    await db.updateTable("secrets").set({ current_version: 2 }).where("id", "=", id).execute();
+    await putVersion(third);
+    broker.upstream.reset();
+    await callOk(alice, id);
+    expect(JSON.stringify(broker.upstream.requests)).toContain(third);
+  });
+
   it("D43 leaves no secret, caller key, token or raw user id in a dump of every table, and no dumped value works as a caller key", async () => {
     const secretValue = makeCanary("dumpsecret");
     canaries.register("a stored secret", secretValue);

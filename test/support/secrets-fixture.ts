@@ -1,5 +1,6 @@
 import { createAwsKmsKeyring, createKmsClient } from "../../src/keys/aws-kms-keyring.js";
 import { createDataKeyCache } from "../../src/keys/data-key-cache.js";
+import type { Keyring } from "../../src/keys/keyring.js";
 import { loadOrCreatePepper } from "../../src/keys/pepper.js";
 import { createUserDataKeys } from "../../src/keys/user-data-keys.js";
 import { deriveFingerprintKey, deriveUserRef } from "../../src/keys/user-ref.js";
@@ -10,6 +11,8 @@ import type { TestDatabase } from "./test-database.js";
 /** The secrets domain wired to a real database and the real AWS SDK against the local KMS server. */
 export interface SecretsFixture {
   readonly kms: LocalKmsServer;
+  /** The keyring the service unwraps with, for tests that craft stored rows themselves. */
+  readonly keyring: Keyring;
   readonly secrets: SecretService;
   /** Another broker replica on the same database and KMS: its own, empty data-key cache. */
   newReplica(): SecretService;
@@ -42,6 +45,7 @@ export async function createSecretsFixture(
     });
   return {
     kms,
+    keyring,
     secrets: replica(),
     newReplica: replica,
     userRefOf: (subject) => deriveUserRef(pepper, TEST_ISSUER, subject),

@@ -105,6 +105,8 @@ describeOnEachDatabase("user data-key rotation on %s", (databaseKind) => {
       provider: row.provider,
       version: row.version,
       part,
+      // Written through the service, so head-bound (catalogue L1); a rotation keeps them so.
+      headBound: true,
     };
     try {
       open(key, part === "fields" ? row.ciphertext : row.hint_ciphertext, binding).fill(0);
@@ -204,6 +206,52 @@ describeOnEachDatabase("user data-key rotation on %s", (databaseKind) => {
     expect(err.code).toBe("data_loss");
     expect(await versionsOf(alice)).toEqual(before);
     expect(await findUserKey(database.db, alice.identity.userRef)).toMatchObject({ dataKeyVersion: 1 });
+  });
+
+  it("L1 refuses to re-sign a rolled-back version pointer and changes nothing", async () => {
+    const twoVersions = (await versionsOf(alice)).find((v) => v.version === 2);
+    if (twoVersions === undefined) throw new Error("no secret with two versions");
+    await sql`update secrets set current_version = 1 where id = ${twoVersions.secret_id}`.execute(
+      database.db,
+    );
+    const before = await versionsOf(alice);
+
+    const err = await brokerErrorOf(
+      rotateUserDataKey({
+        db: database.db,
+        keyring: fixture.keyring,
+        userRef: alice.identity.userRef,
+        signal,
+      }),
+    );
+
+    expect(err.code).toBe("data_loss");
+    expect(await versionsOf(alice)).toEqual(before);
+    expect(await findUserKey(database.db, alice.identity.userRef)).toMatchObject({ dataKeyVersion: 1 });
+    // Put back, the pointer still verifies: the rotation re-bound nothing.
+    await sql`update secrets set current_version = 2 where id = ${twoVersions.secret_id}`.execute(
+      database.db,
+    );
+    expect(await unreadableSecrets(fixture.replica(), [alice])).toEqual([]);
+  });
+
+  it("L1 re-binds every head under the new key, so a rollback is still detected after a rotation", async () => {
+    const twoVersions = (await versionsOf(alice)).find((v) => v.version === 2);
+    if (twoVersions === undefined) throw new Error("no secret with two versions");
+
+    await rotateUserDataKey({
+      db: database.db,
+      keyring: fixture.keyring,
+      userRef: alice.identity.userRef,
+      signal,
+    });
+    expect(await unreadableSecrets(fixture.replica(), [alice])).toEqual([]);
+
+    await sql`update secrets set current_version = 1 where id = ${twoVersions.secret_id}`.execute(
+      database.db,
+    );
+    const err = await brokerErrorOf(fixture.replica().open(alice.identity, twoVersions.secret_id, signal));
+    expect(err.code).toBe("data_loss");
   });
 
   it("answers not_found for a user without a data key", async () => {
