@@ -73,11 +73,11 @@ describeOnEachDatabase("secret heads (catalogue L1) on %s", (kind) => {
   async function dataKey(): Promise<Buffer> {
     const row = await database.db
       .selectFrom("users")
-      .select("wrapped_data_key")
+      .select(["wrapped_data_key", "master_key_id"])
       .where("user_ref", "=", alice.userRef)
       .executeTakeFirstOrThrow();
-    return (await fixture.keyring.decrypt(asBuffer(row.wrapped_data_key), userKeyContext(alice.userRef)))
-      .plaintext;
+    const wrapped = { wrapped: asBuffer(row.wrapped_data_key), keyId: row.master_key_id };
+    return (await fixture.keyring.decrypt(wrapped, userKeyContext(alice.userRef))).plaintext;
   }
 
   /** Rewrites a secret as a broker before L1 stored it: unbound envelopes and no head. */
