@@ -2,6 +2,7 @@ import type { Migration } from "kysely";
 import * as m0001 from "./0001_initial.js";
 import * as m0002 from "./0002_audit.js";
 import * as m0003 from "./0003_caller_key_client_cert.js";
+import * as m0004 from "./0004_outbound_nonces.js";
 
 /**
  * Every migration, by name, in order. Imported statically (not read from the directory)
@@ -11,4 +12,5 @@ export const migrations: Record<string, Migration> = {
   "0001_initial": m0001,
   "0002_audit": m0002,
   "0003_caller_key_client_cert": m0003,
+  "0004_outbound_nonces": m0004,
 };

@@ -29,6 +29,15 @@ export interface PlannedRequest extends PreparedRequest {
   readonly secrets: readonly Uint8Array[];
 }
 
+/** A request whose caller parts passed every check: what signing needs, nothing signed yet. */
+export interface CheckedRequest {
+  readonly provider: Provider;
+  readonly request: OutboundRequest;
+  readonly method: HttpMethod;
+  readonly url: URL;
+  readonly headers: ReadonlyArray<readonly [string, string]>;
+}
+
 export interface PlanDeps {
   readonly now: () => number;
   readonly nextNonce: (secretId: string) => string;
@@ -44,6 +53,11 @@ const USER_AGENT = "keybroker/0.1";
  * the stored secret not fitting the provider (failed_precondition). Nothing here does I/O.
  */
 export function planRequest(provider: Provider, req: OutboundRequest, deps: PlanDeps): PlannedRequest {
+  return signRequest(checkRequest(provider, req), deps);
+}
+
+/** The checks of `planRequest`, without signing: a refused request never waits for a nonce turn. */
+export function checkRequest(provider: Provider, req: OutboundRequest): CheckedRequest {
   const def = provider.definition;
   const method = req.method;
   if (!isHttpMethod(method))
@@ -88,7 +102,13 @@ export function planRequest(provider: Provider, req: OutboundRequest, deps: Plan
   headers.push(["accept-encoding", "identity"]);
   if (!headers.some(([name]) => name.toLowerCase() === "user-agent"))
     headers.push(["user-agent", USER_AGENT]);
+  return { provider, request: req, method, url, headers };
+}
 
+/** Adds the credential to a checked request; takes a nonce only if the scheme signs one. */
+export function signRequest(checked: CheckedRequest, deps: PlanDeps): PlannedRequest {
+  const { provider, request: req, method, url, headers } = checked;
+  const def = provider.definition;
   const prepared = injectCredential({
     scheme: def.auth,
     fields: req.fields,
@@ -101,6 +121,12 @@ export function planRequest(provider: Provider, req: OutboundRequest, deps: Plan
     nonce: () => deps.nextNonce(req.secretId),
   });
   return { ...prepared, method, url, secrets: [...req.fields.values(), ...prepared.derivedSecrets] };
+}
+
+/** Whether the provider's scheme signs a nonce, so its requests must be sent in nonce order (F1). */
+export function signsNonce(provider: Provider): boolean {
+  const auth = provider.definition.auth;
+  return auth.type === "hmac" && auth.recipe.nonce !== undefined;
 }
 
 function isHttpMethod(method: string): method is HttpMethod {
