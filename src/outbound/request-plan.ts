@@ -77,7 +77,7 @@ export function checkRequest(provider: Provider, req: OutboundRequest): CheckedR
   }
   if (reserved.bodyFields.size > 0 && req.body.length > 0) {
     for (const name of new URLSearchParams(Buffer.from(req.body).toString("latin1")).keys()) {
-      if (reserved.bodyFields.has(name.toLowerCase())) {
+      if (isReservedName(name, reserved.bodyFields)) {
         throw new BrokerError("invalid_argument", `body field "${name}" is set by the broker`);
       }
     }
@@ -157,8 +157,46 @@ function checkQuery(query: ReadonlyArray<readonly [string, string]>, reserved: R
     } catch (err) {
       throw new BrokerError("invalid_argument", "query parameters must be valid Unicode", { cause: err });
     }
-    if (reserved.has(name.toLowerCase())) {
+    // A value is encoded before sending, but a server that decodes before splitting at ";"
+    // would read "1;nonce=1" as a second parameter.
+    const smuggled = value
+      .split(";")
+      .slice(1)
+      .some((part) => part.includes("=") && isReservedName(part, reserved));
+    if (smuggled || isReservedName(name, reserved)) {
       throw new BrokerError("invalid_argument", `query parameter "${name}" is set by the broker`);
     }
   }
+}
+
+/**
+ * Whether a parameter name, as any server might read it, is one the broker owns (L4). Servers
+ * disagree on names: some trim, fold case, read `name[]` as `name`, percent-decode twice, or
+ * split pairs at ";" as well as "&" (so "x=1;nonce=1" carries a second parameter). A name is
+ * reserved if ANY of those readings matches.
+ */
+export function isReservedName(raw: string, reserved: ReadonlySet<string>): boolean {
+  if (reserved.size === 0) return false;
+  for (const piece of raw.split(";")) {
+    // "a=b" inside one name: the part before "=" is what a ";"-splitting server sees as a name.
+    const name = normaliseName(piece.split("=")[0] ?? "");
+    if (reserved.has(name)) return true;
+  }
+  return false;
+}
+
+function normaliseName(raw: string): string {
+  let name = raw;
+  // Two rounds of percent-decoding: a proxy may decode once and the framework again.
+  for (let i = 0; i < 2; i++) {
+    try {
+      name = decodeURIComponent(name.replace(/\+/g, " "));
+    } catch {
+      break;
+    }
+  }
+  name = name.trim().toLowerCase();
+  // "nonce[]", "nonce[0]", "nonce[x]": PHP and Rails read them as the array "nonce".
+  name = name.replace(/\[[^\]]*\]$/, "").trim();
+  return name;
 }
