@@ -10,6 +10,7 @@ import { createProxyService, type ProxyService } from "../proxy/proxy-service.js
 import { createSecretService, type SecretService } from "../secrets/secret-service.js";
 import { createUsageRecorder } from "../secrets/usage-recorder.js";
 import type { DatabaseHandle } from "../store/database.js";
+import { withNextOutboundNonce } from "../store/outbound-nonces.repository.js";
 import { markSecretUsed } from "../store/secrets.repository.js";
 import type { Keys } from "./keys.js";
 import type { Lifecycle } from "./lifecycle.js";
@@ -44,9 +45,19 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
     providers: { requiredFields: (id) => registry.get(id)?.definition.requiredFields },
   });
   const ca = config.outboundCaFile === undefined ? undefined : await readFile(config.outboundCaFile);
+  // Replicas share a Postgres: the nonce counter and send order live there (F1). PGlite is one
+  // process, which orders its own nonces without holding its single connection over the network.
+  const sharedNonces =
+    database.kind === "postgres"
+      ? {
+          withNext: <T>(id: string, floor: number, maxWaitMs: number, send: (nonce: number) => Promise<T>) =>
+            withNextOutboundNonce(database.db, id, floor, maxWaitMs, send),
+        }
+      : undefined;
   const outbound = createOutboundClient({
     registry,
     logger,
+    sharedNonces,
     onUpstreamCall: (e) => metrics.upstreamCall(e),
     ...(resolve === undefined ? {} : { resolve }),
     ...(ca === undefined ? {} : { ca }),

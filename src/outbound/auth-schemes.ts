@@ -134,12 +134,15 @@ export function credentialFields(scheme: AuthScheme): string[] {
 
 export function reservedNames(scheme: AuthScheme): ReservedNames {
   const owned = rulesFor(scheme).ownedNames(scheme);
-  const headers = new Set((owned.headers ?? []).map((name) => name.toLowerCase()));
+  // Header names folded as header-policy.ts reads the caller's ("_" as "-").
+  const headerKey = (name: string): string => name.toLowerCase().replaceAll("_", "-");
+  const headers = new Set((owned.headers ?? []).map(headerKey));
   const params = new Set((owned.params ?? []).map((name) => name.toLowerCase()));
   const bodyFields = new Set<string>();
   for (const p of owned.placements ?? []) {
     if (p === undefined) continue;
-    (p.in === "query" ? params : p.in === "header" ? headers : bodyFields).add(p.name.toLowerCase());
+    if (p.in === "header") headers.add(headerKey(p.name));
+    else (p.in === "query" ? params : bodyFields).add(p.name.toLowerCase());
   }
   return { headers, params, bodyFields };
 }

@@ -39,6 +39,25 @@ const BROKER_OWNED = new Set([
   "x-http-method-override",
   "x-http-method",
   "x-method-override",
+  // L4: URL, host and client-address overrides that frameworks and proxies honour (IIS/Symfony
+  // X-Original-URL and X-Rewrite-URL reroute the request past the path allowlist).
+  "x-original-url",
+  "x-rewrite-url",
+  "x-override-url",
+  "x-forwarded-for",
+  "x-forwarded-proto",
+  "x-forwarded-prefix",
+  "x-forwarded-path",
+  "x-forwarded-uri",
+  "x-forwarded-port",
+  "x-forwarded-server",
+  "x-forwarded-scheme",
+  "x-host",
+  "x-http-host-override",
+  "x-original-host",
+  "x-real-ip",
+  "x-client-ip",
+  "true-client-ip",
 ]);
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -72,7 +91,9 @@ export function checkCallerHeaders(
         `header "${name}" has a value that is too long or not printable ASCII`,
       );
     }
-    const lower = name.toLowerCase();
+    // L4: CGI-style servers (and nginx with underscores_in_headers) read "_" as "-", so
+    // "X_MBX_APIKEY" would reach the upstream as a second copy of the broker's key header.
+    const lower = name.toLowerCase().replaceAll("_", "-");
     if (BROKER_OWNED.has(lower) || lower.startsWith("proxy-") || reserved.has(lower)) {
       throw new BrokerError("invalid_argument", `header "${name}" is set by the broker and cannot be sent`);
     }

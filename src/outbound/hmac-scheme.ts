@@ -72,8 +72,11 @@ export function signHmacRequest(
   // ("nonce=...&ordertype=..."); the caller's form follows byte for byte.
   let body = callerBody;
   const headers: Array<readonly [string, string]> = [...input.headers];
-  if (formPrefix.length > 0) {
+  const formBody = formPrefix.length > 0 || (recipe.bodyFormat === "form" && callerBody.length > 0);
+  if (formBody) {
     const contentType = headers.find(([name]) => name.toLowerCase() === "content-type")?.[1];
+    // Refused rather than overridden: relabelling the caller's bytes would make the upstream
+    // parse them as something the caller never wrote (a JSON body read as form parameters).
     if (
       contentType !== undefined &&
       !contentType.toLowerCase().startsWith("application/x-www-form-urlencoded")
@@ -83,7 +86,10 @@ export function signHmacRequest(
         "this provider signs form bodies; content-type must be a form",
       );
     }
+    // F5: without it the upstream reads no parameters, and the signature covers none.
     if (contentType === undefined) headers.push(["content-type", "application/x-www-form-urlencoded"]);
+  }
+  if (formPrefix.length > 0) {
     const prefix = encodeQuery(formPrefix);
     body = Buffer.from(
       callerBody.length === 0 ? prefix : `${prefix}&${callerBody.toString("latin1")}`,

@@ -1,13 +1,19 @@
 import { performance } from "node:perf_hooks";
 import type { Readable } from "node:stream";
-import { Pool } from "undici";
+import { type Dispatcher, Pool } from "undici";
 import { BrokerError, isBrokerError } from "../errors.js";
 import type { Logger } from "../log/logger.js";
 import { createGuardedConnector, type Dialer, type Resolver, systemResolver } from "./guarded-connector.js";
 import { filterResponseHeaders } from "./header-policy.js";
-import { createNonceSource } from "./nonce-source.js";
+import { createNonceSequencer, type SharedNonceCounter } from "./nonce-sequencer.js";
 import type { Provider, ProviderRegistry } from "./provider-registry.js";
-import { type OutboundRequest, planRequest } from "./request-plan.js";
+import {
+  checkRequest,
+  type OutboundRequest,
+  type PlannedRequest,
+  signRequest,
+  signsNonce,
+} from "./request-plan.js";
 import { contentCodings, decodeContent, readCapped, scrubbedChunks } from "./response-body.js";
 import { createScrubberInSlices, type Scrubber } from "./response-scrubber.js";
 import { describeCause, toUpstreamError } from "./upstream-errors.js";
@@ -59,14 +65,28 @@ export interface OutboundClientDeps {
   readonly dial?: Dialer;
   /** Concurrent connections per provider origin. */
   readonly connectionsPerOrigin?: number;
+  /** Requests of one nonce-signing secret that may wait behind the one in flight (F1). */
+  readonly maxQueuedPerSecret?: number;
+  /** The nonce counter and send order shared by every replica (Postgres); absent: this process. */
+  readonly sharedNonces?: SharedNonceCounter | undefined;
   /** Told once per settled call (success, failure or abandonment); must be cheap. */
   readonly onUpstreamCall?: (event: UpstreamCallEvent) => void;
 }
+
+// Generous: Kraken's own rate limits refuse far fewer concurrent calls on one key; the bound
+// only stops one caller from parking unbounded work behind a slow upstream.
+const DEFAULT_MAX_QUEUED_PER_SECRET = 256;
 
 type Outcome =
   | { readonly kind: "complete" }
   | { readonly kind: "abandoned" }
   | { readonly kind: "failed"; readonly err: unknown };
+
+/** A request on the wire: the response head, and the scrubber for the secrets it carried. */
+interface Sent {
+  readonly res: Dispatcher.ResponseData;
+  readonly scrubber: Scrubber;
+}
 
 interface Started {
   readonly status: number;
@@ -86,7 +106,11 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
   const now = deps.now ?? Date.now;
   const resolve = deps.resolve ?? systemResolver;
   const logger = deps.logger.child({ component: "outbound" });
-  const nonces = createNonceSource({ now });
+  const nonces = createNonceSequencer({
+    now,
+    maxQueuedPerSecret: deps.maxQueuedPerSecret ?? DEFAULT_MAX_QUEUED_PER_SECRET,
+    shared: deps.sharedNonces,
+  });
   const pools = new Map<string, Pool>();
   let closed = false;
 
@@ -138,8 +162,7 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
     const provider = deps.registry.get(req.providerId);
     if (provider === undefined) throw new BrokerError("failed_precondition", "provider is not configured");
 
-    const plan = planRequest(provider, req, { now, nextNonce: (id) => nonces.next(id) });
-    const scrubber = await createScrubberInSlices(plan.secrets);
+    const checked = checkRequest(provider, req);
     const { timeoutMs, maxResponseBytes } = provider.definition;
 
     // One deadline for the whole exchange, body included: undici's body timeout is per chunk,
@@ -165,7 +188,7 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
       const logFields = {
         requestId: req.requestId,
         provider: req.providerId,
-        method: plan.method,
+        method: checked.method,
         status,
         bytes,
       };
@@ -186,7 +209,7 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
       }
       const err = outcome.err;
       const mapped = toUpstreamError(err, {
-        method: plan.method,
+        method: checked.method,
         timedOut: state.timedOut,
         cancelled: state.cancelled,
         cancelReason: signal.reason,
@@ -199,7 +222,17 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
       return mapped;
     };
 
-    try {
+    // Signs and sends; resolves at the response head. Nonce-signing requests take their nonce
+    // in their turn and hold it until the upstream answered (nonce-sequencer.ts).
+    const send = async (nonce: string | undefined): Promise<Sent> => {
+      const plan: PlannedRequest = signRequest(checked, {
+        now,
+        nextNonce: () => {
+          if (nonce === undefined) throw new BrokerError("internal", "internal error");
+          return nonce;
+        },
+      });
+      const scrubber = await createScrubberInSlices(plan.secrets);
       const res = await poolFor(provider).request({
         method: plan.method,
         path: plan.pathAndQuery,
@@ -209,10 +242,19 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
       });
+      return { res, scrubber };
+    };
+
+    try {
+      // The provider's deadline covers the wait for a turn too, so a queue behind a hung
+      // upstream drains instead of growing.
+      const { res, scrubber } = signsNonce(provider)
+        ? await nonces.inTurn(req.secretId, { signal: controller.signal, maxWaitMs: timeoutMs }, send)
+        : await send(undefined);
       // HEAD, 204, 304 and empty bodies may still name an encoding; there is nothing to decode.
       const declared = Number(single(res.headers["content-length"]) ?? Number.NaN);
       const hasBody =
-        plan.method !== "HEAD" && res.statusCode !== 204 && res.statusCode !== 304 && declared !== 0;
+        checked.method !== "HEAD" && res.statusCode !== 204 && res.statusCode !== 304 && declared !== 0;
       const encoding = hasBody ? res.headers["content-encoding"] : undefined;
       if (hasBody && contentCodings(encoding).length === 0 && declared > maxResponseBytes) {
         res.body.destroy();

@@ -88,6 +88,12 @@ const hmacRecipe = z.strictObject({
   message: z.array(signedPart).min(1).max(16),
   /** Further fields sent verbatim as headers (e.g. Coinbase's passphrase). */
   fieldHeaders: z.optional(z.array(z.strictObject({ name: headerName, field: fieldName })).max(4)),
+  /**
+   * "form": the provider reads request bodies as application/x-www-form-urlencoded (Binance
+   * signs query + body as one parameter list). A body sent without a content type gets the form
+   * type; a body with another type is refused (F5). Implied when values are placed in the body.
+   */
+  bodyFormat: z.optional(z.literal("form")),
 });
 
 export const authSchemeSchema = z.discriminatedUnion("type", [

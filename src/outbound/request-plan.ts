@@ -30,6 +30,15 @@ export interface PlannedRequest extends PreparedRequest {
   readonly secrets: readonly Uint8Array[];
 }
 
+/** A request whose caller parts passed every check: what signing needs, nothing signed yet. */
+export interface CheckedRequest {
+  readonly provider: Provider;
+  readonly request: OutboundRequest;
+  readonly method: HttpMethod;
+  readonly url: URL;
+  readonly headers: ReadonlyArray<readonly [string, string]>;
+}
+
 export interface PlanDeps {
   readonly now: () => number;
   readonly nextNonce: (secretId: string) => string;
@@ -45,6 +54,11 @@ const USER_AGENT = "keybroker/0.1";
  * the stored secret not fitting the provider (failed_precondition). Nothing here does I/O.
  */
 export function planRequest(provider: Provider, req: OutboundRequest, deps: PlanDeps): PlannedRequest {
+  return signRequest(checkRequest(provider, req), deps);
+}
+
+/** The checks of `planRequest`, without signing: a refused request never waits for a nonce turn. */
+export function checkRequest(provider: Provider, req: OutboundRequest): CheckedRequest {
   const def = provider.definition;
   const method = req.method;
   if (!isHttpMethod(method))
@@ -64,7 +78,7 @@ export function planRequest(provider: Provider, req: OutboundRequest, deps: Plan
   }
   if (reserved.bodyFields.size > 0 && req.body.length > 0) {
     for (const name of new URLSearchParams(Buffer.from(req.body).toString("latin1")).keys()) {
-      if (reserved.bodyFields.has(name.toLowerCase())) {
+      if (isReservedName(name, reserved.bodyFields)) {
         throw new BrokerError("invalid_argument", `body field "${name}" is set by the broker`);
       }
     }
@@ -89,7 +103,13 @@ export function planRequest(provider: Provider, req: OutboundRequest, deps: Plan
   headers.push(["accept-encoding", "identity"]);
   if (!headers.some(([name]) => name.toLowerCase() === "user-agent"))
     headers.push(["user-agent", USER_AGENT]);
+  return { provider, request: req, method, url, headers };
+}
 
+/** Adds the credential to a checked request; takes a nonce only if the scheme signs one. */
+export function signRequest(checked: CheckedRequest, deps: PlanDeps): PlannedRequest {
+  const { provider, request: req, method, url, headers } = checked;
+  const def = provider.definition;
   const prepared = injectCredential({
     scheme: def.auth,
     fields: req.fields,
@@ -124,6 +144,12 @@ function upstreamKnown(scheme: AuthScheme, fields: ReadonlyMap<string, Buffer>):
   return known;
 }
 
+/** Whether the provider's scheme signs a nonce, so its requests must be sent in nonce order (F1). */
+export function signsNonce(provider: Provider): boolean {
+  const auth = provider.definition.auth;
+  return auth.type === "hmac" && auth.recipe.nonce !== undefined;
+}
+
 function isHttpMethod(method: string): method is HttpMethod {
   return (HTTP_METHODS as readonly string[]).includes(method);
 }
@@ -152,8 +178,46 @@ function checkQuery(query: ReadonlyArray<readonly [string, string]>, reserved: R
     } catch (err) {
       throw new BrokerError("invalid_argument", "query parameters must be valid Unicode", { cause: err });
     }
-    if (reserved.has(name.toLowerCase())) {
+    // A value is encoded before sending, but a server that decodes before splitting at ";"
+    // would read "1;nonce=1" as a second parameter.
+    const smuggled = value
+      .split(";")
+      .slice(1)
+      .some((part) => part.includes("=") && isReservedName(part, reserved));
+    if (smuggled || isReservedName(name, reserved)) {
       throw new BrokerError("invalid_argument", `query parameter "${name}" is set by the broker`);
     }
   }
+}
+
+/**
+ * Whether a parameter name, as any server might read it, is one the broker owns (L4). Servers
+ * disagree on names: some trim, fold case, read `name[]` as `name`, percent-decode twice, or
+ * split pairs at ";" as well as "&" (so "x=1;nonce=1" carries a second parameter). A name is
+ * reserved if ANY of those readings matches.
+ */
+export function isReservedName(raw: string, reserved: ReadonlySet<string>): boolean {
+  if (reserved.size === 0) return false;
+  for (const piece of raw.split(";")) {
+    // "a=b" inside one name: the part before "=" is what a ";"-splitting server sees as a name.
+    const name = normaliseName(piece.split("=")[0] ?? "");
+    if (reserved.has(name)) return true;
+  }
+  return false;
+}
+
+function normaliseName(raw: string): string {
+  let name = raw;
+  // Two rounds of percent-decoding: a proxy may decode once and the framework again.
+  for (let i = 0; i < 2; i++) {
+    try {
+      name = decodeURIComponent(name.replace(/\+/g, " "));
+    } catch {
+      break;
+    }
+  }
+  name = name.trim().toLowerCase();
+  // "nonce[]", "nonce[0]", "nonce[x]": PHP and Rails read them as the array "nonce".
+  name = name.replace(/\[[^\]]*\]$/, "").trim();
+  return name;
 }

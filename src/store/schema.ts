@@ -80,6 +80,12 @@ export interface AuditChainHeadTable {
   last_hash: Uint8Array;
 }
 
+/** F1: the last nonce signed per secret, shared by every replica (outbound-nonces.repository.ts). */
+export interface OutboundNoncesTable {
+  secret_id: string;
+  last_nonce: number;
+}
+
 export interface Database {
   broker_state: BrokerStateTable;
   caller_keys: CallerKeysTable;
@@ -88,6 +94,7 @@ export interface Database {
   secret_versions: SecretVersionsTable;
   audit_events: AuditEventsTable;
   audit_chain_head: AuditChainHeadTable;
+  outbound_nonces: OutboundNoncesTable;
 }
 
 export type CallerKeyRow = Selectable<CallerKeysTable>;

@@ -170,6 +170,8 @@ export async function startHttpsUpstream(creds: UpstreamCredentials): Promise<Ht
   const certs = createTestCertificates();
   const requests: RecordedRequest[] = [];
   const krakenNonces: string[] = [];
+  // The last nonce "/nonce-strict" accepted; kept across reset(), as an exchange keeps it.
+  let lastStrictNonce = 0n;
   const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   let connections = 0;
@@ -338,6 +340,18 @@ export async function startHttpsUpstream(creds: UpstreamCredentials): Promise<Ht
           timers.add(t);
         };
         step();
+        return;
+      }
+      case "nonce-strict": {
+        // As Kraken does, per API key: a nonce not above the last one accepted is refused with
+        // HTTP 200 and an error list (the verifier above has already checked the signature).
+        const nonce = BigInt(new URLSearchParams(r.body.toString("latin1")).get("nonce") ?? "0");
+        if (nonce <= lastStrictNonce) {
+          json(res, 200, { error: ["EAPI:Invalid nonce"] });
+          return;
+        }
+        lastStrictNonce = nonce;
+        json(res, 200, { error: [], result: { nonce: String(nonce) } });
         return;
       }
       case "ok":

@@ -42,6 +42,7 @@ const TABLES = [
   "broker_state",
   "audit_events",
   "audit_chain_head",
+  "outbound_nonces",
 ] as const;
 
 /** A throwaway, migrated database of the given kind; `close()` destroys it. */

@@ -152,4 +152,84 @@ describe("request plan", () => {
     expect(secrets).toContain("s");
     expect(secrets.some((s) => /^[0-9a-f]{64}$/.test(s))).toBe(true);
   });
+
+  it("F5 sends a Binance POST body without a content type as a form, signed with that header", () => {
+    const p = plan("binance", {
+      method: "POST",
+      path: "/api/v3/order",
+      body: b("symbol=BTCUSDT&side=BUY"),
+    });
+    expect(p.headers.filter(([n]) => n.toLowerCase() === "content-type")).toEqual([
+      ["content-type", "application/x-www-form-urlencoded"],
+    ]);
+  });
+
+  it("F5 refuses a Binance body whose content type is not a form, rather than relabelling it", () => {
+    expect(
+      brokerCodeOf(() =>
+        plan("binance", {
+          method: "POST",
+          path: "/api/v3/order",
+          headers: [["Content-Type", "application/json"]],
+          body: b('{"symbol":"BTCUSDT"}'),
+        }),
+      ),
+    ).toBe("invalid_argument");
+  });
+
+  it.each([
+    ["signature "],
+    [" Signature"],
+    ["signature[]"],
+    ["signature[0]"],
+    ["sig%6Eature"],
+    ["sig%256Eature"],
+    ["x;signature"],
+    ["timestamp;x"],
+  ])("L4 refuses the reserved Binance parameter spelled %j", (name) => {
+    expect(brokerCodeOf(() => plan("binance", { path: "/api/v3/account", query: [[name, "1"]] }))).toBe(
+      "invalid_argument",
+    );
+  });
+
+  it("L4 refuses a reserved parameter smuggled after ';' in a value", () => {
+    expect(
+      brokerCodeOf(() => plan("binance", { path: "/api/v3/account", query: [["x", "1;timestamp=1"]] })),
+    ).toBe("invalid_argument");
+  });
+
+  it("L4 refuses a reserved Kraken body field spelled nonce[] or with a trailing space", () => {
+    for (const body of ["nonce[]=1&pair=XBTUSD", "nonce%20=1", "NONCE=1"]) {
+      expect(
+        brokerCodeOf(() => plan("kraken", { method: "POST", path: "/0/private/Balance", body: b(body) })),
+      ).toBe("invalid_argument");
+    }
+  });
+
+  it.each([
+    ["X-Original-URL", "/admin"],
+    ["X-Rewrite-URL", "/admin"],
+    ["X-HTTP-Method-Override", "DELETE"],
+    ["X-HTTP-Method", "DELETE"],
+    ["X-Method-Override", "DELETE"],
+    ["X-Forwarded-Host", "evil.example"],
+    ["X-Host", "evil.example"],
+    ["Forwarded", "host=evil.example"],
+    ["X_MBX_APIKEY", "other-key"],
+  ])("L4 refuses the override or credential header %s", (name, value) => {
+    expect(brokerCodeOf(() => plan("binance", { path: "/api/v3/account", headers: [[name, value]] }))).toBe(
+      "invalid_argument",
+    );
+  });
+
+  it("L4 still accepts ordinary parameters that merely contain a reserved word", () => {
+    const p = plan("binance", {
+      path: "/api/v3/account",
+      query: [
+        ["recvWindow", "5000"],
+        ["note", "a;b"],
+      ],
+    });
+    expect(p.pathAndQuery).toContain("recvWindow=5000");
+  });
 });
