@@ -73,7 +73,10 @@ describe("keybroker operator commands", () => {
     expect((await cliFailure("caller-keys", "revoke", id))?.code).toBe(1);
   });
 
-  it("E49 verifies the audit chain, then names the first row someone edited", async () => {
+  // Three CLI processes plus an in-process reopen of the data directory: allow for a loaded machine.
+  it("E49 verifies the audit chain, then names the first row someone edited", {
+    timeout: 120_000,
+  }, async () => {
     const database = await openDatabase(
       { kind: "pglite", dataDir: join(dir, "pgdata") },
       createLogger({ level: "silent" }),
