@@ -1,6 +1,6 @@
 import { status } from "@grpc/grpc-js";
 import { sql } from "kysely";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { verifyAuditChain } from "../../src/audit/audit-chain.js";
 import { type BrokerHarness, startBroker } from "../support/broker-harness.js";
 import { findLeaks } from "../support/captured-logs.js";

@@ -6,7 +6,7 @@ import {
   type ServiceClientConstructor,
   status,
 } from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { type CallerKeyAdmin, createCallerKeyAdmin } from "../../../src/admin/caller-key-admin.js";
 import { createUserShredder } from "../../../src/admin/user-shredder.js";
 import { createAdminServiceHandlers } from "../../../src/api/rpc/admin-service-handlers.js";

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { type RawBuilder, sql } from "kysely";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
 import { chainHash, verifyAuditChain } from "../../../src/audit/audit-chain.js";
 import { createAuditLog } from "../../../src/audit/audit-log.js";
 import { readAuditRowsAfter } from "../../../src/store/audit.repository.js";

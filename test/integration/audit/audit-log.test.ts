@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { sql } from "kysely";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
 import { verifyAuditChain } from "../../../src/audit/audit-chain.js";
 import type { AuditDetail, AuditEvent } from "../../../src/audit/audit-event.js";
 import { type AuditLog, createAuditLog } from "../../../src/audit/audit-log.js";

@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, expect, inject, it } from "vitest";
 import { runKeys } from "../../../src/cli/keys-command.js";
 import { type CommandIo, runRewrap } from "../../../src/cli/rewrap-command.js";
 import { type DatabaseHandle, openDatabase } from "../../../src/store/database.js";

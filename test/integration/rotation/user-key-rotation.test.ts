@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from "vitest";
 import { open } from "../../../src/crypto/envelope.js";
 import { BrokerError } from "../../../src/errors.js";
 import type { Keyring } from "../../../src/keys/keyring.js";

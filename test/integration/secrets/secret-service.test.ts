@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
 import type { UserIdentity } from "../../../src/auth/identity.js";
 import { parsePutSecret } from "../../../src/secrets/secret-input.js";
 import { brokerErrorOf } from "../../support/broker-errors.js";

@@ -1,6 +1,6 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { sql } from "kysely";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
 import { createCallerKeyLookup, findCallerKeysByHashes } from "../../../src/store/caller-keys.repository.js";
 import { createSecretForUseLookup, findSecretsForUse } from "../../../src/store/secrets.repository.js";
 import {
