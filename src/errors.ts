@@ -92,3 +92,29 @@ export function invalidArgument(message: string, options?: BrokerErrorOptions): 
 export function failedPrecondition(message: string, options?: BrokerErrorOptions): BrokerError {
   return new BrokerError("failed_precondition", message, options);
 }
+
+/**
+ * `work`, or `toError(signal)` as soon as `signal` aborts (or at once if it already has). The work
+ * itself is not interrupted, its late result is dropped: for waits that cannot be cancelled.
+ */
+export function untilAborted<T>(
+  work: Promise<T>,
+  signal: AbortSignal,
+  toError: (signal: AbortSignal) => Error,
+): Promise<T> {
+  if (signal.aborted) return Promise.reject(toError(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(toError(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
+  });
+}

@@ -1,6 +1,6 @@
 import type { FetchImplementation, JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from "jose";
 import { createRemoteJWKSet, customFetch, errors, jwtVerify } from "jose";
-import { BrokerError, type RefusalReason } from "../errors.js";
+import { BrokerError, type RefusalReason, untilAborted } from "../errors.js";
 import type { UserIdentity } from "./identity.js";
 import { createTokenCache } from "./token-cache.js";
 import { precheckAccessToken } from "./token-precheck.js";
@@ -134,7 +134,9 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       const cached = cache.get(token);
       if (cached !== undefined) return cached;
 
-      const identity = await untilAborted(verifyUncached(token), signal);
+      // jose cannot be interrupted: a cancelled call stops waiting and the result is dropped.
+      const work = verifyUncached(token);
+      const identity = signal === undefined ? await work : await untilAborted(work, signal, abortError);
       cache.set(token, identity);
       return identity;
     },
@@ -279,25 +281,6 @@ function isFetchFailure(err: unknown): boolean {
     (err instanceof TypeError && err.message === "fetch failed") ||
     (err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError"))
   );
-}
-
-/** Stops waiting when the call is cancelled; jose cannot be interrupted, its result is dropped. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return work;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortError(signal));
-    signal.addEventListener("abort", onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(err);
-      },
-    );
-  });
 }
 
 function abortError(signal: AbortSignal): BrokerError {

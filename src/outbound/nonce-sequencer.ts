@@ -1,4 +1,4 @@
-import { BrokerError, isBrokerError } from "../errors.js";
+import { BrokerError, isBrokerError, untilAborted } from "../errors.js";
 import { createNonceSource } from "./nonce-source.js";
 
 /**
@@ -125,28 +125,9 @@ export function createNonceSequencer(options: NonceSequencerOptions): NonceSeque
       const done = locked.finally(() => release(secretId));
       // The caller may have gone; the outcome is already reported through `send`.
       done.catch(() => undefined);
-      return await untilAborted(done, signal);
+      return await untilAborted(done, signal, abortError);
     },
   };
-}
-
-/** `work`, or the abort's error if `signal` fires first. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(abortError(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortError(signal));
-    signal.addEventListener("abort", onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(err);
-      },
-    );
-  });
 }
 
 function abortError(signal: AbortSignal): BrokerError {
