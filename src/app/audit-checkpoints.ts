@@ -50,6 +50,9 @@ export async function openAuditCheckpoints(
   const { config, database, logger } = deps;
   if (config.key === undefined) return undefined;
   const macKey = await openCheckpointMacKey(lifecycle, config.key);
+  // Fail the start on a key that cannot make MACs (a symmetric key, no GenerateMac grant), not
+  // with a warning every 10 s while the trail goes unsigned.
+  await macKey.generateMac(Buffer.from("keybroker/audit-checkpoint-probe"));
   const checkpointer = createAuditCheckpointer({
     db: database.db,
     macKey,
