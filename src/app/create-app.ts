@@ -19,6 +19,7 @@ import { createReadiness } from "../observability/readiness.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
 import type { DatabaseHandle } from "../store/database.js";
 import { type Audit, openAudit } from "./audit.js";
+import { openAuditCheckpoints } from "./audit-checkpoints.js";
 import { createAuth } from "./auth.js";
 import { type Keys, openDataKeyCache, openKeys } from "./keys.js";
 import { createLifecycle, unwindOnFailure } from "./lifecycle.js";
@@ -94,7 +95,17 @@ export async function createApp(
     });
     readiness.markReady("pepper");
 
-    const audit = openAudit(lifecycle, { database, logger, metrics });
+    const checkpoints = await openAuditCheckpoints(lifecycle, {
+      config: config.auditCheckpoints,
+      database,
+      logger,
+    });
+    const audit = openAudit(lifecycle, {
+      database,
+      logger,
+      metrics,
+      onAppended: checkpoints && ((lastSeq) => checkpoints.noteAppended(lastSeq)),
+    });
     const guard = await createAuth(lifecycle, {
       config,
       database,

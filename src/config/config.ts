@@ -32,6 +32,21 @@ export const RELAXATIONS: {
   },
 };
 
+/**
+ * The key that signs audit checkpoints (M1), kept where the database cannot reach it: an HMAC KMS
+ * key, or in development a key derived from the local keyring file.
+ */
+export type AuditCheckpointKeyConfig =
+  | {
+      readonly kind: "aws-kms";
+      readonly keyId: string;
+      readonly region: string;
+      readonly endpoint: string | undefined;
+      readonly maxAttempts: number;
+      readonly attemptTimeoutMs: number;
+    }
+  | { readonly kind: "local"; readonly file: string };
+
 /** Everything the broker reads from its environment, validated once at start-up and frozen. */
 export interface Config {
   /** False only for `keybroker dev`; a production guard is off only if `relaxations` names it. */
@@ -101,6 +116,13 @@ export interface Config {
   readonly shutdownGraceMs: number;
   /** How often refusals without a valid caller key are written to the trail as one summary row. */
   readonly authFailureSummaryIntervalMs: number;
+  /** Signed checkpoints of the audit chain (M1); `key` undefined: none (aws-kms without a MAC key). */
+  readonly auditCheckpoints: {
+    readonly key: AuditCheckpointKeyConfig | undefined;
+    readonly intervalMs: number;
+    readonly rows: number;
+    readonly exportToLog: boolean;
+  };
 }
 
 /** providers/providers.json at the package root (from src/config/ or dist/src/config/). */
@@ -195,6 +217,18 @@ export const envSchema = z.object({
   KEYBROKER_SHUTDOWN_GRACE_MS: int(0, 120_000).default(10_000),
   // Refusals without a valid caller key are counted and written as one row per reason per interval.
   KEYBROKER_AUTH_FAILURE_SUMMARY_INTERVAL_MS: int(100, 3_600_000).default(60_000),
+  // M1: an HMAC_256 KMS key (GENERATE_VERIFY_MAC) that signs audit checkpoints; with the local
+  // keyring the key is derived from its file instead. Unset with aws-kms: no checkpoints (warned).
+  KEYBROKER_AUDIT_CHECKPOINT_KEY_ID: z.string().min(1).optional(),
+  KEYBROKER_AUDIT_CHECKPOINT_INTERVAL_MS: int(100, 3_600_000).default(10_000),
+  KEYBROKER_AUDIT_CHECKPOINT_ROWS: int(1, 10_000_000).default(10_000),
+  KEYBROKER_AUDIT_CHECKPOINT_LOG: z.enum(["on", "off"]).default("on"),
+  // Read by `keybroker migrate` only: the role `serve` connects as, granted what it needs and no
+  // more (INSERT/SELECT on the audit tables). A plain identifier: it is spliced into GRANT.
+  KEYBROKER_RUNTIME_DB_ROLE: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, "must be a lowercase SQL identifier")
+    .optional(),
 });
 
 export type KeybrokerEnv = z.input<typeof envSchema>;
@@ -317,6 +351,8 @@ export function loadConfig(
     }
   }
 
+  const auditCheckpointKey = checkpointKeyOf(e, problems);
+
   if (problems.length > 0) throw new ConfigError(problems);
 
   return Object.freeze({
@@ -378,7 +414,92 @@ export function loadConfig(
     logLevel: e.LOG_LEVEL,
     shutdownGraceMs: e.KEYBROKER_SHUTDOWN_GRACE_MS,
     authFailureSummaryIntervalMs: e.KEYBROKER_AUTH_FAILURE_SUMMARY_INTERVAL_MS,
+    auditCheckpoints: {
+      key: auditCheckpointKey,
+      intervalMs: e.KEYBROKER_AUDIT_CHECKPOINT_INTERVAL_MS,
+      rows: e.KEYBROKER_AUDIT_CHECKPOINT_ROWS,
+      exportToLog: e.KEYBROKER_AUDIT_CHECKPOINT_LOG === "on",
+    },
   });
+}
+
+type CheckpointKeyEnv = Pick<
+  z.output<typeof envSchema>,
+  | "KEYBROKER_KEYRING"
+  | "KEYBROKER_AUDIT_CHECKPOINT_KEY_ID"
+  | "AWS_REGION"
+  | "KEYBROKER_KMS_ENDPOINT"
+  | "KEYBROKER_KMS_MAX_ATTEMPTS"
+  | "KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS"
+  | "KEYBROKER_LOCAL_KEYRING_FILE"
+>;
+
+// With aws-kms, checkpoints need their own HMAC key (a symmetric encryption key cannot make MACs);
+// with the local keyring (already refused in production unless relaxed) the file serves.
+function checkpointKeyOf(e: CheckpointKeyEnv, problems: string[]): AuditCheckpointKeyConfig | undefined {
+  if (e.KEYBROKER_KEYRING === "local") {
+    if (e.KEYBROKER_AUDIT_CHECKPOINT_KEY_ID !== undefined) {
+      problems.push("KEYBROKER_AUDIT_CHECKPOINT_KEY_ID: an HMAC KMS key needs KEYBROKER_KEYRING=aws-kms");
+    }
+    return e.KEYBROKER_LOCAL_KEYRING_FILE === undefined
+      ? undefined
+      : { kind: "local", file: e.KEYBROKER_LOCAL_KEYRING_FILE };
+  }
+  if (e.KEYBROKER_AUDIT_CHECKPOINT_KEY_ID === undefined) return undefined;
+  if (e.AWS_REGION === undefined) problems.push("AWS_REGION: required with aws-kms");
+  return {
+    kind: "aws-kms",
+    keyId: e.KEYBROKER_AUDIT_CHECKPOINT_KEY_ID,
+    region: e.AWS_REGION ?? "",
+    endpoint: e.KEYBROKER_KMS_ENDPOINT,
+    maxAttempts: e.KEYBROKER_KMS_MAX_ATTEMPTS,
+    attemptTimeoutMs: e.KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS,
+  };
+}
+
+/**
+ * What `keybroker audit verify` needs: the database, and the checkpoint key when a keyring is
+ * configured (undefined otherwise: the chain is checked, its checkpoints are not).
+ */
+export function loadAuditVerifyConfig(env: Readonly<Record<string, string | undefined>>): {
+  readonly database: DatabaseConfig;
+  readonly checkpointKey: AuditCheckpointKeyConfig | undefined;
+} {
+  const database = loadDatabaseConfig(env);
+  const parsed = envSchema
+    .pick({
+      KEYBROKER_ALLOW_LOCAL_KEYRING: true,
+      KEYBROKER_KEYRING: true,
+      KEYBROKER_AUDIT_CHECKPOINT_KEY_ID: true,
+      AWS_REGION: true,
+      KEYBROKER_KMS_ENDPOINT: true,
+      KEYBROKER_KMS_MAX_ATTEMPTS: true,
+      KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS: true,
+      KEYBROKER_LOCAL_KEYRING_FILE: true,
+    })
+    .partial({ KEYBROKER_KEYRING: true })
+    .safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`));
+  }
+  const e = parsed.data;
+  if (e.KEYBROKER_KEYRING === undefined) return { database, checkpointKey: undefined };
+  const problems: string[] = [];
+  if (e.KEYBROKER_KEYRING === "local" && !e.KEYBROKER_ALLOW_LOCAL_KEYRING) {
+    problems.push("KEYBROKER_KEYRING: the local keyring needs KEYBROKER_ALLOW_LOCAL_KEYRING=1; use aws-kms");
+  }
+  const checkpointKey = checkpointKeyOf({ ...e, KEYBROKER_KEYRING: e.KEYBROKER_KEYRING }, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { database, checkpointKey };
+}
+
+/** `keybroker migrate`: the runtime role to grant to, if any (KEYBROKER_RUNTIME_DB_ROLE). */
+export function loadRuntimeRole(env: Readonly<Record<string, string | undefined>>): string | undefined {
+  const parsed = envSchema.pick({ KEYBROKER_RUNTIME_DB_ROLE: true }).safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`));
+  }
+  return parsed.data.KEYBROKER_RUNTIME_DB_ROLE;
 }
 
 /** One start-up warning line per relaxation `config` carries (logged by `serve` and `dev`). */

@@ -82,6 +82,15 @@ export interface AuditChainHeadTable {
   last_hash: Uint8Array;
 }
 
+/** M1: a signed checkpoint of the audit chain (audit-checkpoints.repository.ts). */
+export interface AuditCheckpointsTable {
+  seq: number;
+  chain_hash: Uint8Array;
+  signed_at: Date;
+  key_id: string;
+  mac: Uint8Array;
+}
+
 /** F1: the last nonce signed per secret, shared by every replica (outbound-nonces.repository.ts). */
 export interface OutboundNoncesTable {
   secret_id: string;
@@ -96,6 +105,7 @@ export interface Database {
   secret_versions: SecretVersionsTable;
   audit_events: AuditEventsTable;
   audit_chain_head: AuditChainHeadTable;
+  audit_checkpoints: AuditCheckpointsTable;
   outbound_nonces: OutboundNoncesTable;
 }
 
