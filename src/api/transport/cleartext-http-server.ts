@@ -19,6 +19,11 @@ export interface CleartextHttpServer {
   stopAccepting(): void;
   /** Drops every connection, busy or not; resolves once the listener is closed. */
   destroyAll(): Promise<void>;
+  /**
+   * The DER client certificate the TLS handshake verified for this request's connection;
+   * undefined in plaintext or when the client presented none.
+   */
+  verifiedClientCertificate(req: http.IncomingMessage | http2.Http2ServerRequest): Buffer | undefined;
 }
 
 // The HTTP/2 client preface starts "PRI * HTTP/2.0"; no HTTP/1 method is spelled PRI.
@@ -49,12 +54,19 @@ export function createCleartextHttpServer(
   h1.emit("listening");
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
+  // An HTTP/2 session reads a replaying stream (below), not the TLS socket under it: each
+  // session is tied to its TLS socket as it is created (synchronously, in "connection").
+  const tlsOfSession = new WeakMap<http2.ServerHttp2Session, tls.TLSSocket>();
+  let connectingTls: tls.TLSSocket | undefined;
   // Never listens: raw sockets are handed to it, and it runs Node's own server-side TLS
   // (handshake timeout, client-certificate checks), then the sniffing below on the clear stream.
   const tlsServer =
     options.tls === undefined
       ? undefined
       : tls.createServer({ ...options.tls, ALPNProtocols: ["h2", "http/1.1"] }, sniff);
+  // A plain tls.Server only reports a failed or timed-out handshake; the socket must be dropped
+  // here (https and http2 servers do this themselves).
+  tlsServer?.on("tlsClientError", (_err, socket: tls.TLSSocket) => socket.destroy());
   // The cap counts TCP connections, TLS handshakes in progress included (L5).
   const listener = createLimitedListener(limits, (socket) => {
     sockets.add(socket);
@@ -67,6 +79,7 @@ export function createCleartextHttpServer(
   });
   h2.on("session", (session: http2.ServerHttp2Session) => {
     sessions.add(session);
+    if (connectingTls !== undefined) tlsOfSession.set(session, connectingTls);
     session.once("close", () => sessions.delete(session));
     // Activity-based, and close() lets calls in flight finish: only a quiet connection goes.
     session.setTimeout(limits.idleTimeoutMs, () => session.close());
@@ -87,7 +100,9 @@ export function createCleartextHttpServer(
       socket.pause();
       socket.setTimeout(0);
       if (prefix.equals(PREFACE_START)) {
+        connectingTls = socket instanceof tls.TLSSocket ? socket : undefined;
         h2.emit("connection", replay(socket, seen));
+        connectingTls = undefined;
       } else {
         socket.unshift(seen);
         h1.emit("connection", socket);
@@ -124,22 +139,18 @@ export function createCleartextHttpServer(
     await closed;
   }
 
-  return { listen, stopAccepting, destroyAll };
-}
+  function verifiedClientCertificate(
+    req: http.IncomingMessage | http2.Http2ServerRequest,
+  ): Buffer | undefined {
+    const secured =
+      req instanceof http2.Http2ServerRequest
+        ? tlsOfSession.get(req.stream.session as http2.ServerHttp2Session)
+        : req.socket;
+    if (!(secured instanceof tls.TLSSocket) || !secured.authorized) return undefined;
+    return secured.getPeerCertificate().raw as Buffer | undefined;
+  }
 
-// An HTTP/2 request's socket is the replaying stream below, not the TLS socket under it.
-const TLS_SOCKET = Symbol("keybroker.tlsSocket");
-
-/**
- * The DER client certificate the TLS handshake verified for this request's connection, if any
- * (mTLS); undefined in plaintext or when the client presented none.
- */
-export function verifiedClientCertificate(req: { readonly socket: unknown }): Buffer | undefined {
-  const socket = req.socket as (net.Socket & { [TLS_SOCKET]?: tls.TLSSocket }) | null;
-  const secured = socket instanceof tls.TLSSocket ? socket : socket?.[TLS_SOCKET];
-  if (secured === undefined || !secured.authorized) return undefined;
-  const raw = secured.getPeerCertificate().raw as Buffer | undefined;
-  return raw;
+  return { listen, stopAccepting, destroyAll, verifiedClientCertificate };
 }
 
 /**
@@ -148,7 +159,7 @@ export function verifiedClientCertificate(req: { readonly socket: unknown }): Bu
  * it read through JavaScript, which sees them.
  */
 function replay(socket: net.Socket, first: Buffer): Duplex {
-  const stream: Duplex & { [TLS_SOCKET]?: tls.TLSSocket } = new Duplex({
+  const stream = new Duplex({
     read() {
       socket.resume();
     },
@@ -163,7 +174,6 @@ function replay(socket: net.Socket, first: Buffer): Duplex {
       callback(err);
     },
   });
-  if (socket instanceof tls.TLSSocket) stream[TLS_SOCKET] = socket;
   stream.push(first);
   socket.on("data", (chunk: Buffer) => {
     if (!stream.push(chunk)) {

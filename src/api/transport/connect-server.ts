@@ -31,7 +31,7 @@ import {
   DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
   routeOf,
 } from "./call-lifecycle.js";
-import { createCleartextHttpServer, verifiedClientCertificate } from "./cleartext-http-server.js";
+import { createCleartextHttpServer } from "./cleartext-http-server.js";
 import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS } from "./connection-limits.js";
 import { bearerTokenFrom, callerKeyFrom } from "./credential-headers.js";
 import type { CallStatus } from "./error-status.js";
@@ -97,7 +97,7 @@ export function createConnectServer(options: ConnectServerOptions): ConnectServe
     // Unknown fields are dropped, as on the grpc-js port.
     binaryOptions: { readUnknownFields: false },
     contextValues(req) {
-      const der = verifiedClientCertificate(req);
+      const der = server.verifiedClientCertificate(req);
       return createContextValues().set(
         CLIENT_CERT_SHA256,
         der === undefined ? undefined : certificateSha256(der),
