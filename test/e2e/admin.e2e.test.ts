@@ -72,7 +72,7 @@ describeOnEachDatabase("AdminService end to end on %s", (kind) => {
     },
   );
 
-  it("L6 answers UNIMPLEMENTED for every AdminService method on the app's gRPC port", async () => {
+  it("G68 L6: answers UNIMPLEMENTED for every AdminService method on the app's gRPC port", async () => {
     const onAppPort = createGrpcClients(broker.grpcAddress);
     try {
       for (const [method, request] of Object.entries(ADMIN_REQUESTS)) {
@@ -84,7 +84,7 @@ describeOnEachDatabase("AdminService end to end on %s", (kind) => {
     }
   });
 
-  it("L6 does not route AdminService on the Connect port (404, Connect's unimplemented)", async () => {
+  it("G68 L6: does not route AdminService on the Connect port (404, Connect's unimplemented)", async () => {
     const response = await fetch(`${broker.connectUrl}/keybroker.v1.AdminService/ListCallerKeys`, {
       method: "POST",
       headers: { "content-type": "application/json", "x-keybroker-key": adminKey },
@@ -99,7 +99,7 @@ describeOnEachDatabase("AdminService end to end on %s", (kind) => {
     expect(control.status).not.toBe(404); // the route exists: refused for want of credentials
   });
 
-  it("L6 leaves AdminService out of the app port's reflection and lists it on the admin port", async () => {
+  it("G68 L6: leaves AdminService out of the app port's reflection and lists it on the admin port", async () => {
     const app = await reflectedServices(broker.grpcAddress);
     expect(app).toEqual(expect.arrayContaining(["keybroker.v1.SecretService", "keybroker.v1.ProxyService"]));
     expect(app).not.toContain("keybroker.v1.AdminService");
@@ -108,11 +108,11 @@ describeOnEachDatabase("AdminService end to end on %s", (kind) => {
     expect(admin).not.toContain("keybroker.v1.SecretService");
   });
 
-  it("L6 serves AdminService on its own port to an admin key", async () => {
+  it("G68 L6: serves AdminService on its own port to an admin key", async () => {
     expect(await codeOf(admin("ListCallerKeys", {}))).toBe(status.OK);
   });
 
-  it("L6 refuses to mint an admin key over the API, by creation or by rotation (PERMISSION_DENIED)", async () => {
+  it("G68 L6: refuses to mint an admin key over the API, by creation or by rotation (PERMISSION_DENIED)", async () => {
     const before = ((await admin("ListCallerKeys", {})).callerKeys as WireMessage[]).length;
     expect(await codeOf(admin("CreateCallerKey", { name: "escalate", scopes: ["admin"] }))).toBe(
       status.PERMISSION_DENIED,

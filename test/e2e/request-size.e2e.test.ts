@@ -42,7 +42,7 @@ describe("request bodies as large as a provider accepts", () => {
 
   const lastUpstreamBodyLength = () => broker.upstream.requests.at(-1)?.body.length;
 
-  it("F3 proxies a body of exactly 1 MiB over the grpc-js port", async () => {
+  it("G73 F3: proxies a body of exactly 1 MiB over the grpc-js port", async () => {
     broker.upstream.reset();
     const { response } = await unary(
       broker.clients.proxy,
@@ -54,7 +54,7 @@ describe("request bodies as large as a provider accepts", () => {
     expect(lastUpstreamBodyLength()).toBe(MIB);
   });
 
-  it("F3 proxies a body of exactly 1 MiB over the Connect port", async () => {
+  it("G73 F3: proxies a body of exactly 1 MiB over the Connect port", async () => {
     broker.upstream.reset();
     const proxy = createClient(
       ProxyService,
@@ -68,7 +68,7 @@ describe("request bodies as large as a provider accepts", () => {
     expect(lastUpstreamBodyLength()).toBe(MIB);
   });
 
-  it("F3 leaves one byte more to the provider's own limit (INVALID_ARGUMENT), not the transport's", async () => {
+  it("G73 F3: leaves one byte more to the provider's own limit (INVALID_ARGUMENT), not the transport's", async () => {
     broker.upstream.reset();
     const err = await unary(
       broker.clients.proxy,

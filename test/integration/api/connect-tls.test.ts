@@ -58,7 +58,7 @@ describe("the Connect port over TLS", () => {
       (err: unknown) => ConnectError.from(err).code,
     );
 
-  it("M3 serves the Connect protocol over HTTP/1.1 and gRPC over HTTP/2 inside TLS", async () => {
+  it("G61 M3: serves the Connect protocol over HTTP/1.1 and gRPC over HTTP/2 inside TLS", async () => {
     const baseUrl = `https://127.0.0.1:${ports.tls}`;
     const overH1 = createClient(
       SecretService,
@@ -73,7 +73,7 @@ describe("the Connect port over TLS", () => {
     );
   });
 
-  it("M3 gives a plaintext client on the TLS port no answer", async () => {
+  it("G61 M3: gives a plaintext client on the TLS port no answer", async () => {
     const plaintext = createClient(
       SecretService,
       createConnectTransport({ baseUrl: `http://127.0.0.1:${ports.tls}`, httpVersion: "1.1" }),
@@ -81,7 +81,7 @@ describe("the Connect port over TLS", () => {
     expect(await codeOf(plaintext.listSecrets({ provider: "" }, { timeoutMs: 5_000 }))).not.toBe("ok");
   });
 
-  it("M3 with a client CA refuses a client without a certificate in the handshake", async () => {
+  it("G61 M3: with a client CA refuses a client without a certificate in the handshake", async () => {
     const anonymous = createClient(
       SecretService,
       createConnectTransport({
@@ -96,7 +96,7 @@ describe("the Connect port over TLS", () => {
     expect(mtlsRecorder.contexts.length).toBe(before);
   });
 
-  it("M3 with a client CA hands the verified client certificate's SHA-256 to the call, on HTTP/1.1 and HTTP/2", async () => {
+  it("G61 M3: with a client CA hands the verified client certificate's SHA-256 to the call, on HTTP/1.1 and HTTP/2", async () => {
     const expected = certificateSha256(new X509Certificate(certs.alice.cert).raw);
     const nodeOptions = { ca, cert: certs.alice.cert, key: certs.alice.key };
     const baseUrl = `https://127.0.0.1:${ports.mtls}`;

@@ -108,7 +108,7 @@ async function silentSocket(port: number): Promise<net.Socket> {
 }
 
 describe.each(["grpc-js", "connect"] as const)("the %s listener", (transport) => {
-  it("L5 closes a connection past the cap as it arrives and keeps the admitted ones", async () => {
+  it("G67 L5: closes a connection past the cap as it arrives and keeps the admitted ones", async () => {
     const port = await start(transport, PATIENT);
     const first = await h2Session(port);
     const second = await h2Session(port);
@@ -127,14 +127,14 @@ describe.each(["grpc-js", "connect"] as const)("the %s listener", (transport) =>
     expect(admitted).toBe(true);
   });
 
-  it("L5 announces its cap on concurrent streams per connection in SETTINGS", async () => {
+  it("G67 L5: announces its cap on concurrent streams per connection in SETTINGS", async () => {
     const session = http2.connect(`http://127.0.0.1:${await start(transport, PATIENT)}`);
     opened.push(session);
     const [settings] = (await once(session, "remoteSettings")) as [http2.Settings];
     expect(settings.maxConcurrentStreams).toBe(LIMITS.maxConcurrentStreams);
   });
 
-  it("L5 closes a connection that stays idle past the idle timeout", async () => {
+  it("G67 L5: closes a connection that stays idle past the idle timeout", async () => {
     const session = await h2Session(
       await start(transport, { ...PATIENT, idleTimeoutMs: LIMITS.idleTimeoutMs }),
     );
@@ -142,19 +142,19 @@ describe.each(["grpc-js", "connect"] as const)("the %s listener", (transport) =>
     expect(session.closed || session.destroyed).toBe(true);
   });
 
-  it("L5 closes a plaintext connection that never sends the HTTP/2 preface", async () => {
+  it("G67 L5: closes a plaintext connection that never sends the HTTP/2 preface", async () => {
     const socket = await silentSocket(await start(transport, { ...PATIENT, handshakeTimeoutMs: 300 }));
     await once(socket, "close");
     expect(socket.bytesWritten).toBe(0);
   });
 
-  it("L5 closes a connection that never completes the TLS handshake", async () => {
+  it("G67 L5: closes a connection that never completes the TLS handshake", async () => {
     const socket = await silentSocket(await start(transport, { ...PATIENT, handshakeTimeoutMs: 300 }, true));
     await once(socket, "close");
     expect(socket.bytesWritten).toBe(0);
   });
 
-  it("L5 serves TLS clients that do complete the handshake under the same limits", async () => {
+  it("G67 L5: serves TLS clients that do complete the handshake under the same limits", async () => {
     const port = await start(transport, { ...PATIENT, handshakeTimeoutMs: 300 }, true);
     const session = http2.connect(`https://127.0.0.1:${port}`, { ca: readFileSync(certs.caFile) });
     session.on("error", () => {});

@@ -238,7 +238,7 @@ describe("listeners (review M3, L5, L6, F3)", () => {
     KEYBROKER_ADMIN_TLS_CLIENT_CA_FILE: "/tls/operators-ca.pem",
   };
 
-  it("M3 binds every listener to loopback by default, in serve as in dev", () => {
+  it("G61 M3: binds every listener to loopback by default, in serve as in dev", () => {
     for (const mode of ["production", "development"] as const) {
       const config = loadConfig(
         mode === "production"
@@ -258,14 +258,14 @@ describe("listeners (review M3, L5, L6, F3)", () => {
     }
   });
 
-  it("M3 refuses a plaintext gRPC or Connect listener off loopback in production", () => {
+  it("G61 M3: refuses a plaintext gRPC or Connect listener off loopback in production", () => {
     const problems = problemsOf({ ...production, KEYBROKER_GRPC_HOST: "0.0.0.0" });
     expect(problems.map((p) => p.split(":")[0])).toEqual(["KEYBROKER_GRPC_HOST", "KEYBROKER_CONNECT_HOST"]);
     expect(problems[0]).toContain("KEYBROKER_ALLOW_PLAINTEXT_LISTENERS=mesh-mtls");
     expect(problemsOf({ ...production, KEYBROKER_CONNECT_HOST: "10.0.0.5" })).toHaveLength(1);
   });
 
-  it("M3 accepts them off loopback with TLS on both, or with the explicit mesh-mtls opt-out only", () => {
+  it("G61 M3: accepts them off loopback with TLS on both, or with the explicit mesh-mtls opt-out only", () => {
     const exposed = { ...production, KEYBROKER_GRPC_HOST: "0.0.0.0" };
     expect(loadConfig({ ...exposed, ...tls }).grpcTls).toEqual({
       certFile: "/tls/server.pem",
@@ -278,12 +278,12 @@ describe("listeners (review M3, L5, L6, F3)", () => {
     );
   });
 
-  it("L6 serves AdminService on its own loopback port by default, or not at all when off", () => {
+  it("G68 L6: serves AdminService on its own loopback port by default, or not at all when off", () => {
     expect(loadConfig(production).admin).toEqual({ host: "127.0.0.1", port: 50052, tls: undefined });
     expect(loadConfig({ ...production, KEYBROKER_ADMIN_GRPC_PORT: "off" }).admin).toBeUndefined();
   });
 
-  it("L6 refuses a non-loopback admin listener without mTLS in production, mesh opt-out or not", () => {
+  it("G68 L6: refuses a non-loopback admin listener without mTLS in production, mesh opt-out or not", () => {
     const exposed = { ...production, KEYBROKER_ADMIN_GRPC_HOST: "0.0.0.0" };
     expect(problemsOf(exposed)[0]).toMatch(/^KEYBROKER_ADMIN_GRPC_HOST: .*mTLS/);
     expect(problemsOf({ ...exposed, KEYBROKER_ALLOW_PLAINTEXT_LISTENERS: "mesh-mtls" })).toHaveLength(1);
@@ -296,7 +296,7 @@ describe("listeners (review M3, L5, L6, F3)", () => {
     });
   });
 
-  it("L5 caps connections and streams and bounds idle connections and handshakes by default, all configurable", () => {
+  it("G67 L5: caps connections and streams and bounds idle connections and handshakes by default, all configurable", () => {
     expect(loadConfig(production).listenerLimits).toEqual({
       maxConnections: 1_000,
       maxConcurrentStreams: 100,
@@ -321,7 +321,7 @@ describe("listeners (review M3, L5, L6, F3)", () => {
     );
   });
 
-  it("F3 leaves the receive cap to the provider registry unless KEYBROKER_MAX_RECEIVE_MESSAGE_BYTES sets it", () => {
+  it("G73 F3: leaves the receive cap to the provider registry unless KEYBROKER_MAX_RECEIVE_MESSAGE_BYTES sets it", () => {
     expect(loadConfig(production).maxReceiveMessageBytes).toBeUndefined();
     expect(
       loadConfig({ ...production, KEYBROKER_MAX_RECEIVE_MESSAGE_BYTES: "4194304" }).maxReceiveMessageBytes,
