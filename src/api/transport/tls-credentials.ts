@@ -4,6 +4,7 @@ import { createSecureContext, type TlsOptions } from "node:tls";
 import { ServerCredentials } from "@grpc/grpc-js";
 import { pemCertificateBlocks } from "../../auth/client-certificate.js";
 import { BrokerError } from "../../errors.js";
+import { DEFAULT_CONNECTION_LIMITS } from "./connection-limits.js";
 
 /** PEM files for one listener's TLS. */
 export interface ServerTlsFiles {
@@ -27,7 +28,7 @@ export interface ServerTls {
 }
 
 /** Default bound on a TLS handshake: Node's own default (120 s) lets idle half-open sockets pile up. */
-export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = DEFAULT_CONNECTION_LIMITS.handshakeTimeoutMs;
 
 /**
  * Reads and checks PEM files now, so a bad file fails start-up with a message that names it,
