@@ -4,7 +4,7 @@ import type { Logger } from "../log/logger.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
 import { createOutboundClient } from "../outbound/outbound-client.js";
-import { loadProviderRegistry } from "../outbound/provider-registry.js";
+import { largestRequestBodyBytes, loadProviderRegistry } from "../outbound/provider-registry.js";
 import { createOperationPolicy } from "../policy/operation-policy.js";
 import { createConcurrencyLimit } from "../proxy/concurrency-limit.js";
 import { createProxyService, type ProxyService } from "../proxy/proxy-service.js";
@@ -29,6 +29,8 @@ export interface ServicesDeps {
 export interface Services {
   readonly secrets: SecretService;
   readonly proxy: ProxyService;
+  /** The largest request body a provider accepts: the RPC receive cap derives from it (F3). */
+  readonly largestRequestBodyBytes: number;
 }
 
 /** The domain services behind the RPCs: the secret store and the outbound proxy. */
@@ -81,5 +83,9 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
     }),
   };
   const operations = createOperationPolicy(registry);
-  return { secrets, proxy: createProxyService({ secrets, outbound, operations, markUsed, limits }) };
+  return {
+    secrets,
+    proxy: createProxyService({ secrets, outbound, operations, markUsed, limits }),
+    largestRequestBodyBytes: largestRequestBodyBytes(registry),
+  };
 }

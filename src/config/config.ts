@@ -47,6 +47,25 @@ export type AuditCheckpointKeyConfig =
     }
   | { readonly kind: "local"; readonly file: string };
 
+/** PEM files of one listener's TLS; a client CA bundle makes it mTLS. */
+export interface ServerTlsConfig {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly clientCaFile?: string;
+}
+
+/** Per-listener connection limits (review L5). */
+export interface ListenerLimitsConfig {
+  /** Open connections at once; a connection past the cap is closed as it arrives. */
+  readonly maxConnections: number;
+  /** HTTP/2 streams (calls) at once on one connection. */
+  readonly maxConcurrentStreams: number;
+  /** A connection with no call for this long is closed (GOAWAY). */
+  readonly idleTimeoutMs: number;
+  /** The TLS handshake (or, in plaintext, the HTTP/2 preface) must complete within this. */
+  readonly handshakeTimeoutMs: number;
+}
+
 /** Everything the broker reads from its environment, validated once at start-up and frozen. */
 export interface Config {
   /** False only for `keybroker dev`; a production guard is off only if `relaxations` names it. */
@@ -58,10 +77,22 @@ export interface Config {
   readonly grpc: { readonly host: string; readonly port: number };
   /** Connect/gRPC-Web/gRPC over connect-node; undefined when disabled (port 0 means "any"). */
   readonly connect: { readonly host: string; readonly port: number } | undefined;
-  /** TLS on the gRPC port; with a client CA bundle, mTLS that requires client certificates. */
-  readonly grpcTls:
-    | { readonly certFile: string; readonly keyFile: string; readonly clientCaFile?: string }
+  /**
+   * TLS on the app ports (gRPC and Connect); with a client CA bundle, mTLS that requires client
+   * certificates. Undefined: plaintext, which production allows off loopback only with
+   * `plaintextListeners` (M3).
+   */
+  readonly grpcTls: ServerTlsConfig | undefined;
+  /** The `mesh-mtls` opt-out: a sidecar terminates mTLS in front of the plaintext app ports (M3). */
+  readonly plaintextListeners: "mesh-mtls" | undefined;
+  /** AdminService's own gRPC listener, loopback by default (L6); undefined when disabled. */
+  readonly admin:
+    | { readonly host: string; readonly port: number; readonly tls: ServerTlsConfig | undefined }
     | undefined;
+  /** Connection limits of every RPC listener (L5). */
+  readonly listenerLimits: ListenerLimitsConfig;
+  /** Largest request message; undefined: derived from the largest provider request body (F3). */
+  readonly maxReceiveMessageBytes: number | undefined;
   /** Metrics (/metrics), liveness (/livez) and readiness (/readyz), plain HTTP; undefined when off. */
   readonly ops: { readonly host: string; readonly port: number } | undefined;
   readonly database: DatabaseConfig;
@@ -155,7 +186,8 @@ export const envSchema = z.object({
   KEYBROKER_ALLOW_EMBEDDED_DATABASE: flag,
   KEYBROKER_PROCESS_METRICS: z.enum(["on", "off"]).default("on"),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-  KEYBROKER_GRPC_HOST: z.string().min(1).default("0.0.0.0"),
+  // Loopback unless told otherwise: exposing a port is a decision, with TLS or the mesh opt-out (M3).
+  KEYBROKER_GRPC_HOST: z.string().min(1).default("127.0.0.1"),
   KEYBROKER_GRPC_PORT: port.default(50051),
   KEYBROKER_CONNECT_HOST: z.string().min(1).optional(),
   /** Set to "off" to disable the Connect/gRPC-Web listener. */
@@ -163,6 +195,24 @@ export const envSchema = z.object({
   KEYBROKER_TLS_CERT_FILE: z.string().min(1).optional(),
   KEYBROKER_TLS_KEY_FILE: z.string().min(1).optional(),
   KEYBROKER_TLS_CLIENT_CA_FILE: z.string().min(1).optional(),
+  /**
+   * The one accepted value, "mesh-mtls", states that a service-mesh sidecar terminates mTLS in
+   * front of the plaintext app ports; production refuses them off loopback otherwise (M3).
+   */
+  KEYBROKER_ALLOW_PLAINTEXT_LISTENERS: z.literal("mesh-mtls").optional(),
+  KEYBROKER_ADMIN_GRPC_HOST: z.string().min(1).default("127.0.0.1"),
+  /** Set to "off" to disable the AdminService listener (the CLI still works on the database). */
+  KEYBROKER_ADMIN_GRPC_PORT: z.union([z.literal("off"), port]).default(50052),
+  KEYBROKER_ADMIN_TLS_CERT_FILE: z.string().min(1).optional(),
+  KEYBROKER_ADMIN_TLS_KEY_FILE: z.string().min(1).optional(),
+  KEYBROKER_ADMIN_TLS_CLIENT_CA_FILE: z.string().min(1).optional(),
+  // Per listener (L5): connections, calls per connection, idle and handshake timeouts.
+  KEYBROKER_MAX_CONNECTIONS: int(1, 1_000_000).default(1_000),
+  KEYBROKER_MAX_CONCURRENT_STREAMS: int(1, 10_000).default(100),
+  KEYBROKER_CONNECTION_IDLE_TIMEOUT_MS: int(1_000, 86_400_000).default(300_000),
+  KEYBROKER_HANDSHAKE_TIMEOUT_MS: int(100, 120_000).default(10_000),
+  /** Unset: the largest provider maxRequestBytes plus framing (F3); at most 80 MiB. */
+  KEYBROKER_MAX_RECEIVE_MESSAGE_BYTES: int(1_024, 80 * 1024 * 1024).optional(),
   /**
    * Comma-separated key ARNs and/or local:N: rows under any other master key fail closed.
    * Unset: only the configured master key. During a master-key rotation, list old and new.
@@ -332,16 +382,47 @@ export function loadConfig(
     keyring = { kind: "local", file: e.KEYBROKER_LOCAL_KEYRING_FILE ?? "" };
   }
 
-  if ((e.KEYBROKER_TLS_CERT_FILE === undefined) !== (e.KEYBROKER_TLS_KEY_FILE === undefined)) {
+  const grpcTls = tlsFilesOf(problems, "KEYBROKER_TLS", {
+    certFile: e.KEYBROKER_TLS_CERT_FILE,
+    keyFile: e.KEYBROKER_TLS_KEY_FILE,
+    clientCaFile: e.KEYBROKER_TLS_CLIENT_CA_FILE,
+  });
+  const connect =
+    e.KEYBROKER_CONNECT_PORT === "off"
+      ? undefined
+      : { host: e.KEYBROKER_CONNECT_HOST ?? e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_CONNECT_PORT };
+  // Credentials cross these ports: in production, plaintext only on loopback unless a mesh
+  // sidecar is declared to terminate mTLS in front of them (M3). Dev mode binds loopback anyway.
+  if (production && grpcTls === undefined && e.KEYBROKER_ALLOW_PLAINTEXT_LISTENERS === undefined) {
+    for (const [name, host] of [
+      ["KEYBROKER_GRPC_HOST", e.KEYBROKER_GRPC_HOST],
+      ["KEYBROKER_CONNECT_HOST", connect?.host],
+    ] as const) {
+      if (host !== undefined && !isLoopbackHost(host)) {
+        problems.push(
+          `${name}: a plaintext listener off loopback needs KEYBROKER_TLS_CERT_FILE and KEYBROKER_TLS_KEY_FILE, or KEYBROKER_ALLOW_PLAINTEXT_LISTENERS=mesh-mtls behind a service mesh that terminates mTLS`,
+        );
+      }
+    }
+  }
+  const adminTls = tlsFilesOf(problems, "KEYBROKER_ADMIN_TLS", {
+    certFile: e.KEYBROKER_ADMIN_TLS_CERT_FILE,
+    keyFile: e.KEYBROKER_ADMIN_TLS_KEY_FILE,
+    clientCaFile: e.KEYBROKER_ADMIN_TLS_CLIENT_CA_FILE,
+  });
+  // An admin key can shred any user: off loopback, production wants the listener's own mTLS,
+  // and the mesh opt-out does not cover it (L6).
+  if (
+    production &&
+    e.KEYBROKER_ADMIN_GRPC_PORT !== "off" &&
+    !isLoopbackHost(e.KEYBROKER_ADMIN_GRPC_HOST) &&
+    adminTls?.clientCaFile === undefined
+  ) {
     problems.push(
-      "KEYBROKER_TLS_KEY_FILE: set both KEYBROKER_TLS_CERT_FILE and KEYBROKER_TLS_KEY_FILE, or neither",
+      "KEYBROKER_ADMIN_GRPC_HOST: an AdminService listener off loopback needs mTLS (KEYBROKER_ADMIN_TLS_CERT_FILE, KEYBROKER_ADMIN_TLS_KEY_FILE and KEYBROKER_ADMIN_TLS_CLIENT_CA_FILE)",
     );
   }
-  if (e.KEYBROKER_TLS_CLIENT_CA_FILE !== undefined && e.KEYBROKER_TLS_CERT_FILE === undefined) {
-    problems.push(
-      "KEYBROKER_TLS_CLIENT_CA_FILE: mTLS needs KEYBROKER_TLS_CERT_FILE and KEYBROKER_TLS_KEY_FILE",
-    );
-  }
+
   let acceptedMasterKeys: string[] | undefined;
   if (e.KEYBROKER_ACCEPTED_MASTER_KEYS !== undefined) {
     try {
@@ -360,24 +441,24 @@ export function loadConfig(
     relaxations: Object.freeze(relaxations),
     processMetrics: e.KEYBROKER_PROCESS_METRICS === "on",
     grpc: { host: e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_GRPC_PORT },
-    connect:
-      e.KEYBROKER_CONNECT_PORT === "off"
-        ? undefined
-        : { host: e.KEYBROKER_CONNECT_HOST ?? e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_CONNECT_PORT },
+    connect,
     ops:
       e.KEYBROKER_METRICS_PORT === "off"
         ? undefined
         : { host: e.KEYBROKER_METRICS_HOST ?? e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_METRICS_PORT },
-    grpcTls:
-      e.KEYBROKER_TLS_CERT_FILE === undefined || e.KEYBROKER_TLS_KEY_FILE === undefined
+    grpcTls,
+    plaintextListeners: e.KEYBROKER_ALLOW_PLAINTEXT_LISTENERS,
+    admin:
+      e.KEYBROKER_ADMIN_GRPC_PORT === "off"
         ? undefined
-        : {
-            certFile: e.KEYBROKER_TLS_CERT_FILE,
-            keyFile: e.KEYBROKER_TLS_KEY_FILE,
-            ...(e.KEYBROKER_TLS_CLIENT_CA_FILE === undefined
-              ? {}
-              : { clientCaFile: e.KEYBROKER_TLS_CLIENT_CA_FILE }),
-          },
+        : { host: e.KEYBROKER_ADMIN_GRPC_HOST, port: e.KEYBROKER_ADMIN_GRPC_PORT, tls: adminTls },
+    listenerLimits: {
+      maxConnections: e.KEYBROKER_MAX_CONNECTIONS,
+      maxConcurrentStreams: e.KEYBROKER_MAX_CONCURRENT_STREAMS,
+      idleTimeoutMs: e.KEYBROKER_CONNECTION_IDLE_TIMEOUT_MS,
+      handshakeTimeoutMs: e.KEYBROKER_HANDSHAKE_TIMEOUT_MS,
+    },
+    maxReceiveMessageBytes: e.KEYBROKER_MAX_RECEIVE_MESSAGE_BYTES,
     acceptedMasterKeys,
     keyringBreaker: {
       failureThreshold: e.KEYBROKER_KEYRING_BREAKER_FAILURES,
@@ -500,6 +581,29 @@ export function loadRuntimeRole(env: Readonly<Record<string, string | undefined>
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`));
   }
   return parsed.data.KEYBROKER_RUNTIME_DB_ROLE;
+}
+
+/** Loopback names and addresses: a listener there is reachable from this host (or pod) only. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
+}
+
+/** One listener's TLS files: cert and key together, a client CA only with them. */
+function tlsFilesOf(
+  problems: string[],
+  prefix: string,
+  files: { certFile: string | undefined; keyFile: string | undefined; clientCaFile: string | undefined },
+): ServerTlsConfig | undefined {
+  const { certFile, keyFile, clientCaFile } = files;
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    problems.push(`${prefix}_KEY_FILE: set both ${prefix}_CERT_FILE and ${prefix}_KEY_FILE, or neither`);
+  }
+  if (clientCaFile !== undefined && certFile === undefined) {
+    problems.push(`${prefix}_CLIENT_CA_FILE: mTLS needs ${prefix}_CERT_FILE and ${prefix}_KEY_FILE`);
+  }
+  if (certFile === undefined || keyFile === undefined) return undefined;
+  return { certFile, keyFile, ...(clientCaFile === undefined ? {} : { clientCaFile }) };
 }
 
 /** One start-up warning line per relaxation `config` carries (logged by `serve` and `dev`). */

@@ -24,6 +24,18 @@ export interface ProviderRegistry {
   ids(): readonly string[];
 }
 
+/** A provider's request body limit when its definition sets none. */
+export const DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024;
+
+/** The largest request body any provider accepts: the transports must let it through (F3). */
+export function largestRequestBodyBytes(registry: ProviderRegistry): number {
+  let largest = 0;
+  for (const id of registry.ids()) {
+    largest = Math.max(largest, registry.get(id)?.definition.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES);
+  }
+  return largest;
+}
+
 export interface RegistryOptions {
   /** Production refuses `allowLoopback` and any non-https base URL. */
   readonly production: boolean;

@@ -35,6 +35,7 @@ const HOST_BOUND = [
   "KEYBROKER_GRPC_PORT",
   "KEYBROKER_CONNECT_PORT",
   "KEYBROKER_METRICS_PORT",
+  "KEYBROKER_ADMIN_GRPC_PORT",
 ];
 
 describe("docker-compose's broker environment", () => {
@@ -111,6 +112,7 @@ describe.skipIf(adminUrl === "")(
         KEYBROKER_GRPC_PORT: "0",
         KEYBROKER_CONNECT_PORT: "0",
         KEYBROKER_METRICS_PORT: "0",
+        KEYBROKER_ADMIN_GRPC_PORT: "0",
       };
       const childEnv = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", TZ: "UTC", ...env };
       // As compose's migrate service: the owner, granting the runtime role the broker serves as.

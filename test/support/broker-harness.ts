@@ -24,6 +24,8 @@ import { startTestIssuer, type TestIssuer } from "./test-issuer.js";
 export interface BrokerHarness {
   readonly app: App;
   readonly grpcAddress: string;
+  /** AdminService's own listener (L6); `clients.admin` dials it. */
+  readonly adminAddress: string;
   readonly connectUrl: string;
   /** Metrics and probes: http://127.0.0.1:PORT/{metrics,livez,readyz}. */
   readonly opsUrl: string;
@@ -79,6 +81,7 @@ export async function startBroker(
     KEYBROKER_GRPC_HOST: "127.0.0.1",
     KEYBROKER_GRPC_PORT: "0",
     KEYBROKER_CONNECT_PORT: "0",
+    KEYBROKER_ADMIN_GRPC_PORT: "0",
     KEYBROKER_METRICS_PORT: "0",
     KEYBROKER_KEYRING: "aws-kms",
     KEYBROKER_KMS_KEY_ID: "alias/keybroker",
@@ -95,15 +98,17 @@ export async function startBroker(
     ...env,
   });
   const app = await createApp(config, logs.logger, { migrate: false, overrides: { database } });
-  const { grpcPort, connectPort, opsPort } = await app.start();
+  const { grpcPort, connectPort, adminPort, opsPort } = await app.start();
   const grpcAddress = `127.0.0.1:${grpcPort}`;
-  const clients = createGrpcClients(grpcAddress);
+  const adminAddress = `127.0.0.1:${adminPort}`;
+  const clients = createGrpcClients(grpcAddress, adminAddress);
   const admin = createCallerKeyAdmin({ db: database.db });
   let closed = false;
 
   return {
     app,
     grpcAddress,
+    adminAddress,
     connectUrl: `http://127.0.0.1:${connectPort}`,
     opsUrl: `http://127.0.0.1:${opsPort}`,
     database,

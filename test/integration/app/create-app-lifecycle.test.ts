@@ -99,6 +99,7 @@ describe("createApp's lifecycle", () => {
       KEYBROKER_GRPC_HOST: "127.0.0.1",
       KEYBROKER_GRPC_PORT: "0",
       KEYBROKER_CONNECT_PORT: "off",
+      KEYBROKER_ADMIN_GRPC_PORT: "off",
       KEYBROKER_METRICS_PORT: "off",
       KEYBROKER_PGLITE_DIR: join(dir, "pglite"),
       KEYBROKER_KEYRING: "local",
