@@ -32,7 +32,8 @@ export type RefusalReason =
   | "token_expired"
   | "token_not_for_user"
   | "token_wrong_client"
-  | "token_permission_missing";
+  | "token_permission_missing"
+  | "session_ended";
 
 /** Which credential a refusal is about. */
 export type RefusedCredential = "caller_key" | "access_token";
@@ -48,6 +49,7 @@ const CREDENTIAL_OF: Readonly<Record<RefusalReason, RefusedCredential>> = {
   token_not_for_user: "access_token",
   token_wrong_client: "access_token",
   token_permission_missing: "access_token",
+  session_ended: "access_token",
 };
 
 /** The credential `reason` refers to. */

@@ -1,4 +1,5 @@
 import { createConnectServer } from "../api/transport/connect-server.js";
+import type { FormPostRoute } from "../api/transport/form-post-route.js";
 import { createGrpcServer } from "../api/transport/grpc-server.js";
 import type { ServiceRegistration } from "../api/transport/handlers.js";
 import { loadServerTlsCredentials } from "../api/transport/tls-credentials.js";
@@ -13,6 +14,8 @@ import type { Lifecycle } from "./lifecycle.js";
 export interface ServersDeps {
   readonly config: Pick<Config, "grpc" | "grpcTls" | "connect" | "ops" | "shutdownGraceMs">;
   readonly services: readonly ServiceRegistration[];
+  /** Plain HTTP POST routes on the Connect port (the back-channel logout endpoint). */
+  readonly formRoutes?: readonly FormPostRoute[];
   readonly metrics: Pick<Metrics, "rpcCompleted" | "registry">;
   readonly readiness: Pick<Readiness<string>, "check" | "markShuttingDown">;
   readonly logger: Logger;
@@ -52,7 +55,9 @@ export async function createServers(lifecycle: Lifecycle, deps: ServersDeps): Pr
     ...(credentials === undefined ? {} : { credentials }),
   });
   const connect =
-    config.connect === undefined ? undefined : createConnectServer({ services, logger, onCallEnd });
+    config.connect === undefined
+      ? undefined
+      : createConnectServer({ services, logger, onCallEnd, formRoutes: deps.formRoutes ?? [] });
   // One teardown for both RPC ports: they drain together (each bounded by the grace period),
   // after readiness already says "shutting down".
   lifecycle.defer("rpc servers", async () => {

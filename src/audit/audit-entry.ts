@@ -53,6 +53,8 @@ const DETAIL_RULES: { readonly [K in keyof Required<AuditDetail>]: DetailRule } 
   masterKeyId: shaped(KEY_ID, true),
   dataKeyVersion: count,
   count,
+  source: shaped(IDENTIFIER),
+  sessionRef: shaped(/^[0-9a-f]{64}$/),
 };
 
 function isDetailKey(key: string): key is keyof AuditDetail {

@@ -1,5 +1,5 @@
 /** Scopes a caller key can carry. */
-export const CALLER_SCOPES = ["secrets:read", "secrets:write", "proxy:call", "admin"] as const;
+export const CALLER_SCOPES = ["secrets:read", "secrets:write", "proxy:call", "admin", "session:end"] as const;
 export type CallerScope = (typeof CALLER_SCOPES)[number];
 
 export function isCallerScope(value: string): value is CallerScope {
@@ -22,4 +22,8 @@ export interface UserIdentity {
   readonly userRef: Buffer;
   /** Token expiry, epoch seconds. */
   readonly expiresAt: number;
+  /** The token's `iat`, epoch seconds (compared with logouts: issue 14). */
+  readonly issuedAt?: number | undefined;
+  /** HMAC(pepper, issuer | sid) when the token names its session (`sid`); never the raw sid. */
+  readonly sessionRef?: Buffer | undefined;
 }

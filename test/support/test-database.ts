@@ -43,6 +43,8 @@ const TABLES = [
   "audit_events",
   "audit_chain_head",
   "outbound_nonces",
+  "session_revocations",
+  "logout_token_ids",
 ] as const;
 
 /** A throwaway, migrated database of the given kind; `close()` destroys it. */

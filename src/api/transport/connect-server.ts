@@ -25,6 +25,7 @@ import {
 import { createCleartextHttpServer } from "./cleartext-http-server.js";
 import { bearerTokenFrom, callerKeyFrom } from "./credential-headers.js";
 import type { CallStatus } from "./error-status.js";
+import { type FormPostRoute, formRouteFor, serveFormPost } from "./form-post-route.js";
 import {
   type ServerStreamingHandler,
   type ServiceRegistration,
@@ -40,6 +41,8 @@ export interface ConnectServerOptions {
   /** Largest request message accepted (after decompression). Default 1 MiB, as on grpc-js. */
   readonly maxReceiveMessageBytes?: number;
   readonly onCallEnd?: CallEndListener;
+  /** Plain HTTP POST routes served beside the RPCs (the back-channel logout endpoint). */
+  readonly formRoutes?: readonly FormPostRoute[];
 }
 
 /** Connect, gRPC-Web and gRPC (h2c or HTTP/1.1) for clients that cannot use the grpc-js port. */
@@ -80,9 +83,12 @@ export function createConnectServer(options: ConnectServerOptions): ConnectServe
   });
   // Tracked per HTTP exchange, not per handler: a drained server must also have written its
   // responses, which connect-node does after the handler returns.
+  const formRoutes = options.formRoutes ?? [];
   const server = createCleartextHttpServer((req, res) => {
     res.once("close", lifecycle.track({ abort: abortAll }));
-    adapter(req, res);
+    const formRoute = formRouteFor(formRoutes, req);
+    if (formRoute !== undefined) serveFormPost(formRoute, req, res, options.logger);
+    else adapter(req, res);
   });
 
   function mountServices(router: ConnectRouter): void {
