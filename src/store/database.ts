@@ -134,6 +134,8 @@ async function listenOnPostgres(
     // A confirm on a half-open connection must fail rather than hang: that is how loss is seen.
     query_timeout: config.connectTimeoutMs,
     keepAlive: true,
+    // Named, so an operator (or a fault test) can tell it apart in pg_stat_activity.
+    application_name: `keybroker listen ${channel}`,
   });
   let lost = false;
   const lose = (err: unknown): void => {
