@@ -34,7 +34,8 @@ export type RefusalReason =
   | "token_wrong_client"
   | "token_permission_missing"
   | "operation_unclassified"
-  | "operation_not_granted";
+  | "operation_not_granted"
+  | "session_ended";
 
 /**
  * Which credential a refusal is about. "secret": the stored secret cannot be used for the call
@@ -55,6 +56,7 @@ const CREDENTIAL_OF: Readonly<Record<RefusalReason, RefusedCredential>> = {
   token_permission_missing: "access_token",
   operation_unclassified: "secret",
   operation_not_granted: "secret",
+  session_ended: "access_token",
 };
 
 /** The credential `reason` refers to. */

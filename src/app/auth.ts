@@ -3,10 +3,12 @@ import { createUserCallGuard, type UserCallGuard } from "../api/rpc/call-guard.j
 import type { AuditLog } from "../audit/audit-log.js";
 import { createAuthFailureSummary } from "../audit/auth-failure-summary.js";
 import { createCallerAuthenticator } from "../auth/caller-authenticator.js";
+import type { UserIdentity } from "../auth/identity.js";
 import { createJwksFetch } from "../auth/jwks-fetch.js";
+import type { SessionRevocations } from "../auth/session-revocations.js";
 import { createTokenVerifier } from "../auth/token-verifier.js";
 import type { Config } from "../config/config.js";
-import { deriveUserRef } from "../keys/user-ref.js";
+import { deriveSessionRef, deriveUserRef } from "../keys/user-ref.js";
 import type { Logger } from "../log/logger.js";
 import type { Metrics } from "../observability/metrics.js";
 import { createCallerKeyLookup, markCallerKeyUsed } from "../store/caller-keys.repository.js";
@@ -20,6 +22,10 @@ export interface AuthDeps {
   readonly audit: AuditLog;
   readonly metrics: Pick<Metrics, "authRefused">;
   readonly logger: Logger;
+  /** Logouts (issue 14): checked on every token, and each one purges the caches it concerns. */
+  readonly revocations: Pick<SessionRevocations, "check" | "subscribe">;
+  /** Drops a user's unwrapped data keys from memory. */
+  readonly forgetUserKeys: (userRef: Buffer) => void;
 }
 
 /**
@@ -29,7 +35,7 @@ export interface AuthDeps {
  * log it writes to closes.
  */
 export async function createAuth(lifecycle: Lifecycle, deps: AuthDeps): Promise<UserCallGuard> {
-  const { config, database, pepper, audit, metrics, logger } = deps;
+  const { config, database, pepper, audit, metrics, logger, revocations } = deps;
   const { allowedAzp, tokenCacheMaxEntries, issuerCaFile, ...auth } = config.auth;
   // A private issuer CA is trusted by adding it, not by allowing http (L7).
   const jwksFetch = issuerCaFile === undefined ? undefined : createJwksFetch(await readFile(issuerCaFile));
@@ -40,6 +46,18 @@ export async function createAuth(lifecycle: Lifecycle, deps: AuthDeps): Promise<
     ...(allowedAzp === undefined ? {} : { allowedAzp }),
     cacheMaxEntries: tokenCacheMaxEntries,
     deriveUserRef: (issuer, subject) => deriveUserRef(pepper, issuer, subject),
+    deriveSessionRef: (issuer, sid) => deriveSessionRef(pepper, issuer, sid),
+    revocations,
+  });
+  revocations.subscribe((revoked) => {
+    // A session logout names no user: the users are those whose cached tokens carried the session.
+    const matches =
+      revoked.kind === "user"
+        ? (id: UserIdentity) => id.userRef.equals(revoked.ref)
+        : (id: UserIdentity) => id.sessionRef?.equals(revoked.ref) === true;
+    const evicted = tokens.forget(matches);
+    if (revoked.kind === "user") deps.forgetUserKeys(revoked.ref);
+    for (const identity of evicted) deps.forgetUserKeys(identity.userRef);
   });
   const callers = createCallerAuthenticator({
     lookup: createCallerKeyLookup(database.prepared),

@@ -1,16 +1,23 @@
+import { randomUUID } from "node:crypto";
 import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
 import { createUserShredder } from "../admin/user-shredder.js";
 import { createAdminServiceHandlers } from "../api/rpc/admin-service-handlers.js";
 import type { UserCallGuard } from "../api/rpc/call-guard.js";
 import { createProxyServiceHandlers } from "../api/rpc/proxy-service-handlers.js";
 import { createSecretServiceHandlers } from "../api/rpc/secret-service-handlers.js";
+import {
+  createBackchannelLogoutRoute,
+  createSessionServiceHandlers,
+} from "../api/rpc/session-service-handlers.js";
 import { routeGrpcLibraryLogs } from "../api/transport/grpc-library-logs.js";
 import { registerService, type ServiceRegistration } from "../api/transport/handlers.js";
 import { createAuditReader } from "../audit/audit-reader.js";
+import { createSessionRevocations } from "../auth/session-revocations.js";
 import type { Config } from "../config/config.js";
 import { AdminService } from "../gen/keybroker/v1/admin_pb.js";
 import { ProxyService } from "../gen/keybroker/v1/proxy_pb.js";
 import { SecretService } from "../gen/keybroker/v1/secrets_pb.js";
+import { SessionService } from "../gen/keybroker/v1/sessions_pb.js";
 import type { Keyring } from "../keys/keyring.js";
 import { deriveUserRef } from "../keys/user-ref.js";
 import type { Logger } from "../log/logger.js";
@@ -25,6 +32,7 @@ import { type Keys, openDataKeyCache, openKeys } from "./keys.js";
 import { createLifecycle, unwindOnFailure } from "./lifecycle.js";
 import { type BoundPorts, createServers } from "./servers.js";
 import { createServices, type Services } from "./services.js";
+import { openSessions } from "./sessions.js";
 import { openStorage, prepareSchema } from "./storage.js";
 
 /** Parts a test or the dev command may supply instead of building them from config. */
@@ -106,12 +114,25 @@ export async function createApp(
       metrics,
       onAppended: checkpoints && ((lastSeq) => checkpoints.noteAppended(lastSeq)),
     });
+    const revocations = createSessionRevocations({
+      maxStalenessMs: config.sessions.revocationMaxStalenessMs,
+    });
     const guard = await createAuth(lifecycle, {
       config,
       database,
       pepper: keys.pepper,
       audit: audit.log,
       metrics,
+      logger,
+      revocations,
+      forgetUserKeys: (userRef) => keys.userDataKeys.forgetUser(userRef),
+    });
+    const sessions = await openSessions(lifecycle, {
+      config,
+      database,
+      pepper: keys.pepper,
+      audit: audit.log,
+      revocations,
       logger,
     });
     const services = await createServices(lifecycle, {
@@ -125,9 +146,17 @@ export async function createApp(
     const rpc = registerRpcServices({ config, database, keys, guard, audit, services });
     const servers = await createServers(lifecycle, {
       config,
-      services: rpc.app,
+      services: [
+        ...rpc.app,
+        registerService(SessionService, createSessionServiceHandlers({ guard, sessions })),
+      ],
       adminServices: rpc.admin,
       largestRequestBodyBytes: services.largestRequestBodyBytes,
+      // The issuer's back-channel logout, beside the RPCs (Connect port); only with audiences set.
+      formRoutes:
+        config.sessions.logoutAudiences === undefined
+          ? []
+          : [createBackchannelLogoutRoute({ sessions, requestId: randomUUID })],
       metrics,
       readiness,
       logger,

@@ -1,5 +1,6 @@
 import { receiveLimitFor } from "../api/transport/call-lifecycle.js";
 import { createConnectServer } from "../api/transport/connect-server.js";
+import type { FormPostRoute } from "../api/transport/form-post-route.js";
 import { createGrpcServer } from "../api/transport/grpc-server.js";
 import type { ServiceRegistration } from "../api/transport/handlers.js";
 import { grpcServerCredentials, loadServerTls, nodeTlsOptions } from "../api/transport/tls-credentials.js";
@@ -30,6 +31,8 @@ export interface ServersDeps {
   readonly adminServices: readonly ServiceRegistration[];
   /** The largest request body a provider accepts (F3). */
   readonly largestRequestBodyBytes: number;
+  /** Plain HTTP POST routes on the Connect port (the back-channel logout endpoint). */
+  readonly formRoutes?: readonly FormPostRoute[];
   readonly metrics: Pick<Metrics, "rpcCompleted" | "registry">;
   readonly readiness: Pick<Readiness<string>, "check" | "markShuttingDown">;
   readonly logger: Logger;
@@ -80,6 +83,7 @@ export async function createServers(lifecycle: Lifecycle, deps: ServersDeps): Pr
       : createConnectServer({
           ...common,
           services,
+          formRoutes: deps.formRoutes ?? [],
           ...(appTls === undefined ? {} : { tls: nodeTlsOptions(appTls, limits.handshakeTimeoutMs) }),
         });
   const adminTls = config.admin?.tls === undefined ? undefined : await loadServerTls(config.admin.tls);

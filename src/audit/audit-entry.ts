@@ -60,6 +60,8 @@ const DETAIL_RULES: { readonly [K in keyof Required<AuditDetail>]: DetailRule } 
   operationClass: shaped(CLASS_NAME),
   grant: shaped(CLASS_LIST),
   grantChange: shaped(CLASS_NAME),
+  source: shaped(IDENTIFIER),
+  sessionRef: shaped(/^[0-9a-f]{64}$/),
 };
 
 function isDetailKey(key: string): key is keyof AuditDetail {

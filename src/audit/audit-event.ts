@@ -18,7 +18,8 @@ export type AuditAction =
   | "caller_key.rotate"
   | "user.shred"
   | "rewrap.step"
-  | "integrity.failure";
+  | "integrity.failure"
+  | "session.end";
 
 /**
  * `started` is written before a sensitive operation touches any key (Vault's request entry):
@@ -58,6 +59,10 @@ export interface AuditDetail {
   readonly grant?: string;
   /** How a PutSecret's grant compares with the previous one: new, same, narrowed, widened. */
   readonly grantChange?: string;
+  /** Where a logout came from: "backchannel", "rpc" or "self" (issue 14). */
+  readonly source?: string;
+  /** The ended session: its HMAC'd ref in hex (never the raw `sid`). */
+  readonly sessionRef?: string;
 }
 
 /** One event as the broker reports it; `record` stamps the time and the chain assigns `seq`. */

@@ -15,6 +15,7 @@ export const CALLER_SCOPES = [
   "proxy:credentials",
   "proxy:webhooks",
   "admin",
+  "session:end",
 ] as const;
 export type CallerScope = (typeof CALLER_SCOPES)[number];
 
@@ -49,4 +50,8 @@ export interface UserIdentity {
   readonly userRef: Buffer;
   /** Token expiry, epoch seconds. */
   readonly expiresAt: number;
+  /** The token's `iat`, epoch seconds (compared with logouts: issue 14). */
+  readonly issuedAt?: number | undefined;
+  /** HMAC(pepper, issuer | sid) when the token names its session (`sid`); never the raw sid. */
+  readonly sessionRef?: Buffer | undefined;
 }

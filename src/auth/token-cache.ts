@@ -6,6 +6,8 @@ import type { UserIdentity } from "./identity.js";
 export interface TokenCache {
   get(token: string): UserIdentity | undefined;
   set(token: string, identity: UserIdentity): void;
+  /** Drops every entry whose identity matches (a logout: issue 14); returns the dropped identities. */
+  evictWhere(matches: (identity: UserIdentity) => boolean): UserIdentity[];
   readonly size: number;
 }
 
@@ -38,13 +40,13 @@ export function createTokenCache(opts: TokenCacheOptions): TokenCache {
       if (hit.expiresAt * 1000 <= opts.now()) return undefined;
       entries.set(key, hit);
       // A copy, so a caller that scribbles on the buffer cannot change who the next hit is.
-      return { userRef: Buffer.from(hit.userRef), expiresAt: hit.expiresAt };
+      return copyOf(hit);
     },
     set(token, identity) {
       if (opts.maxEntries === 0 || identity.expiresAt * 1000 <= opts.now()) return;
       const key = keyOf(token);
       entries.delete(key);
-      entries.set(key, { userRef: Buffer.from(identity.userRef), expiresAt: identity.expiresAt });
+      entries.set(key, copyOf(identity));
       // Bounded loop: at most one eviction per insert once full.
       while (entries.size > opts.maxEntries) {
         const oldest = entries.keys().next();
@@ -52,8 +54,26 @@ export function createTokenCache(opts: TokenCacheOptions): TokenCache {
         entries.delete(oldest.value);
       }
     },
+    evictWhere(matches) {
+      const evicted: UserIdentity[] = [];
+      for (const [key, identity] of entries) {
+        if (!matches(identity)) continue;
+        entries.delete(key);
+        evicted.push(identity);
+      }
+      return evicted;
+    },
     get size() {
       return entries.size;
     },
+  };
+}
+
+function copyOf(identity: UserIdentity): UserIdentity {
+  return {
+    userRef: Buffer.from(identity.userRef),
+    expiresAt: identity.expiresAt,
+    ...(identity.issuedAt === undefined ? {} : { issuedAt: identity.issuedAt }),
+    ...(identity.sessionRef === undefined ? {} : { sessionRef: Buffer.from(identity.sessionRef) }),
   };
 }

@@ -2,6 +2,7 @@ import type { FetchImplementation, JWTPayload, JWTVerifyGetKey, JWTVerifyOptions
 import { createRemoteJWKSet, customFetch, errors, jwtVerify } from "jose";
 import { BrokerError, type RefusalReason, untilAborted } from "../errors.js";
 import type { UserIdentity } from "./identity.js";
+import type { SessionRevocations } from "./session-revocations.js";
 import { createTokenCache } from "./token-cache.js";
 import { precheckAccessToken } from "./token-precheck.js";
 
@@ -39,6 +40,13 @@ export interface TokenVerifierOptions {
   readonly cacheMaxEntries: number;
   /** Maps the verified (issuer, sub) to the opaque user reference (an HMAC under the pepper). */
   readonly deriveUserRef: (issuer: string, subject: string) => Buffer;
+  /** Maps a token's (issuer, sid) to an opaque session reference; without it `sid` is ignored. */
+  readonly deriveSessionRef?: ((issuer: string, sid: string) => Buffer) | undefined;
+  /**
+   * Logouts (issue 14), checked on every verify, cached or not: a revoked token is refused
+   * UNAUTHENTICATED "session ended", and a stale view fails closed (UNAVAILABLE).
+   */
+  readonly revocations?: Pick<SessionRevocations, "check"> | undefined;
   /** Epoch milliseconds; injectable for tests. */
   readonly now?: () => number;
 }
@@ -46,6 +54,8 @@ export interface TokenVerifierOptions {
 /** Turns a bearer token into the user it speaks for, or throws a BrokerError. */
 export interface TokenVerifier {
   verify(token: string | undefined, options?: { signal?: AbortSignal }): Promise<UserIdentity>;
+  /** Drops verified tokens from the cache (a logout); returns whose they were. */
+  forget(matches: (identity: UserIdentity) => boolean): UserIdentity[];
 }
 
 const MAX_CLOCK_TOLERANCE_SEC = 30;
@@ -122,7 +132,17 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     // The cache must not outlive the maximum age either.
     const expiresAt =
       opts.maxTokenAgeSec === undefined || iat === undefined ? exp : Math.min(exp, iat + opts.maxTokenAgeSec);
-    return { userRef: opts.deriveUserRef(opts.issuer, sub), expiresAt };
+    const sid = payload.sid;
+    const sessionRef =
+      opts.deriveSessionRef !== undefined && typeof sid === "string" && sid.length > 0
+        ? opts.deriveSessionRef(opts.issuer, sid)
+        : undefined;
+    return {
+      userRef: opts.deriveUserRef(opts.issuer, sub),
+      expiresAt,
+      ...(iat === undefined ? {} : { issuedAt: iat }),
+      ...(sessionRef === undefined ? {} : { sessionRef }),
+    };
   }
 
   return {
@@ -132,14 +152,19 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       precheckAccessToken(token);
 
       const cached = cache.get(token);
-      if (cached !== undefined) return cached;
+      if (cached !== undefined) {
+        opts.revocations?.check(cached);
+        return cached;
+      }
 
       // jose cannot be interrupted: a cancelled call stops waiting and the result is dropped.
       const work = verifyUncached(token);
       const identity = signal === undefined ? await work : await untilAborted(work, signal, abortError);
+      opts.revocations?.check(identity);
       cache.set(token, identity);
       return identity;
     },
+    forget: (matches) => cache.evictWhere(matches),
   };
 }
 

@@ -131,7 +131,21 @@ export interface Config {
     readonly jwksTimeoutMs: number;
     readonly tokenCacheMaxEntries: number;
   };
-  readonly dataKeyCache: { readonly maxAgeMs: number; readonly maxUses: number; readonly maxEntries: number };
+  readonly dataKeyCache: {
+    readonly maxAgeMs: number;
+    readonly maxUses: number;
+    readonly maxEntries: number;
+    /** A key unused for this long leaves memory (issue 14). */
+    readonly idleMs: number;
+  };
+  /** Logout (issue 14). */
+  readonly sessions: {
+    /** The app client ids a logout token may be addressed to; undefined: logout tokens refused. */
+    readonly logoutAudiences: readonly string[] | undefined;
+    readonly logoutTokenMaxAgeSec: number;
+    /** User calls fail closed once the replica's logout view is this old (lost LISTEN connection). */
+    readonly revocationMaxStalenessMs: number;
+  };
   /** Proxied calls in flight at once, per secret and per caller key, on this replica (L8). */
   readonly proxyConcurrency: {
     readonly perSecret: number;
@@ -257,6 +271,15 @@ export const envSchema = z.object({
   KEYBROKER_DATA_KEY_CACHE_MAX_AGE_MS: int(1_000, 3_600_000).default(300_000),
   KEYBROKER_DATA_KEY_CACHE_MAX_USES: int(1, 1_000_000).default(10_000),
   KEYBROKER_DATA_KEY_CACHE_MAX_ENTRIES: int(1, 1_000_000).default(10_000),
+  // Issue 14: an idle user's unwrapped data key leaves memory after this long without a call.
+  KEYBROKER_DATA_KEY_IDLE_TIMEOUT_MS: int(1_000, 3_600_000).default(120_000),
+  // Comma-separated app client ids: the `aud` a back-channel logout token must carry. Unset: the
+  // logout endpoint is not served and EndSession refuses; users can still end their own sessions.
+  KEYBROKER_LOGOUT_AUDIENCES: z.string().min(1).optional(),
+  // A logout token older than this (by iat) is stale and refused.
+  KEYBROKER_LOGOUT_TOKEN_MAX_AGE_SEC: int(10, 3_600).default(300),
+  // Fail closed: user calls are refused once this replica's logout view has gone unconfirmed this long.
+  KEYBROKER_REVOCATION_MAX_STALENESS_MS: int(1_000, 600_000).default(10_000),
   // One user's slow streams must not take the provider's whole connection pool (L8).
   // Default: half of the 16 connections a provider pool has, so one secret leaves room for others.
   KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET: int(1, 10_000).default(8),
@@ -433,6 +456,17 @@ export function loadConfig(
   }
 
   const auditCheckpointKey = checkpointKeyOf(e, problems);
+  let logoutAudiences: string[] | undefined;
+  if (e.KEYBROKER_LOGOUT_AUDIENCES !== undefined) {
+    logoutAudiences = e.KEYBROKER_LOGOUT_AUDIENCES.split(",").map((a) => a.trim());
+    if (logoutAudiences.some((a) => a.length === 0 || /\s/.test(a))) {
+      problems.push("KEYBROKER_LOGOUT_AUDIENCES: comma-separated client ids, none empty");
+    }
+    // The API identifier is what access tokens carry: a logout token must never be one of those.
+    if (logoutAudiences.includes(e.AUTH0_AUDIENCE)) {
+      problems.push("KEYBROKER_LOGOUT_AUDIENCES: must name app client ids, not AUTH0_AUDIENCE");
+    }
+  }
 
   if (problems.length > 0) throw new ConfigError(problems);
 
@@ -489,6 +523,12 @@ export function loadConfig(
       maxAgeMs: e.KEYBROKER_DATA_KEY_CACHE_MAX_AGE_MS,
       maxUses: e.KEYBROKER_DATA_KEY_CACHE_MAX_USES,
       maxEntries: e.KEYBROKER_DATA_KEY_CACHE_MAX_ENTRIES,
+      idleMs: e.KEYBROKER_DATA_KEY_IDLE_TIMEOUT_MS,
+    },
+    sessions: {
+      logoutAudiences: logoutAudiences === undefined ? undefined : Object.freeze(logoutAudiences),
+      logoutTokenMaxAgeSec: e.KEYBROKER_LOGOUT_TOKEN_MAX_AGE_SEC,
+      revocationMaxStalenessMs: e.KEYBROKER_REVOCATION_MAX_STALENESS_MS,
     },
     providersFile: e.KEYBROKER_PROVIDERS_FILE ?? SHIPPED_PROVIDERS_FILE,
     outboundCaFile: e.KEYBROKER_OUTBOUND_CA_FILE,

@@ -8,6 +8,11 @@ export interface DataKeyCacheOptions {
   readonly maxUses: number;
   /** Least recently used entries are evicted beyond this many. */
   readonly maxEntries: number;
+  /**
+   * An entry not used for this long is evicted (issue 14: an idle user's key leaves memory well
+   * before `maxAgeMs`). Unset: only age and uses bound it.
+   */
+  readonly idleMs?: number | undefined;
   /** Clock in milliseconds; tests pass a fake one. */
   readonly now?: () => number;
 }
@@ -32,6 +37,8 @@ export interface DataKeyCache {
   getOrLoad(key: string, load: () => Promise<Buffer>): Promise<Buffer>;
   /** Forgets and zeroes an entry (user shredded, data key rotated). */
   delete(key: string): void;
+  /** Forgets and zeroes every entry whose cache key matches (a user's logout); returns how many. */
+  deleteWhere(matches: (key: string) => boolean): number;
   /** Forgets and zeroes every entry. */
   clear(): void;
   /** Zeroes and drops every expired entry; returns how many. For a periodic timer. */
@@ -42,6 +49,7 @@ export interface DataKeyCache {
 interface Entry {
   readonly key: Buffer;
   readonly loadedAt: number;
+  lastUsedAt: number;
   uses: number;
 }
 
@@ -71,6 +79,8 @@ export function createDataKeyCache(options: DataKeyCacheOptions): DataKeyCache {
   checkPositive("maxAgeMs", maxAgeMs);
   checkPositive("maxUses", maxUses);
   checkPositive("maxEntries", maxEntries);
+  const idleMs = options.idleMs ?? Number.POSITIVE_INFINITY;
+  if (options.idleMs !== undefined) checkPositive("idleMs", options.idleMs);
   const now = options.now ?? Date.now;
 
   // Map order is recency order: a hit re-inserts its entry, so the first one is the LRU.
@@ -88,13 +98,14 @@ export function createDataKeyCache(options: DataKeyCacheOptions): DataKeyCache {
   }
 
   function isExpired(entry: Entry, at: number): boolean {
-    return at - entry.loadedAt >= maxAgeMs || entry.uses >= maxUses;
+    return at - entry.loadedAt >= maxAgeMs || at - entry.lastUsedAt >= idleMs || entry.uses >= maxUses;
   }
 
   // The entry is the loaded buffer itself, which the cache now owns and zeroes on eviction.
   function insert(key: string, loaded: Buffer): void {
     drop(key);
-    entries.set(key, { key: loaded, loadedAt: now(), uses: 0 });
+    const at = now();
+    entries.set(key, { key: loaded, loadedAt: at, lastUsedAt: at, uses: 0 });
     for (const oldest of entries.keys()) {
       if (entries.size <= maxEntries) break;
       drop(oldest);
@@ -104,11 +115,13 @@ export function createDataKeyCache(options: DataKeyCacheOptions): DataKeyCache {
   function takeCached(key: string): Buffer | undefined {
     const entry = entries.get(key);
     if (entry === undefined) return undefined;
-    if (isExpired(entry, now())) {
+    const at = now();
+    if (isExpired(entry, at)) {
       drop(key);
       return undefined;
     }
     entry.uses += 1;
+    entry.lastUsedAt = at;
     const copy = copyOf(entry.key);
     if (entry.uses >= maxUses) {
       drop(key); // used up: zero it now rather than at the next lookup
@@ -191,6 +204,21 @@ export function createDataKeyCache(options: DataKeyCacheOptions): DataKeyCache {
       if (flight !== undefined) flight.cacheable = false;
       flights.delete(key);
       drop(key);
+    },
+
+    deleteWhere(matches) {
+      for (const [key, flight] of flights) {
+        if (!matches(key)) continue;
+        flight.cacheable = false;
+        flights.delete(key);
+      }
+      let deleted = 0;
+      for (const key of [...entries.keys()]) {
+        if (!matches(key)) continue;
+        drop(key);
+        deleted += 1;
+      }
+      return deleted;
     },
 
     clear() {

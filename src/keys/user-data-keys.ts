@@ -9,6 +9,7 @@ import type { EncryptionContext, Keyring } from "./keyring.js";
 export interface DataKeyCache {
   getOrLoad(key: string, load: () => Promise<Buffer>): Promise<Buffer>;
   delete(key: string): void;
+  deleteWhere(matches: (key: string) => boolean): number;
 }
 
 /** A user's unwrapped data key. The holder zeroes `key` (fill(0)) when done with it. */
@@ -29,6 +30,8 @@ export function userKeyContext(userRef: Buffer): EncryptionContext {
 export interface UserDataKeys {
   /** Drops a user's cached plaintext key now (shred, rotation) instead of at cache expiry (D46). */
   forget(userRef: Buffer, stored: StoredUserKey): void;
+  /** Drops every cached key of this user, whatever its version (a logout: issue 14). */
+  forgetUser(userRef: Buffer): number;
   /** Unwraps a stored key (served from the cache when possible). */
   unwrap(userRef: Buffer, stored: StoredUserKey, signal: AbortSignal): Promise<UserDataKey>;
   /** The user's data key, created (one KMS GenerateDataKey) on the user's first write. */
@@ -77,6 +80,10 @@ export function createUserDataKeys(deps: { keyring: Keyring; cache: DataKeyCache
     unwrap,
     forget(userRef, stored) {
       cache.delete(cacheKeyOf(userRef, stored));
+    },
+    forgetUser(userRef) {
+      const prefix = `${userRef.toString("hex")}:`;
+      return cache.deleteWhere((key) => key.startsWith(prefix));
     },
     async forWrite(db, userRef, signal) {
       const existing = await findUserKey(db, userRef);

@@ -3,6 +3,7 @@ import { lengthPrefixed } from "../crypto/canonical-encoding.js";
 import { BrokerError } from "../errors.js";
 
 const USER_REF_LABEL = "keybroker/user-ref/v1";
+const SESSION_REF_LABEL = "keybroker/session-ref/v1";
 const FINGERPRINT_KEY_INFO = "keybroker/fingerprint-key/v1";
 const FINGERPRINT_LABEL = "keybroker/fingerprint/v1";
 const MIN_PEPPER_BYTES = 32;
@@ -30,6 +31,20 @@ export function deriveUserRef(pepper: Buffer, issuer: string, subject: string): 
   }
   return createHmac("sha256", pepper)
     .update(lengthPrefixed(USER_REF_LABEL, issuer, subject))
+    .digest();
+}
+
+/**
+ * The name a login session (`sid`) is stored under in the revocation table (issue 14): an HMAC
+ * like the user ref, under its own label, so a session id and a user id never share a ref.
+ */
+export function deriveSessionRef(pepper: Buffer, issuer: string, sid: string): Buffer {
+  checkPepper(pepper);
+  if (issuer.length === 0 || sid.length === 0) {
+    throw new BrokerError("invalid_argument", "the session id is empty");
+  }
+  return createHmac("sha256", pepper)
+    .update(lengthPrefixed(SESSION_REF_LABEL, issuer, sid))
     .digest();
 }
 

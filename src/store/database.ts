@@ -31,6 +31,27 @@ export interface DatabaseHandle {
   /** Prepared statements for the hot path (see prepared.ts). */
   readonly prepared: PreparedRunner;
   readonly kind: DatabaseConfig["kind"];
+  /**
+   * Subscribes to NOTIFY on `channel`: on Postgres over a dedicated connection (a pooled one would
+   * go back to the pool and miss notices), on PGlite in-process. `onLost` is called at most once,
+   * when that connection fails; the subscription is then dead and the caller re-subscribes.
+   */
+  listen(
+    channel: string,
+    onNotice: (payload: string) => void,
+    onLost: (err: unknown) => void,
+  ): Promise<NotificationSubscription>;
+  close(): Promise<void>;
+}
+
+/** A live LISTEN. */
+export interface NotificationSubscription {
+  /**
+   * One round trip on the listening connection. Postgres delivers a notice to an idle listener
+   * as its transaction commits, ahead of any later reply, so once this resolves every notice
+   * committed before the call has been handed to `onNotice`.
+   */
+  confirm(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -48,6 +69,12 @@ export function pgliteHandle(pglite: PGlite): DatabaseHandle {
     db,
     prepared: pgliteRunner(db),
     kind: "pglite",
+    async listen(channel, onNotice) {
+      // One process, one connection: a notice can be neither lost nor delayed, so there is
+      // nothing to confirm and the subscription is never lost.
+      const unsubscribe = await pglite.listen(channel, onNotice);
+      return { confirm: async () => undefined, close: () => unsubscribe() };
+    },
     async close() {
       await db.destroy();
       if (!pglite.closed) await pglite.close();
@@ -88,8 +115,61 @@ export async function openDatabase(config: DatabaseConfig, logger: Logger): Prom
     db,
     prepared: pgPreparedRunner(pool),
     kind: "postgres",
+    listen: (channel, onNotice, onLost) => listenOnPostgres(config, channel, onNotice, onLost),
     async close() {
       await db.destroy();
+    },
+  };
+}
+
+async function listenOnPostgres(
+  config: Extract<DatabaseConfig, { kind: "postgres" }>,
+  channel: string,
+  onNotice: (payload: string) => void,
+  onLost: (err: unknown) => void,
+): Promise<NotificationSubscription> {
+  const client = new pg.Client({
+    connectionString: config.url.unwrap(),
+    connectionTimeoutMillis: config.connectTimeoutMs,
+    // A confirm on a half-open connection must fail rather than hang: that is how loss is seen.
+    query_timeout: config.connectTimeoutMs,
+    keepAlive: true,
+    // Named, so an operator (or a fault test) can tell it apart in pg_stat_activity.
+    application_name: `keybroker listen ${channel}`,
+  });
+  let lost = false;
+  const lose = (err: unknown): void => {
+    if (lost) return;
+    lost = true;
+    // A dead (or half-open) connection is closed, never reused: the caller listens anew.
+    client.end().catch(() => undefined);
+    onLost(err);
+  };
+  client.on("notification", (message) => {
+    if (message.channel === channel) onNotice(message.payload ?? "");
+  });
+  client.on("error", lose);
+  client.on("end", () => lose(new Error("listening connection ended")));
+  try {
+    await client.connect();
+    await client.query(`listen ${client.escapeIdentifier(channel)}`);
+  } catch (err) {
+    lost = true; // the caller sees the throw; no second report
+    await client.end().catch(() => undefined);
+    throw err;
+  }
+  return {
+    async confirm() {
+      try {
+        await client.query("select 1");
+      } catch (err) {
+        lose(err);
+        throw err;
+      }
+    },
+    async close() {
+      lost = true;
+      await client.end().catch(() => undefined);
     },
   };
 }

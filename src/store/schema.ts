@@ -97,6 +97,22 @@ export interface OutboundNoncesTable {
   last_nonce: number;
 }
 
+/** Issue 14: tokens of a user or session issued at or before `revoked_before` are refused. */
+export interface SessionRevocationsTable {
+  subject_kind: "user" | "session";
+  /** The user ref, or the HMAC'd session id: never a raw `sub` or `sid`. */
+  subject_ref: Uint8Array;
+  /** Epoch seconds. */
+  revoked_before: number;
+  updated_at: Generated<Date>;
+}
+
+/** Issue 14: logout tokens already accepted, by SHA-256 of (iss, jti). */
+export interface LogoutTokenIdsTable {
+  id_hash: Uint8Array;
+  expires_at: Date;
+}
+
 export interface Database {
   broker_state: BrokerStateTable;
   caller_keys: CallerKeysTable;
@@ -107,6 +123,8 @@ export interface Database {
   audit_chain_head: AuditChainHeadTable;
   audit_checkpoints: AuditCheckpointsTable;
   outbound_nonces: OutboundNoncesTable;
+  session_revocations: SessionRevocationsTable;
+  logout_token_ids: LogoutTokenIdsTable;
 }
 
 export type CallerKeyRow = Selectable<CallerKeysTable>;

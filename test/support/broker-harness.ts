@@ -7,6 +7,8 @@ import { createCallerKeyAdmin } from "../../src/admin/caller-key-admin.js";
 import { type App, createApp } from "../../src/app/create-app.js";
 import type { CallerScope } from "../../src/auth/identity.js";
 import { loadConfig } from "../../src/config/config.js";
+import { Redacted } from "../../src/log/redacted.js";
+import { openDatabase } from "../../src/store/database.js";
 import { type CapturedLogs, captureLogs } from "./captured-logs.js";
 import { createGrpcClients, type GrpcClients } from "./grpc-client.js";
 import {
@@ -45,6 +47,20 @@ export interface BrokerHarness {
   revokeCallerKey(id: string): Promise<void>;
   /** A valid user access token for `sub` (claims may override anything). */
   tokenFor(sub: string, claims?: Partial<JWTPayload>): Promise<string>;
+  /**
+   * Another replica: a second broker on the same database (on Postgres through its own pool and
+   * LISTEN connection, as a second process would have), issuer and KMS. Closed by `close()` too.
+   */
+  replica(): Promise<BrokerReplica>;
+  close(): Promise<void>;
+}
+
+/** A second broker serving the same data. */
+export interface BrokerReplica {
+  readonly app: App;
+  readonly grpcAddress: string;
+  readonly connectUrl: string;
+  readonly clients: GrpcClients;
   close(): Promise<void>;
 }
 
@@ -68,7 +84,7 @@ export async function startBroker(
   const caFile = join(dir, "upstream-ca.pem");
   await writeFile(providersFile, JSON.stringify(testProviders(upstream.port)));
   await writeFile(caFile, upstream.ca);
-  const config = loadConfig({
+  const baseEnv = {
     // Production rules, with only the relaxations this harness needs, each named (L7): the test
     // issuer is plain http on loopback, the test providers are loopback, and the database is
     // passed in below (the config's own database is never opened).
@@ -96,7 +112,8 @@ export async function startBroker(
     KEYBROKER_PROVIDERS_FILE: providersFile,
     KEYBROKER_OUTBOUND_CA_FILE: caFile,
     ...env,
-  });
+  };
+  const config = loadConfig(baseEnv);
   const app = await createApp(config, logs.logger, { migrate: false, overrides: { database } });
   const { grpcPort, connectPort, adminPort, opsPort } = await app.start();
   const grpcAddress = `127.0.0.1:${grpcPort}`;
@@ -104,6 +121,43 @@ export async function startBroker(
   const clients = createGrpcClients(grpcAddress, adminAddress);
   const admin = createCallerKeyAdmin({ db: database.db });
   let closed = false;
+  const replicas: BrokerReplica[] = [];
+
+  async function replica(): Promise<BrokerReplica> {
+    const shared =
+      database.url === undefined
+        ? // PGlite is one process's database: the replica shares the instance (and its LISTEN).
+          { ...database, close: async () => undefined }
+        : await openDatabase(
+            {
+              kind: "postgres",
+              url: new Redacted(database.url),
+              maxConnections: 5,
+              connectTimeoutMs: 5_000,
+              statementTimeoutMs: 30_000,
+            },
+            logs.logger,
+          );
+    const replicaApp = await createApp(loadConfig(baseEnv), logs.logger, {
+      migrate: false,
+      overrides: { database: shared },
+    });
+    const ports = await replicaApp.start();
+    const replicaClients = createGrpcClients(`127.0.0.1:${ports.grpcPort}`);
+    const started: BrokerReplica = {
+      app: replicaApp,
+      grpcAddress: `127.0.0.1:${ports.grpcPort}`,
+      connectUrl: `http://127.0.0.1:${ports.connectPort}`,
+      clients: replicaClients,
+      async close() {
+        replicaClients.close();
+        await replicaApp.stop();
+        await shared.close();
+      },
+    };
+    replicas.push(started);
+    return started;
+  }
 
   return {
     app,
@@ -128,9 +182,11 @@ export async function startBroker(
     },
     revokeCallerKey: (id) => admin.revoke(id),
     tokenFor: (sub, claims = {}) => issuer.sign({ sub, ...claims }),
+    replica,
     async close() {
       if (closed) return;
       closed = true;
+      await Promise.all(replicas.map((r) => r.close()));
       clients.close();
       await app.stop();
       await Promise.all([issuer.close(), kms.close(), upstream.close()]);

@@ -25,7 +25,12 @@ import {
 import { loadSync, type Options } from "@grpc/proto-loader";
 
 const PROTO_ROOT = fileURLToPath(new URL("../../proto", import.meta.url));
-const PROTO_FILES = ["keybroker/v1/secrets.proto", "keybroker/v1/proxy.proto", "keybroker/v1/admin.proto"];
+const PROTO_FILES = [
+  "keybroker/v1/secrets.proto",
+  "keybroker/v1/proxy.proto",
+  "keybroker/v1/admin.proto",
+  "keybroker/v1/sessions.proto",
+];
 
 export const PROTO_LOADER_OPTIONS: Options = {
   keepCase: false,
@@ -55,6 +60,7 @@ export interface GrpcClients {
   readonly secrets: Client;
   readonly proxy: Client;
   readonly admin: Client;
+  readonly sessions: Client;
   close(): void;
 }
 
@@ -89,14 +95,17 @@ export function createGrpcClients(address: string, adminAddress = address): Grpc
   const secrets = new SecretsClient(address, credentials.createInsecure());
   const proxy = new ProxyClient(address, credentials.createInsecure());
   const admin = new (v1.AdminService as ServiceClientConstructor)(adminAddress, credentials.createInsecure());
+  const sessions = new (v1.SessionService as ServiceClientConstructor)(address, credentials.createInsecure());
   return {
     secrets,
     proxy,
     admin,
+    sessions,
     close() {
       secrets.close();
       proxy.close();
       admin.close();
+      sessions.close();
     },
   };
 }

@@ -44,6 +44,8 @@ const TABLES = [
   "audit_chain_head",
   "audit_checkpoints",
   "outbound_nonces",
+  "session_revocations",
+  "logout_token_ids",
 ] as const;
 
 /** A throwaway, migrated database of the given kind; `close()` destroys it. */

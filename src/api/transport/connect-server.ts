@@ -35,6 +35,7 @@ import { createCleartextHttpServer } from "./cleartext-http-server.js";
 import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS } from "./connection-limits.js";
 import { bearerTokenFrom, callerKeyFrom } from "./credential-headers.js";
 import type { CallStatus } from "./error-status.js";
+import { type FormPostRoute, formRouteFor, serveFormPost } from "./form-post-route.js";
 import {
   type ServerStreamingHandler,
   type ServiceRegistration,
@@ -54,6 +55,8 @@ export interface ConnectServerOptions {
   readonly limits?: ConnectionLimits;
   /** Default: plaintext. TLS (mTLS with a client CA) from tls-credentials.ts `nodeTlsOptions` (M3). */
   readonly tls?: TlsOptions;
+  /** Plain HTTP POST routes served beside the RPCs (the back-channel logout endpoint). */
+  readonly formRoutes?: readonly FormPostRoute[];
 }
 
 // The verified client certificate's SHA-256, read from the connection once per request.
@@ -106,10 +109,13 @@ export function createConnectServer(options: ConnectServerOptions): ConnectServe
   });
   // Tracked per HTTP exchange, not per handler: a drained server must also have written its
   // responses, which connect-node does after the handler returns.
+  const formRoutes = options.formRoutes ?? [];
   const server = createCleartextHttpServer(
     (req, res) => {
       res.once("close", lifecycle.track({ abort: abortAll }));
-      adapter(req, res);
+      const formRoute = formRouteFor(formRoutes, req);
+      if (formRoute !== undefined) serveFormPost(formRoute, req, res, options.logger);
+      else adapter(req, res);
     },
     {
       limits: options.limits ?? DEFAULT_CONNECTION_LIMITS,

@@ -247,7 +247,7 @@ describeOnEachDatabase("audit log on %s", (kind) => {
     // On Postgres the second replica has its own connection pool, as a second process would.
     const second: DatabaseHandle =
       database.url === undefined
-        ? { db: database.db, prepared: database.prepared, kind, close: async () => {} }
+        ? { ...database, close: async () => {} }
         : await openDatabase(
             {
               kind: "postgres",

@@ -28,7 +28,7 @@ describe("token verifier: accepted tokens", () => {
     const user = await verifier.verify(await issuer.sign({ exp }));
     expect(user.userRef).toEqual(hmacUserRef(issuer.issuer, "auth0|test-user"));
     expect(user.expiresAt).toBe(exp);
-    expect(Object.keys(user).sort()).toEqual(["expiresAt", "userRef"]);
+    expect(Object.keys(user).sort()).toEqual(["expiresAt", "issuedAt", "userRef"]);
   });
 
   it("A12 gives two social logins with different subs different user refs", async () => {
