@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { rateLimitsSchema } from "./rate-limit-schema.js";
 
 // Shapes of a provider definition. Cross-field rules (host in allowedHosts, fields covered,
 // production restrictions) live in provider-registry.ts so every problem is reported together.
@@ -129,6 +130,8 @@ export const providerSchema = z.strictObject({
       .max(64 * 1024 ** 2),
   ),
   allowLoopback: z.optional(z.boolean()),
+  /** Calls per secret and per caller key, provider-wide and per operation class (rate-limit-schema.ts). */
+  rateLimits: z.optional(rateLimitsSchema),
 });
 
 export const registryFileSchema = z.strictObject({

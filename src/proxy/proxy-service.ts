@@ -5,8 +5,10 @@ import type {
   OutboundStreamResponse,
 } from "../outbound/outbound-client.js";
 import type { OpenedSecret, SealedSecret, SecretService } from "../secrets/secret-service.js";
+import type { CallRateLimiter } from "./call-rate-limiter.js";
 import type { ConcurrencyLimit } from "./concurrency-limit.js";
 import type { ProxyCallInput } from "./proxy-input.js";
+import type { RateLimitPolicy } from "./rate-limit-policy.js";
 
 /** The upstream's answer, and which provider the secret was sent to (for the audit trail). */
 export type ProxiedResponse = OutboundResponse & { readonly provider: string };
@@ -50,7 +52,28 @@ export function createProxyService(deps: {
   markUsed?: (secretId: string) => void;
   /** In-flight bounds per secret and per caller key, taken before anything is decrypted (L8). */
   limits?: { readonly perSecret: ConcurrencyLimit; readonly perCaller: ConcurrencyLimit };
+  /** Calls per window per secret and per caller key, across replicas (issue 13 item 6). */
+  rates?: { readonly policy: RateLimitPolicy; readonly limiter: CallRateLimiter };
 }): ProxyService {
+  /**
+   * A token from every limit that applies, before anything is decrypted: the provider is the
+   * secret's own (from its row; a writer who changes it fails the AAD check at unseal anyway).
+   */
+  function takeRateTokens(
+    sealed: SealedSecret,
+    callerKeyId: string,
+    signal: AbortSignal,
+  ): Promise<void> | undefined {
+    if (deps.rates === undefined) return undefined;
+    const buckets = deps.rates.policy.bucketsFor({
+      provider: sealed.secret.provider,
+      operationClass: undefined,
+      secretId: sealed.secret.id,
+      callerKeyId,
+    });
+    return buckets.length === 0 ? undefined : deps.rates.limiter.take(buckets, signal);
+  }
+
   const noSlot = () => undefined;
   /** Both slots or neither: a refusal (or abort) while waiting for the second frees the first. */
   async function acquireSlots(
@@ -88,6 +111,8 @@ export function createProxyService(deps: {
     fetch: (user, input) => deps.secrets.fetch(user, input.secretId),
 
     async call(user, input, sealed, { signal, requestId, callerKeyId }) {
+      const limited = takeRateTokens(sealed, callerKeyId, signal);
+      if (limited !== undefined) await limited;
       const release = await acquireSlots(input.secretId, callerKeyId, signal);
       try {
         const secret = await deps.secrets.unseal(user, sealed, signal);
@@ -104,6 +129,8 @@ export function createProxyService(deps: {
     },
 
     async callStream(user, input, sealed, { signal, requestId, callerKeyId }) {
+      const limited = takeRateTokens(sealed, callerKeyId, signal);
+      if (limited !== undefined) await limited;
       const release = await acquireSlots(input.secretId, callerKeyId, signal);
       let secret: OpenedSecret;
       let response: OutboundStreamResponse;

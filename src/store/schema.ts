@@ -86,6 +86,14 @@ export interface OutboundNoncesTable {
   last_nonce: number;
 }
 
+/** Rate-limit token leases shared by every replica, one row per bucket and fixed window. */
+export interface RateLimitLeasesTable {
+  bucket: string;
+  window_start: number;
+  used: number;
+  last_grant: number;
+}
+
 export interface Database {
   broker_state: BrokerStateTable;
   caller_keys: CallerKeysTable;
@@ -95,6 +103,7 @@ export interface Database {
   audit_events: AuditEventsTable;
   audit_chain_head: AuditChainHeadTable;
   outbound_nonces: OutboundNoncesTable;
+  rate_limit_leases: RateLimitLeasesTable;
 }
 
 export type CallerKeyRow = Selectable<CallerKeysTable>;

@@ -43,6 +43,7 @@ const TABLES = [
   "audit_events",
   "audit_chain_head",
   "outbound_nonces",
+  "rate_limit_leases",
 ] as const;
 
 /** A throwaway, migrated database of the given kind; `close()` destroys it. */
