@@ -40,15 +40,18 @@ interface Window {
   nextBlock: number;
   /** The lease in flight; concurrent calls wait for it instead of sending their own. */
   leasing: Promise<void> | undefined;
+  /** Calls waiting for a lease: the next lease asks for at least this many (up to a block). */
+  waiters: number;
   /** The one local block a window may grant itself when the store cannot be reached. */
   fallbackUsed: boolean;
   /** After a failed lease, no new attempt before this time (no statement per call in an outage). */
   retryStoreAt: number;
 }
 
-// Leases retried per call at most: each round either gets tokens or learns the window is spent,
-// so more only happens when concurrent calls keep draining fresh blocks first.
-const MAX_LEASE_ROUNDS = 8;
+// Leases waited for per call at most. Leases are sized to the calls waiting (up to a block), and
+// each round either gets tokens or learns the window is spent, so a call only runs out of rounds
+// when tens of thousands wait at once; it is then refused as over the limit.
+const MAX_LEASE_ROUNDS = 64;
 const STORE_RETRY_MS = 1_000;
 const LOCAL_SWEEP_MS = 60_000;
 const STORE_SWEEP_MS = 10 * 60_000;
@@ -95,6 +98,7 @@ export function createCallRateLimiter(deps: {
       spent: false,
       nextBlock: firstBlockOf(bucket.limit),
       leasing: undefined,
+      waiters: 0,
       fallbackUsed: false,
       retryStoreAt: 0,
     };
@@ -109,7 +113,7 @@ export function createCallRateLimiter(deps: {
   }
 
   async function lease(bucket: RateLimitBucket, window: Window): Promise<void> {
-    const block = window.nextBlock;
+    const block = Math.min(maxBlockOf(bucket.limit), Math.max(window.nextBlock, window.waiters));
     let granted: number;
     try {
       granted = await deps.store.lease(bucket.key, window.start, block, bucket.limit);
@@ -151,10 +155,16 @@ export function createCallRateLimiter(deps: {
       if (at < window.retryStoreAt) {
         throw new BrokerError("unavailable", "rate limit state is unreachable; retry later");
       }
+      // Counted before a lease starts, so the lease is sized for every call waiting on it.
+      window.waiters++;
       window.leasing ??= lease(bucket, window).finally(() => {
         window.leasing = undefined;
       });
-      await untilAborted(window.leasing, signal, abortedError);
+      try {
+        await untilAborted(window.leasing, signal, abortedError);
+      } finally {
+        window.waiters--;
+      }
     }
     // Concurrent calls drained every block this call waited for: it is, in effect, over the limit.
     const at = now();

@@ -90,6 +90,15 @@ describeOnEachDatabase("call rate limiter across replicas (%s)", (kind) => {
     expect(await rateLimitTokensUsed(database.db, limit.key, T0 - (T0 % MINUTE))).toBe(37);
   });
 
+  it("H105 admits every one of a burst of concurrent calls that stays within the limit", async () => {
+    const limiter = replica();
+    // 20/min: blocks of 1 to 2 tokens, so 20 concurrent calls need leases sized to the waiters.
+    const limit = bucket("s:burst-secret:*:m", 20);
+    const outcomes = await Promise.all(Array.from({ length: 20 }, () => attempt(limiter, [limit])));
+    expect(outcomes).toEqual(Array(20).fill("ok"));
+    expect(await attempt(limiter, [limit])).toBe("resource_exhausted");
+  });
+
   it("H105 refuses with a retry delay that ends with the window, and admits again in the next one", async () => {
     const limiter = replica();
     const limit = bucket("s:retry-secret:*:m", 2);
