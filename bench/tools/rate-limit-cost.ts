@@ -52,7 +52,7 @@ try {
   const signal = new AbortController().signal;
   const call = {
     provider: "binance",
-    operationClass: "trade",
+    operationClass: "trade" as const,
     secretId: "3f7c1f0e-2b7a-4c55-9d07-1f9b0c1d2e3f",
     callerKeyId: "ck_0123456789abcdef",
   };

@@ -5,6 +5,7 @@ import type { Metrics } from "../observability/metrics.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
 import { createOutboundClient } from "../outbound/outbound-client.js";
 import { loadProviderRegistry } from "../outbound/provider-registry.js";
+import { createOperationPolicy } from "../policy/operation-policy.js";
 import { createCallRateLimiter } from "../proxy/call-rate-limiter.js";
 import { createConcurrencyLimit } from "../proxy/concurrency-limit.js";
 import { createProxyService, type ProxyService } from "../proxy/proxy-service.js";
@@ -48,7 +49,10 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
     prepared: database.prepared,
     userDataKeys: keys.userDataKeys,
     fingerprintKey: keys.fingerprintKey,
-    providers: { requiredFields: (id) => registry.get(id)?.definition.requiredFields },
+    providers: {
+      requiredFields: (id) => registry.get(id)?.definition.requiredFields,
+      defaultGrant: (id) => registry.get(id)?.definition.defaultGrant,
+    },
   });
   const ca = config.outboundCaFile === undefined ? undefined : await readFile(config.outboundCaFile);
   // Replicas share a Postgres: the nonce counter and send order live there (F1). PGlite is one
@@ -82,6 +86,7 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
       what: "by this caller key",
     }),
   };
+  const operations = createOperationPolicy(registry);
   const perMinute = (n: number | undefined) => (n === undefined ? undefined : { perMinute: n });
   const rates = {
     policy: createRateLimitPolicy({
@@ -101,5 +106,5 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
       logger,
     }),
   };
-  return { secrets, proxy: createProxyService({ secrets, outbound, markUsed, limits, rates }) };
+  return { secrets, proxy: createProxyService({ secrets, outbound, operations, markUsed, limits, rates }) };
 }

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { OPERATION_CLASSES } from "../policy/operation-class.js";
 
 // A provider's rate limits (issue 13 item 6), declared beside its definition in the registry.
 // Enforced by proxy/call-rate-limiter.ts across every replica.
@@ -21,9 +22,9 @@ export const rateLimitsSchema = z.strictObject({
   ...scopedRatesSchema.shape,
   /**
    * Extra limits for one operation class (e.g. `transfer`), checked on top of the provider-wide
-   * ones above. Class names are lower_snake_case.
+   * ones above. Only the classes the broker knows (policy/operation-class.ts).
    */
-  classes: z.optional(z.record(z.string().regex(/^[a-z][a-z0-9_]{0,31}$/), scopedRatesSchema)),
+  classes: z.optional(z.partialRecord(z.enum(OPERATION_CLASSES), scopedRatesSchema)),
 });
 
 /** A limit: calls per minute and/or per hour. */

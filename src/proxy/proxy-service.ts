@@ -4,6 +4,9 @@ import type {
   OutboundResponse,
   OutboundStreamResponse,
 } from "../outbound/outbound-client.js";
+import type { OperationClass } from "../policy/operation-class.js";
+import { checkOperation } from "../policy/operation-grant.js";
+import type { OperationPolicy } from "../policy/operation-policy.js";
 import type { OpenedSecret, SealedSecret, SecretService } from "../secrets/secret-service.js";
 import type { CallRateLimiter } from "./call-rate-limiter.js";
 import type { ConcurrencyLimit } from "./concurrency-limit.js";
@@ -20,22 +23,42 @@ export interface ProxyCallScope {
   readonly requestId: string;
   /** The authenticated caller key, whose concurrent calls are bounded too (L8). */
   readonly callerKeyId: string;
+  /** Its scopes: which operation classes it may use (SPEC I10). */
+  readonly callerScopes: ReadonlySet<string>;
+}
+
+/** A proxied call's secret, still sealed, and what the operation policy found (nothing decrypted). */
+export interface PlannedProxyCall {
+  readonly sealed: SealedSecret;
+  /** The provider the secret's row names (bound by its head, verified on unseal). */
+  readonly provider: string;
+  /** The endpoint's operation class; undefined when the provider's rules name none. */
+  readonly operationClass: OperationClass | undefined;
+  /** The secret's grant, as its row states it (bound by its head, verified on unseal). */
+  readonly grant: readonly OperationClass[];
 }
 
 export interface ProxyService {
-  /** Reads the secret the call names, still sealed: it may run before the `started` audit row. */
-  fetch(user: UserIdentity, input: ProxyCallInput): Promise<SealedSecret>;
-  /** Unseals the fetched secret and makes the call; the caller has audited its start. */
+  /**
+   * Reads the secret the call names, still sealed, and classifies the call: it may run before the
+   * `started` audit row.
+   */
+  fetch(user: UserIdentity, input: ProxyCallInput): Promise<PlannedProxyCall>;
+  /**
+   * Checks the call's class against the caller's scopes and the secret's grant (permission_denied
+   * before anything is unwrapped or decrypted, SPEC I10), then unseals the secret and makes the
+   * call; the caller has audited its start.
+   */
   call(
     user: UserIdentity,
     input: ProxyCallInput,
-    sealed: SealedSecret,
+    planned: PlannedProxyCall,
     call: ProxyCallScope,
   ): Promise<ProxiedResponse>;
   callStream(
     user: UserIdentity,
     input: ProxyCallInput,
-    sealed: SealedSecret,
+    planned: PlannedProxyCall,
     call: ProxyCallScope,
   ): Promise<ProxiedStreamResponse>;
 }
@@ -48,6 +71,8 @@ export interface ProxyService {
 export function createProxyService(deps: {
   secrets: Pick<SecretService, "fetch" | "unseal">;
   outbound: Pick<OutboundClient, "call" | "callStream">;
+  /** Operation classes and grants (SPEC I10): a few pattern matches, no query. */
+  operations: OperationPolicy;
   /** Records that a secret was used (best effort: never fails the call). */
   markUsed?: (secretId: string) => void;
   /** In-flight bounds per secret and per caller key, taken before anything is decrypted (L8). */
@@ -56,21 +81,18 @@ export function createProxyService(deps: {
   rates?: { readonly policy: RateLimitPolicy; readonly limiter: CallRateLimiter };
 }): ProxyService {
   /**
-   * A token from every limit that applies, before anything is decrypted: the provider is the
-   * secret's own (from its row; a writer who changes it fails the AAD check at unseal anyway).
+   * A token from every limit that applies to the call's provider and operation class. The provider
+   * is the secret's own (from its row; one a writer changed fails the head check at unseal anyway).
    */
   function takeRateTokens(
-    sealed: SealedSecret,
+    provider: string,
+    operationClass: OperationClass | undefined,
+    secretId: string,
     callerKeyId: string,
     signal: AbortSignal,
   ): Promise<void> | undefined {
     if (deps.rates === undefined) return undefined;
-    const buckets = deps.rates.policy.bucketsFor({
-      provider: sealed.secret.provider,
-      operationClass: undefined,
-      secretId: sealed.secret.id,
-      callerKeyId,
-    });
+    const buckets = deps.rates.policy.bucketsFor({ provider, operationClass, secretId, callerKeyId });
     return buckets.length === 0 ? undefined : deps.rates.limiter.take(buckets, signal);
   }
 
@@ -108,10 +130,22 @@ export function createProxyService(deps: {
   });
 
   return {
-    fetch: (user, input) => deps.secrets.fetch(user, input.secretId),
+    async fetch(user, input) {
+      const sealed = await deps.secrets.fetch(user, input.secretId);
+      const { provider, grant } = sealed.secret;
+      return { sealed, provider, ...deps.operations.plan(provider, grant, input.method, input.path) };
+    },
 
-    async call(user, input, sealed, { signal, requestId, callerKeyId }) {
-      const limited = takeRateTokens(sealed, callerKeyId, signal);
+    async call(
+      user,
+      input,
+      { sealed, provider, operationClass, grant },
+      { signal, requestId, callerKeyId, callerScopes },
+    ) {
+      // Before a slot, a key unwrap or a decryption: a refused call costs nothing but its audit rows.
+      checkOperation(operationClass, grant, callerScopes);
+      // After the operation policy, before a slot or anything is decrypted (issue 13 item 6).
+      const limited = takeRateTokens(provider, operationClass, input.secretId, callerKeyId, signal);
       if (limited !== undefined) await limited;
       const release = await acquireSlots(input.secretId, callerKeyId, signal);
       try {
@@ -128,8 +162,15 @@ export function createProxyService(deps: {
       }
     },
 
-    async callStream(user, input, sealed, { signal, requestId, callerKeyId }) {
-      const limited = takeRateTokens(sealed, callerKeyId, signal);
+    async callStream(
+      user,
+      input,
+      { sealed, provider, operationClass, grant },
+      { signal, requestId, callerKeyId, callerScopes },
+    ) {
+      checkOperation(operationClass, grant, callerScopes);
+      // After the operation policy, before a slot or anything is decrypted (issue 13 item 6).
+      const limited = takeRateTokens(provider, operationClass, input.secretId, callerKeyId, signal);
       if (limited !== undefined) await limited;
       const release = await acquireSlots(input.secretId, callerKeyId, signal);
       let secret: OpenedSecret;

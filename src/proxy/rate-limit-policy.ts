@@ -1,14 +1,13 @@
 import type { Rate, RateLimitsDefinition, ScopedRates } from "../outbound/rate-limit-schema.js";
+import type { OperationClass } from "../policy/operation-class.js";
 import type { RateLimitBucket } from "./call-rate-limiter.js";
-
-/** The operation class of a call no class names (until a provider classifies its endpoints). */
-export const DEFAULT_OPERATION_CLASS = "default";
 
 /** One proxied call, as far as its limits care. */
 export interface RateLimitedCall {
   /** The provider of the secret's own row, never one the caller names. */
   readonly provider: string;
-  readonly operationClass: string | undefined;
+  /** Undefined when no class names the endpoint (such calls are refused before this anyway). */
+  readonly operationClass: OperationClass | undefined;
   readonly secretId: string;
   readonly callerKeyId: string;
 }
@@ -44,8 +43,8 @@ export function createRateLimitPolicy(deps: {
 }): RateLimitPolicy {
   const templates = new Map<string, readonly Template[]>();
 
-  function templatesOf(provider: string, operationClass: string): readonly Template[] {
-    const cacheKey = `${provider}\n${operationClass}`;
+  function templatesOf(provider: string, operationClass: OperationClass | undefined): readonly Template[] {
+    const cacheKey = `${provider}\n${operationClass ?? ""}`;
     let found = templates.get(cacheKey);
     if (found === undefined) {
       const limits = deps.limitsOf(provider);
@@ -53,10 +52,12 @@ export function createRateLimitPolicy(deps: {
         perSecret: limits?.perSecret ?? deps.defaults.perSecret,
         perCallerKey: limits?.perCallerKey ?? deps.defaults.perCallerKey,
       };
-      const ofClass = limits?.classes?.[operationClass];
+      const ofClass = operationClass === undefined ? undefined : limits?.classes?.[operationClass];
       found = Object.freeze([
         ...templatesAt("*", wide),
-        ...(ofClass === undefined ? [] : templatesAt(operationClass, ofClass)),
+        ...(ofClass === undefined || operationClass === undefined
+          ? []
+          : templatesAt(operationClass, ofClass)),
       ]);
       templates.set(cacheKey, found);
     }
@@ -65,7 +66,7 @@ export function createRateLimitPolicy(deps: {
 
   return {
     bucketsFor(call) {
-      const list = templatesOf(call.provider, call.operationClass ?? DEFAULT_OPERATION_CLASS);
+      const list = templatesOf(call.provider, call.operationClass);
       if (list.length === 0) return list as readonly never[];
       return list.map((t) => ({
         // Secret ids are unique across users and providers; caller keys use many providers.

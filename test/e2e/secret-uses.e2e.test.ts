@@ -63,13 +63,15 @@ describe("ListSecretUses", () => {
     await broker?.close();
   });
 
-  it("H111 lists the caller's own uses of a secret, newest first: time, method, upstream status, caller key name", async () => {
+  it("H111 lists the caller's own uses of a secret, newest first: time, class, method, upstream status, caller key name", async () => {
     const { response } = await uses(alice, aliceSecret);
     const listed = response.uses as WireMessage[];
-    expect(listed.map((u) => [u.method, u.upstreamStatus, u.callerKeyName, u.outcome, u.code])).toEqual([
-      ["GET", 404, "test secrets-read secrets-write proxy-call", "ok", ""],
-      ["POST", 200, "test proxy-call", "ok", ""],
-      ["GET", 200, "test secrets-read secrets-write proxy-call", "ok", ""],
+    expect(
+      listed.map((u) => [u.operationClass, u.method, u.upstreamStatus, u.callerKeyName, u.outcome, u.code]),
+    ).toEqual([
+      ["read", "GET", 404, "test secrets-read secrets-write proxy-call", "ok", ""],
+      ["write", "POST", 200, "test proxy-call", "ok", ""],
+      ["read", "GET", 200, "test secrets-read secrets-write proxy-call", "ok", ""],
     ]);
     const times = listed.map((u) => Number((u.time as { seconds: string }).seconds));
     expect(times.every((t) => Math.abs(t - Date.now() / 1000) < 600)).toBe(true);

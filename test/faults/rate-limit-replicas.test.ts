@@ -26,6 +26,7 @@ import {
 
 const missing = !process.env.TEST_DATABASE_URL;
 const LIMIT = 20;
+const WRITES = 3;
 
 describe.skipIf(missing)(
   missing ? `H109 two broker processes (${POSTGRES_SKIP_REASON})` : "H109 two broker processes",
@@ -41,7 +42,11 @@ describe.skipIf(missing)(
       const providersFile = join(tmpdir(), `keybroker-rate-replicas-${process.pid}.json`);
       const limited = {
         ...(bearerUpstreamProvider("test-upstream", deps.upstream.port) as object),
-        rateLimits: { perSecret: { perMinute: LIMIT } },
+        // Writes (POST, by the test operations) have a class limit of their own, on top.
+        rateLimits: {
+          perSecret: { perMinute: LIMIT },
+          classes: { write: { perSecret: { perMinute: WRITES } } },
+        },
       };
       await writeFile(providersFile, JSON.stringify({ providers: [limited] }));
       // One after the other: both run the migrator on start-up.
@@ -53,6 +58,12 @@ describe.skipIf(missing)(
         clients.push(createGrpcClients(child.grpcAddress));
       }
     }, 180_000);
+
+    /** Fixed windows are per wall-clock minute: start well inside one, so all calls share it. */
+    async function intoFreshWindow(): Promise<void> {
+      const intoMinute = Date.now() % 60_000;
+      if (intoMinute > 40_000) await delay(60_000 - intoMinute + 500);
+    }
 
     afterAll(async () => {
       for (const c of clients) c.close();
@@ -73,12 +84,10 @@ describe.skipIf(missing)(
       const onA = userSession(ca, { callerKey: a.callerKey, token, secretValue });
       const onB = userSession(cb, { callerKey: b.callerKey, token, secretValue });
       const secretId = secretIdOf(await onA.put("limited"));
-      // Fixed windows are per wall-clock minute: start well inside one, so all calls share it.
-      const intoMinute = Date.now() % 60_000;
-      if (intoMinute > 40_000) await delay(60_000 - intoMinute + 500);
       deps.upstream.reset();
       const burst = (session: typeof onA, n: number): Promise<CallOutcome[]> =>
         Promise.all(Array.from({ length: n }, () => session.call(secretId, "GET", "/ok")));
+      await intoFreshWindow();
       const ok = (outcomes: readonly CallOutcome[]) => outcomes.filter((o) => o.code === status.OK).length;
 
       // A uses 12 of the 20; B then finds only what A has not leased; A then spends what it holds.
@@ -97,6 +106,28 @@ describe.skipIf(missing)(
       expect(new Set(refused.map((o) => o.details))).toEqual(
         new Set(["rate limit reached for this secret; retry later"]),
       );
+    });
+
+    it("H109 holds a class's own limit (writes) across both processes while other classes go on", {
+      timeout: 90_000,
+    }, async () => {
+      const [a, b] = brokers;
+      const [ca, cb] = clients;
+      if (a === undefined || b === undefined || ca === undefined || cb === undefined)
+        throw new Error("no brokers");
+      const token = await deps.issuer.sign({ sub: "google-oauth2|rate-replicas-classes" });
+      const secretValue = deps.upstreamCredentials.bearer;
+      const onA = userSession(ca, { callerKey: a.callerKey, token, secretValue });
+      const onB = userSession(cb, { callerKey: b.callerKey, token, secretValue });
+      const secretId = secretIdOf(await onA.put("class-limited"));
+      await intoFreshWindow();
+      const writes = await Promise.all(
+        [onA, onB, onA, onB, onA, onB].map((session) => session.call(secretId, "POST", "/ok")),
+      );
+      const reads = await Promise.all([onA, onB].map((session) => session.call(secretId, "GET", "/ok")));
+
+      expect(tally(writes)).toEqual({ OK: WRITES, RESOURCE_EXHAUSTED: 6 - WRITES });
+      expect(tally(reads)).toEqual({ OK: 2 });
     });
   },
 );

@@ -17,6 +17,11 @@ const exchange = {
   auth: { type: "bearer", field: "token" },
   timeoutMs: 5000,
   maxResponseBytes: 1024,
+  operations: [
+    { class: "transfer", methods: ["POST"], paths: ["/withdraw"] },
+    { class: "read", methods: ["GET"], paths: ["/**"] },
+  ],
+  defaultGrant: ["read"],
   rateLimits: {
     perSecret: { perMinute: 600 },
     perCallerKey: { perMinute: 60_000 },
@@ -56,7 +61,7 @@ describe("rate limit policy", () => {
     expect(none.bucketsFor({ ...call, operationClass: undefined })).toEqual([]);
   });
 
-  it("H107 refuses a registry whose limit names no window or a non-positive count", () => {
+  it("H107 refuses a registry whose limit names no window, a non-positive count or an unknown class", () => {
     for (const rateLimits of [
       { perSecret: {} },
       { perSecret: { perMinute: 0 } },
