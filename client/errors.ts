@@ -83,9 +83,24 @@ export class FailedPreconditionError extends KeybrokerError {
   override readonly name = "FailedPreconditionError";
 }
 
-/** A rate or size limit was hit (e.g. the upstream response is larger than the provider allows). */
+/**
+ * A rate or size limit was hit (e.g. the upstream response is larger than the provider allows).
+ * `retryAfterMs` is set when a rate limit refused the call: wait that long before retrying (from
+ * the broker's google.rpc.RetryInfo detail). Undefined for limits that waiting does not lift.
+ */
 export class ResourceExhaustedError extends KeybrokerError {
   override readonly name = "ResourceExhaustedError";
+  readonly retryAfterMs: number | undefined;
+
+  constructor(
+    code: KeybrokerErrorCode,
+    message: string,
+    requestId: string | undefined,
+    retryAfterMs?: number,
+  ) {
+    super(code, message, requestId);
+    this.retryAfterMs = retryAfterMs;
+  }
 }
 
 /** The broker or something behind it is unreachable or shutting down: retry later, with backoff. */
@@ -122,6 +137,8 @@ export interface FailedStatus {
   readonly details: string;
   /** The refusal the broker sent as a google.rpc.ErrorInfo detail, if any. */
   readonly refusal?: Refusal | undefined;
+  /** The delay the broker's google.rpc.RetryInfo detail asks for, in ms, if any. */
+  readonly retryAfterMs?: number | undefined;
 }
 
 /**
@@ -150,7 +167,7 @@ export function keybrokerErrorOf(
     case "FAILED_PRECONDITION":
       return new FailedPreconditionError(code, message, requestId);
     case "RESOURCE_EXHAUSTED":
-      return new ResourceExhaustedError(code, message, requestId);
+      return new ResourceExhaustedError(code, message, requestId, failed.retryAfterMs);
     case "UNAVAILABLE":
       return new UnavailableError(code, message, requestId);
     case "DEADLINE_EXCEEDED":

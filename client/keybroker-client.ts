@@ -24,7 +24,7 @@ import {
   credentials as channelCredentials,
   Metadata,
 } from "@grpc/grpc-js";
-import { refusalFromStatusDetails } from "../src/api/error-info.js";
+import { refusalFromStatusDetails, retryDelayFromStatusDetails } from "../src/api/error-info.js";
 import {
   AUTHORIZATION_HEADER,
   CALLER_KEY_HEADER,
@@ -312,12 +312,17 @@ function onAbort(signal: AbortSignal | undefined, cancel: () => void): () => voi
   return () => signal.removeEventListener("abort", cancel);
 }
 
-/** The status a failed call ended with, and the refusal its `grpc-status-details-bin` trailer carries. */
+/** The status a failed call ended with, and the refusal and retry delay its `grpc-status-details-bin` carries. */
 function failedStatusOf(err: { code: number; details: unknown }, trailers: unknown): FailedStatus {
   const details = typeof err.details === "string" ? err.details : "";
   const bin = trailers instanceof Metadata ? trailers.get(STATUS_DETAILS_HEADER)[0] : undefined;
-  const refusal = bin instanceof Buffer ? refusalFromStatusDetails(bin) : undefined;
-  return { code: err.code, details, refusal };
+  if (!(bin instanceof Buffer)) return { code: err.code, details };
+  return {
+    code: err.code,
+    details,
+    refusal: refusalFromStatusDetails(bin),
+    retryAfterMs: retryDelayFromStatusDetails(bin),
+  };
 }
 
 /** Our typed errors pass through; a gRPC status is mapped; anything else is INTERNAL with a fixed text. */

@@ -73,18 +73,22 @@ export interface BrokerErrorOptions {
   readonly cause?: unknown;
   /** Set where a credential is refused; crosses the edge as a machine-readable detail. */
   readonly reason?: RefusalReason;
+  /** Set where a limit refuses a call: when to try again, sent as a google.rpc.RetryInfo detail. */
+  readonly retryAfterMs?: number;
 }
 
 export class BrokerError extends Error {
   override readonly name = "BrokerError";
   readonly code: BrokerErrorCode;
   readonly reason: RefusalReason | undefined;
+  readonly retryAfterMs: number | undefined;
 
   constructor(code: BrokerErrorCode, message: string, options?: BrokerErrorOptions) {
     // Only a given `cause` is passed on: Error treats `{ cause: undefined }` as a cause.
     super(message, options !== undefined && "cause" in options ? { cause: options.cause } : undefined);
     this.code = code;
     this.reason = options?.reason;
+    this.retryAfterMs = options?.retryAfterMs;
   }
 }
 

@@ -6,7 +6,7 @@ import {
   type RefusedCredential,
   refusedCredentialOf,
 } from "../errors.js";
-import { type ErrorInfo, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { type ErrorInfo, ErrorInfoSchema, RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { type Status, StatusSchema } from "../gen/google/rpc/status_pb.js";
 
 /**
@@ -32,13 +32,32 @@ export function errorInfoOf(reason: RefusalReason): MessageInitShape<typeof Erro
   };
 }
 
-/** The `grpc-status-details-bin` value for a failed call: google.rpc.Status with the ErrorInfo. */
-export function statusDetailsOf(code: number, message: string, reason: RefusalReason): Buffer {
-  const status = create(StatusSchema, {
-    code,
-    message,
-    details: [anyPack(ErrorInfoSchema, create(ErrorInfoSchema, errorInfoOf(reason)))],
-  });
+/**
+ * The RetryInfo detail of a refusal by a rate limit: when the limit's window ends. Whole
+ * milliseconds, rounded up, so a client that waits exactly this long is not refused again.
+ */
+export function retryInfoOf(retryAfterMs: number): MessageInitShape<typeof RetryInfoSchema> {
+  const ms = Math.max(0, Math.ceil(retryAfterMs));
+  return { retryDelay: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 } };
+}
+
+/**
+ * The `grpc-status-details-bin` value for a failed call: google.rpc.Status with the ErrorInfo of
+ * a refused credential and/or the RetryInfo of a rate limit.
+ */
+export function statusDetailsOf(
+  code: number,
+  message: string,
+  reason: RefusalReason | undefined,
+  retryAfterMs?: number,
+): Buffer {
+  const details = [];
+  if (reason !== undefined)
+    details.push(anyPack(ErrorInfoSchema, create(ErrorInfoSchema, errorInfoOf(reason))));
+  if (retryAfterMs !== undefined) {
+    details.push(anyPack(RetryInfoSchema, create(RetryInfoSchema, retryInfoOf(retryAfterMs))));
+  }
+  const status = create(StatusSchema, { code, message, details });
   const bytes = toBinary(StatusSchema, status);
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
@@ -59,6 +78,23 @@ export function refusalFromStatusDetails(bytes: Uint8Array): Refusal | undefined
     if (info !== undefined) {
       const refusal = refusalOf(info);
       if (refusal !== undefined) return refusal;
+    }
+  }
+  return undefined;
+}
+
+/** The RetryInfo delay a `grpc-status-details-bin` value carries, in ms; undefined if none. */
+export function retryDelayFromStatusDetails(bytes: Uint8Array): number | undefined {
+  let status: Status;
+  try {
+    status = fromBinary(StatusSchema, bytes);
+  } catch {
+    return undefined;
+  }
+  for (const detail of status.details) {
+    const info = anyUnpack(detail, RetryInfoSchema);
+    if (info?.retryDelay !== undefined) {
+      return Number(info.retryDelay.seconds) * 1000 + Math.floor(info.retryDelay.nanos / 1_000_000);
     }
   }
   return undefined;

@@ -24,6 +24,7 @@ import type { Logger } from "../log/logger.js";
 import { createMetrics } from "../observability/metrics.js";
 import { createReadiness } from "../observability/readiness.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
+import { createSecretUses } from "../secrets/secret-uses.js";
 import type { DatabaseHandle } from "../store/database.js";
 import { type Audit, openAudit } from "./audit.js";
 import { openAuditCheckpoints } from "./audit-checkpoints.js";
@@ -204,7 +205,17 @@ function registerRpcServices(parts: RpcParts): {
   const { log: audit, audited } = parts.audit;
   const secretService = registerService(
     SecretService,
-    createSecretServiceHandlers({ guard, secrets: services.secrets, audited }),
+    createSecretServiceHandlers({
+      guard,
+      secrets: services.secrets,
+      // A secret's uses, from the trail; ownership is proven by reading the (still sealed) secret.
+      uses: createSecretUses({
+        db: database.db,
+        owns: async (user, secretId) => void (await services.secrets.fetch(user, secretId)),
+        flush: () => audit.flush(),
+      }),
+      audited,
+    }),
   );
   const proxyService = registerService(
     ProxyService,

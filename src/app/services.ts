@@ -6,18 +6,24 @@ import type { Resolver } from "../outbound/guarded-connector.js";
 import { createOutboundClient } from "../outbound/outbound-client.js";
 import { largestRequestBodyBytes, loadProviderRegistry } from "../outbound/provider-registry.js";
 import { createOperationPolicy } from "../policy/operation-policy.js";
+import { createCallRateLimiter } from "../proxy/call-rate-limiter.js";
 import { createConcurrencyLimit } from "../proxy/concurrency-limit.js";
 import { createProxyService, type ProxyService } from "../proxy/proxy-service.js";
+import { createRateLimitPolicy } from "../proxy/rate-limit-policy.js";
 import { createSecretService, type SecretService } from "../secrets/secret-service.js";
 import { createUsageRecorder } from "../secrets/usage-recorder.js";
 import type { DatabaseHandle } from "../store/database.js";
 import { withNextOutboundNonce } from "../store/outbound-nonces.repository.js";
+import { deleteRateLimitLeasesBefore, leaseRateLimitTokens } from "../store/rate-limit-leases.repository.js";
 import { markSecretUsed } from "../store/secrets.repository.js";
 import type { Keys } from "./keys.js";
 import type { Lifecycle } from "./lifecycle.js";
 
 export interface ServicesDeps {
-  readonly config: Pick<Config, "providersFile" | "relaxations" | "outboundCaFile" | "proxyConcurrency">;
+  readonly config: Pick<
+    Config,
+    "providersFile" | "relaxations" | "outboundCaFile" | "proxyConcurrency" | "rateLimitDefaults"
+  >;
   readonly database: DatabaseHandle;
   readonly keys: Pick<Keys, "userDataKeys" | "fingerprintKey">;
   readonly metrics: Pick<Metrics, "upstreamCall">;
@@ -83,9 +89,28 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
     }),
   };
   const operations = createOperationPolicy(registry);
+  const perMinute = (n: number | undefined) => (n === undefined ? undefined : { perMinute: n });
+  const rates = {
+    policy: createRateLimitPolicy({
+      limitsOf: (id) => registry.get(id)?.definition.rateLimits,
+      defaults: {
+        perSecret: perMinute(config.rateLimitDefaults.perSecretPerMinute),
+        perCallerKey: perMinute(config.rateLimitDefaults.perCallerKeyPerMinute),
+      },
+    }),
+    // The counters live in the database every replica shares (one upsert per leased block).
+    limiter: createCallRateLimiter({
+      store: {
+        lease: (bucket, windowStart, block, limit) =>
+          leaseRateLimitTokens(database.prepared, bucket, windowStart, block, limit),
+        sweep: (before) => deleteRateLimitLeasesBefore(database.db, before),
+      },
+      logger,
+    }),
+  };
   return {
     secrets,
-    proxy: createProxyService({ secrets, outbound, operations, markUsed, limits }),
+    proxy: createProxyService({ secrets, outbound, operations, markUsed, limits, rates }),
     largestRequestBodyBytes: largestRequestBodyBytes(registry),
   };
 }

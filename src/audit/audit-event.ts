@@ -11,6 +11,7 @@ export type AuditAction =
   | "secret.get"
   | "secret.list"
   | "secret.delete"
+  | "secret.uses"
   | "proxy.call"
   | "auth.failure"
   | "caller_key.create"

@@ -153,6 +153,11 @@ export interface Config {
     readonly perSecretQueued: number;
     readonly perCaller: number;
   };
+  /** Calls per minute, for providers that declare no `rateLimits` of their own; undefined: none. */
+  readonly rateLimitDefaults: {
+    readonly perSecretPerMinute: number | undefined;
+    readonly perCallerKeyPerMinute: number | undefined;
+  };
   /** The provider registry (JSON); defaults to the definitions shipped in providers/. */
   readonly providersFile: string;
   /** An extra CA bundle (PEM) to trust for upstream TLS, e.g. a corporate egress proxy's. */
@@ -181,6 +186,7 @@ const SHIPPED_PROVIDERS_FILE = fileURLToPath(
 );
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const offOr = (value: number | "off"): number | undefined => (value === "off" ? undefined : value);
 const port = int(0, 65535);
 const url = z.url();
 // "1" switches a relaxation on; anything but "0" or "1" is a typo and is refused, not ignored.
@@ -285,6 +291,11 @@ export const envSchema = z.object({
   KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET: int(1, 10_000).default(8),
   KEYBROKER_MAX_QUEUED_CALLS_PER_SECRET: int(0, 100_000).default(256),
   KEYBROKER_MAX_CONCURRENT_CALLS_PER_CALLER: int(1, 100_000).default(1_024),
+  // Calls per minute for providers whose registry entry names no limit of its own (issue 13).
+  KEYBROKER_RATE_LIMIT_PER_SECRET_PER_MINUTE: z.union([z.literal("off"), int(1, 10_000_000)]).default("off"),
+  KEYBROKER_RATE_LIMIT_PER_CALLER_KEY_PER_MINUTE: z
+    .union([z.literal("off"), int(1, 10_000_000)])
+    .default("off"),
   KEYBROKER_PROVIDERS_FILE: z.string().min(1).optional(),
   KEYBROKER_OUTBOUND_CA_FILE: z.string().min(1).optional(),
   KEYBROKER_SHUTDOWN_GRACE_MS: int(0, 120_000).default(10_000),
@@ -518,6 +529,10 @@ export function loadConfig(
       perSecret: e.KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET,
       perSecretQueued: e.KEYBROKER_MAX_QUEUED_CALLS_PER_SECRET,
       perCaller: e.KEYBROKER_MAX_CONCURRENT_CALLS_PER_CALLER,
+    },
+    rateLimitDefaults: {
+      perSecretPerMinute: offOr(e.KEYBROKER_RATE_LIMIT_PER_SECRET_PER_MINUTE),
+      perCallerKeyPerMinute: offOr(e.KEYBROKER_RATE_LIMIT_PER_CALLER_KEY_PER_MINUTE),
     },
     dataKeyCache: {
       maxAgeMs: e.KEYBROKER_DATA_KEY_CACHE_MAX_AGE_MS,

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { OPERATION_CLASSES } from "../policy/operation-class.js";
+import { rateLimitsSchema } from "./rate-limit-schema.js";
 
 // Shapes of a provider definition. Cross-field rules (host in allowedHosts, fields covered,
 // production restrictions) live in provider-registry.ts so every problem is reported together.
@@ -144,6 +145,8 @@ export const providerSchema = z.strictObject({
   operations: z.array(operationRule).min(1).max(128),
   /** The grant of a secret stored without one; never a dangerous class (checked in the registry). */
   defaultGrant: z.array(z.enum(OPERATION_CLASSES)).max(OPERATION_CLASSES.length),
+  /** Calls per secret and per caller key, provider-wide and per operation class (rate-limit-schema.ts). */
+  rateLimits: z.optional(rateLimitsSchema),
 });
 
 export const registryFileSchema = z.strictObject({

@@ -8,8 +8,10 @@ import type { OperationClass } from "../policy/operation-class.js";
 import { checkOperation } from "../policy/operation-grant.js";
 import type { OperationPolicy } from "../policy/operation-policy.js";
 import type { OpenedSecret, SealedSecret, SecretService } from "../secrets/secret-service.js";
+import type { CallRateLimiter } from "./call-rate-limiter.js";
 import type { ConcurrencyLimit } from "./concurrency-limit.js";
 import type { ProxyCallInput } from "./proxy-input.js";
+import type { RateLimitPolicy } from "./rate-limit-policy.js";
 
 /** The upstream's answer, and which provider the secret was sent to (for the audit trail). */
 export type ProxiedResponse = OutboundResponse & { readonly provider: string };
@@ -75,7 +77,25 @@ export function createProxyService(deps: {
   markUsed?: (secretId: string) => void;
   /** In-flight bounds per secret and per caller key, taken before anything is decrypted (L8). */
   limits?: { readonly perSecret: ConcurrencyLimit; readonly perCaller: ConcurrencyLimit };
+  /** Calls per window per secret and per caller key, across replicas (issue 13 item 6). */
+  rates?: { readonly policy: RateLimitPolicy; readonly limiter: CallRateLimiter };
 }): ProxyService {
+  /**
+   * A token from every limit that applies to the call's provider and operation class. The provider
+   * is the secret's own (from its row; one a writer changed fails the head check at unseal anyway).
+   */
+  function takeRateTokens(
+    provider: string,
+    operationClass: OperationClass | undefined,
+    secretId: string,
+    callerKeyId: string,
+    signal: AbortSignal,
+  ): Promise<void> | undefined {
+    if (deps.rates === undefined) return undefined;
+    const buckets = deps.rates.policy.bucketsFor({ provider, operationClass, secretId, callerKeyId });
+    return buckets.length === 0 ? undefined : deps.rates.limiter.take(buckets, signal);
+  }
+
   const noSlot = () => undefined;
   /** Both slots or neither: a refusal (or abort) while waiting for the second frees the first. */
   async function acquireSlots(
@@ -119,11 +139,14 @@ export function createProxyService(deps: {
     async call(
       user,
       input,
-      { sealed, operationClass, grant },
+      { sealed, provider, operationClass, grant },
       { signal, requestId, callerKeyId, callerScopes },
     ) {
       // Before a slot, a key unwrap or a decryption: a refused call costs nothing but its audit rows.
       checkOperation(operationClass, grant, callerScopes);
+      // After the operation policy, before a slot or anything is decrypted (issue 13 item 6).
+      const limited = takeRateTokens(provider, operationClass, input.secretId, callerKeyId, signal);
+      if (limited !== undefined) await limited;
       const release = await acquireSlots(input.secretId, callerKeyId, signal);
       try {
         const secret = await deps.secrets.unseal(user, sealed, signal);
@@ -142,10 +165,13 @@ export function createProxyService(deps: {
     async callStream(
       user,
       input,
-      { sealed, operationClass, grant },
+      { sealed, provider, operationClass, grant },
       { signal, requestId, callerKeyId, callerScopes },
     ) {
       checkOperation(operationClass, grant, callerScopes);
+      // After the operation policy, before a slot or anything is decrypted (issue 13 item 6).
+      const limited = takeRateTokens(provider, operationClass, input.secretId, callerKeyId, signal);
+      if (limited !== undefined) await limited;
       const release = await acquireSlots(input.secretId, callerKeyId, signal);
       let secret: OpenedSecret;
       let response: OutboundStreamResponse;

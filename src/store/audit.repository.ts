@@ -266,3 +266,44 @@ export async function queryAuditEvents(
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
+
+/** One proxied use of a secret, from its outcome row (for the secret's owner). */
+export interface SecretUseRow {
+  readonly seq: number;
+  readonly occurredAt: Date;
+  readonly outcome: string;
+  readonly code: string | null;
+  readonly detail: Readonly<Record<string, unknown>>;
+  /** The caller key's name, if the key still exists. */
+  readonly callerKeyName: string | null;
+}
+
+/**
+ * The outcome rows of `userRef`'s proxied calls with `secretId`, newest first, below `beforeSeq`.
+ * Filtered on the user's own ref (the user_ref index), so no other user's row can ever match (I4).
+ */
+export async function listSecretUseRows(
+  db: Kysely<Database>,
+  query: { userRef: Uint8Array; secretId: string; beforeSeq: number | undefined; limit: number },
+): Promise<SecretUseRow[]> {
+  let select = db
+    .selectFrom("audit_events as e")
+    .leftJoin("caller_keys as k", "k.id", "e.caller_key_id")
+    .select(["e.seq", "e.occurred_at", "e.outcome", "e.code", "e.detail", "k.name"])
+    .where("e.user_ref", "=", asBuffer(query.userRef))
+    .where("e.target", "=", query.secretId)
+    .where("e.action", "=", "proxy.call")
+    .where("e.outcome", "<>", "started")
+    .orderBy("e.seq", "desc")
+    .limit(Math.min(query.limit, MAX_AUDIT_QUERY_LIMIT));
+  if (query.beforeSeq !== undefined) select = select.where("e.seq", "<", query.beforeSeq);
+  const rows = await select.execute();
+  return rows.map((r) => ({
+    seq: r.seq,
+    occurredAt: r.occurred_at,
+    outcome: r.outcome,
+    code: r.code,
+    detail: isPlainObject(r.detail) ? r.detail : {},
+    callerKeyName: r.name,
+  }));
+}

@@ -113,6 +113,14 @@ export interface LogoutTokenIdsTable {
   expires_at: Date;
 }
 
+/** Rate-limit token leases shared by every replica, one row per bucket and fixed window. */
+export interface RateLimitLeasesTable {
+  bucket: string;
+  window_start: number;
+  used: number;
+  last_grant: number;
+}
+
 export interface Database {
   broker_state: BrokerStateTable;
   caller_keys: CallerKeysTable;
@@ -125,6 +133,7 @@ export interface Database {
   outbound_nonces: OutboundNoncesTable;
   session_revocations: SessionRevocationsTable;
   logout_token_ids: LogoutTokenIdsTable;
+  rate_limit_leases: RateLimitLeasesTable;
 }
 
 export type CallerKeyRow = Selectable<CallerKeysTable>;

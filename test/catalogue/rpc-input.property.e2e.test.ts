@@ -157,6 +157,16 @@ describe("F51 every RPC answers random input with a definite status, through the
       client: () => broker.clients.secrets,
       arb: () => fc.record({ secretId: fc.oneof(fc.uuid(), text()) }),
     },
+    "keybroker.v1.SecretService/ListSecretUses": {
+      client: () => broker.clients.secrets,
+      arb: () =>
+        fc.record({
+          secretId: fc.oneof(fc.uuid(), text()),
+          pageSize: uint32,
+          pageToken: fc.oneof(fc.constant(""), text("dTEuMQ", "dTEuMA", "u1.5")),
+        }),
+      examples: [{ secretId: "00000000-0000-4000-8000-000000000000", pageSize: 2 ** 32 - 1, pageToken: "" }],
+    },
     "keybroker.v1.ProxyService/Call": { client: () => broker.clients.proxy, arb: proxyRequest },
     "keybroker.v1.ProxyService/CallStream": {
       client: () => broker.clients.proxy,

@@ -53,6 +53,15 @@ export const USER_RPCS: readonly RpcCase[] = [
     request: (secretId) => ({ secretId }),
   },
   {
+    service: "secrets",
+    path: "keybroker.v1.SecretService/ListSecretUses",
+    method: "ListSecretUses",
+    scope: "secrets:read",
+    streaming: false,
+    namesSecret: true,
+    request: (secretId) => ({ secretId, pageSize: 10 }),
+  },
+  {
     service: "proxy",
     path: "keybroker.v1.ProxyService/Call",
     method: "Call",

@@ -7,6 +7,7 @@ import type {
 import { grantLabel } from "../../policy/operation-grant.js";
 import { parseProviderId, parsePutSecret, parseSecretId } from "../../secrets/secret-input.js";
 import type { SecretMetadata, SecretService as Secrets } from "../../secrets/secret-service.js";
+import type { SecretUses } from "../../secrets/secret-uses.js";
 import type { ServiceHandlers } from "../transport/handlers.js";
 import { actorOf } from "./audit-actor.js";
 import type { UserCallGuard } from "./call-guard.js";
@@ -20,9 +21,10 @@ type ProtoMetadataInit = Omit<ProtoSecretMetadata, "$typeName" | "$unknown" | "f
 export function createSecretServiceHandlers(deps: {
   guard: UserCallGuard;
   secrets: Secrets;
+  uses: SecretUses;
   audited: AuditedRunner;
 }): ServiceHandlers<typeof SecretService> {
-  const { guard, secrets, audited } = deps;
+  const { guard, secrets, uses, audited } = deps;
   return {
     async putSecret(request, ctx) {
       const { caller, user } = await guard.authorize(ctx, "secrets:write");
@@ -65,6 +67,24 @@ export function createSecretServiceHandlers(deps: {
         () => secrets.delete(user, secretId),
       );
       return {};
+    },
+    async listSecretUses(request, ctx) {
+      const { caller, user } = await guard.authorize(ctx, "secrets:read");
+      const secretId = parseSecretId(request.secretId);
+      const page = await audited.run(
+        actorOf(ctx, caller, user),
+        {
+          action: "secret.uses",
+          sensitive: false,
+          target: secretId,
+          resultDetail: (p) => ({ count: p.uses.length }),
+        },
+        () => uses.list(user, { secretId, pageSize: request.pageSize, pageToken: request.pageToken }),
+      );
+      return {
+        uses: page.uses.map((u) => ({ ...u, time: timestampFromDate(u.at) })),
+        nextPageToken: page.nextPageToken,
+      };
     },
   };
 }

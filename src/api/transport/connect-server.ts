@@ -18,10 +18,10 @@ import {
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { status } from "@grpc/grpc-js";
 import { certificateSha256 } from "../../auth/client-certificate.js";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import type { Logger } from "../../log/logger.js";
 import type { CallEndListener } from "../../observability/call-end.js";
-import { errorInfoOf } from "../error-info.js";
+import { errorInfoOf, retryInfoOf } from "../error-info.js";
 import { AUTHORIZATION_HEADER, CALLER_KEY_HEADER, REQUEST_ID_HEADER } from "../wire-headers.js";
 import type { CallContext } from "./call-context.js";
 import {
@@ -248,10 +248,17 @@ function callContextOf(hctx: HandlerContext): CallContext {
  * No metadata: x-request-id is already a response header, and gRPC-Web clients would see
  * it twice if the error repeated it in the trailers. A refusal's reason goes as an ErrorInfo
  * detail, which connect-node writes the way each protocol expects (for gRPC, in
- * grpc-status-details-bin, exactly as the grpc-js port does).
+ * grpc-status-details-bin, exactly as the grpc-js port does). So does a rate limit's RetryInfo.
  */
 function toConnectError(failure: CallStatus): ConnectError {
-  const details =
-    failure.reason === undefined ? [] : [{ desc: ErrorInfoSchema, value: errorInfoOf(failure.reason) }];
+  const details: Array<
+    | { desc: typeof ErrorInfoSchema; value: ReturnType<typeof errorInfoOf> }
+    | { desc: typeof RetryInfoSchema; value: ReturnType<typeof retryInfoOf> }
+  > = [];
+  if (failure.reason !== undefined)
+    details.push({ desc: ErrorInfoSchema, value: errorInfoOf(failure.reason) });
+  if (failure.retryAfterMs !== undefined) {
+    details.push({ desc: RetryInfoSchema, value: retryInfoOf(failure.retryAfterMs) });
+  }
   return new ConnectError(failure.message, failure.code as number as Code, undefined, details);
 }

@@ -14,6 +14,8 @@ export interface CallStatus {
   readonly brokerCode?: BrokerErrorCode;
   /** Why a credential was refused; sent as a google.rpc.ErrorInfo detail (see error-info.ts). */
   readonly reason?: RefusalReason;
+  /** When a rate limit lets the call through again; sent as a google.rpc.RetryInfo detail. */
+  readonly retryAfterMs?: number;
 }
 
 /** Which call failed, for the log line: never the request message or metadata values. */
@@ -67,8 +69,13 @@ export function toStatus(err: unknown): CallStatus {
   if (!isBrokerError(err)) {
     return INTERNAL_ERROR;
   }
-  const status = { code: grpcStatusOf(err.code), message: err.message, brokerCode: err.code };
-  return err.reason === undefined ? status : { ...status, reason: err.reason };
+  return {
+    code: grpcStatusOf(err.code),
+    message: err.message,
+    brokerCode: err.code,
+    ...(err.reason === undefined ? {} : { reason: err.reason }),
+    ...(err.retryAfterMs === undefined ? {} : { retryAfterMs: err.retryAfterMs }),
+  };
 }
 
 /**

@@ -292,12 +292,16 @@ function requestIdMetadata(requestId: string): Metadata {
 
 /**
  * Trailers of a failed call: the request id unless headers already carried it, and a refusal's
- * reason as a google.rpc.Status with an ErrorInfo detail, the standard gRPC way (see error-info.ts).
+ * reason as a google.rpc.Status with an ErrorInfo detail, the standard gRPC way (see error-info.ts),
+ * and a rate limit's RetryInfo.
  */
 function failureMetadata(failure: CallStatus, requestId: string | undefined): Metadata {
   const metadata = requestId === undefined ? new Metadata() : requestIdMetadata(requestId);
-  if (failure.reason !== undefined) {
-    metadata.set(STATUS_DETAILS_HEADER, statusDetailsOf(failure.code, failure.message, failure.reason));
+  if (failure.reason !== undefined || failure.retryAfterMs !== undefined) {
+    metadata.set(
+      STATUS_DETAILS_HEADER,
+      statusDetailsOf(failure.code, failure.message, failure.reason, failure.retryAfterMs),
+    );
   }
   return metadata;
 }

@@ -113,6 +113,10 @@ export function createFakeServices(): FakeServices {
       contexts.push(ctx);
       return {};
     },
+    async listSecretUses(_request, ctx) {
+      contexts.push(ctx);
+      return { uses: [], nextPageToken: "" };
+    },
   });
 
   const proxy = registerService(ProxyService, {

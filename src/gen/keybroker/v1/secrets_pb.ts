@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keybroker/v1/secrets.proto.
  */
 export const file_keybroker_v1_secrets: GenFile = /*@__PURE__*/
-  fileDesc("ChprZXlicm9rZXIvdjEvc2VjcmV0cy5wcm90bxIMa2V5YnJva2VyLnYxIsABChBQdXRTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRI6CgZmaWVsZHMYBCADKAsyKi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdC5GaWVsZHNFbnRyeRINCgVncmFudBgFIAMoCRotCgtGaWVsZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKEVB1dFNlY3JldFJlc3BvbnNlEiwKBnNlY3JldBgBIAEoCzIcLmtleWJyb2tlci52MS5TZWNyZXRNZXRhZGF0YSImChJMaXN0U2VjcmV0c1JlcXVlc3QSEAoIcHJvdmlkZXIYASABKAkiRAoTTGlzdFNlY3JldHNSZXNwb25zZRItCgdzZWNyZXRzGAEgAygLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIigKE0RlbGV0ZVNlY3JldFJlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJIhYKFERlbGV0ZVNlY3JldFJlc3BvbnNlIqcCCg5TZWNyZXRNZXRhZGF0YRIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgNEhMKC2ZpZWxkX25hbWVzGAUgAygJEgwKBGhpbnQYBiABKAkSEwoLZmluZ2VycHJpbnQYByABKAkSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVncmFudBgLIAMoCTKIAgoNU2VjcmV0U2VydmljZRJMCglQdXRTZWNyZXQSHi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdBofLmtleWJyb2tlci52MS5QdXRTZWNyZXRSZXNwb25zZRJSCgtMaXN0U2VjcmV0cxIgLmtleWJyb2tlci52MS5MaXN0U2VjcmV0c1JlcXVlc3QaIS5rZXlicm9rZXIudjEuTGlzdFNlY3JldHNSZXNwb25zZRJVCgxEZWxldGVTZWNyZXQSIS5rZXlicm9rZXIudjEuRGVsZXRlU2VjcmV0UmVxdWVzdBoiLmtleWJyb2tlci52MS5EZWxldGVTZWNyZXRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChprZXlicm9rZXIvdjEvc2VjcmV0cy5wcm90bxIMa2V5YnJva2VyLnYxIsABChBQdXRTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRI6CgZmaWVsZHMYBCADKAsyKi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdC5GaWVsZHNFbnRyeRINCgVncmFudBgFIAMoCRotCgtGaWVsZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKEVB1dFNlY3JldFJlc3BvbnNlEiwKBnNlY3JldBgBIAEoCzIcLmtleWJyb2tlci52MS5TZWNyZXRNZXRhZGF0YSImChJMaXN0U2VjcmV0c1JlcXVlc3QSEAoIcHJvdmlkZXIYASABKAkiRAoTTGlzdFNlY3JldHNSZXNwb25zZRItCgdzZWNyZXRzGAEgAygLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIigKE0RlbGV0ZVNlY3JldFJlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJIhYKFERlbGV0ZVNlY3JldFJlc3BvbnNlIlEKFUxpc3RTZWNyZXRVc2VzUmVxdWVzdBIRCglzZWNyZXRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiWAoWTGlzdFNlY3JldFVzZXNSZXNwb25zZRIlCgR1c2VzGAEgAygLMhcua2V5YnJva2VyLnYxLlNlY3JldFVzZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkirwEKCVNlY3JldFVzZRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9vcGVyYXRpb25fY2xhc3MYAiABKAkSDgoGbWV0aG9kGAMgASgJEhcKD3Vwc3RyZWFtX3N0YXR1cxgEIAEoDRIXCg9jYWxsZXJfa2V5X25hbWUYBSABKAkSDwoHb3V0Y29tZRgGIAEoCRIMCgRjb2RlGAcgASgJIqcCCg5TZWNyZXRNZXRhZGF0YRIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgNEhMKC2ZpZWxkX25hbWVzGAUgAygJEgwKBGhpbnQYBiABKAkSEwoLZmluZ2VycHJpbnQYByABKAkSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVncmFudBgLIAMoCTLlAgoNU2VjcmV0U2VydmljZRJMCglQdXRTZWNyZXQSHi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdBofLmtleWJyb2tlci52MS5QdXRTZWNyZXRSZXNwb25zZRJSCgtMaXN0U2VjcmV0cxIgLmtleWJyb2tlci52MS5MaXN0U2VjcmV0c1JlcXVlc3QaIS5rZXlicm9rZXIudjEuTGlzdFNlY3JldHNSZXNwb25zZRJVCgxEZWxldGVTZWNyZXQSIS5rZXlicm9rZXIudjEuRGVsZXRlU2VjcmV0UmVxdWVzdBoiLmtleWJyb2tlci52MS5EZWxldGVTZWNyZXRSZXNwb25zZRJbCg5MaXN0U2VjcmV0VXNlcxIjLmtleWJyb2tlci52MS5MaXN0U2VjcmV0VXNlc1JlcXVlc3QaJC5rZXlicm9rZXIudjEuTGlzdFNlY3JldFVzZXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keybroker.v1.PutSecretRequest
@@ -148,6 +148,123 @@ export const DeleteSecretResponseSchema: GenMessage<DeleteSecretResponse> = /*@_
   messageDesc(file_keybroker_v1_secrets, 5);
 
 /**
+ * @generated from message keybroker.v1.ListSecretUsesRequest
+ */
+export type ListSecretUsesRequest = Message<"keybroker.v1.ListSecretUsesRequest"> & {
+  /**
+   * @generated from field: string secret_id = 1;
+   */
+  secretId: string;
+
+  /**
+   * At most this many uses (default 50, at most 200; larger values are clamped).
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * Empty for the newest uses; else a previous response's next_page_token.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message keybroker.v1.ListSecretUsesRequest.
+ * Use `create(ListSecretUsesRequestSchema)` to create a new message.
+ */
+export const ListSecretUsesRequestSchema: GenMessage<ListSecretUsesRequest> = /*@__PURE__*/
+  messageDesc(file_keybroker_v1_secrets, 6);
+
+/**
+ * @generated from message keybroker.v1.ListSecretUsesResponse
+ */
+export type ListSecretUsesResponse = Message<"keybroker.v1.ListSecretUsesResponse"> & {
+  /**
+   * @generated from field: repeated keybroker.v1.SecretUse uses = 1;
+   */
+  uses: SecretUse[];
+
+  /**
+   * Pass as page_token for older uses; empty when there are none.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message keybroker.v1.ListSecretUsesResponse.
+ * Use `create(ListSecretUsesResponseSchema)` to create a new message.
+ */
+export const ListSecretUsesResponseSchema: GenMessage<ListSecretUsesResponse> = /*@__PURE__*/
+  messageDesc(file_keybroker_v1_secrets, 7);
+
+/**
+ * One proxied call made with a secret, as its audit row recorded it. Never the path, query,
+ * headers or bodies: only what identifies the kind of call.
+ *
+ * @generated from message keybroker.v1.SecretUse
+ */
+export type SecretUse = Message<"keybroker.v1.SecretUse"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 1;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * The call's operation class (e.g. "read", "trade"); empty if none was recorded.
+   *
+   * @generated from field: string operation_class = 2;
+   */
+  operationClass: string;
+
+  /**
+   * The upstream HTTP method, e.g. "POST".
+   *
+   * @generated from field: string method = 3;
+   */
+  method: string;
+
+  /**
+   * The upstream's HTTP status; 0 when the call was refused before reaching it.
+   *
+   * @generated from field: uint32 upstream_status = 4;
+   */
+  upstreamStatus: number;
+
+  /**
+   * The name of the caller key that made the call; empty if the key no longer exists.
+   *
+   * @generated from field: string caller_key_name = 5;
+   */
+  callerKeyName: string;
+
+  /**
+   * "ok", "denied" or "error".
+   *
+   * @generated from field: string outcome = 6;
+   */
+  outcome: string;
+
+  /**
+   * Why the broker refused or failed the call (e.g. "resource_exhausted"); empty when ok.
+   *
+   * @generated from field: string code = 7;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message keybroker.v1.SecretUse.
+ * Use `create(SecretUseSchema)` to create a new message.
+ */
+export const SecretUseSchema: GenMessage<SecretUse> = /*@__PURE__*/
+  messageDesc(file_keybroker_v1_secrets, 8);
+
+/**
  * What a caller may know about a secret. Never the secret itself.
  *
  * @generated from message keybroker.v1.SecretMetadata
@@ -226,7 +343,7 @@ export type SecretMetadata = Message<"keybroker.v1.SecretMetadata"> & {
  * Use `create(SecretMetadataSchema)` to create a new message.
  */
 export const SecretMetadataSchema: GenMessage<SecretMetadata> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 6);
+  messageDesc(file_keybroker_v1_secrets, 9);
 
 /**
  * SecretService stores a user's third-party credentials. Every call needs two
@@ -268,6 +385,17 @@ export const SecretService: GenService<{
     methodKind: "unary";
     input: typeof DeleteSecretRequestSchema;
     output: typeof DeleteSecretResponseSchema;
+  },
+  /**
+   * The calling user's own recent uses of one of their secrets, newest first, read from the
+   * audit trail. Scope: secrets:read. NOT_FOUND for another user's secret, as everywhere.
+   *
+   * @generated from rpc keybroker.v1.SecretService.ListSecretUses
+   */
+  listSecretUses: {
+    methodKind: "unary";
+    input: typeof ListSecretUsesRequestSchema;
+    output: typeof ListSecretUsesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_keybroker_v1_secrets, 0);

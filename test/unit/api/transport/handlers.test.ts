@@ -13,6 +13,7 @@ const secretHandlers: ServiceHandlers<typeof SecretService> = {
   putSecret: async (request) => ({ secret: { id: request.secretId } }),
   listSecrets: async () => ({ secrets: [] }),
   deleteSecret: async () => ({}),
+  listSecretUses: async () => ({ uses: [], nextPageToken: "" }),
 };
 
 describe("registerService", () => {
@@ -26,7 +27,12 @@ describe("registerService", () => {
       {} as CallContext,
     );
 
-    expect(Object.keys(registration.handlers).sort()).toEqual(["deleteSecret", "listSecrets", "putSecret"]);
+    expect(Object.keys(registration.handlers).sort()).toEqual([
+      "deleteSecret",
+      "listSecretUses",
+      "listSecrets",
+      "putSecret",
+    ]);
     expect(response).toEqual({ secret: { id: "s1" } });
   });
 
