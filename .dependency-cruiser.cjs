@@ -10,7 +10,10 @@ const LAYERS = [
   { name: "root", paths: ["^src/app/", "^src/config/"] },
   // The only code that knows protobuf, grpc-js and Connect.
   { name: "api", paths: ["^src/api/"] },
-  { name: "services", paths: ["^src/secrets/", "^src/proxy/", "^src/admin/", "^src/rotation/"] },
+  {
+    name: "services",
+    paths: ["^src/secrets/", "^src/proxy/", "^src/admin/", "^src/rotation/", "^src/signals/"],
+  },
   { name: "observability", paths: ["^src/observability/"] },
   { name: "capabilities", paths: ["^src/auth/", "^src/audit/", "^src/outbound/", "^src/keys/"] },
   { name: "storage-and-primitives", paths: ["^src/store/", "^src/crypto/"] },

@@ -20,6 +20,8 @@ export interface AuthDeps {
   readonly audit: AuditLog;
   readonly metrics: Pick<Metrics, "authRefused">;
   readonly logger: Logger;
+  /** A caller key this replica has suspended but not yet written as such (misuse signals). */
+  readonly isSuspensionHeld?: (callerKeyId: string) => boolean;
 }
 
 /**
@@ -43,6 +45,7 @@ export async function createAuth(lifecycle: Lifecycle, deps: AuthDeps): Promise<
   });
   const callers = createCallerAuthenticator({
     lookup: createCallerKeyLookup(database.prepared),
+    ...(deps.isSuspensionHeld === undefined ? {} : { isSuspensionHeld: deps.isSuspensionHeld }),
     markUsed: (id) => {
       // Best effort: "last used" is advisory and must not fail or slow the call.
       markCallerKeyUsed(database.db, id, new Date()).catch((err: unknown) =>

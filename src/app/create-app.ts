@@ -24,6 +24,7 @@ import { type Keys, openDataKeyCache, openKeys } from "./keys.js";
 import { createLifecycle, unwindOnFailure } from "./lifecycle.js";
 import { createServers } from "./servers.js";
 import { createServices, type Services } from "./services.js";
+import { createSignals, type Signals } from "./signals.js";
 import { openStorage, prepareSchema } from "./storage.js";
 
 /** Parts a test or the dev command may supply instead of building them from config. */
@@ -95,6 +96,7 @@ export async function createApp(
     readiness.markReady("pepper");
 
     const audit = openAudit(lifecycle, { database, logger, metrics });
+    const signals = await createSignals(lifecycle, { config, database, audit: audit.log, metrics, logger });
     const guard = await createAuth(lifecycle, {
       config,
       database,
@@ -102,6 +104,7 @@ export async function createApp(
       audit: audit.log,
       metrics,
       logger,
+      isSuspensionHeld: signals.suspender.isHeld,
     });
     const services = await createServices(lifecycle, {
       config,
@@ -113,7 +116,7 @@ export async function createApp(
     });
     const servers = await createServers(lifecycle, {
       config,
-      services: registerRpcServices({ config, database, keys, guard, audit, services }),
+      services: registerRpcServices({ config, database, keys, guard, audit, services, signals }),
       metrics,
       readiness,
       logger,
@@ -146,6 +149,7 @@ interface RpcParts {
   readonly guard: UserCallGuard;
   readonly audit: Audit;
   readonly services: Services;
+  readonly signals: Signals;
 }
 
 /** The three RPC services, each a thin handler set over one domain service. */
@@ -159,7 +163,7 @@ function registerRpcServices(parts: RpcParts): ServiceRegistration[] {
   );
   const proxyService = registerService(
     ProxyService,
-    createProxyServiceHandlers({ guard, proxy: services.proxy, audited }),
+    createProxyServiceHandlers({ guard, proxy: services.proxy, audited, signals: parts.signals.monitor }),
   );
 
   // --- AdminService: its parts are built here, in one block, apart from the other services ---

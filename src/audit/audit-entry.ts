@@ -53,6 +53,7 @@ const DETAIL_RULES: { readonly [K in keyof Required<AuditDetail>]: DetailRule } 
   masterKeyId: shaped(KEY_ID, true),
   dataKeyVersion: count,
   count,
+  baseline: count,
 };
 
 function isDetailKey(key: string): key is keyof AuditDetail {

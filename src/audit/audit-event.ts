@@ -16,6 +16,9 @@ export type AuditAction =
   | "caller_key.create"
   | "caller_key.revoke"
   | "caller_key.rotate"
+  | "caller_key.suspend"
+  | "caller_key.reinstate"
+  | "misuse.signal"
   | "user.shred"
   | "rewrap.step"
   | "integrity.failure";
@@ -50,8 +53,10 @@ export interface AuditDetail {
   /** KMS key id or ARN, or a local keyring key id. */
   readonly masterKeyId?: string;
   readonly dataKeyVersion?: number;
-  /** How many items a step handled (e.g. data keys rewrapped). */
+  /** How many items a step handled (e.g. data keys rewrapped), or a misuse signal's observed value. */
   readonly count?: number;
+  /** A misuse signal's trailing baseline, in the unit of `count`. */
+  readonly baseline?: number;
 }
 
 /** One event as the broker reports it; `record` stamps the time and the chain assigns `seq`. */

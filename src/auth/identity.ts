@@ -22,4 +22,6 @@ export interface UserIdentity {
   readonly userRef: Buffer;
   /** Token expiry, epoch seconds. */
   readonly expiresAt: number;
+  /** The token's `iat`, epoch seconds, when it has one (the misuse signals watch token age). */
+  readonly issuedAt?: number | undefined;
 }

@@ -122,7 +122,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     // The cache must not outlive the maximum age either.
     const expiresAt =
       opts.maxTokenAgeSec === undefined || iat === undefined ? exp : Math.min(exp, iat + opts.maxTokenAgeSec);
-    return { userRef: opts.deriveUserRef(opts.issuer, sub), expiresAt };
+    return { userRef: opts.deriveUserRef(opts.issuer, sub), expiresAt, issuedAt: iat };
   }
 
   return {
