@@ -15,7 +15,10 @@ const LAYERS = [
     paths: ["^src/secrets/", "^src/proxy/", "^src/admin/", "^src/rotation/", "^src/signals/"],
   },
   { name: "observability", paths: ["^src/observability/"] },
-  { name: "capabilities", paths: ["^src/auth/", "^src/audit/", "^src/outbound/", "^src/keys/"] },
+  {
+    name: "capabilities",
+    paths: ["^src/auth/", "^src/audit/", "^src/outbound/", "^src/keys/", "^src/policy/"],
+  },
   { name: "storage-and-primitives", paths: ["^src/store/", "^src/crypto/"] },
   { name: "foundation", paths: ["^src/log/", "^src/errors\\.ts$", "^src/gen/"] },
 ];

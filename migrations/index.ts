@@ -4,6 +4,7 @@ import * as m0002 from "./0002_audit.js";
 import * as m0003 from "./0003_caller_key_client_cert.js";
 import * as m0004 from "./0004_secret_head.js";
 import * as m0005 from "./0005_outbound_nonces.js";
+import * as m0007 from "./0007_secret_grants.js";
 import * as m0010 from "./0010_misuse_signals.js";
 
 /**
@@ -16,5 +17,6 @@ export const migrations: Record<string, Migration> = {
   "0003_caller_key_client_cert": m0003,
   "0004_secret_head": m0004,
   "0005_outbound_nonces": m0005,
+  "0007_secret_grants": m0007,
   "0010_misuse_signals": m0010,
 };

@@ -5,6 +5,7 @@ import type { Metrics } from "../observability/metrics.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
 import { createOutboundClient } from "../outbound/outbound-client.js";
 import { loadProviderRegistry } from "../outbound/provider-registry.js";
+import { createOperationPolicy } from "../policy/operation-policy.js";
 import { createConcurrencyLimit } from "../proxy/concurrency-limit.js";
 import { createProxyService, type ProxyService } from "../proxy/proxy-service.js";
 import { createSecretService, type SecretService } from "../secrets/secret-service.js";
@@ -42,7 +43,10 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
     prepared: database.prepared,
     userDataKeys: keys.userDataKeys,
     fingerprintKey: keys.fingerprintKey,
-    providers: { requiredFields: (id) => registry.get(id)?.definition.requiredFields },
+    providers: {
+      requiredFields: (id) => registry.get(id)?.definition.requiredFields,
+      defaultGrant: (id) => registry.get(id)?.definition.defaultGrant,
+    },
   });
   const ca = config.outboundCaFile === undefined ? undefined : await readFile(config.outboundCaFile);
   // Replicas share a Postgres: the nonce counter and send order live there (F1). PGlite is one
@@ -76,5 +80,6 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
       what: "by this caller key",
     }),
   };
-  return { secrets, proxy: createProxyService({ secrets, outbound, markUsed, limits }) };
+  const operations = createOperationPolicy(registry);
+  return { secrets, proxy: createProxyService({ secrets, outbound, operations, markUsed, limits }) };
 }

@@ -57,6 +57,12 @@ export interface AuditDetail {
   readonly count?: number;
   /** A misuse signal's trailing baseline, in the unit of `count`. */
   readonly baseline?: number;
+  /** A proxied call's operation class, e.g. "transfer", or "unclassified" (SPEC I10). */
+  readonly operationClass?: string;
+  /** A secret's grant as stored, e.g. "read,trade" ("none" when empty). */
+  readonly grant?: string;
+  /** How a PutSecret's grant compares with the previous one: new, same, narrowed, widened. */
+  readonly grantChange?: string;
 }
 
 /** One event as the broker reports it; `record` stamps the time and the chain assigns `seq`. */

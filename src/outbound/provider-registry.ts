@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import type { z } from "zod";
 import { BrokerError } from "../errors.js";
+import { compileOperationRules, isDangerousClass, type OperationRule } from "../policy/operation-class.js";
 import { authSchemeProblems, credentialFields, type ReservedNames, reservedNames } from "./auth-schemes.js";
 import { compilePathPattern, type PathPattern, pathPatternProblem } from "./path-guard.js";
 import { type ProviderDefinition, providerSchema, registryFileSchema } from "./provider-schema.js";
@@ -13,6 +14,8 @@ export interface Provider {
   readonly patterns: readonly PathPattern[];
   /** Headers, query parameters and body fields the auth scheme sets: computed once, read per call. */
   readonly reserved: ReservedNames;
+  /** The operation class rules, compiled once (see policy/operation-class.ts). */
+  readonly operations: readonly OperationRule[];
 }
 
 /** The validated, frozen set of providers the broker may talk to. */
@@ -73,6 +76,7 @@ export function parseProviderRegistry(raw: unknown, options: RegistryOptions): P
           baseUrl: new URL(definition.baseUrl),
           patterns: Object.freeze(definition.pathPatterns.map(compilePathPattern)),
           reserved: reservedNames(definition.auth),
+          operations: compileOperationRules(definition.operations),
         }),
       );
     }
@@ -148,6 +152,19 @@ function checkProvider(p: ProviderDefinition, { production }: RegistryOptions): 
   for (const pattern of p.pathPatterns) {
     const problem = pathPatternProblem(pattern);
     if (problem !== undefined) problems.push(`pathPatterns "${pattern}": ${problem}`);
+  }
+
+  for (const [i, rule] of p.operations.entries()) {
+    for (const pattern of rule.paths) {
+      const problem = pathPatternProblem(pattern);
+      if (problem !== undefined) problems.push(`operations[${i}].paths "${pattern}": ${problem}`);
+    }
+  }
+  // SPEC I10: a key stored without an explicit grant can never move funds out, mint credentials
+  // or redirect events. The dangerous set is fixed in code, not in this file.
+  const dangerous = p.defaultGrant.filter(isDangerousClass);
+  if (dangerous.length > 0) {
+    problems.push(`defaultGrant must not include a dangerous class (${dangerous.join(", ")})`);
   }
 
   for (const field of credentialFields(p.auth)) {

@@ -46,6 +46,8 @@ export interface SecretsTable {
   current_version: number;
   /** HMAC under the user's data key pinning current_version (catalogue L1); null: written before it. */
   head_mac: ColumnType<Uint8Array | null, Uint8Array | null | undefined, Uint8Array | null>;
+  /** Sorted operation classes, bound by a v2 head (issue 13); null: stored before grants. */
+  operation_grant: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
   created_at: Timestamp;
   updated_at: Timestamp;
   last_used_at: Date | null;

@@ -12,6 +12,8 @@ export interface StoredSecret {
   readonly version: number;
   /** The MAC pinning `version` as current (catalogue L1); null for a secret not yet bound. */
   readonly headMac: Uint8Array | null;
+  /** The operation classes the head binds (issue 13); null for a secret stored before grants. */
+  readonly grant: readonly string[] | null;
   readonly hintCiphertext: Uint8Array;
   readonly fingerprint: string;
   readonly fieldNames: readonly string[];
@@ -37,7 +39,7 @@ export interface NewSecretVersion {
 // Hot path: the user's secrets with their current version AND the user's wrapped data key,
 // in one round trip (prepared statements; see prepared.ts).
 const SELECT_WITH_KEY = `
-  select s.id, s.provider, s.label, s.current_version, s.head_mac, s.created_at, s.updated_at, s.last_used_at,
+  select s.id, s.provider, s.label, s.current_version, s.head_mac, s.operation_grant, s.created_at, s.updated_at, s.last_used_at,
          v.hint_ciphertext, v.fingerprint, v.field_names,
          u.wrapped_data_key, u.master_key_id, u.data_key_version, u.encryptions`;
 const FROM_WITH_KEY = `
@@ -68,6 +70,7 @@ interface SecretWithKeyRow {
   label: string;
   current_version: number;
   head_mac: Uint8Array | null;
+  operation_grant: string[] | null;
   created_at: Date;
   updated_at: Date;
   last_used_at: Date | null;
@@ -89,6 +92,7 @@ function toStoredSecret(row: SecretWithKeyRow): StoredSecret {
     label: row.label,
     version: row.current_version,
     headMac: row.head_mac,
+    grant: row.operation_grant,
     hintCiphertext: row.hint_ciphertext,
     fingerprint: row.fingerprint,
     fieldNames: row.field_names,
@@ -181,12 +185,19 @@ export async function lockSecret(
   userRef: Buffer,
   secretId: string,
 ): Promise<
-  | { provider: string; label: string; currentVersion: number; headMac: Uint8Array | null; createdAt: Date }
+  | {
+      provider: string;
+      label: string;
+      currentVersion: number;
+      headMac: Uint8Array | null;
+      grant: readonly string[] | null;
+      createdAt: Date;
+    }
   | undefined
 > {
   const row = await db
     .selectFrom("secrets")
-    .select(["provider", "label", "current_version", "head_mac", "created_at"])
+    .select(["provider", "label", "current_version", "head_mac", "operation_grant", "created_at"])
     .where("id", "=", secretId)
     .where("user_ref", "=", userRef)
     .forUpdate()
@@ -197,6 +208,7 @@ export async function lockSecret(
       label: row.label,
       currentVersion: row.current_version,
       headMac: row.head_mac,
+      grant: row.operation_grant,
       createdAt: row.created_at,
     }
   );
@@ -210,6 +222,7 @@ export async function insertSecret(
     provider: string;
     label: string;
     headMac: Uint8Array;
+    grant: readonly string[];
     createdAt: Date;
   },
 ): Promise<void> {
@@ -222,6 +235,7 @@ export async function insertSecret(
       label: secret.label,
       current_version: 1,
       head_mac: secret.headMac,
+      operation_grant: [...secret.grant],
       created_at: secret.createdAt,
       updated_at: secret.createdAt,
       last_used_at: null,
@@ -244,15 +258,22 @@ export async function insertSecretVersion(db: Kysely<Database>, version: NewSecr
     .execute();
 }
 
-/** Moves the pointer to a new version, with the head MAC that pins it (catalogue L1). */
+/** Moves the pointer to a new version, with its grant and the head MAC that pins both (L1, I10). */
 export async function setCurrentVersion(
   db: Kysely<Database>,
-  current: { secretId: string; version: number; headMac: Uint8Array; label: string; at: Date },
+  current: {
+    secretId: string;
+    version: number;
+    headMac: Uint8Array;
+    grant: readonly string[];
+    label: string;
+    at: Date;
+  },
 ): Promise<void> {
-  const { secretId, version, headMac, label, at } = current;
+  const { secretId, version, headMac, grant, label, at } = current;
   await db
     .updateTable("secrets")
-    .set({ current_version: version, head_mac: headMac, label, updated_at: at })
+    .set({ current_version: version, head_mac: headMac, operation_grant: [...grant], label, updated_at: at })
     .where("id", "=", secretId)
     .execute();
 }

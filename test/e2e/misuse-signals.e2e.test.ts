@@ -96,6 +96,42 @@ describeOnEachDatabase("misuse signals through a real broker on %s", (kind) => {
     ]);
   });
 
+  it("H117 a withdrawal attempt the policy refuses still raises dangerous_first_use, naming the class", async () => {
+    const { response } = await unary(
+      broker.clients.secrets,
+      "PutSecret",
+      {
+        provider: "test-binance",
+        label: "exchange",
+        fields: {
+          api_key: broker.upstreamCredentials.binanceKey,
+          api_secret: broker.upstreamCredentials.binanceSecret,
+        },
+      },
+      { callerKey: appKey.key, bearerToken: oldToken },
+    );
+    const exchangeId = (response.secret as WireMessage).id as string;
+
+    const refused = asServiceError(
+      await unary(
+        broker.clients.proxy,
+        "Call",
+        { secretId: exchangeId, method: "POST", path: "/sapi/v1/capital/withdraw/apply" },
+        { callerKey: appKey.key, bearerToken: oldToken },
+      ).catch((e: unknown) => e),
+    );
+
+    expect(refused.code).toBe(status.PERMISSION_DENIED);
+    await until(() => receiver.alerts().some((a) => a.signal === "dangerous_first_use"), "the webhook");
+    expect(receiver.alerts().find((a) => a.signal === "dangerous_first_use")).toMatchObject({
+      callerKey: { id: appKey.id },
+      operationClass: "transfer",
+      suspended: false,
+    });
+    const metrics = await (await fetch(`${broker.opsUrl}/metrics`)).text();
+    expect(metrics).toContain('keybroker_misuse_signals_total{signal="dangerous_first_use"} 1');
+  });
+
   it("H119 probing by one caller key raises probing and suspends that key on every call after (fail closed)", async () => {
     for (let i = 0; i < PROBES; i++) {
       const err = asServiceError(await proxyCall(randomUUID()).catch((e: unknown) => e));
@@ -128,6 +164,7 @@ describeOnEachDatabase("misuse signals through a real broker on %s", (kind) => {
       .execute();
     expect(actions.map((a) => [a.action, (a.detail as { reason?: string }).reason])).toEqual([
       ["misuse.signal", "user_rate"],
+      ["misuse.signal", "dangerous_first_use"],
       ["misuse.signal", "probing"],
       ["caller_key.suspend", "probing"],
     ]);

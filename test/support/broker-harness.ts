@@ -138,13 +138,14 @@ export async function startBroker(
 const SHIPPED = JSON.parse(
   readFileSync(new URL("../../providers/providers.json", import.meta.url), "utf8"),
 ) as {
-  providers: Array<{ id: string; auth: unknown }>;
+  providers: Array<{ id: string; auth: unknown; operations: unknown; defaultGrant: string[] }>;
 };
 
 /**
  * The shipped providers plus loopback ones pointing at the test upstream. `test-binance`
  * reuses the SHIPPED Binance signing recipe, so the upstream's Binance-style verifier checks
- * the real definition. Loopback is allowed only by KEYBROKER_ALLOW_LOOPBACK_PROVIDERS=1.
+ * the real definition, and its shipped operation classes and default grant (so a withdrawal is a
+ * `transfer` here as in production). Loopback is allowed only by KEYBROKER_ALLOW_LOOPBACK_PROVIDERS=1.
  */
 function testProviders(port: number): unknown {
   const binance = SHIPPED.providers.find((p) => p.id === "binance");
@@ -158,6 +159,8 @@ function testProviders(port: number): unknown {
         path: "/binance",
         requiredFields: ["api_key", "api_secret"],
         auth: binance?.auth,
+        operations: binance?.operations,
+        ...(binance === undefined ? {} : { defaultGrant: binance.defaultGrant }),
       }),
     ],
   };

@@ -4,14 +4,16 @@ import type {
   SecretMetadata as ProtoSecretMetadata,
   SecretService,
 } from "../../gen/keybroker/v1/secrets_pb.js";
+import { grantLabel } from "../../policy/operation-grant.js";
 import { parseProviderId, parsePutSecret, parseSecretId } from "../../secrets/secret-input.js";
 import type { SecretMetadata, SecretService as Secrets } from "../../secrets/secret-service.js";
 import type { ServiceHandlers } from "../transport/handlers.js";
 import { actorOf } from "./audit-actor.js";
 import type { UserCallGuard } from "./call-guard.js";
 
-type ProtoMetadataInit = Omit<ProtoSecretMetadata, "$typeName" | "$unknown" | "fieldNames"> & {
+type ProtoMetadataInit = Omit<ProtoSecretMetadata, "$typeName" | "$unknown" | "fieldNames" | "grant"> & {
   fieldNames: string[];
+  grant: string[];
 };
 
 /** Thin handlers: authorize, parse, delegate (audited), convert. Logic lives in secrets/. */
@@ -33,7 +35,12 @@ export function createSecretServiceHandlers(deps: {
           ...(input.secretId === undefined ? {} : { target: input.secretId }),
           detail: { provider: input.provider, fieldCount: input.fields.size },
           resultTarget: (m) => m.id,
-          resultDetail: (m) => ({ secretVersion: m.version }),
+          // The grant as stored, and whether it widened the previous one (SPEC I10).
+          resultDetail: (m) => ({
+            secretVersion: m.version,
+            grant: grantLabel(m.grant),
+            grantChange: m.grantChange,
+          }),
         },
         () => secrets.put(user, input, ctx.signal),
       );
@@ -69,6 +76,7 @@ function toProto(m: SecretMetadata): ProtoMetadataInit {
     label: m.label,
     version: m.version,
     fieldNames: [...m.fieldNames],
+    grant: [...m.grant],
     hint: m.hint,
     fingerprint: m.fingerprint,
     createdAt: timestampFromDate(m.createdAt),

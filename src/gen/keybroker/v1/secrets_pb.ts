@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keybroker/v1/secrets.proto.
  */
 export const file_keybroker_v1_secrets: GenFile = /*@__PURE__*/
-  fileDesc("ChprZXlicm9rZXIvdjEvc2VjcmV0cy5wcm90bxIMa2V5YnJva2VyLnYxIrEBChBQdXRTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRI6CgZmaWVsZHMYBCADKAsyKi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdC5GaWVsZHNFbnRyeRotCgtGaWVsZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKEVB1dFNlY3JldFJlc3BvbnNlEiwKBnNlY3JldBgBIAEoCzIcLmtleWJyb2tlci52MS5TZWNyZXRNZXRhZGF0YSImChJMaXN0U2VjcmV0c1JlcXVlc3QSEAoIcHJvdmlkZXIYASABKAkiRAoTTGlzdFNlY3JldHNSZXNwb25zZRItCgdzZWNyZXRzGAEgAygLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIigKE0RlbGV0ZVNlY3JldFJlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJIhYKFERlbGV0ZVNlY3JldFJlc3BvbnNlIpgCCg5TZWNyZXRNZXRhZGF0YRIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgNEhMKC2ZpZWxkX25hbWVzGAUgAygJEgwKBGhpbnQYBiABKAkSEwoLZmluZ2VycHJpbnQYByABKAkSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDKIAgoNU2VjcmV0U2VydmljZRJMCglQdXRTZWNyZXQSHi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdBofLmtleWJyb2tlci52MS5QdXRTZWNyZXRSZXNwb25zZRJSCgtMaXN0U2VjcmV0cxIgLmtleWJyb2tlci52MS5MaXN0U2VjcmV0c1JlcXVlc3QaIS5rZXlicm9rZXIudjEuTGlzdFNlY3JldHNSZXNwb25zZRJVCgxEZWxldGVTZWNyZXQSIS5rZXlicm9rZXIudjEuRGVsZXRlU2VjcmV0UmVxdWVzdBoiLmtleWJyb2tlci52MS5EZWxldGVTZWNyZXRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChprZXlicm9rZXIvdjEvc2VjcmV0cy5wcm90bxIMa2V5YnJva2VyLnYxIsABChBQdXRTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRI6CgZmaWVsZHMYBCADKAsyKi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdC5GaWVsZHNFbnRyeRINCgVncmFudBgFIAMoCRotCgtGaWVsZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKEVB1dFNlY3JldFJlc3BvbnNlEiwKBnNlY3JldBgBIAEoCzIcLmtleWJyb2tlci52MS5TZWNyZXRNZXRhZGF0YSImChJMaXN0U2VjcmV0c1JlcXVlc3QSEAoIcHJvdmlkZXIYASABKAkiRAoTTGlzdFNlY3JldHNSZXNwb25zZRItCgdzZWNyZXRzGAEgAygLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIigKE0RlbGV0ZVNlY3JldFJlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJIhYKFERlbGV0ZVNlY3JldFJlc3BvbnNlIqcCCg5TZWNyZXRNZXRhZGF0YRIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgNEhMKC2ZpZWxkX25hbWVzGAUgAygJEgwKBGhpbnQYBiABKAkSEwoLZmluZ2VycHJpbnQYByABKAkSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVncmFudBgLIAMoCTKIAgoNU2VjcmV0U2VydmljZRJMCglQdXRTZWNyZXQSHi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdBofLmtleWJyb2tlci52MS5QdXRTZWNyZXRSZXNwb25zZRJSCgtMaXN0U2VjcmV0cxIgLmtleWJyb2tlci52MS5MaXN0U2VjcmV0c1JlcXVlc3QaIS5rZXlicm9rZXIudjEuTGlzdFNlY3JldHNSZXNwb25zZRJVCgxEZWxldGVTZWNyZXQSIS5rZXlicm9rZXIudjEuRGVsZXRlU2VjcmV0UmVxdWVzdBoiLmtleWJyb2tlci52MS5EZWxldGVTZWNyZXRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keybroker.v1.PutSecretRequest
@@ -45,6 +45,16 @@ export type PutSecretRequest = Message<"keybroker.v1.PutSecretRequest"> & {
    * @generated from field: map<string, string> fields = 4;
    */
   fields: { [key: string]: string };
+
+  /**
+   * The operation classes the key may be used for through ProxyService: read, write, trade,
+   * transfer, credentials, webhooks. Empty: the provider's default grant, which never includes
+   * a dangerous class (transfer, credentials, webhooks). Replaces the previous grant; an unknown
+   * class is INVALID_ARGUMENT.
+   *
+   * @generated from field: repeated string grant = 5;
+   */
+  grant: string[];
 };
 
 /**
@@ -202,6 +212,13 @@ export type SecretMetadata = Message<"keybroker.v1.SecretMetadata"> & {
    * @generated from field: google.protobuf.Timestamp last_used_at = 10;
    */
   lastUsedAt?: Timestamp | undefined;
+
+  /**
+   * The operation classes the secret may be used for (sorted), sealed with it.
+   *
+   * @generated from field: repeated string grant = 11;
+   */
+  grant: string[];
 };
 
 /**
