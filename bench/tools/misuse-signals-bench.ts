@@ -62,4 +62,6 @@ const micros = cpuMicros(() => {
   }
 });
 await new Promise((resolve) => setImmediate(resolve));
-console.log(`watchUse (call-path part, excl. the observe it schedules) ${(micros / sample.length).toFixed(2)} µs CPU/call`);
+console.log(
+  `watchUse (call-path part, excl. the observe it schedules) ${(micros / sample.length).toFixed(2)} µs CPU/call`,
+);
