@@ -12,7 +12,14 @@ const LAYERS = [
   { name: "api", paths: ["^src/api/"] },
   {
     name: "services",
-    paths: ["^src/secrets/", "^src/proxy/", "^src/admin/", "^src/rotation/", "^src/sessions/"],
+    paths: [
+      "^src/secrets/",
+      "^src/proxy/",
+      "^src/admin/",
+      "^src/rotation/",
+      "^src/sessions/",
+      "^src/signals/",
+    ],
   },
   { name: "observability", paths: ["^src/observability/"] },
   {

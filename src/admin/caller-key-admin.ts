@@ -9,6 +9,7 @@ import {
   findCallerKeyById,
   insertCallerKey,
   listCallerKeys,
+  reinstateCallerKey,
   revokeCallerKey,
 } from "../store/caller-keys.repository.js";
 import type { Database } from "../store/schema.js";
@@ -39,6 +40,8 @@ export interface CallerKeyAdmin {
    * `overlapSeconds`.
    */
   rotate(id: string, overlapSeconds: number): Promise<CreatedCallerKey & { oldKeyExpiresAt: Date }>;
+  /** Lifts a suspension a misuse signal put on the key; NOT_FOUND when it is not suspended. */
+  reinstate(id: string): Promise<void>;
 }
 
 /** Long enough to roll a key out to every app instance; short enough that a leak is bounded. */
@@ -108,6 +111,8 @@ export function createCallerKeyAdmin(deps: {
           revokedAt: null,
           lastUsedAt: null,
           clientCertSha256,
+          suspendedAt: null,
+          suspendedReason: null,
         },
       };
     },
@@ -147,6 +152,11 @@ export function createCallerKeyAdmin(deps: {
     async revoke(id) {
       if (!(await revokeCallerKey(deps.db, id, now()))) {
         throw new BrokerError("not_found", "no live caller key with that id");
+      }
+    },
+    async reinstate(id) {
+      if (!(await reinstateCallerKey(deps.db, id))) {
+        throw new BrokerError("not_found", "no suspended caller key with that id");
       }
     },
   };

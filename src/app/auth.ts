@@ -26,6 +26,8 @@ export interface AuthDeps {
   readonly revocations: Pick<SessionRevocations, "check" | "subscribe">;
   /** Drops a user's unwrapped data keys from memory. */
   readonly forgetUserKeys: (userRef: Buffer) => void;
+  /** A caller key this replica has suspended but not yet written as such (misuse signals). */
+  readonly isSuspensionHeld?: (callerKeyId: string) => boolean;
 }
 
 /**
@@ -61,6 +63,7 @@ export async function createAuth(lifecycle: Lifecycle, deps: AuthDeps): Promise<
   });
   const callers = createCallerAuthenticator({
     lookup: createCallerKeyLookup(database.prepared),
+    ...(deps.isSuspensionHeld === undefined ? {} : { isSuspensionHeld: deps.isSuspensionHeld }),
     markUsed: (id) => {
       // Best effort: "last used" is advisory and must not fail or slow the call.
       markCallerKeyUsed(database.db, id, new Date()).catch((err: unknown) =>

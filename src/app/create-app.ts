@@ -34,6 +34,7 @@ import { createLifecycle, unwindOnFailure } from "./lifecycle.js";
 import { type BoundPorts, createServers } from "./servers.js";
 import { createServices, type Services } from "./services.js";
 import { openSessions } from "./sessions.js";
+import { createSignals, type Signals } from "./signals.js";
 import { openStorage, prepareSchema } from "./storage.js";
 
 /** Parts a test or the dev command may supply instead of building them from config. */
@@ -118,6 +119,7 @@ export async function createApp(
     const revocations = createSessionRevocations({
       maxStalenessMs: config.sessions.revocationMaxStalenessMs,
     });
+    const signals = await createSignals(lifecycle, { config, database, audit: audit.log, metrics, logger });
     const guard = await createAuth(lifecycle, {
       config,
       database,
@@ -126,6 +128,7 @@ export async function createApp(
       metrics,
       logger,
       revocations,
+      isSuspensionHeld: signals.suspender.isHeld,
       forgetUserKeys: (userRef) => keys.userDataKeys.forgetUser(userRef),
     });
     const sessions = await openSessions(lifecycle, {
@@ -144,7 +147,7 @@ export async function createApp(
       logger,
       resolve: overrides.resolve,
     });
-    const rpc = registerRpcServices({ config, database, keys, guard, audit, services });
+    const rpc = registerRpcServices({ config, database, keys, guard, audit, services, signals });
     const servers = await createServers(lifecycle, {
       config,
       services: [
@@ -190,6 +193,7 @@ interface RpcParts {
   readonly guard: UserCallGuard;
   readonly audit: Audit;
   readonly services: Services;
+  readonly signals: Signals;
 }
 
 /**
@@ -219,7 +223,7 @@ function registerRpcServices(parts: RpcParts): {
   );
   const proxyService = registerService(
     ProxyService,
-    createProxyServiceHandlers({ guard, proxy: services.proxy, audited }),
+    createProxyServiceHandlers({ guard, proxy: services.proxy, audited, signals: parts.signals.monitor }),
   );
 
   // --- AdminService: its parts are built here, in one block, apart from the other services ---

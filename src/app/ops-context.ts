@@ -44,6 +44,19 @@ export function openOpsContext(
   return unwindOnFailure(lifecycle, () => openDatabasePart(lifecycle, config, logger, options));
 }
 
+/** The database and the audit log, for a command that changes something without touching keys. */
+export function openAuditedOpsContext(
+  config: { readonly database: DatabaseConfig },
+  logger: Logger,
+  options: OpsContextOptions,
+): Promise<OpsContext & { readonly audit: Audit }> {
+  const lifecycle = createLifecycle({ logger });
+  return unwindOnFailure(lifecycle, async () => {
+    const base = await openDatabasePart(lifecycle, config, logger, options);
+    return { ...base, audit: openAudit(lifecycle, { database: base.database, logger }) };
+  });
+}
+
 /** The database, the configured keyring and the audit log, torn down together. */
 export function openKeyedOpsContext(
   config: Config,

@@ -57,6 +57,7 @@ const DETAIL_RULES: { readonly [K in keyof Required<AuditDetail>]: DetailRule } 
   masterKeyId: shaped(KEY_ID, true),
   dataKeyVersion: count,
   count,
+  baseline: count,
   operationClass: shaped(CLASS_NAME),
   grant: shaped(CLASS_LIST),
   grantChange: shaped(CLASS_NAME),

@@ -17,6 +17,9 @@ export type AuditAction =
   | "caller_key.create"
   | "caller_key.revoke"
   | "caller_key.rotate"
+  | "caller_key.suspend"
+  | "caller_key.reinstate"
+  | "misuse.signal"
   | "user.shred"
   | "rewrap.step"
   | "integrity.failure"
@@ -52,8 +55,10 @@ export interface AuditDetail {
   /** KMS key id or ARN, or a local keyring key id. */
   readonly masterKeyId?: string;
   readonly dataKeyVersion?: number;
-  /** How many items a step handled (e.g. data keys rewrapped). */
+  /** How many items a step handled (e.g. data keys rewrapped), or a misuse signal's observed value. */
   readonly count?: number;
+  /** A misuse signal's trailing baseline, in the unit of `count`. */
+  readonly baseline?: number;
   /** A proxied call's operation class, e.g. "transfer", or "unclassified" (SPEC I10). */
   readonly operationClass?: string;
   /** A secret's grant as stored, e.g. "read,trade" ("none" when empty). */

@@ -29,6 +29,11 @@ export interface CallerAuthenticatorDeps {
   /** Records last use; best effort, throttled per key, its failures never fail the call. */
   readonly markUsed?: (id: string) => void | Promise<void>;
   readonly markUsedIntervalMs?: number;
+  /**
+   * True for a key this replica has suspended but whose row may not say so yet (a misuse signal's
+   * automatic response, written in the background): refused here at once, fail closed.
+   */
+  readonly isSuspensionHeld?: (id: string) => boolean;
 }
 
 /** Authenticates the calling application by its broker-issued key. */
@@ -101,6 +106,10 @@ export function createCallerAuthenticator(deps: CallerAuthenticatorDeps): Caller
       }
       // Any revocation counts, even one dated in the future: revocation is never scheduled.
       if (record.revokedAt !== null) throw invalid(`caller key ${record.id} revoked`);
+      // A suspension (misuse signal) is refused exactly like a revocation until reinstated by CLI.
+      if (record.suspendedAt !== null || deps.isSuspensionHeld?.(record.id) === true) {
+        throw invalid(`caller key ${record.id} suspended`);
+      }
       if (record.expiresAt !== null && record.expiresAt.getTime() <= now()) {
         throw invalid(`caller key ${record.id} expired`);
       }

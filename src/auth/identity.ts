@@ -50,7 +50,7 @@ export interface UserIdentity {
   readonly userRef: Buffer;
   /** Token expiry, epoch seconds. */
   readonly expiresAt: number;
-  /** The token's `iat`, epoch seconds (compared with logouts: issue 14). */
+  /** The token's `iat`, epoch seconds (compared with logouts, issue 14; the misuse signals watch token age). */
   readonly issuedAt?: number | undefined;
   /** HMAC(pepper, issuer | sid) when the token names its session (`sid`); never the raw sid. */
   readonly sessionRef?: Buffer | undefined;

@@ -1,7 +1,8 @@
+import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
-import { openOpsContext } from "../app/ops-context.js";
+import { openAuditedOpsContext } from "../app/ops-context.js";
 import { clientCertificateSha256 } from "../auth/client-certificate.js";
 import { loadDatabaseConfig } from "../config/config.js";
 import { BrokerError } from "../errors.js";
@@ -25,7 +26,7 @@ export async function runCallerKeys(args: string[], io: CliIo): Promise<number> 
   // Checked before the database opens: a wrong file fails at once, and nothing is created.
   const certFile = action === "create" ? values["client-cert"] : undefined;
   const clientCertSha256 = certFile === undefined ? null : clientCertificateSha256(await readPem(certFile));
-  const ops = await openOpsContext({ database: loadDatabaseConfig(io.env) }, createCommandLogger(io), {
+  const ops = await openAuditedOpsContext({ database: loadDatabaseConfig(io.env) }, createCommandLogger(io), {
     schema: "as-is",
   });
   try {
@@ -57,7 +58,9 @@ export async function runCallerKeys(args: string[], io: CliIo): Promise<number> 
               ? "revoked"
               : key.expiresAt !== null && key.expiresAt < new Date()
                 ? "expired"
-                : "active";
+                : key.suspendedAt !== null
+                  ? `suspended(${key.suspendedReason ?? "unknown"})`
+                  : "active";
           io.stdout.write(
             `${key.id}\t${key.name}\tkbk_…${key.last4}\t${key.scopes.join(",")}\t${state}\t` +
               `last used ${key.lastUsedAt?.toISOString() ?? "never"}\tclient-cert=${certBinding(key.clientCertSha256)}\n`,
@@ -70,6 +73,21 @@ export async function runCallerKeys(args: string[], io: CliIo): Promise<number> 
         if (id === undefined) throw new BrokerError("invalid_argument", "usage: caller-keys revoke <id>");
         await admin.revoke(id);
         io.stdout.write(`revoked ${id}\n`);
+        return 0;
+      }
+      case "reinstate": {
+        const id = positionals[0];
+        if (id === undefined) throw new BrokerError("invalid_argument", "usage: caller-keys reinstate <id>");
+        // Audited like an admin RPC: the attempt is committed first, so an unaudited reinstatement
+        // cannot happen (I8); the outcome row follows.
+        const actor = { requestId: `cli_${randomUUID()}`, callerKeyId: null, userRef: null };
+        await ops.audit.audited.run(
+          actor,
+          { action: "caller_key.reinstate", target: id, sensitive: true },
+          () => admin.reinstate(id),
+        );
+        await ops.audit.log.flush();
+        io.stdout.write(`reinstated ${id}\n`);
         return 0;
       }
       case "rotate": {
@@ -88,7 +106,7 @@ export async function runCallerKeys(args: string[], io: CliIo): Promise<number> 
       default:
         io.stderr.write(
           "usage: keybroker caller-keys create --name N --scopes s1,s2 [--expires-in-days D] [--client-cert FILE.pem]" +
-            "|list|revoke|rotate\n",
+            "|list|revoke|rotate|reinstate\n",
         );
         return 2;
     }

@@ -2,13 +2,19 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { parseAcceptedMasterKeys } from "../keys/key-ids.js";
 import { Redacted } from "../log/redacted.js";
+import { isMisuseSignalName, MISUSE_SIGNALS, type MisuseSignalName } from "../signals/signal-event.js";
 import type { DatabaseConfig } from "../store/database.js";
 
 /**
  * A production guard switched off by its own variable (review L7). `keybroker serve` applies every
  * guard unless one is named here; `keybroker dev` switches all of them off. NODE_ENV switches none.
  */
-export type Relaxation = "http_issuer" | "loopback_providers" | "local_keyring" | "embedded_database";
+export type Relaxation =
+  | "http_issuer"
+  | "loopback_providers"
+  | "local_keyring"
+  | "embedded_database"
+  | "http_alert_webhook";
 
 /** The variable that switches each relaxation on, and what it lets through (for the start-up warning). */
 export const RELAXATIONS: {
@@ -29,6 +35,10 @@ export const RELAXATIONS: {
   embedded_database: {
     variable: "KEYBROKER_ALLOW_EMBEDDED_DATABASE",
     allows: "the embedded PGlite database instead of DATABASE_URL",
+  },
+  http_alert_webhook: {
+    variable: "KEYBROKER_ALLOW_HTTP_ALERT_WEBHOOK",
+    allows: "a plain-http alert webhook URL on loopback",
   },
 };
 
@@ -173,6 +183,15 @@ export interface Config {
     readonly rows: number;
     readonly exportToLog: boolean;
   };
+  /** Misuse signals (src/signals/): where alerts are posted, and which signals suspend a caller key. */
+  readonly alerts: {
+    /** Undefined: alerts are still metrics, audit rows and log lines, just not posted. */
+    readonly webhook:
+      | { readonly url: string; readonly secretFile: string; readonly caFile: string | undefined }
+      | undefined;
+    /** Empty by default: automatic suspension is opt-in, signal by signal. */
+    readonly suspendOn: readonly MisuseSignalName[];
+  };
 }
 
 /** providers/providers.json at the package root (from src/config/ or dist/src/config/). */
@@ -204,6 +223,7 @@ export const envSchema = z.object({
   KEYBROKER_ALLOW_LOOPBACK_PROVIDERS: flag,
   KEYBROKER_ALLOW_LOCAL_KEYRING: flag,
   KEYBROKER_ALLOW_EMBEDDED_DATABASE: flag,
+  KEYBROKER_ALLOW_HTTP_ALERT_WEBHOOK: flag,
   KEYBROKER_PROCESS_METRICS: z.enum(["on", "off"]).default("on"),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   // Loopback unless told otherwise: exposing a port is a decision, with TLS or the mesh opt-out (M3).
@@ -313,6 +333,11 @@ export const envSchema = z.object({
     .string()
     .regex(/^[a-z_][a-z0-9_]{0,62}$/, "must be a lowercase SQL identifier")
     .optional(),
+  KEYBROKER_ALERT_WEBHOOK_URL: url.optional(),
+  KEYBROKER_ALERT_WEBHOOK_SECRET_FILE: z.string().min(1).optional(),
+  KEYBROKER_ALERT_WEBHOOK_CA_FILE: z.string().min(1).optional(),
+  // Comma-separated signal names; empty or unset: no automatic suspension.
+  KEYBROKER_SUSPEND_ON_SIGNALS: z.string().optional(),
 });
 
 export type KeybrokerEnv = z.input<typeof envSchema>;
@@ -348,11 +373,13 @@ export function loadConfig(
   const allowLoopbackProviders = relaxed(e.KEYBROKER_ALLOW_LOOPBACK_PROVIDERS);
   const allowLocalKeyring = relaxed(e.KEYBROKER_ALLOW_LOCAL_KEYRING);
   const allowEmbeddedDatabase = relaxed(e.KEYBROKER_ALLOW_EMBEDDED_DATABASE);
+  const allowHttpAlertWebhook = relaxed(e.KEYBROKER_ALLOW_HTTP_ALERT_WEBHOOK);
   const relaxations: Relaxation[] = [];
   if (allowHttpIssuer) relaxations.push("http_issuer");
   if (allowLoopbackProviders) relaxations.push("loopback_providers");
   if (allowLocalKeyring) relaxations.push("local_keyring");
   if (allowEmbeddedDatabase) relaxations.push("embedded_database");
+  if (allowHttpAlertWebhook) relaxations.push("http_alert_webhook");
   const problems: string[] = [];
 
   // Even relaxed, plain http is for a loopback issuer only: a token key set fetched in clear
@@ -478,6 +505,7 @@ export function loadConfig(
       problems.push("KEYBROKER_LOGOUT_AUDIENCES: must name app client ids, not AUTH0_AUDIENCE");
     }
   }
+  const alerts = parseAlerts(e, allowHttpAlertWebhook, loopback, problems);
 
   if (problems.length > 0) throw new ConfigError(problems);
 
@@ -556,7 +584,63 @@ export function loadConfig(
       rows: e.KEYBROKER_AUDIT_CHECKPOINT_ROWS,
       exportToLog: e.KEYBROKER_AUDIT_CHECKPOINT_LOG === "on",
     },
+    alerts,
   });
+}
+
+/**
+ * The alert webhook and automatic suspension. The webhook's secret comes from a file (never an
+ * env value that `ps` or a crash dump could show); the URL is https, or http on loopback only
+ * with KEYBROKER_ALLOW_HTTP_ALERT_WEBHOOK=1: an alert in clear could be read or forged in transit.
+ */
+function parseAlerts(
+  e: z.output<typeof envSchema>,
+  allowHttp: boolean,
+  loopback: (u: string) => boolean,
+  problems: string[],
+): Config["alerts"] {
+  const suspendOn: MisuseSignalName[] = [];
+  for (const name of (e.KEYBROKER_SUSPEND_ON_SIGNALS ?? "").split(",").map((s) => s.trim())) {
+    if (name === "") continue;
+    if (isMisuseSignalName(name)) suspendOn.push(name);
+    else
+      problems.push(
+        `KEYBROKER_SUSPEND_ON_SIGNALS: unknown signal "${name}" (one of ${MISUSE_SIGNALS.join(", ")})`,
+      );
+  }
+  const url = e.KEYBROKER_ALERT_WEBHOOK_URL;
+  if (url === undefined) {
+    if (
+      e.KEYBROKER_ALERT_WEBHOOK_SECRET_FILE !== undefined ||
+      e.KEYBROKER_ALERT_WEBHOOK_CA_FILE !== undefined
+    ) {
+      problems.push(
+        "KEYBROKER_ALERT_WEBHOOK_URL: required with KEYBROKER_ALERT_WEBHOOK_SECRET_FILE or _CA_FILE",
+      );
+    }
+    return { webhook: undefined, suspendOn };
+  }
+  if (
+    new URL(url).protocol !== "https:" &&
+    !(allowHttp && new URL(url).protocol === "http:" && loopback(url))
+  ) {
+    problems.push(
+      "KEYBROKER_ALERT_WEBHOOK_URL: must be https (http only on loopback with KEYBROKER_ALLOW_HTTP_ALERT_WEBHOOK=1)",
+    );
+  }
+  if (e.KEYBROKER_ALERT_WEBHOOK_SECRET_FILE === undefined) {
+    problems.push(
+      "KEYBROKER_ALERT_WEBHOOK_SECRET_FILE: required with KEYBROKER_ALERT_WEBHOOK_URL (alerts are signed)",
+    );
+  }
+  return {
+    webhook: {
+      url,
+      secretFile: e.KEYBROKER_ALERT_WEBHOOK_SECRET_FILE ?? "",
+      caFile: e.KEYBROKER_ALERT_WEBHOOK_CA_FILE,
+    },
+    suspendOn,
+  };
 }
 
 type CheckpointKeyEnv = Pick<

@@ -19,6 +19,8 @@ import type { CallEndEvent } from "./call-end.js";
  *   keybroker_upstream_duration_seconds{provider}              histogram
  *   keybroker_audit_write_failures_total                       audit batches that could not be committed
  *   keybroker_auth_refusals_total{reason}                      refused credentials by refusal reason
+ *   keybroker_misuse_signals_total{signal}                     misuse signals raised (src/signals/)
+ *   keybroker_alert_webhook_deliveries_total{outcome}          alert webhooks delivered, failed, dropped
  *
  * Every label value comes from a closed set: route names, provider ids from the registry file,
  * gRPC code names, status classes ("2xx"), broker error codes. Anything a caller or user chose
@@ -41,6 +43,9 @@ export interface Metrics {
   auditWriteFailed(): void;
   /** One refused call, by its refusal reason (or the error code when it carries none). */
   authRefused(reason: RefusalReason | BrokerErrorCode): void;
+  /** One misuse signal raised (a closed set of names, src/signals/signal-event.ts). */
+  misuseSignal(signal: string): void;
+  alertWebhookDelivery(outcome: "delivered" | "failed" | "dropped"): void;
 }
 
 export interface MetricsDeps {
@@ -174,6 +179,19 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
     registers,
   });
 
+  const misuseSignals = new Counter({
+    name: "keybroker_misuse_signals_total",
+    help: "Misuse signals raised (user_rate, secret_spread, dangerous_first_use, probing, token_age).",
+    labelNames: ["signal"] as const,
+    registers,
+  });
+  const alertWebhookDeliveries = new Counter({
+    name: "keybroker_alert_webhook_deliveries_total",
+    help: "Alert webhook deliveries by outcome (delivered, failed after retries, dropped on a full queue).",
+    labelNames: ["outcome"] as const,
+    registers,
+  });
+
   const { dataKeyCacheStats } = deps;
   if (dataKeyCacheStats !== undefined) registerDataKeyCache(registers, dataKeyCacheStats);
 
@@ -281,6 +299,15 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
         authRefusalCounters.set(reason, counter);
       }
       counter.inc();
+    },
+
+    misuseSignal(signal) {
+      // Signal names are a closed list of five; the cap is the same backstop as for routes.
+      misuseSignals.labels(/^[a-z_]{1,32}$/.test(signal) ? signal : OVERFLOW).inc();
+    },
+
+    alertWebhookDelivery(outcome) {
+      alertWebhookDeliveries.labels(outcome).inc();
     },
   };
 }

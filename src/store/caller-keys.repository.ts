@@ -14,6 +14,8 @@ export interface StoredCallerKey {
   readonly revokedAt: Date | null;
   /** SHA-256 of the client certificate the key must arrive with (mTLS), or null if unbound. */
   readonly clientCertSha256: Buffer | null;
+  /** When a misuse signal suspended the key, or null. */
+  readonly suspendedAt: Date | null;
 }
 
 /** Metadata about a caller key; never includes the key or its hash. */
@@ -28,6 +30,9 @@ export interface CallerKeySummary {
   readonly lastUsedAt: Date | null;
   /** SHA-256 of the bound client certificate (public, not a secret), or null if unbound. */
   readonly clientCertSha256: Buffer | null;
+  readonly suspendedAt: Date | null;
+  /** The misuse signal that suspended the key, or null. */
+  readonly suspendedReason: string | null;
 }
 
 export interface NewCallerKey {
@@ -60,14 +65,14 @@ export async function insertCallerKey(db: Kysely<Database>, key: NewCallerKey): 
 // Hashes travel as hex text: a text[] parameter serialises the same on pg and PGlite.
 const FIND_BY_HASHES: PreparedStatement = {
   name: "kb_caller_keys_by_hashes",
-  text: `select id, name, key_hash, scopes, expires_at, revoked_at, client_cert_sha256
+  text: `select id, name, key_hash, scopes, expires_at, revoked_at, client_cert_sha256, suspended_at
            from caller_keys
           where key_hash in (select decode(h, 'hex') from unnest($1::text[]) as h)`,
 };
 
 type CallerKeyLookupRow = Pick<
   CallerKeyRow,
-  "id" | "name" | "key_hash" | "scopes" | "expires_at" | "revoked_at" | "client_cert_sha256"
+  "id" | "name" | "key_hash" | "scopes" | "expires_at" | "revoked_at" | "client_cert_sha256" | "suspended_at"
 >;
 
 /** The stored caller keys among `hashes` (each a SHA-256 of a presented key), by hash in hex. */
@@ -89,6 +94,7 @@ export async function findCallerKeysByHashes(
       expiresAt: row.expires_at,
       revokedAt: row.revoked_at,
       clientCertSha256: row.client_cert_sha256 === null ? null : asBuffer(row.client_cert_sha256),
+      suspendedAt: row.suspended_at,
     });
   }
   return found;
@@ -126,6 +132,37 @@ export async function revokeCallerKey(db: Kysely<Database>, id: string, at: Date
   return result.numUpdatedRows > 0n;
 }
 
+/**
+ * Suspends a live key (a misuse signal's automatic response); false when it is unknown, revoked or
+ * already suspended. Every replica reads the row on each call, so the suspension holds fleet-wide.
+ */
+export async function suspendCallerKey(
+  db: Kysely<Database>,
+  id: string,
+  reason: string,
+  at: Date,
+): Promise<boolean> {
+  const result = await db
+    .updateTable("caller_keys")
+    .set({ suspended_at: at, suspended_reason: reason })
+    .where("id", "=", id)
+    .where("suspended_at", "is", null)
+    .where("revoked_at", "is", null)
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}
+
+/** Lifts a suspension; false when the key is unknown or not suspended. */
+export async function reinstateCallerKey(db: Kysely<Database>, id: string): Promise<boolean> {
+  const result = await db
+    .updateTable("caller_keys")
+    .set({ suspended_at: null, suspended_reason: null })
+    .where("id", "=", id)
+    .where("suspended_at", "is not", null)
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}
+
 export async function markCallerKeyUsed(db: Kysely<Database>, id: string, at: Date): Promise<void> {
   await db.updateTable("caller_keys").set({ last_used_at: at }).where("id", "=", id).execute();
 }
@@ -141,6 +178,8 @@ function toSummary(row: CallerKeyRow): CallerKeySummary {
     revokedAt: row.revoked_at,
     lastUsedAt: row.last_used_at,
     clientCertSha256: row.client_cert_sha256 === null ? null : asBuffer(row.client_cert_sha256),
+    suspendedAt: row.suspended_at,
+    suspendedReason: row.suspended_reason,
   };
 }
 

@@ -23,6 +23,9 @@ export interface CallerKeysTable {
   last_used_at: Date | null;
   /** SHA-256 of the DER client certificate the key is bound to (mTLS), or null if unbound. */
   client_cert_sha256: Uint8Array | null;
+  /** Set when a misuse signal suspended the key (refused like a revoked one until reinstated). */
+  suspended_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  suspended_reason: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface UsersTable {

@@ -9,10 +9,12 @@ import type {
   ProxyCallScope,
   ProxyService,
 } from "../../proxy/proxy-service.js";
+import type { MisuseMonitor } from "../../signals/misuse-monitor.js";
 import type { CallContext } from "../transport/call-context.js";
 import type { ServiceHandlers } from "../transport/handlers.js";
 import { actorOf } from "./audit-actor.js";
 import type { UserCallGuard } from "./call-guard.js";
+import { watchUse } from "./misuse-feed.js";
 
 const toHeaders = (headers: ReadonlyArray<readonly [string, string]>) =>
   headers.map(([name, value]) => ({ name, value }));
@@ -50,29 +52,37 @@ export function createProxyServiceHandlers(deps: {
   guard: UserCallGuard;
   proxy: ProxyService;
   audited: AuditedRunner;
+  /** The misuse signals, fed one observation per finished call (absent: not watched). */
+  signals?: MisuseMonitor | undefined;
 }): ServiceHandlers<typeof ProxyServiceDesc> {
-  const { guard, proxy, audited } = deps;
+  const { guard, proxy, audited, signals } = deps;
   return {
     async call(request, ctx) {
       const { caller, user } = await guard.authorize(ctx, PROXY_SCOPES);
       const input = parseProxyCall(request);
       // The sealed row is read while `started` commits; nothing is decrypted before it has (I8).
-      const response = await audited.runWithRead(
-        actorOf(ctx, caller, user),
-        auditSpec(input),
-        () => proxy.fetch(user, input),
-        (sealed) => proxy.call(user, input, sealed, scopeOf(ctx, caller)),
+      const use = watchUse(signals, { caller, user, secretId: input.secretId });
+      const response = await use.settled(
+        audited.runWithRead(
+          actorOf(ctx, caller, user),
+          auditSpec(input),
+          () => use.planned(proxy.fetch(user, input)),
+          (sealed) => proxy.call(user, input, sealed, scopeOf(ctx, caller)),
+        ),
       );
       return { status: response.status, headers: toHeaders(response.headers), body: response.body };
     },
     async *callStream(request, ctx) {
       const { caller, user } = await guard.authorize(ctx, PROXY_SCOPES);
       const input = parseProxyCall(request);
-      const response = await audited.runWithRead(
-        actorOf(ctx, caller, user),
-        auditSpec(input),
-        () => proxy.fetch(user, input),
-        (sealed) => proxy.callStream(user, input, sealed, scopeOf(ctx, caller)),
+      const use = watchUse(signals, { caller, user, secretId: input.secretId });
+      const response = await use.settled(
+        audited.runWithRead(
+          actorOf(ctx, caller, user),
+          auditSpec(input),
+          () => use.planned(proxy.fetch(user, input)),
+          (sealed) => proxy.callStream(user, input, sealed, scopeOf(ctx, caller)),
+        ),
       );
       yield {
         part: { case: "head", value: { status: response.status, headers: toHeaders(response.headers) } },

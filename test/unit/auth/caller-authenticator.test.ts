@@ -35,6 +35,7 @@ function keyTable() {
         expiresAt: null,
         revokedAt: null,
         clientCertSha256: null,
+        suspendedAt: null,
         ...fields,
       };
       rows.set(hash.toString("hex"), record);
@@ -98,6 +99,7 @@ describe("caller authenticator", () => {
         scopes: ["admin"],
         expiresAt: null,
         revokedAt: null,
+        suspendedAt: null,
         clientCertSha256: null,
       }),
     };
@@ -118,6 +120,36 @@ describe("caller authenticator", () => {
       code: "unauthenticated",
       message: "invalid caller key",
     });
+  });
+
+  it("H121 refuses a suspended key on the very next call, exactly like a revoked one (reason only in cause)", async () => {
+    const table = keyTable();
+    const { key, record } = table.add(["proxy:call"]);
+    const auth = createCallerAuthenticator({ lookup: table.lookup, now: () => T0 });
+    await expect(auth.authenticate(key, "proxy:call")).resolves.toBeDefined();
+
+    record.suspendedAt = new Date(T0);
+    const err = await brokerErrorOf(auth.authenticate(key, "proxy:call"));
+
+    expect(err).toMatchObject({
+      code: "unauthenticated",
+      message: "invalid caller key",
+      reason: "caller_key_invalid",
+    });
+    expect(String((err.cause as Error).message)).toContain("suspended");
+    record.suspendedAt = null;
+    await expect(auth.authenticate(key, "proxy:call")).resolves.toBeDefined();
+  });
+
+  it("H121 refuses a key this replica holds suspended before its row says so (fail closed)", async () => {
+    const table = keyTable();
+    const { key, record } = table.add(["proxy:call"]);
+    const held = new Set<string>([record.id]);
+    const auth = createCallerAuthenticator({ lookup: table.lookup, isSuspensionHeld: (id) => held.has(id) });
+
+    expect((await brokerErrorOf(auth.authenticate(key, "proxy:call"))).code).toBe("unauthenticated");
+    held.clear();
+    await expect(auth.authenticate(key, "proxy:call")).resolves.toBeDefined();
   });
 
   it("B20 rejects a key from the millisecond it expires", async () => {

@@ -22,12 +22,14 @@ afterAll(async () => {
 });
 
 describe("token verifier: accepted tokens", () => {
-  it("returns the HMAC'd user ref and expiry for a valid user token", async () => {
+  it("returns the HMAC'd user ref, expiry and issue time (for the misuse signals) for a valid user token", async () => {
     const { verifier } = verifierFor(issuer);
     const exp = Math.floor(Date.now() / 1000) + 120;
     const user = await verifier.verify(await issuer.sign({ exp }));
     expect(user.userRef).toEqual(hmacUserRef(issuer.issuer, "auth0|test-user"));
     expect(user.expiresAt).toBe(exp);
+    expect(user.issuedAt).toBeGreaterThan(exp - 300);
+    // Nothing else: never the raw `sub`.
     expect(Object.keys(user).sort()).toEqual(["expiresAt", "issuedAt", "userRef"]);
   });
 

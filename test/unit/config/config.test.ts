@@ -202,15 +202,22 @@ describe("configuration", () => {
       const config = loadConfig(relaxedStack, { mode: "development" });
       expect(config.production).toBe(false);
       expect([...config.relaxations].sort()).toEqual(
-        ["embedded_database", "http_issuer", "local_keyring", "loopback_providers"].sort(),
+        [
+          "embedded_database",
+          "http_issuer",
+          "local_keyring",
+          "loopback_providers",
+          "http_alert_webhook",
+        ].sort(),
       );
       const warnings = relaxationWarnings(config);
-      expect(warnings).toHaveLength(4);
+      expect(warnings).toHaveLength(5);
       for (const variable of [
         "KEYBROKER_ALLOW_HTTP_ISSUER",
         "KEYBROKER_ALLOW_LOOPBACK_PROVIDERS",
         "KEYBROKER_ALLOW_LOCAL_KEYRING",
         "KEYBROKER_ALLOW_EMBEDDED_DATABASE",
+        "KEYBROKER_ALLOW_HTTP_ALERT_WEBHOOK",
       ]) {
         expect(warnings.filter((w) => w.includes(variable))).toHaveLength(1);
       }

@@ -8,6 +8,7 @@ import {
   largestRequestBodyBytes,
   parseProviderRegistry,
 } from "../../../../src/outbound/provider-registry.js";
+import { TEST_OPERATIONS } from "../../../support/loopback-providers.js";
 
 const MIB = 1024 * 1024;
 
@@ -33,6 +34,8 @@ describe("the RPC receive cap (review F3)", () => {
       auth: { type: "bearer", field: "token" },
       timeoutMs: 1000,
       maxResponseBytes: 1024,
+      operations: TEST_OPERATIONS,
+      defaultGrant: ["write"],
       ...(maxRequestBytes === undefined ? {} : { maxRequestBytes }),
     });
     const registry = (...providers: unknown[]) => parseProviderRegistry({ providers }, { production: true });
