@@ -55,8 +55,11 @@ export class UnauthenticatedError extends KeybrokerError {
 
 /**
  * Authenticated, but not allowed: the caller key lacks a scope, or the token lacks a permission.
- * `reason` (from the broker's ErrorInfo detail) says which, e.g. "caller_key_scope_missing";
- * undefined when the refusal is not about a credential (e.g. a path the provider does not allow).
+ * `reason` (from the broker's ErrorInfo detail) says which, e.g. "caller_key_scope_missing" (for a
+ * proxied call: the key lacks that operation class's `proxy:<class>` scope), "operation_not_granted"
+ * (the secret's grant does not include the call's class: its owner can widen it with putSecret) or
+ * "operation_unclassified" (the provider classifies no such endpoint); undefined when the refusal
+ * is not about a credential (e.g. a path the provider does not allow).
  */
 export class PermissionDeniedError extends KeybrokerError {
   override readonly name = "PermissionDeniedError";

@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
 import { openAuditedOpsContext } from "../app/ops-context.js";
 import { clientCertificateSha256 } from "../auth/client-certificate.js";
+import { CALLER_SCOPES } from "../auth/identity.js";
 import { loadDatabaseConfig } from "../config/config.js";
 import { BrokerError } from "../errors.js";
 import { type CliIo, createCommandLogger } from "./cli-io.js";
@@ -106,7 +107,10 @@ export async function runCallerKeys(args: string[], io: CliIo): Promise<number> 
       default:
         io.stderr.write(
           "usage: keybroker caller-keys create --name N --scopes s1,s2 [--expires-in-days D] [--client-cert FILE.pem]" +
-            "|list|revoke|rotate|reinstate\n",
+            "|list|revoke|rotate|reinstate\n" +
+            `  scopes: ${CALLER_SCOPES.join(", ")}\n` +
+            "  (proxy:call allows every non-dangerous class; proxy:transfer, proxy:credentials and\n" +
+            "   proxy:webhooks must be given explicitly)\n",
         );
         return 2;
     }

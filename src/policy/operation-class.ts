@@ -1,5 +1,3 @@
-import { compilePathPattern, type PathPattern } from "../outbound/path-guard.js";
-
 /**
  * What a proxied call may do with a stored key (SPEC I10). Every endpoint a provider allows is
  * named by exactly one class in the registry (`operations`, first match wins); a call no class
@@ -36,11 +34,15 @@ export interface OperationRuleDefinition {
   readonly paths: readonly string[];
 }
 
-/** A compiled `operations` entry: patterns are matched against the classification form of a path. */
+/**
+ * A compiled `operations` entry: each pattern pre-split into lower-cased segments, matched against
+ * the classification form of a path split once per call (same syntax as `pathPatterns`: a literal,
+ * `*` for one non-empty segment, `**` last for zero or more).
+ */
 export interface OperationRule {
   readonly operationClass: OperationClass;
   readonly methods: ReadonlySet<string>;
-  readonly patterns: readonly PathPattern[];
+  readonly patterns: ReadonlyArray<readonly string[]>;
 }
 
 /** Compiles a provider's rules once, at registry load (patterns must already have been checked). */
@@ -50,10 +52,21 @@ export function compileOperationRules(rules: readonly OperationRuleDefinition[])
       Object.freeze({
         operationClass: rule.class,
         methods: new Set(rule.methods),
-        patterns: Object.freeze(rule.paths.map((p) => compilePathPattern(p.toLowerCase()))),
+        patterns: Object.freeze(rule.paths.map((p) => Object.freeze(p.toLowerCase().split("/").slice(1)))),
       }),
     ),
   );
+}
+
+function matchesSegments(want: readonly string[], got: readonly string[]): boolean {
+  for (let i = 0; i < want.length; i++) {
+    const p = want[i];
+    if (p === "**") return true;
+    const segment = got[i];
+    if (segment === undefined) return false;
+    if (p === "*" ? segment === "" : segment !== p) return false;
+  }
+  return got.length === want.length;
 }
 
 /** Anything carrying compiled rules: a registry `Provider` is one. */
@@ -76,12 +89,12 @@ export function classifyOperation(
   method: string,
   path: string,
 ): OperationClass | undefined {
-  const key = classificationPath(path);
-  if (key === undefined) return undefined;
+  const segments = classificationSegments(path);
+  if (segments === undefined) return undefined;
   for (const rule of provider.operations) {
     if (!rule.methods.has(method)) continue;
     for (const pattern of rule.patterns) {
-      if (pattern.matches(key)) return rule.operationClass;
+      if (matchesSegments(pattern, segments)) return rule.operationClass;
     }
   }
   return undefined;
@@ -89,6 +102,11 @@ export function classifyOperation(
 
 /** The path as rules see it (see classifyOperation); undefined if a segment does not decode. */
 export function classificationPath(path: string): string | undefined {
+  const segments = classificationSegments(path);
+  return segments === undefined ? undefined : `/${segments.join("/")}`;
+}
+
+function classificationSegments(path: string): string[] | undefined {
   if (!path.startsWith("/")) return undefined;
   const segments = path.slice(1).split("/");
   const out: string[] = [];
@@ -105,5 +123,5 @@ export function classificationPath(path: string): string | undefined {
     out.push((cut === -1 ? segment : segment.slice(0, cut)).toLowerCase());
   }
   if (out.length > 1 && out[out.length - 1] === "") out.pop();
-  return `/${out.join("/")}`;
+  return out;
 }

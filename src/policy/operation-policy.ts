@@ -23,6 +23,16 @@ export interface OperationPolicy {
 }
 
 export function createOperationPolicy(registry: Pick<ProviderRegistry, "get">): OperationPolicy {
+  // The registry is frozen: each provider's default grant is normalised once, not per call.
+  const defaults = new Map<string, readonly OperationClass[]>();
+  const defaultGrantOf = (providerId: string, declared: readonly OperationClass[]) => {
+    let grant = defaults.get(providerId);
+    if (grant === undefined) {
+      grant = Object.freeze(normalizeGrant(declared));
+      defaults.set(providerId, grant);
+    }
+    return grant;
+  };
   return {
     plan(providerId, storedGrant, method, path) {
       checkCallerPath(path);
@@ -30,7 +40,7 @@ export function createOperationPolicy(registry: Pick<ProviderRegistry, "get">): 
       if (provider === undefined) return { operationClass: undefined, grant: [] };
       const grant =
         storedGrant === null
-          ? normalizeGrant(provider.definition.defaultGrant)
+          ? defaultGrantOf(providerId, provider.definition.defaultGrant)
           : storedGrant.filter(isOperationClass);
       return { operationClass: classifyOperation(provider, method, path), grant };
     },

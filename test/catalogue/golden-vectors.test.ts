@@ -8,6 +8,7 @@ import { toAuditEntry } from "../../src/audit/audit-entry.js";
 import type { AuditEvent } from "../../src/audit/audit-event.js";
 import { open, type SecretBinding } from "../../src/crypto/envelope.js";
 import { decodeFields, encodeFields } from "../../src/crypto/field-codec.js";
+import { headMac, verifyHead } from "../../src/crypto/secret-head.js";
 import { loadOrCreateLocalKeyring } from "../../src/keys/local-keyring.js";
 import {
   deriveFingerprintKey,
@@ -111,5 +112,23 @@ describe("W4 golden vectors of stored formats", () => {
     );
     expect(unwrapped.plaintext.toString("hex")).toBe(golden.localKeyring.plaintext);
     expect(unwrapped.keyId).toBe(golden.localKeyring.keyId);
+  });
+
+  it("H92 verifies stored secret heads with and without a grant, and refuses one with a widened grant", () => {
+    const dataKey = bytes(golden.envelope.dataKey);
+    const head = { ...golden.envelope.binding, userRef };
+    expect(headMac(dataKey, head).toString("hex")).toBe(golden.secretHead.v1);
+    const grant = golden.secretHead.v2.grant;
+    expect(headMac(dataKey, { ...head, grant }).toString("hex")).toBe(golden.secretHead.v2.mac);
+    expect(headMac(dataKey, { ...head, grant: [] }).toString("hex")).toBe(golden.secretHead.v2EmptyGrant);
+    // Order in the column does not matter; membership does.
+    expect(() =>
+      verifyHead(dataKey, bytes(golden.secretHead.v2.mac), { ...head, grant: [...grant].reverse() }),
+    ).not.toThrow();
+    expect(() =>
+      verifyHead(dataKey, bytes(golden.secretHead.v2.mac), { ...head, grant: [...grant, "transfer"] }),
+    ).toThrow(/integrity/);
+    // A v2 head read as a pre-grant (v1) one, i.e. with the grant column cleared, fails too.
+    expect(() => verifyHead(dataKey, bytes(golden.secretHead.v2.mac), head)).toThrow(/integrity/);
   });
 });

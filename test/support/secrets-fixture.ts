@@ -4,7 +4,11 @@ import type { Keyring } from "../../src/keys/keyring.js";
 import { loadOrCreatePepper } from "../../src/keys/pepper.js";
 import { createUserDataKeys } from "../../src/keys/user-data-keys.js";
 import { deriveFingerprintKey, deriveUserRef } from "../../src/keys/user-ref.js";
-import { createSecretService, type SecretService } from "../../src/secrets/secret-service.js";
+import {
+  createSecretService,
+  type ProviderCatalog,
+  type SecretService,
+} from "../../src/secrets/secret-service.js";
 import { type LocalKmsServer, startLocalKmsServer } from "./local-kms-server.js";
 import type { TestDatabase } from "./test-database.js";
 
@@ -14,8 +18,11 @@ export interface SecretsFixture {
   /** The keyring the service unwraps with, for tests that craft stored rows themselves. */
   readonly keyring: Keyring;
   readonly secrets: SecretService;
-  /** Another broker replica on the same database and KMS: its own, empty data-key cache. */
-  newReplica(): SecretService;
+  /**
+   * Another broker replica on the same database and KMS: its own, empty data-key cache. With
+   * `providers`, it knows their required fields and default grants, as the registry would say.
+   */
+  newReplica(providers?: ProviderCatalog): SecretService;
   readonly userRefOf: (subject: string) => Buffer;
   close(): Promise<void>;
 }
@@ -36,12 +43,13 @@ export async function createSecretsFixture(
   });
   const keyring = createAwsKmsKeyring({ client, keyId: keyArn });
   const pepper = await loadOrCreatePepper(database.db, keyring);
-  const replica = () =>
+  const replica = (providers?: ProviderCatalog) =>
     createSecretService({
       db: database.db,
       prepared: database.prepared,
       userDataKeys: createUserDataKeys({ keyring, cache: createDataKeyCache(cache) }),
       fingerprintKey: deriveFingerprintKey(pepper),
+      ...(providers === undefined ? {} : { providers }),
     });
   return {
     kms,

@@ -254,6 +254,57 @@ describeOnEachDatabase("user data-key rotation on %s", (databaseKind) => {
     expect(err.code).toBe("data_loss");
   });
 
+  it("H93 refuses to re-sign a widened grant and changes nothing", async () => {
+    const [first] = await versionsOf(alice);
+    if (first === undefined) throw new Error("no secret seeded");
+    await sql`update secrets set operation_grant = ${["read", "transfer"]} where id = ${first.secret_id}`.execute(
+      database.db,
+    );
+    const before = await versionsOf(alice);
+
+    const err = await brokerErrorOf(
+      rotateUserDataKey({
+        db: database.db,
+        keyring: fixture.keyring,
+        userRef: alice.identity.userRef,
+        signal,
+      }),
+    );
+
+    expect(err.code).toBe("data_loss");
+    expect(await versionsOf(alice)).toEqual(before);
+    expect(await findUserKey(database.db, alice.identity.userRef)).toMatchObject({ dataKeyVersion: 1 });
+  });
+
+  it("H93 keeps every grant bound under the new key, so a widening after a rotation is still detected", async () => {
+    const [first] = await versionsOf(alice);
+    if (first === undefined) throw new Error("no secret seeded");
+    const grantOf = async () =>
+      (
+        await database.db
+          .selectFrom("secrets")
+          .select("operation_grant")
+          .where("id", "=", first.secret_id)
+          .executeTakeFirstOrThrow()
+      ).operation_grant;
+    const grantBefore = await grantOf();
+
+    await rotateUserDataKey({
+      db: database.db,
+      keyring: fixture.keyring,
+      userRef: alice.identity.userRef,
+      signal,
+    });
+    expect(await unreadableSecrets(fixture.replica(), [alice])).toEqual([]);
+    expect(await grantOf()).toEqual(grantBefore);
+
+    await sql`update secrets set operation_grant = ${["transfer"]} where id = ${first.secret_id}`.execute(
+      database.db,
+    );
+    const err = await brokerErrorOf(fixture.replica().open(alice.identity, first.secret_id, signal));
+    expect(err.code).toBe("data_loss");
+  });
+
   it("answers not_found for a user without a data key", async () => {
     const err = await brokerErrorOf(
       rotateUserDataKey({

@@ -1,9 +1,11 @@
 import { sql } from "kysely";
-import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { UserIdentity } from "../../../src/auth/identity.js";
 import { open, type SecretBinding, seal } from "../../../src/crypto/envelope.js";
+import { headMac } from "../../../src/crypto/secret-head.js";
 import { userKeyContext } from "../../../src/keys/user-data-keys.js";
 import { parsePutSecret } from "../../../src/secrets/secret-input.js";
+import type { ProviderCatalog } from "../../../src/secrets/secret-service.js";
 import { asBuffer } from "../../../src/store/bytes.js";
 import { brokerErrorOf } from "../../support/broker-errors.js";
 import { createSecretsFixture, type SecretsFixture } from "../../support/secrets-fixture.js";
@@ -183,5 +185,54 @@ describeOnEachDatabase("secret heads (catalogue L1) on %s", (kind) => {
     const after = await database.db.selectFrom("users").select("encryptions").executeTakeFirstOrThrow();
     // Two for the new version, two for version 1 re-sealed as bound.
     expect(after.encryptions - before.encryptions).toBe(4);
+  });
+
+  describe("grants (SPEC I10)", () => {
+    // As the registry would answer for Binance.
+    const catalog: ProviderCatalog = {
+      requiredFields: () => ["api_key"],
+      defaultGrant: () => ["trade", "read", "write"],
+    };
+
+    it("H94 keeps a secret stored before grants on its v1 head with its provider's default grant, until a put binds one", async () => {
+      const { id } = await put(KEY_V1);
+      // What a row written between migrations 0004 and 0007 looks like: a v1 head, no grant.
+      const key = await dataKey();
+      const v1 = headMac(key, { secretId: id, userRef: alice.userRef, provider: "binance", version: 1 });
+      key.fill(0);
+      await setPointer(id, { head_mac: v1, operation_grant: null });
+
+      const replica = fixture.newReplica(catalog);
+      expect(await openedKey(id)).toBe(KEY_V1);
+      expect((await replica.list(alice, undefined, signal)).map((s) => s.grant)).toEqual([
+        ["read", "trade", "write"],
+      ]);
+
+      const stored = await replica.put(
+        alice,
+        parsePutSecret({
+          secretId: id,
+          provider: "binance",
+          label: "",
+          fields: { api_key: KEY_V2 },
+          grant: ["read"],
+        }),
+        signal,
+      );
+      expect(stored).toMatchObject({ grant: ["read"], grantChange: "narrowed" });
+      expect(await openedKey(id)).toBe(KEY_V2);
+      // Bound now: clearing the grant no longer falls back to the default.
+      await setPointer(id, { operation_grant: null });
+      await expectIntegrityFailure(fixture.newReplica().open(alice, id, signal));
+    });
+
+    it("H94 refuses a grant written into a secret that has no head", async () => {
+      const { id } = await put(KEY_V1);
+      await makeLegacy(id);
+      await setPointer(id, { operation_grant: ["read", "transfer"] });
+
+      await expectIntegrityFailure(fixture.newReplica().open(alice, id, signal));
+      await expectIntegrityFailure(put(KEY_V2, id));
+    });
   });
 });

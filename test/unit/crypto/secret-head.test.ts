@@ -64,3 +64,16 @@ describe("head-bound envelopes (catalogue L1)", () => {
     expectRefused(() => open(dataKey, legacy, { ...binding, headBound: true }));
   });
 });
+
+describe("grant-bound heads (SPEC I10)", () => {
+  it("H92 binds the grant: a widened, narrowed or cleared grant fails, its order does not matter", () => {
+    const granted = { ...head, grant: ["read", "trade"] };
+    const mac = headMac(dataKey, granted);
+    expect(() => verifyHead(dataKey, mac, { ...head, grant: ["trade", "read"] })).not.toThrow();
+    expectRefused(() => verifyHead(dataKey, mac, { ...head, grant: ["read", "trade", "transfer"] }));
+    expectRefused(() => verifyHead(dataKey, mac, { ...head, grant: ["read"] }));
+    expectRefused(() => verifyHead(dataKey, mac, head));
+    // And a pre-grant head cannot be passed off as one with a grant.
+    expectRefused(() => verifyHead(dataKey, headMac(dataKey, head), { ...head, grant: [] }));
+  });
+});

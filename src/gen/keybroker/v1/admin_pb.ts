@@ -78,7 +78,8 @@ export type CreateCallerKeyRequest = Message<"keybroker.v1.CreateCallerKeyReques
   name: string;
 
   /**
-   * Any of: secrets:read, secrets:write, proxy:call, admin.
+   * Any of: secrets:read, secrets:write, proxy:call, proxy:read, proxy:write, proxy:trade,
+   * proxy:transfer, proxy:credentials, proxy:webhooks, admin.
    *
    * @generated from field: repeated string scopes = 2;
    */

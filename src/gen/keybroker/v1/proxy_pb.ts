@@ -226,7 +226,10 @@ export const CallStreamResponseSchema: GenMessage<CallStreamResponse> = /*@__PUR
  * ProxyService makes an HTTP call to a third-party provider with one of the user's
  * stored secrets. The broker injects the credential itself and returns only the
  * response; the caller never chooses the host (it comes from the provider registry).
- * Scope: proxy:call, plus the user's live access token.
+ * Scope: any proxy:* scope, plus the user's live access token. The call's operation class
+ * (read, write, trade, transfer, credentials, webhooks; from the provider registry) must be
+ * allowed by the caller key (proxy:<class>, or proxy:call for a non-dangerous class) AND by the
+ * secret's grant, else PERMISSION_DENIED before anything is decrypted.
  *
  * @generated from service keybroker.v1.ProxyService
  */
