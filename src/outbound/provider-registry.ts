@@ -3,8 +3,10 @@ import { isIP } from "node:net";
 import type { z } from "zod";
 import { BrokerError } from "../errors.js";
 import { authSchemeProblems, credentialFields, type ReservedNames, reservedNames } from "./auth-schemes.js";
-import { compilePathPattern, type PathPattern, pathPatternProblem } from "./path-guard.js";
+import { inspectionProblems } from "./inspection-recipe.js";
+import { checkCallerPath, compilePathPattern, type PathPattern, pathPatternProblem } from "./path-guard.js";
 import { type ProviderDefinition, providerSchema, registryFileSchema } from "./provider-schema.js";
+import { compileRedactionRules, type ResponseRedaction } from "./redaction-rules.js";
 
 /** A provider definition plus what the client derives from it once, at start-up. */
 export interface Provider {
@@ -13,6 +15,8 @@ export interface Provider {
   readonly patterns: readonly PathPattern[];
   /** Headers, query parameters and body fields the auth scheme sets: computed once, read per call. */
   readonly reserved: ReservedNames;
+  /** Credential fields to redact from answers (redaction-rules.ts); undefined when none. */
+  readonly redaction: ResponseRedaction | undefined;
 }
 
 /** The validated, frozen set of providers the broker may talk to. */
@@ -73,6 +77,7 @@ export function parseProviderRegistry(raw: unknown, options: RegistryOptions): P
           baseUrl: new URL(definition.baseUrl),
           patterns: Object.freeze(definition.pathPatterns.map(compilePathPattern)),
           reserved: reservedNames(definition.auth),
+          redaction: compileRedactionRules(definition.redactResponseFields),
         }),
       );
     }
@@ -148,6 +153,30 @@ function checkProvider(p: ProviderDefinition, { production }: RegistryOptions): 
   for (const pattern of p.pathPatterns) {
     const problem = pathPatternProblem(pattern);
     if (problem !== undefined) problems.push(`pathPatterns "${pattern}": ${problem}`);
+  }
+
+  for (const [i, rule] of (p.redactResponseFields ?? []).entries()) {
+    for (const pattern of rule.paths ?? []) {
+      const problem = pathPatternProblem(pattern);
+      if (problem !== undefined) problems.push(`redactResponseFields[${i}].paths "${pattern}": ${problem}`);
+    }
+  }
+  if (p.inspection !== undefined) {
+    problems.push(...inspectionProblems(p.inspection, p.requiredFields));
+    const path = p.inspection.path;
+    if (path !== undefined) {
+      try {
+        checkCallerPath(path);
+        if (!p.pathPatterns.some((pattern) => compilePathPattern(pattern).matches(path))) {
+          problems.push(`inspection.path "${path}" is not allowed by pathPatterns`);
+        }
+      } catch {
+        problems.push(`inspection.path "${path}" is not a valid request path`);
+      }
+    }
+    if (p.inspection.method !== undefined && !p.allowedMethods.includes(p.inspection.method)) {
+      problems.push(`inspection.method ${p.inspection.method} is not in allowedMethods`);
+    }
   }
 
   for (const field of credentialFields(p.auth)) {
