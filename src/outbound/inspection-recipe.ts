@@ -144,7 +144,7 @@ export function evaluateInspection(
     let holds: boolean;
     if (rule.from === "field-prefix") {
       const value = fields.get(rule.field);
-      holds = value !== undefined && value.subarray(0, rule.prefix.length).equals(Buffer.from(rule.prefix));
+      holds = value?.subarray(0, rule.prefix.length).equals(Buffer.from(rule.prefix)) === true;
     } else if (rule.from === "json") {
       holds = pointerValue(jsonValue(), rule.pointer) === rule.equals;
     } else {

@@ -66,7 +66,6 @@ export function createJsonFieldRedactor(fields: ReadonlySet<string>): FieldRedac
   const stack = new Uint8Array(MAX_DEPTH);
   let depth = 0;
   let inKey = false;
-  const stringReturn = AFTER_VALUE;
   let unicodeDigits = 0;
   let unicodeValue = 0;
   let numberState = N_MINUS;
