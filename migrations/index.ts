@@ -4,6 +4,7 @@ import * as m0002 from "./0002_audit.js";
 import * as m0003 from "./0003_caller_key_client_cert.js";
 import * as m0004 from "./0004_secret_head.js";
 import * as m0005 from "./0005_outbound_nonces.js";
+import * as m0008 from "./0008_secret_inspection.js";
 
 /**
  * Every migration, by name, in order. Imported statically (not read from the directory)
@@ -15,4 +16,5 @@ export const migrations: Record<string, Migration> = {
   "0003_caller_key_client_cert": m0003,
   "0004_secret_head": m0004,
   "0005_outbound_nonces": m0005,
+  "0008_secret_inspection": m0008,
 };

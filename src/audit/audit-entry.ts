@@ -24,6 +24,7 @@ const IDENTIFIER = /^[a-z0-9][a-z0-9_.:-]{0,63}$/;
 const METHOD = /^[A-Z]{1,16}$/;
 const PATH_TEMPLATE = /^\/[A-Za-z0-9_.~{}/-]{0,255}$/;
 const KEY_ID = /^[A-Za-z0-9_.:/-]{1,256}$/;
+const NAME_LIST = /^[a-z0-9][a-z0-9_:,-]{0,1023}$/;
 
 function shaped(pattern: RegExp, screen = false): DetailRule {
   return (value) =>
@@ -53,6 +54,10 @@ const DETAIL_RULES: { readonly [K in keyof Required<AuditDetail>]: DetailRule } 
   masterKeyId: shaped(KEY_ID, true),
   dataKeyVersion: count,
   count,
+  inspection: shaped(IDENTIFIER),
+  permissions: shaped(NAME_LIST, true),
+  dangerousPermissions: shaped(NAME_LIST, true),
+  redactions: count,
 };
 
 function isDetailKey(key: string): key is keyof AuditDetail {

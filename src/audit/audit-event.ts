@@ -11,6 +11,7 @@ export type AuditAction =
   | "secret.get"
   | "secret.list"
   | "secret.delete"
+  | "secret.inspect"
   | "proxy.call"
   | "auth.failure"
   | "caller_key.create"
@@ -52,6 +53,14 @@ export interface AuditDetail {
   readonly dataKeyVersion?: number;
   /** How many items a step handled (e.g. data keys rewrapped). */
   readonly count?: number;
+  /** A key inspection's verdict: none, ok, warned or refused. */
+  readonly inspection?: string;
+  /** Permission names an inspection found, comma-separated (names only, e.g. "read,withdraw"). */
+  readonly permissions?: string;
+  /** The dangerous ones among them, comma-separated. */
+  readonly dangerousPermissions?: string;
+  /** Credential fields redacted from the answer (redactResponseFields). */
+  readonly redactions?: number;
 }
 
 /** One event as the broker reports it; `record` stamps the time and the chain assigns `seq`. */

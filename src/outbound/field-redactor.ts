@@ -2,19 +2,10 @@ import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import { BrokerError } from "../errors.js";
 import { createFormFieldRedactor } from "./form-field-redactor.js";
 import { createJsonFieldRedactor } from "./json-field-redactor.js";
+import type { FieldRedactor } from "./redactor.js";
 import { SCRUB_SLICE_BYTES } from "./response-scrubber.js";
 
-/**
- * Removes credential-bearing fields a provider declares (`redactResponseFields`) from one
- * response body, a chunk at a time: `push` per chunk, `flush` once at the end. Either throws
- * `unavailable` (the body cannot be redacted safely) or returns what may leave the broker.
- */
-export interface FieldRedactor {
-  push(chunk: Buffer): Buffer;
-  flush(): Buffer;
-  /** Values replaced so far (a count for metrics and the audit trail; never the values). */
-  readonly redactions: number;
-}
+export type { FieldRedactor } from "./redactor.js";
 
 /**
  * The redactor for a body of this content type: JSON (`application/json`, `*+json`, and the

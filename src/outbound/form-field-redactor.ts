@@ -1,4 +1,4 @@
-import type { FieldRedactor } from "./field-redactor.js";
+import type { FieldRedactor } from "./redactor.js";
 
 /** A redacted form value: "[redacted]", percent-encoded. */
 export const REDACTED_FORM = Buffer.from("%5Bredacted%5D", "latin1");

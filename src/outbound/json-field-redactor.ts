@@ -1,5 +1,5 @@
 import { BrokerError } from "../errors.js";
-import type { FieldRedactor } from "./field-redactor.js";
+import type { FieldRedactor } from "./redactor.js";
 
 /** What a redacted JSON value becomes: a string, whatever the value's type was. */
 export const REDACTED_JSON = Buffer.from('"[redacted]"', "latin1");

@@ -23,9 +23,13 @@ const auditSpec = (input: ProxyCallInput) => ({
   sensitive: true,
   target: input.secretId,
   detail: { method: input.method },
+  // Redactions are counted here for Call; a stream's are known only at its end (metrics only).
   resultDetail: (r: ProxiedResponse | ProxiedStreamResponse) => ({
     provider: r.provider,
     upstreamStatus: r.status,
+    ...("redactions" in r && r.redactions !== undefined && r.redactions > 0
+      ? { redactions: r.redactions }
+      : {}),
   }),
 });
 

@@ -12,7 +12,84 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keybroker/v1/secrets.proto.
  */
 export const file_keybroker_v1_secrets: GenFile = /*@__PURE__*/
-  fileDesc("ChprZXlicm9rZXIvdjEvc2VjcmV0cy5wcm90bxIMa2V5YnJva2VyLnYxIrEBChBQdXRTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRI6CgZmaWVsZHMYBCADKAsyKi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdC5GaWVsZHNFbnRyeRotCgtGaWVsZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKEVB1dFNlY3JldFJlc3BvbnNlEiwKBnNlY3JldBgBIAEoCzIcLmtleWJyb2tlci52MS5TZWNyZXRNZXRhZGF0YSImChJMaXN0U2VjcmV0c1JlcXVlc3QSEAoIcHJvdmlkZXIYASABKAkiRAoTTGlzdFNlY3JldHNSZXNwb25zZRItCgdzZWNyZXRzGAEgAygLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIigKE0RlbGV0ZVNlY3JldFJlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJIhYKFERlbGV0ZVNlY3JldFJlc3BvbnNlIpgCCg5TZWNyZXRNZXRhZGF0YRIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgNEhMKC2ZpZWxkX25hbWVzGAUgAygJEgwKBGhpbnQYBiABKAkSEwoLZmluZ2VycHJpbnQYByABKAkSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDKIAgoNU2VjcmV0U2VydmljZRJMCglQdXRTZWNyZXQSHi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdBofLmtleWJyb2tlci52MS5QdXRTZWNyZXRSZXNwb25zZRJSCgtMaXN0U2VjcmV0cxIgLmtleWJyb2tlci52MS5MaXN0U2VjcmV0c1JlcXVlc3QaIS5rZXlicm9rZXIudjEuTGlzdFNlY3JldHNSZXNwb25zZRJVCgxEZWxldGVTZWNyZXQSIS5rZXlicm9rZXIudjEuRGVsZXRlU2VjcmV0UmVxdWVzdBoiLmtleWJyb2tlci52MS5EZWxldGVTZWNyZXRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChprZXlicm9rZXIvdjEvc2VjcmV0cy5wcm90bxIMa2V5YnJva2VyLnYxIikKFEluc3BlY3RTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCSJFChVJbnNwZWN0U2VjcmV0UmVzcG9uc2USLAoGc2VjcmV0GAEgASgLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIoQBCg1LZXlJbnNwZWN0aW9uEg8KB3ZlcmRpY3QYASABKAkSEwoLcGVybWlzc2lvbnMYAiADKAkSHQoVZGFuZ2Vyb3VzX3Blcm1pc3Npb25zGAMgAygJEi4KCmNoZWNrZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrEBChBQdXRTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRI6CgZmaWVsZHMYBCADKAsyKi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdC5GaWVsZHNFbnRyeRotCgtGaWVsZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKEVB1dFNlY3JldFJlc3BvbnNlEiwKBnNlY3JldBgBIAEoCzIcLmtleWJyb2tlci52MS5TZWNyZXRNZXRhZGF0YSImChJMaXN0U2VjcmV0c1JlcXVlc3QSEAoIcHJvdmlkZXIYASABKAkiRAoTTGlzdFNlY3JldHNSZXNwb25zZRItCgdzZWNyZXRzGAEgAygLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIigKE0RlbGV0ZVNlY3JldFJlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJIhYKFERlbGV0ZVNlY3JldFJlc3BvbnNlIskCCg5TZWNyZXRNZXRhZGF0YRIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgNEhMKC2ZpZWxkX25hbWVzGAUgAygJEgwKBGhpbnQYBiABKAkSEwoLZmluZ2VycHJpbnQYByABKAkSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgppbnNwZWN0aW9uGBQgASgLMhsua2V5YnJva2VyLnYxLktleUluc3BlY3Rpb24y4gIKDVNlY3JldFNlcnZpY2USTAoJUHV0U2VjcmV0Eh4ua2V5YnJva2VyLnYxLlB1dFNlY3JldFJlcXVlc3QaHy5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVzcG9uc2USUgoLTGlzdFNlY3JldHMSIC5rZXlicm9rZXIudjEuTGlzdFNlY3JldHNSZXF1ZXN0GiEua2V5YnJva2VyLnYxLkxpc3RTZWNyZXRzUmVzcG9uc2USVQoMRGVsZXRlU2VjcmV0EiEua2V5YnJva2VyLnYxLkRlbGV0ZVNlY3JldFJlcXVlc3QaIi5rZXlicm9rZXIudjEuRGVsZXRlU2VjcmV0UmVzcG9uc2USWAoNSW5zcGVjdFNlY3JldBIiLmtleWJyb2tlci52MS5JbnNwZWN0U2VjcmV0UmVxdWVzdBojLmtleWJyb2tlci52MS5JbnNwZWN0U2VjcmV0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+
+/**
+ * @generated from message keybroker.v1.InspectSecretRequest
+ */
+export type InspectSecretRequest = Message<"keybroker.v1.InspectSecretRequest"> & {
+  /**
+   * @generated from field: string secret_id = 1;
+   */
+  secretId: string;
+};
+
+/**
+ * Describes the message keybroker.v1.InspectSecretRequest.
+ * Use `create(InspectSecretRequestSchema)` to create a new message.
+ */
+export const InspectSecretRequestSchema: GenMessage<InspectSecretRequest> = /*@__PURE__*/
+  messageDesc(file_keybroker_v1_secrets, 0);
+
+/**
+ * @generated from message keybroker.v1.InspectSecretResponse
+ */
+export type InspectSecretResponse = Message<"keybroker.v1.InspectSecretResponse"> & {
+  /**
+   * @generated from field: keybroker.v1.SecretMetadata secret = 1;
+   */
+  secret?: SecretMetadata | undefined;
+};
+
+/**
+ * Describes the message keybroker.v1.InspectSecretResponse.
+ * Use `create(InspectSecretResponseSchema)` to create a new message.
+ */
+export const InspectSecretResponseSchema: GenMessage<InspectSecretResponse> = /*@__PURE__*/
+  messageDesc(file_keybroker_v1_secrets, 1);
+
+/**
+ * What the provider said about a key's permissions when it was last inspected.
+ *
+ * @generated from message keybroker.v1.KeyInspection
+ */
+export type KeyInspection = Message<"keybroker.v1.KeyInspection"> & {
+  /**
+   * "none" (the provider declares no inspection), "ok", "warned" (dangerous permissions recorded
+   * for a relaxed provider), or "refused" (a re-inspection found a dangerous permission).
+   *
+   * @generated from field: string verdict = 1;
+   */
+  verdict: string;
+
+  /**
+   * Permission names the inspection found, e.g. "read", "spot-trade", "withdraw".
+   *
+   * @generated from field: repeated string permissions = 2;
+   */
+  permissions: string[];
+
+  /**
+   * The dangerous ones among them.
+   *
+   * @generated from field: repeated string dangerous_permissions = 3;
+   */
+  dangerousPermissions: string[];
+
+  /**
+   * When the inspection ran; unset for "none".
+   *
+   * @generated from field: google.protobuf.Timestamp checked_at = 4;
+   */
+  checkedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message keybroker.v1.KeyInspection.
+ * Use `create(KeyInspectionSchema)` to create a new message.
+ */
+export const KeyInspectionSchema: GenMessage<KeyInspection> = /*@__PURE__*/
+  messageDesc(file_keybroker_v1_secrets, 2);
 
 /**
  * @generated from message keybroker.v1.PutSecretRequest
@@ -52,7 +129,7 @@ export type PutSecretRequest = Message<"keybroker.v1.PutSecretRequest"> & {
  * Use `create(PutSecretRequestSchema)` to create a new message.
  */
 export const PutSecretRequestSchema: GenMessage<PutSecretRequest> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 0);
+  messageDesc(file_keybroker_v1_secrets, 3);
 
 /**
  * @generated from message keybroker.v1.PutSecretResponse
@@ -69,7 +146,7 @@ export type PutSecretResponse = Message<"keybroker.v1.PutSecretResponse"> & {
  * Use `create(PutSecretResponseSchema)` to create a new message.
  */
 export const PutSecretResponseSchema: GenMessage<PutSecretResponse> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 1);
+  messageDesc(file_keybroker_v1_secrets, 4);
 
 /**
  * @generated from message keybroker.v1.ListSecretsRequest
@@ -88,7 +165,7 @@ export type ListSecretsRequest = Message<"keybroker.v1.ListSecretsRequest"> & {
  * Use `create(ListSecretsRequestSchema)` to create a new message.
  */
 export const ListSecretsRequestSchema: GenMessage<ListSecretsRequest> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 2);
+  messageDesc(file_keybroker_v1_secrets, 5);
 
 /**
  * @generated from message keybroker.v1.ListSecretsResponse
@@ -105,7 +182,7 @@ export type ListSecretsResponse = Message<"keybroker.v1.ListSecretsResponse"> & 
  * Use `create(ListSecretsResponseSchema)` to create a new message.
  */
 export const ListSecretsResponseSchema: GenMessage<ListSecretsResponse> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 3);
+  messageDesc(file_keybroker_v1_secrets, 6);
 
 /**
  * @generated from message keybroker.v1.DeleteSecretRequest
@@ -122,7 +199,7 @@ export type DeleteSecretRequest = Message<"keybroker.v1.DeleteSecretRequest"> & 
  * Use `create(DeleteSecretRequestSchema)` to create a new message.
  */
 export const DeleteSecretRequestSchema: GenMessage<DeleteSecretRequest> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 4);
+  messageDesc(file_keybroker_v1_secrets, 7);
 
 /**
  * @generated from message keybroker.v1.DeleteSecretResponse
@@ -135,7 +212,7 @@ export type DeleteSecretResponse = Message<"keybroker.v1.DeleteSecretResponse"> 
  * Use `create(DeleteSecretResponseSchema)` to create a new message.
  */
 export const DeleteSecretResponseSchema: GenMessage<DeleteSecretResponse> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 5);
+  messageDesc(file_keybroker_v1_secrets, 8);
 
 /**
  * What a caller may know about a secret. Never the secret itself.
@@ -202,6 +279,13 @@ export type SecretMetadata = Message<"keybroker.v1.SecretMetadata"> & {
    * @generated from field: google.protobuf.Timestamp last_used_at = 10;
    */
   lastUsedAt?: Timestamp | undefined;
+
+  /**
+   * The last key inspection of the current version.
+   *
+   * @generated from field: keybroker.v1.KeyInspection inspection = 20;
+   */
+  inspection?: KeyInspection | undefined;
 };
 
 /**
@@ -209,7 +293,7 @@ export type SecretMetadata = Message<"keybroker.v1.SecretMetadata"> & {
  * Use `create(SecretMetadataSchema)` to create a new message.
  */
 export const SecretMetadataSchema: GenMessage<SecretMetadata> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 6);
+  messageDesc(file_keybroker_v1_secrets, 9);
 
 /**
  * SecretService stores a user's third-party credentials. Every call needs two
@@ -224,6 +308,10 @@ export const SecretMetadataSchema: GenMessage<SecretMetadata> = /*@__PURE__*/
 export const SecretService: GenService<{
   /**
    * Creates a secret, or adds a new version to an existing one. Scope: secrets:write.
+   * If the provider declares a key inspection, the key is checked with the provider first: a key
+   * with a dangerous permission (e.g. withdrawals) is refused with FAILED_PRECONDITION naming it,
+   * unless the deployment relaxed that provider; an unreachable provider is UNAVAILABLE (retry).
+   * Nothing is stored in either case.
    *
    * @generated from rpc keybroker.v1.SecretService.PutSecret
    */
@@ -251,6 +339,18 @@ export const SecretService: GenService<{
     methodKind: "unary";
     input: typeof DeleteSecretRequestSchema;
     output: typeof DeleteSecretResponseSchema;
+  },
+  /**
+   * Re-runs the provider's key inspection with the stored key and records the result (shown in
+   * ListSecrets). A key found to have a dangerous permission is recorded with verdict "refused"
+   * and kept; replace it. Scope: secrets:write.
+   *
+   * @generated from rpc keybroker.v1.SecretService.InspectSecret
+   */
+  inspectSecret: {
+    methodKind: "unary";
+    input: typeof InspectSecretRequestSchema;
+    output: typeof InspectSecretResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_keybroker_v1_secrets, 0);

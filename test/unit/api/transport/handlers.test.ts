@@ -13,6 +13,7 @@ const secretHandlers: ServiceHandlers<typeof SecretService> = {
   putSecret: async (request) => ({ secret: { id: request.secretId } }),
   listSecrets: async () => ({ secrets: [] }),
   deleteSecret: async () => ({}),
+  inspectSecret: async (request) => ({ secret: { id: request.secretId } }),
 };
 
 describe("registerService", () => {
