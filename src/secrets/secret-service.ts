@@ -142,6 +142,15 @@ export function createSecretService(deps: {
       // refused here (unless its provider is relaxed), and an unreachable provider stores nothing.
       let inspected: KeyInspection | undefined;
       try {
+        // A new version of a secret that is absent or another user's is refused before the key
+        // is sent anywhere (the write below checks again, under the row lock).
+        if (input.secretId !== undefined && deps.inspector !== undefined) {
+          const existing = await forUse.find(user.userRef, input.secretId);
+          if (existing === undefined) throw new BrokerError("not_found", NOT_FOUND);
+          if (existing.secret.provider !== input.provider) {
+            throw new BrokerError("invalid_argument", "a secret's provider cannot change");
+          }
+        }
         inspected = await inspectKey(input.provider, input.secretId ?? randomUUID(), input.fields, signal);
       } catch (err) {
         for (const value of input.fields.values()) value.fill(0);
