@@ -12,7 +12,10 @@ const LAYERS = [
   { name: "api", paths: ["^src/api/"] },
   { name: "services", paths: ["^src/secrets/", "^src/proxy/", "^src/admin/", "^src/rotation/"] },
   { name: "observability", paths: ["^src/observability/"] },
-  { name: "capabilities", paths: ["^src/auth/", "^src/audit/", "^src/outbound/", "^src/keys/"] },
+  {
+    name: "capabilities",
+    paths: ["^src/auth/", "^src/audit/", "^src/outbound/", "^src/keys/", "^src/policy/"],
+  },
   { name: "storage-and-primitives", paths: ["^src/store/", "^src/crypto/"] },
   { name: "foundation", paths: ["^src/log/", "^src/errors\\.ts$", "^src/gen/"] },
 ];

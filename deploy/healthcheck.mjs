@@ -6,7 +6,8 @@ import { credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
 import { service } from "grpc-health-check";
 
 const DEADLINE_MS = 3_000;
-// The broker binds KEYBROKER_GRPC_HOST (default 0.0.0.0); a wildcard is reached on loopback.
+// The broker binds KEYBROKER_GRPC_HOST (default 127.0.0.1); a wildcard is reached on loopback.
+// Plaintext only: with KEYBROKER_TLS_* set, probe /readyz on the ops port instead.
 const WILDCARDS = new Set(["", "0.0.0.0", "::", "[::]"]);
 
 const host = process.env.KEYBROKER_GRPC_HOST ?? "";

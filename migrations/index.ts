@@ -4,6 +4,8 @@ import * as m0002 from "./0002_audit.js";
 import * as m0003 from "./0003_caller_key_client_cert.js";
 import * as m0004 from "./0004_secret_head.js";
 import * as m0005 from "./0005_outbound_nonces.js";
+import * as m0006 from "./0006_audit_checkpoints.js";
+import * as m0007 from "./0007_secret_grants.js";
 import * as m0008 from "./0008_secret_inspection.js";
 
 /**
@@ -17,4 +19,6 @@ export const migrations: Record<string, Migration> = {
   "0004_secret_head": m0004,
   "0005_outbound_nonces": m0005,
   "0008_secret_inspection": m0008,
+  "0006_audit_checkpoints": m0006,
+  "0007_secret_grants": m0007,
 };

@@ -32,10 +32,15 @@ export type RefusalReason =
   | "token_expired"
   | "token_not_for_user"
   | "token_wrong_client"
-  | "token_permission_missing";
+  | "token_permission_missing"
+  | "operation_unclassified"
+  | "operation_not_granted";
 
-/** Which credential a refusal is about. */
-export type RefusedCredential = "caller_key" | "access_token";
+/**
+ * Which credential a refusal is about. "secret": the stored secret cannot be used for the call
+ * (its provider does not classify the endpoint, or its grant does not include the class, I10).
+ */
+export type RefusedCredential = "caller_key" | "access_token" | "secret";
 
 const CREDENTIAL_OF: Readonly<Record<RefusalReason, RefusedCredential>> = {
   caller_key_missing: "caller_key",
@@ -48,6 +53,8 @@ const CREDENTIAL_OF: Readonly<Record<RefusalReason, RefusedCredential>> = {
   token_not_for_user: "access_token",
   token_wrong_client: "access_token",
   token_permission_missing: "access_token",
+  operation_unclassified: "secret",
+  operation_not_granted: "secret",
 };
 
 /** The credential `reason` refers to. */

@@ -44,8 +44,26 @@ export interface CallerKeyAdmin {
 /** Long enough to roll a key out to every app instance; short enough that a leak is bounded. */
 export const MAX_ROTATION_OVERLAP_SECONDS = 7 * 24 * 3600;
 
-export function createCallerKeyAdmin(deps: { db: Kysely<Database>; now?: () => Date }): CallerKeyAdmin {
+export function createCallerKeyAdmin(deps: {
+  db: Kysely<Database>;
+  now?: () => Date;
+  /**
+   * False for the AdminService RPCs: a key with the `admin` scope can then be neither created
+   * nor rotated, so a leaked admin key cannot mint more of them (L6). The CLI, which holds
+   * database access anyway, keeps the default.
+   */
+  grantsAdmin?: boolean;
+}): CallerKeyAdmin {
   const now = deps.now ?? (() => new Date());
+  const grantsAdmin = deps.grantsAdmin ?? true;
+  const refuseAdminScope = (scopes: readonly string[]): void => {
+    if (!grantsAdmin && scopes.includes("admin")) {
+      throw new BrokerError(
+        "permission_denied",
+        "admin caller keys are created and rotated with the keybroker CLI only",
+      );
+    }
+  };
   const admin: CallerKeyAdmin = {
     async create(input) {
       if (!NAME.test(input.name)) {
@@ -55,6 +73,7 @@ export function createCallerKeyAdmin(deps: { db: Kysely<Database>; now?: () => D
         );
       }
       const scopes = parseScopes(input.scopes);
+      refuseAdminScope(scopes);
       const createdAt = now();
       if (input.expiresAt !== null && input.expiresAt <= createdAt) {
         throw new BrokerError("invalid_argument", "expiry must be in the future");
@@ -109,6 +128,7 @@ export function createCallerKeyAdmin(deps: { db: Kysely<Database>; now?: () => D
       if (old === undefined || old.revokedAt !== null || (old.expiresAt !== null && old.expiresAt <= at)) {
         throw new BrokerError("not_found", "no live caller key with that id");
       }
+      refuseAdminScope(old.scopes);
       // The binding carries over: rotating a key must not quietly drop its mTLS requirement.
       const created = await admin.create({
         name: old.name,

@@ -10,6 +10,8 @@ export interface AuditDeps {
   readonly logger: Logger;
   /** Counts failed writes (the broker); operator commands have no metrics. */
   readonly metrics?: Pick<Metrics, "auditWriteFailed"> | undefined;
+  /** Told the chain's last seq after each committed batch (the checkpointer's row count, M1). */
+  readonly onAppended?: ((lastSeq: number) => void) | undefined;
 }
 
 export interface Audit {
@@ -20,12 +22,13 @@ export interface Audit {
 
 /** The audit trail; the lifecycle flushes it before the database it writes to is closed. */
 export function openAudit(lifecycle: Lifecycle, deps: AuditDeps): Audit {
-  const { database, logger, metrics } = deps;
+  const { database, logger, metrics, onAppended } = deps;
   const log = createAuditLog({
     prepared: database.prepared,
     // Flush in the same event-loop turn: at low load a 2 ms batching delay would sit on
     // every sensitive call's latency; under load batches still form while one is in flight.
     batchMaxDelayMs: 0,
+    ...(onAppended === undefined ? {} : { onAppended }),
     onWriteFailure: (err) => {
       metrics?.auditWriteFailed();
       logger.error({ err }, "audit trail write failed");

@@ -19,10 +19,11 @@ import { createReadiness } from "../observability/readiness.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
 import type { DatabaseHandle } from "../store/database.js";
 import { type Audit, openAudit } from "./audit.js";
+import { openAuditCheckpoints } from "./audit-checkpoints.js";
 import { createAuth } from "./auth.js";
 import { type Keys, openDataKeyCache, openKeys } from "./keys.js";
 import { createLifecycle, unwindOnFailure } from "./lifecycle.js";
-import { createServers } from "./servers.js";
+import { type BoundPorts, createServers } from "./servers.js";
 import { createServices, type Services } from "./services.js";
 import { openStorage, prepareSchema } from "./storage.js";
 
@@ -36,7 +37,7 @@ export interface AppOverrides {
 
 export interface App {
   /** Listens on the configured ports; resolves with the bound ports. */
-  start(): Promise<{ grpcPort: number; connectPort: number | undefined; opsPort: number | undefined }>;
+  start(): Promise<BoundPorts>;
   /** Graceful: health NOT_SERVING, drain in-flight calls (bounded), close pools. */
   stop(): Promise<void>;
   readonly database: DatabaseHandle;
@@ -94,7 +95,17 @@ export async function createApp(
     });
     readiness.markReady("pepper");
 
-    const audit = openAudit(lifecycle, { database, logger, metrics });
+    const checkpoints = await openAuditCheckpoints(lifecycle, {
+      config: config.auditCheckpoints,
+      database,
+      logger,
+    });
+    const audit = openAudit(lifecycle, {
+      database,
+      logger,
+      metrics,
+      onAppended: checkpoints && ((lastSeq) => checkpoints.noteAppended(lastSeq)),
+    });
     const guard = await createAuth(lifecycle, {
       config,
       database,
@@ -111,9 +122,12 @@ export async function createApp(
       logger,
       resolve: overrides.resolve,
     });
+    const rpc = registerRpcServices({ config, database, keys, guard, audit, services });
     const servers = await createServers(lifecycle, {
       config,
-      services: registerRpcServices({ config, database, keys, guard, audit, services }),
+      services: rpc.app,
+      adminServices: rpc.admin,
+      largestRequestBodyBytes: services.largestRequestBodyBytes,
       metrics,
       readiness,
       logger,
@@ -148,8 +162,14 @@ interface RpcParts {
   readonly services: Services;
 }
 
-/** The three RPC services, each a thin handler set over one domain service. */
-function registerRpcServices(parts: RpcParts): ServiceRegistration[] {
+/**
+ * The three RPC services, each a thin handler set over one domain service. AdminService is kept
+ * apart: it is served on its own listener only (L6).
+ */
+function registerRpcServices(parts: RpcParts): {
+  app: ServiceRegistration[];
+  admin: ServiceRegistration[];
+} {
   const { config, database, guard, services } = parts;
   const { userDataKeys, pepper } = parts.keys;
   const { log: audit, audited } = parts.audit;
@@ -169,12 +189,14 @@ function registerRpcServices(parts: RpcParts): ServiceRegistration[] {
       guard,
       audited,
       auditReader: createAuditReader({ db: database.db, flush: () => audit.flush() }),
-      callerKeys: createCallerKeyAdmin({ db: database.db }),
+      // An admin key must not mint more admin keys over the wire (L6): only the CLI, with
+      // database access, creates or rotates them.
+      callerKeys: createCallerKeyAdmin({ db: database.db, grantsAdmin: false }),
       shredder: createUserShredder({ db: database.db, userDataKeys }),
       userRefOf: (subject) => deriveUserRef(pepper, config.auth.issuer, subject),
     }),
   );
   // --- end of AdminService ---
 
-  return [secretService, proxyService, adminService];
+  return { app: [secretService, proxyService], admin: [adminService] };
 }

@@ -5,7 +5,8 @@ import type { Logger } from "../log/logger.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
 import { createOutboundClient } from "../outbound/outbound-client.js";
-import { loadProviderRegistry } from "../outbound/provider-registry.js";
+import { largestRequestBodyBytes, loadProviderRegistry } from "../outbound/provider-registry.js";
+import { createOperationPolicy } from "../policy/operation-policy.js";
 import { createConcurrencyLimit } from "../proxy/concurrency-limit.js";
 import { createProxyService, type ProxyService } from "../proxy/proxy-service.js";
 import { createKeyInspector } from "../secrets/key-inspector.js";
@@ -31,6 +32,8 @@ export interface ServicesDeps {
 export interface Services {
   readonly secrets: SecretService;
   readonly proxy: ProxyService;
+  /** The largest request body a provider accepts: the RPC receive cap derives from it (F3). */
+  readonly largestRequestBodyBytes: number;
 }
 
 /** The domain services behind the RPCs: the secret store and the outbound proxy. */
@@ -73,7 +76,10 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
     prepared: database.prepared,
     userDataKeys: keys.userDataKeys,
     fingerprintKey: keys.fingerprintKey,
-    providers: { requiredFields: (id) => registry.get(id)?.definition.requiredFields },
+    providers: {
+      requiredFields: (id) => registry.get(id)?.definition.requiredFields,
+      defaultGrant: (id) => registry.get(id)?.definition.defaultGrant,
+    },
     inspector: createKeyInspector({ registry, outbound, relaxed: new Set(relaxed), logger }),
     onInspected: (provider, verdict) => metrics.keyInspected?.(provider, verdict),
   });
@@ -90,5 +96,10 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
       what: "by this caller key",
     }),
   };
-  return { secrets, proxy: createProxyService({ secrets, outbound, markUsed, limits }) };
+  const operations = createOperationPolicy(registry);
+  return {
+    secrets,
+    proxy: createProxyService({ secrets, outbound, operations, markUsed, limits }),
+    largestRequestBodyBytes: largestRequestBodyBytes(registry),
+  };
 }

@@ -25,6 +25,10 @@ const METHOD = /^[A-Z]{1,16}$/;
 const PATH_TEMPLATE = /^\/[A-Za-z0-9_.~{}/-]{0,255}$/;
 const KEY_ID = /^[A-Za-z0-9_.:/-]{1,256}$/;
 const NAME_LIST = /^[a-z0-9][a-z0-9_:,-]{0,1023}$/;
+const CLASS_NAME = /^[a-z]{1,32}$/;
+const CLASS_LIST = /^[a-z]{1,32}(,[a-z]{1,32}){0,15}$/;
+// One scope, or the alternatives a call accepts ("proxy:call|proxy:read|...").
+const SCOPES = /^[a-z0-9][a-z0-9_.:-]{0,63}(\|[a-z0-9][a-z0-9_.:-]{0,63}){0,15}$/;
 
 function shaped(pattern: RegExp, screen = false): DetailRule {
   return (value) =>
@@ -49,7 +53,7 @@ const DETAIL_RULES: { readonly [K in keyof Required<AuditDetail>]: DetailRule } 
   durationMs: count,
   secretVersion: count,
   fieldCount: count,
-  scope: shaped(IDENTIFIER),
+  scope: shaped(SCOPES),
   reason: shaped(IDENTIFIER),
   masterKeyId: shaped(KEY_ID, true),
   dataKeyVersion: count,
@@ -58,6 +62,9 @@ const DETAIL_RULES: { readonly [K in keyof Required<AuditDetail>]: DetailRule } 
   permissions: shaped(NAME_LIST, true),
   dangerousPermissions: shaped(NAME_LIST, true),
   redactions: count,
+  operationClass: shaped(CLASS_NAME),
+  grant: shaped(CLASS_LIST),
+  grantChange: shaped(CLASS_NAME),
 };
 
 function isDetailKey(key: string): key is keyof AuditDetail {

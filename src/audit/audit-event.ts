@@ -61,6 +61,12 @@ export interface AuditDetail {
   readonly dangerousPermissions?: string;
   /** Credential fields redacted from the answer (redactResponseFields). */
   readonly redactions?: number;
+  /** A proxied call's operation class, e.g. "transfer", or "unclassified" (SPEC I10). */
+  readonly operationClass?: string;
+  /** A secret's grant as stored, e.g. "read,trade" ("none" when empty). */
+  readonly grant?: string;
+  /** How a PutSecret's grant compares with the previous one: new, same, narrowed, widened. */
+  readonly grantChange?: string;
 }
 
 /** One event as the broker reports it; `record` stamps the time and the chain assigns `seq`. */

@@ -35,6 +35,8 @@ export interface AuditLogDeps {
   readonly batchMaxSize?: number;
   /** Told about every failed batch (with the real cause), e.g. to log it and fail readiness. */
   readonly onWriteFailure?: (err: unknown) => void;
+  /** Told the chain's last seq after each committed batch; must not throw or block (M1 checkpoints). */
+  readonly onAppended?: (lastSeq: number) => void;
 }
 
 interface Pending {
@@ -142,6 +144,11 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
     for (const pending of batch) {
       pending.done = true;
       pending.resolve();
+    }
+    try {
+      deps.onAppended?.(knownHead.lastSeq);
+    } catch {
+      // The rows are committed; a broken hook must not fail the batch that wrote them.
     }
   }
 

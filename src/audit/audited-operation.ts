@@ -26,6 +26,14 @@ export interface AuditedOperationSpec<T> {
   readonly resultTarget?: (result: T) => string;
 }
 
+export interface AuditedReadSpec<R, T> extends AuditedOperationSpec<T> {
+  /**
+   * Detail for the final row from what `read` found, success or failure (e.g. a proxied call's
+   * operation class, known once the sealed row names its provider): a refusal's row names it too.
+   */
+  readonly readDetail?: (read: R) => AuditDetail;
+}
+
 export interface AuditedRunner {
   run<T>(actor: AuditActor, spec: AuditedOperationSpec<T>, operation: () => Promise<T>): Promise<T>;
   /**
@@ -35,7 +43,7 @@ export interface AuditedRunner {
    */
   runWithRead<R, T>(
     actor: AuditActor,
-    spec: AuditedOperationSpec<T>,
+    spec: AuditedReadSpec<R, T>,
     read: () => Promise<R>,
     use: (read: R) => Promise<T>,
   ): Promise<T>;
@@ -107,7 +115,7 @@ export function createAuditedRunner(deps: { audit: AuditLog; logger: Logger }): 
 
   async function runWithRead<R, T>(
     actor: AuditActor,
-    spec: AuditedOperationSpec<T>,
+    spec: AuditedReadSpec<R, T>,
     read: () => Promise<R>,
     use: (read: R) => Promise<T>,
   ): Promise<T> {
@@ -120,17 +128,26 @@ export function createAuditedRunner(deps: { audit: AuditLog; logger: Logger }): 
       await record(actor, spec, "started", null);
     }
     let result: T;
+    let readDetail: AuditDetail | undefined;
     try {
-      result = await use(await reading);
+      const found = await reading;
+      readDetail = spec.readDetail?.(found);
+      result = await use(found);
     } catch (err) {
-      await recordOutcome(actor, spec.sensitive, spec, err);
+      const detail = readDetail === undefined ? spec.detail : { ...spec.detail, ...readDetail };
+      await recordOutcome(
+        actor,
+        spec.sensitive,
+        { ...spec, ...(detail === undefined ? {} : { detail }) },
+        err,
+      );
       throw err;
     }
     const target = spec.resultTarget?.(result) ?? spec.target;
     await recordOutcome(actor, spec.sensitive, {
       action: spec.action,
       ...(target === undefined ? {} : { target }),
-      detail: { ...spec.detail, ...spec.resultDetail?.(result) },
+      detail: { ...spec.detail, ...readDetail, ...spec.resultDetail?.(result) },
     });
     return result;
   }

@@ -2,7 +2,7 @@ import { timingSafeEqual } from "node:crypto";
 import { BrokerError, isBrokerError, type RefusalReason } from "../errors.js";
 import type { StoredCallerKey } from "../store/caller-keys.repository.js";
 import { parseCallerKey } from "./caller-key-format.js";
-import type { CallerIdentity, CallerScope } from "./identity.js";
+import type { CallerIdentity, ScopeRequirement } from "./identity.js";
 import { isCallerScope } from "./identity.js";
 
 /** A stored caller key: only its hash, never the key (the store's row, as the hot path reads it). */
@@ -39,7 +39,7 @@ export interface CallerAuthenticator {
    */
   authenticate(
     rawKey: string | undefined,
-    requiredScope: CallerScope,
+    requiredScope: ScopeRequirement,
     transport?: CallerTransport,
   ): Promise<CallerIdentity>;
 }
@@ -120,8 +120,16 @@ export function createCallerAuthenticator(deps: CallerAuthenticatorDeps): Caller
 
       noteUse(record.id);
       const scopes = new Set(record.scopes.filter(isCallerScope));
-      if (!scopes.has(requiredScope)) {
-        throw new BrokerError("permission_denied", `caller key lacks the ${requiredScope} scope`, {
+      const admitted =
+        typeof requiredScope === "string"
+          ? scopes.has(requiredScope)
+          : requiredScope.some((scope) => scopes.has(scope));
+      if (!admitted) {
+        const wanted =
+          typeof requiredScope === "string"
+            ? `the ${requiredScope} scope`
+            : `any of the scopes ${requiredScope.join(", ")}`;
+        throw new BrokerError("permission_denied", `caller key lacks ${wanted}`, {
           reason: "caller_key_scope_missing",
         });
       }

@@ -1,6 +1,33 @@
-/** Scopes a caller key can carry. */
-export const CALLER_SCOPES = ["secrets:read", "secrets:write", "proxy:call", "admin"] as const;
+/**
+ * Scopes a caller key can carry. The `proxy:<class>` scopes allow proxied calls of one operation
+ * class (SPEC I10). `proxy:call`, from before classes existed, still admits a key to ProxyService
+ * and allows every class that is NOT dangerous (read, write, trade); transfer, credentials and
+ * webhooks each need their own scope. See policy/operation-grant.ts `callerAllowsClass`.
+ */
+export const CALLER_SCOPES = [
+  "secrets:read",
+  "secrets:write",
+  "proxy:call",
+  "proxy:read",
+  "proxy:write",
+  "proxy:trade",
+  "proxy:transfer",
+  "proxy:credentials",
+  "proxy:webhooks",
+  "admin",
+] as const;
 export type CallerScope = (typeof CALLER_SCOPES)[number];
+
+/** Any one of these admits a caller key to ProxyService; the call's class is checked later. */
+export const PROXY_SCOPES: readonly CallerScope[] = CALLER_SCOPES.filter((s) => s.startsWith("proxy:"));
+
+/** One scope a call needs, or a list of which any one will do. */
+export type ScopeRequirement = CallerScope | readonly CallerScope[];
+
+/** The requirement as one printable, audit-safe string ("proxy:call|proxy:read|..."). */
+export function scopeRequirementLabel(required: ScopeRequirement): string {
+  return typeof required === "string" ? required : required.join("|");
+}
 
 export function isCallerScope(value: string): value is CallerScope {
   return (CALLER_SCOPES as readonly string[]).includes(value);

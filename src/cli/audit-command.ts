@@ -1,13 +1,43 @@
 import { parseArgs } from "node:util";
+import { openCheckpointMacKey } from "../app/audit-checkpoints.js";
+import { createLifecycle } from "../app/lifecycle.js";
 import { openOpsContext } from "../app/ops-context.js";
+import { type AuditCheckpointVerdict, verifyAgainstCheckpoint } from "../audit/audit-checkpoint-verify.js";
 import { createAuditReader } from "../audit/audit-reader.js";
-import { loadDatabaseConfig } from "../config/config.js";
+import { loadAuditVerifyConfig } from "../config/config.js";
 import { BrokerError } from "../errors.js";
 import { type CliIo, createCommandLogger } from "./cli-io.js";
 
 const USER_REF_HEX = /^[0-9a-f]{64}$/;
 
-/** `keybroker audit verify` (exit 1 and the first bad row when the chain is broken) and `audit query`. */
+/** One line about the newest checkpoint, and whether it shows tampering (M1). */
+function describeCheckpoint(verdict: AuditCheckpointVerdict): { line: string; ok: boolean } {
+  if (verdict.status === "none") {
+    return { line: `no signed checkpoint yet: ${verdict.uncoveredRows} rows not covered`, ok: true };
+  }
+  const at = `the checkpoint of seq ${verdict.checkpointSeq} signed at ${verdict.signedAt.toISOString()}`;
+  switch (verdict.status) {
+    case "covered":
+      return { line: `${at} holds; ${verdict.uncoveredRows} rows not yet covered`, ok: true };
+    case "forged":
+      return { line: `${at} does NOT verify under the checkpoint key: forged or edited`, ok: false };
+    case "wiped":
+      return { line: `audit trail WIPED: ${at} covers rows, and none is left`, ok: false };
+    case "cut":
+      return { line: `audit trail CUT: ${at} covers rows that are missing from the end`, ok: false };
+    case "rewritten":
+      return {
+        line: `audit trail REWRITTEN: row ${verdict.checkpointSeq} or one before it is not what ${at} covers`,
+        ok: false,
+      };
+  }
+}
+
+/**
+ * `keybroker audit verify`: the hash chain (exit 1 and the first bad row when broken), then the
+ * chain against its newest signed checkpoint (exit 1 on a cut, wipe, rewrite or forged
+ * checkpoint), when a keyring is configured to check it with. `audit query` prints rows.
+ */
 export async function runAudit(args: string[], io: CliIo): Promise<number> {
   const [action, ...rest] = args;
   const { values } = parseArgs({
@@ -21,9 +51,9 @@ export async function runAudit(args: string[], io: CliIo): Promise<number> {
       "after-seq": { type: "string" },
     },
   });
-  const ops = await openOpsContext({ database: loadDatabaseConfig(io.env) }, createCommandLogger(io), {
-    schema: "as-is",
-  });
+  const config = loadAuditVerifyConfig(io.env);
+  const logger = createCommandLogger(io);
+  const ops = await openOpsContext({ database: config.database }, logger, { schema: "as-is" });
   const { database } = ops;
   const reader = createAuditReader({ db: database.db });
   try {
@@ -31,12 +61,24 @@ export async function runAudit(args: string[], io: CliIo): Promise<number> {
       const verdict = await reader.verify();
       if (verdict.ok) {
         io.stdout.write(`audit chain intact: ${verdict.rows} rows, last seq ${verdict.lastSeq}\n`);
-        return 0;
+      } else {
+        io.stdout.write(
+          `audit chain BROKEN at seq ${verdict.firstBadSeq} (${verdict.reason}); ${verdict.rows} rows checked before it\n`,
+        );
       }
-      io.stdout.write(
-        `audit chain BROKEN at seq ${verdict.firstBadSeq} (${verdict.reason}); ${verdict.rows} rows checked before it\n`,
-      );
-      return 1;
+      if (config.checkpointKey === undefined) {
+        io.stdout.write("checkpoints NOT checked: no keyring configured (KEYBROKER_KEYRING)\n");
+        return verdict.ok ? 0 : 1;
+      }
+      const keys = createLifecycle({ logger });
+      try {
+        const macKey = await openCheckpointMacKey(keys, config.checkpointKey);
+        const checkpoint = describeCheckpoint(await verifyAgainstCheckpoint(ops.database.db, macKey));
+        io.stdout.write(`${checkpoint.line}\n`);
+        return verdict.ok && checkpoint.ok ? 0 : 1;
+      } finally {
+        await keys.stop();
+      }
     }
     if (action === "query") {
       const userRef = values["user-ref"];

@@ -45,7 +45,12 @@ export async function runDev(_args: string[], io: CliIo): Promise<number> {
       AUTH0_JWKS_URL: issuer.jwksUrl,
       AUTH0_REQUIRED_PERMISSION: DEV_PERMISSION,
       // Ports and log level may still be overridden from the environment.
-      ...pick(io.env, ["KEYBROKER_GRPC_PORT", "KEYBROKER_CONNECT_PORT", "LOG_LEVEL"]),
+      ...pick(io.env, [
+        "KEYBROKER_GRPC_PORT",
+        "KEYBROKER_CONNECT_PORT",
+        "KEYBROKER_ADMIN_GRPC_PORT",
+        "LOG_LEVEL",
+      ]),
     },
     { mode: "development" },
   );
@@ -64,7 +69,7 @@ export async function runDev(_args: string[], io: CliIo): Promise<number> {
     expiresAt: null,
   });
 
-  const { grpcPort, connectPort } = await app.start();
+  const { grpcPort, connectPort, adminPort } = await app.start();
   await writeDevState({
     issuer: issuer.issuer,
     audience: DEV_AUDIENCE,
@@ -72,7 +77,7 @@ export async function runDev(_args: string[], io: CliIo): Promise<number> {
     grpcPort,
     connectPort,
   });
-  io.stdout.write(banner(devKey.key, grpcPort, connectPort));
+  io.stdout.write(banner(devKey.key, { grpcPort, connectPort, adminPort }));
 
   await stopOnSignals(async () => {
     await app.stop();
@@ -90,7 +95,11 @@ function pick(env: CliIo["env"], names: string[]): Record<string, string> {
   return out;
 }
 
-function banner(callerKey: string, grpcPort: number, connectPort: number | undefined): string {
+function banner(
+  callerKey: string,
+  ports: { grpcPort: number; connectPort: number | undefined; adminPort: number | undefined },
+): string {
+  const { grpcPort, connectPort, adminPort } = ports;
   const line = "=".repeat(78);
   return `
 ${line}
@@ -99,6 +108,7 @@ ${line}
 ${line}
   gRPC            127.0.0.1:${grpcPort}   (grpc.health.v1 and reflection enabled)
   Connect/gRPC-Web ${connectPort === undefined ? "disabled" : `http://127.0.0.1:${connectPort}`}
+  AdminService    ${adminPort === undefined ? "disabled" : `127.0.0.1:${adminPort}   (its own listener; admin keys: keybroker caller-keys)`}
   Dev caller key  ${callerKey}
                   (shown once; a new one is issued at every dev start)
 

@@ -15,14 +15,15 @@ const USAGE = `keybroker <command>
 
   serve                      run the broker (production: configuration from the environment)
   dev                        run the broker with embedded DEV-ONLY defaults (npm start)
-  migrate                    apply database migrations
+  migrate                    apply database migrations (as the owner; KEYBROKER_RUNTIME_DB_ROLE: grant serve's role)
   caller-keys create --name N --scopes s1,s2 [--expires-in-days D] [--client-cert FILE.pem]
   caller-keys list
   caller-keys revoke <id>
   caller-keys rotate <id> [--overlap-hours H]   new key, same name and scopes; old one expires after H
   user rotate-key (--user-ref HEX | --sub S)   new data key for one user, every secret re-sealed
   user shred (--user-ref HEX | --sub S) --yes  destroy a user's data key and secrets for good
-  audit verify               walk the hash chain; exit 1 naming the first bad row
+  audit verify               walk the hash chain, then check it against the newest signed checkpoint;
+                             exit 1 naming the first bad row, a cut, wipe or rewrite
   audit query [--action A] [--user-ref HEX] [--caller-key-id ID] [--since ISO] [--limit N]
   dev-token --sub SUBJECT    print a user access token from the dev issuer (dev only)
   rewrap --to <key ARN|alias|local:N> [--dry-run] [--batch-size N] [--concurrency N] [--rate N]

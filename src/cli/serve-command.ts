@@ -13,6 +13,11 @@ export async function runServe(_args: string[], io: CliIo): Promise<number> {
   const config = loadConfig(io.env, { mode: "production" });
   const logger = createLogger({ level: config.logLevel });
   for (const warning of relaxationWarnings(config)) logger.warn(warning);
+  if (config.auditCheckpoints.key === undefined) {
+    logger.warn(
+      "no audit checkpoint key (KEYBROKER_AUDIT_CHECKPOINT_KEY_ID): a cut or wiped audit trail will not show",
+    );
+  }
   const app = await createApp(config, logger, { migrate: false });
   await app.start();
   await stopOnSignals(() => app.stop(), logger);

@@ -32,6 +32,40 @@ export const RELAXATIONS: {
   },
 };
 
+/**
+ * The key that signs audit checkpoints (M1), kept where the database cannot reach it: an HMAC KMS
+ * key, or in development a key derived from the local keyring file.
+ */
+export type AuditCheckpointKeyConfig =
+  | {
+      readonly kind: "aws-kms";
+      readonly keyId: string;
+      readonly region: string;
+      readonly endpoint: string | undefined;
+      readonly maxAttempts: number;
+      readonly attemptTimeoutMs: number;
+    }
+  | { readonly kind: "local"; readonly file: string };
+
+/** PEM files of one listener's TLS; a client CA bundle makes it mTLS. */
+export interface ServerTlsConfig {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly clientCaFile?: string;
+}
+
+/** Per-listener connection limits (review L5). */
+export interface ListenerLimitsConfig {
+  /** Open connections at once; a connection past the cap is closed as it arrives. */
+  readonly maxConnections: number;
+  /** HTTP/2 streams (calls) at once on one connection. */
+  readonly maxConcurrentStreams: number;
+  /** A connection with no call for this long is closed (GOAWAY). */
+  readonly idleTimeoutMs: number;
+  /** The TLS handshake (or, in plaintext, the HTTP/2 preface) must complete within this. */
+  readonly handshakeTimeoutMs: number;
+}
+
 /** Everything the broker reads from its environment, validated once at start-up and frozen. */
 export interface Config {
   /** False only for `keybroker dev`; a production guard is off only if `relaxations` names it. */
@@ -43,10 +77,22 @@ export interface Config {
   readonly grpc: { readonly host: string; readonly port: number };
   /** Connect/gRPC-Web/gRPC over connect-node; undefined when disabled (port 0 means "any"). */
   readonly connect: { readonly host: string; readonly port: number } | undefined;
-  /** TLS on the gRPC port; with a client CA bundle, mTLS that requires client certificates. */
-  readonly grpcTls:
-    | { readonly certFile: string; readonly keyFile: string; readonly clientCaFile?: string }
+  /**
+   * TLS on the app ports (gRPC and Connect); with a client CA bundle, mTLS that requires client
+   * certificates. Undefined: plaintext, which production allows off loopback only with
+   * `plaintextListeners` (M3).
+   */
+  readonly grpcTls: ServerTlsConfig | undefined;
+  /** The `mesh-mtls` opt-out: a sidecar terminates mTLS in front of the plaintext app ports (M3). */
+  readonly plaintextListeners: "mesh-mtls" | undefined;
+  /** AdminService's own gRPC listener, loopback by default (L6); undefined when disabled. */
+  readonly admin:
+    | { readonly host: string; readonly port: number; readonly tls: ServerTlsConfig | undefined }
     | undefined;
+  /** Connection limits of every RPC listener (L5). */
+  readonly listenerLimits: ListenerLimitsConfig;
+  /** Largest request message; undefined: derived from the largest provider request body (F3). */
+  readonly maxReceiveMessageBytes: number | undefined;
   /** Metrics (/metrics), liveness (/livez) and readiness (/readyz), plain HTTP; undefined when off. */
   readonly ops: { readonly host: string; readonly port: number } | undefined;
   readonly database: DatabaseConfig;
@@ -106,6 +152,13 @@ export interface Config {
   readonly shutdownGraceMs: number;
   /** How often refusals without a valid caller key are written to the trail as one summary row. */
   readonly authFailureSummaryIntervalMs: number;
+  /** Signed checkpoints of the audit chain (M1); `key` undefined: none (aws-kms without a MAC key). */
+  readonly auditCheckpoints: {
+    readonly key: AuditCheckpointKeyConfig | undefined;
+    readonly intervalMs: number;
+    readonly rows: number;
+    readonly exportToLog: boolean;
+  };
 }
 
 /** providers/providers.json at the package root (from src/config/ or dist/src/config/). */
@@ -138,7 +191,8 @@ export const envSchema = z.object({
   KEYBROKER_ALLOW_EMBEDDED_DATABASE: flag,
   KEYBROKER_PROCESS_METRICS: z.enum(["on", "off"]).default("on"),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-  KEYBROKER_GRPC_HOST: z.string().min(1).default("0.0.0.0"),
+  // Loopback unless told otherwise: exposing a port is a decision, with TLS or the mesh opt-out (M3).
+  KEYBROKER_GRPC_HOST: z.string().min(1).default("127.0.0.1"),
   KEYBROKER_GRPC_PORT: port.default(50051),
   KEYBROKER_CONNECT_HOST: z.string().min(1).optional(),
   /** Set to "off" to disable the Connect/gRPC-Web listener. */
@@ -146,6 +200,24 @@ export const envSchema = z.object({
   KEYBROKER_TLS_CERT_FILE: z.string().min(1).optional(),
   KEYBROKER_TLS_KEY_FILE: z.string().min(1).optional(),
   KEYBROKER_TLS_CLIENT_CA_FILE: z.string().min(1).optional(),
+  /**
+   * The one accepted value, "mesh-mtls", states that a service-mesh sidecar terminates mTLS in
+   * front of the plaintext app ports; production refuses them off loopback otherwise (M3).
+   */
+  KEYBROKER_ALLOW_PLAINTEXT_LISTENERS: z.literal("mesh-mtls").optional(),
+  KEYBROKER_ADMIN_GRPC_HOST: z.string().min(1).default("127.0.0.1"),
+  /** Set to "off" to disable the AdminService listener (the CLI still works on the database). */
+  KEYBROKER_ADMIN_GRPC_PORT: z.union([z.literal("off"), port]).default(50052),
+  KEYBROKER_ADMIN_TLS_CERT_FILE: z.string().min(1).optional(),
+  KEYBROKER_ADMIN_TLS_KEY_FILE: z.string().min(1).optional(),
+  KEYBROKER_ADMIN_TLS_CLIENT_CA_FILE: z.string().min(1).optional(),
+  // Per listener (L5): connections, calls per connection, idle and handshake timeouts.
+  KEYBROKER_MAX_CONNECTIONS: int(1, 1_000_000).default(1_000),
+  KEYBROKER_MAX_CONCURRENT_STREAMS: int(1, 10_000).default(100),
+  KEYBROKER_CONNECTION_IDLE_TIMEOUT_MS: int(1_000, 86_400_000).default(300_000),
+  KEYBROKER_HANDSHAKE_TIMEOUT_MS: int(100, 120_000).default(10_000),
+  /** Unset: the largest provider maxRequestBytes plus framing (F3); at most 80 MiB. */
+  KEYBROKER_MAX_RECEIVE_MESSAGE_BYTES: int(1_024, 80 * 1024 * 1024).optional(),
   /**
    * Comma-separated key ARNs and/or local:N: rows under any other master key fail closed.
    * Unset: only the configured master key. During a master-key rotation, list old and new.
@@ -208,6 +280,18 @@ export const envSchema = z.object({
   KEYBROKER_SHUTDOWN_GRACE_MS: int(0, 120_000).default(10_000),
   // Refusals without a valid caller key are counted and written as one row per reason per interval.
   KEYBROKER_AUTH_FAILURE_SUMMARY_INTERVAL_MS: int(100, 3_600_000).default(60_000),
+  // M1: an HMAC_256 KMS key (GENERATE_VERIFY_MAC) that signs audit checkpoints; with the local
+  // keyring the key is derived from its file instead. Unset with aws-kms: no checkpoints (warned).
+  KEYBROKER_AUDIT_CHECKPOINT_KEY_ID: z.string().min(1).optional(),
+  KEYBROKER_AUDIT_CHECKPOINT_INTERVAL_MS: int(100, 3_600_000).default(10_000),
+  KEYBROKER_AUDIT_CHECKPOINT_ROWS: int(1, 10_000_000).default(10_000),
+  KEYBROKER_AUDIT_CHECKPOINT_LOG: z.enum(["on", "off"]).default("on"),
+  // Read by `keybroker migrate` only: the role `serve` connects as, granted what it needs and no
+  // more (INSERT/SELECT on the audit tables). A plain identifier: it is spliced into GRANT.
+  KEYBROKER_RUNTIME_DB_ROLE: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, "must be a lowercase SQL identifier")
+    .optional(),
 });
 
 export type KeybrokerEnv = z.input<typeof envSchema>;
@@ -311,16 +395,47 @@ export function loadConfig(
     keyring = { kind: "local", file: e.KEYBROKER_LOCAL_KEYRING_FILE ?? "" };
   }
 
-  if ((e.KEYBROKER_TLS_CERT_FILE === undefined) !== (e.KEYBROKER_TLS_KEY_FILE === undefined)) {
+  const grpcTls = tlsFilesOf(problems, "KEYBROKER_TLS", {
+    certFile: e.KEYBROKER_TLS_CERT_FILE,
+    keyFile: e.KEYBROKER_TLS_KEY_FILE,
+    clientCaFile: e.KEYBROKER_TLS_CLIENT_CA_FILE,
+  });
+  const connect =
+    e.KEYBROKER_CONNECT_PORT === "off"
+      ? undefined
+      : { host: e.KEYBROKER_CONNECT_HOST ?? e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_CONNECT_PORT };
+  // Credentials cross these ports: in production, plaintext only on loopback unless a mesh
+  // sidecar is declared to terminate mTLS in front of them (M3). Dev mode binds loopback anyway.
+  if (production && grpcTls === undefined && e.KEYBROKER_ALLOW_PLAINTEXT_LISTENERS === undefined) {
+    for (const [name, host] of [
+      ["KEYBROKER_GRPC_HOST", e.KEYBROKER_GRPC_HOST],
+      ["KEYBROKER_CONNECT_HOST", connect?.host],
+    ] as const) {
+      if (host !== undefined && !isLoopbackHost(host)) {
+        problems.push(
+          `${name}: a plaintext listener off loopback needs KEYBROKER_TLS_CERT_FILE and KEYBROKER_TLS_KEY_FILE, or KEYBROKER_ALLOW_PLAINTEXT_LISTENERS=mesh-mtls behind a service mesh that terminates mTLS`,
+        );
+      }
+    }
+  }
+  const adminTls = tlsFilesOf(problems, "KEYBROKER_ADMIN_TLS", {
+    certFile: e.KEYBROKER_ADMIN_TLS_CERT_FILE,
+    keyFile: e.KEYBROKER_ADMIN_TLS_KEY_FILE,
+    clientCaFile: e.KEYBROKER_ADMIN_TLS_CLIENT_CA_FILE,
+  });
+  // An admin key can shred any user: off loopback, production wants the listener's own mTLS,
+  // and the mesh opt-out does not cover it (L6).
+  if (
+    production &&
+    e.KEYBROKER_ADMIN_GRPC_PORT !== "off" &&
+    !isLoopbackHost(e.KEYBROKER_ADMIN_GRPC_HOST) &&
+    adminTls?.clientCaFile === undefined
+  ) {
     problems.push(
-      "KEYBROKER_TLS_KEY_FILE: set both KEYBROKER_TLS_CERT_FILE and KEYBROKER_TLS_KEY_FILE, or neither",
+      "KEYBROKER_ADMIN_GRPC_HOST: an AdminService listener off loopback needs mTLS (KEYBROKER_ADMIN_TLS_CERT_FILE, KEYBROKER_ADMIN_TLS_KEY_FILE and KEYBROKER_ADMIN_TLS_CLIENT_CA_FILE)",
     );
   }
-  if (e.KEYBROKER_TLS_CLIENT_CA_FILE !== undefined && e.KEYBROKER_TLS_CERT_FILE === undefined) {
-    problems.push(
-      "KEYBROKER_TLS_CLIENT_CA_FILE: mTLS needs KEYBROKER_TLS_CERT_FILE and KEYBROKER_TLS_KEY_FILE",
-    );
-  }
+
   let acceptedMasterKeys: string[] | undefined;
   if (e.KEYBROKER_ACCEPTED_MASTER_KEYS !== undefined) {
     try {
@@ -330,6 +445,8 @@ export function loadConfig(
     }
   }
 
+  const auditCheckpointKey = checkpointKeyOf(e, problems);
+
   if (problems.length > 0) throw new ConfigError(problems);
 
   return Object.freeze({
@@ -337,24 +454,24 @@ export function loadConfig(
     relaxations: Object.freeze(relaxations),
     processMetrics: e.KEYBROKER_PROCESS_METRICS === "on",
     grpc: { host: e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_GRPC_PORT },
-    connect:
-      e.KEYBROKER_CONNECT_PORT === "off"
-        ? undefined
-        : { host: e.KEYBROKER_CONNECT_HOST ?? e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_CONNECT_PORT },
+    connect,
     ops:
       e.KEYBROKER_METRICS_PORT === "off"
         ? undefined
         : { host: e.KEYBROKER_METRICS_HOST ?? e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_METRICS_PORT },
-    grpcTls:
-      e.KEYBROKER_TLS_CERT_FILE === undefined || e.KEYBROKER_TLS_KEY_FILE === undefined
+    grpcTls,
+    plaintextListeners: e.KEYBROKER_ALLOW_PLAINTEXT_LISTENERS,
+    admin:
+      e.KEYBROKER_ADMIN_GRPC_PORT === "off"
         ? undefined
-        : {
-            certFile: e.KEYBROKER_TLS_CERT_FILE,
-            keyFile: e.KEYBROKER_TLS_KEY_FILE,
-            ...(e.KEYBROKER_TLS_CLIENT_CA_FILE === undefined
-              ? {}
-              : { clientCaFile: e.KEYBROKER_TLS_CLIENT_CA_FILE }),
-          },
+        : { host: e.KEYBROKER_ADMIN_GRPC_HOST, port: e.KEYBROKER_ADMIN_GRPC_PORT, tls: adminTls },
+    listenerLimits: {
+      maxConnections: e.KEYBROKER_MAX_CONNECTIONS,
+      maxConcurrentStreams: e.KEYBROKER_MAX_CONCURRENT_STREAMS,
+      idleTimeoutMs: e.KEYBROKER_CONNECTION_IDLE_TIMEOUT_MS,
+      handshakeTimeoutMs: e.KEYBROKER_HANDSHAKE_TIMEOUT_MS,
+    },
+    maxReceiveMessageBytes: e.KEYBROKER_MAX_RECEIVE_MESSAGE_BYTES,
     acceptedMasterKeys,
     keyringBreaker: {
       failureThreshold: e.KEYBROKER_KEYRING_BREAKER_FAILURES,
@@ -396,7 +513,115 @@ export function loadConfig(
     logLevel: e.LOG_LEVEL,
     shutdownGraceMs: e.KEYBROKER_SHUTDOWN_GRACE_MS,
     authFailureSummaryIntervalMs: e.KEYBROKER_AUTH_FAILURE_SUMMARY_INTERVAL_MS,
+    auditCheckpoints: {
+      key: auditCheckpointKey,
+      intervalMs: e.KEYBROKER_AUDIT_CHECKPOINT_INTERVAL_MS,
+      rows: e.KEYBROKER_AUDIT_CHECKPOINT_ROWS,
+      exportToLog: e.KEYBROKER_AUDIT_CHECKPOINT_LOG === "on",
+    },
   });
+}
+
+type CheckpointKeyEnv = Pick<
+  z.output<typeof envSchema>,
+  | "KEYBROKER_KEYRING"
+  | "KEYBROKER_AUDIT_CHECKPOINT_KEY_ID"
+  | "AWS_REGION"
+  | "KEYBROKER_KMS_ENDPOINT"
+  | "KEYBROKER_KMS_MAX_ATTEMPTS"
+  | "KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS"
+  | "KEYBROKER_LOCAL_KEYRING_FILE"
+>;
+
+// With aws-kms, checkpoints need their own HMAC key (a symmetric encryption key cannot make MACs);
+// with the local keyring (already refused in production unless relaxed) the file serves.
+function checkpointKeyOf(e: CheckpointKeyEnv, problems: string[]): AuditCheckpointKeyConfig | undefined {
+  if (e.KEYBROKER_KEYRING === "local") {
+    if (e.KEYBROKER_AUDIT_CHECKPOINT_KEY_ID !== undefined) {
+      problems.push("KEYBROKER_AUDIT_CHECKPOINT_KEY_ID: an HMAC KMS key needs KEYBROKER_KEYRING=aws-kms");
+    }
+    return e.KEYBROKER_LOCAL_KEYRING_FILE === undefined
+      ? undefined
+      : { kind: "local", file: e.KEYBROKER_LOCAL_KEYRING_FILE };
+  }
+  if (e.KEYBROKER_AUDIT_CHECKPOINT_KEY_ID === undefined) return undefined;
+  if (e.AWS_REGION === undefined) problems.push("AWS_REGION: required with aws-kms");
+  return {
+    kind: "aws-kms",
+    keyId: e.KEYBROKER_AUDIT_CHECKPOINT_KEY_ID,
+    region: e.AWS_REGION ?? "",
+    endpoint: e.KEYBROKER_KMS_ENDPOINT,
+    maxAttempts: e.KEYBROKER_KMS_MAX_ATTEMPTS,
+    attemptTimeoutMs: e.KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS,
+  };
+}
+
+/**
+ * What `keybroker audit verify` needs: the database, and the checkpoint key when a keyring is
+ * configured (undefined otherwise: the chain is checked, its checkpoints are not).
+ */
+export function loadAuditVerifyConfig(env: Readonly<Record<string, string | undefined>>): {
+  readonly database: DatabaseConfig;
+  readonly checkpointKey: AuditCheckpointKeyConfig | undefined;
+} {
+  const database = loadDatabaseConfig(env);
+  const parsed = envSchema
+    .pick({
+      KEYBROKER_ALLOW_LOCAL_KEYRING: true,
+      KEYBROKER_KEYRING: true,
+      KEYBROKER_AUDIT_CHECKPOINT_KEY_ID: true,
+      AWS_REGION: true,
+      KEYBROKER_KMS_ENDPOINT: true,
+      KEYBROKER_KMS_MAX_ATTEMPTS: true,
+      KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS: true,
+      KEYBROKER_LOCAL_KEYRING_FILE: true,
+    })
+    .partial({ KEYBROKER_KEYRING: true })
+    .safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`));
+  }
+  const e = parsed.data;
+  if (e.KEYBROKER_KEYRING === undefined) return { database, checkpointKey: undefined };
+  const problems: string[] = [];
+  if (e.KEYBROKER_KEYRING === "local" && !e.KEYBROKER_ALLOW_LOCAL_KEYRING) {
+    problems.push("KEYBROKER_KEYRING: the local keyring needs KEYBROKER_ALLOW_LOCAL_KEYRING=1; use aws-kms");
+  }
+  const checkpointKey = checkpointKeyOf({ ...e, KEYBROKER_KEYRING: e.KEYBROKER_KEYRING }, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { database, checkpointKey };
+}
+
+/** `keybroker migrate`: the runtime role to grant to, if any (KEYBROKER_RUNTIME_DB_ROLE). */
+export function loadRuntimeRole(env: Readonly<Record<string, string | undefined>>): string | undefined {
+  const parsed = envSchema.pick({ KEYBROKER_RUNTIME_DB_ROLE: true }).safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`));
+  }
+  return parsed.data.KEYBROKER_RUNTIME_DB_ROLE;
+}
+
+/** Loopback names and addresses: a listener there is reachable from this host (or pod) only. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
+}
+
+/** One listener's TLS files: cert and key together, a client CA only with them. */
+function tlsFilesOf(
+  problems: string[],
+  prefix: string,
+  files: { certFile: string | undefined; keyFile: string | undefined; clientCaFile: string | undefined },
+): ServerTlsConfig | undefined {
+  const { certFile, keyFile, clientCaFile } = files;
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    problems.push(`${prefix}_KEY_FILE: set both ${prefix}_CERT_FILE and ${prefix}_KEY_FILE, or neither`);
+  }
+  if (clientCaFile !== undefined && certFile === undefined) {
+    problems.push(`${prefix}_CLIENT_CA_FILE: mTLS needs ${prefix}_CERT_FILE and ${prefix}_KEY_FILE`);
+  }
+  if (certFile === undefined || keyFile === undefined) return undefined;
+  return { certFile, keyFile, ...(clientCaFile === undefined ? {} : { clientCaFile }) };
 }
 
 /** One start-up warning line per relaxation `config` carries (logged by `serve` and `dev`). */

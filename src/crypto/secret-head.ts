@@ -10,12 +10,20 @@ import { lengthPrefixed } from "./canonical-encoding.js";
  * over the secret's identity and its current version, stored beside the pointer and checked on
  * every read; without the data key, a writer cannot make a head for a version the broker did not
  * make current itself.
+ *
+ * Since issue 13 the head also covers the secret's operation grant (SPEC I10): a head with a
+ * `grant` is MAC'd under its own label (v2) over the sorted class names, so a database writer who
+ * widens `secrets.operation_grant` (or clears it, to fall back to the provider's default) fails
+ * the check before the secret is decrypted. A head without one (v1) is a secret stored before
+ * grants; it keeps its head and gets its provider's default grant.
  */
 export interface SecretHead {
   readonly secretId: string;
   readonly userRef: Buffer;
   readonly provider: string;
   readonly version: number;
+  /** The operation classes the secret may be used for; absent for a pre-grant (v1) head. */
+  readonly grant?: readonly string[];
 }
 
 export const HEAD_MAC_BYTES = 32;
@@ -24,6 +32,7 @@ export const HEAD_MAC_BYTES = 32;
 // Extract step adds nothing. Its own label keeps the MAC key apart from the AES-GCM use of the key.
 const HEAD_KEY_INFO = Buffer.from("keybroker/secret-head-key/v1\x01", "utf8");
 const HEAD_LABEL = "keybroker/secret-head/v1";
+const GRANT_HEAD_LABEL = "keybroker/secret-head/v2";
 const KEY_BYTES = 32;
 const INTEGRITY_MESSAGE = "stored secret failed its integrity check";
 
@@ -33,7 +42,12 @@ function headInput(head: SecretHead): Buffer {
   }
   const version = Buffer.alloc(8);
   version.writeBigUInt64BE(BigInt(head.version), 0);
-  return lengthPrefixed(HEAD_LABEL, head.secretId, head.userRef, head.provider, version);
+  if (head.grant === undefined) {
+    return lengthPrefixed(HEAD_LABEL, head.secretId, head.userRef, head.provider, version);
+  }
+  // Sorted, so the MAC is over the set as stored; each class length-prefixed inside one part.
+  const grant = lengthPrefixed(...[...head.grant].sort());
+  return lengthPrefixed(GRANT_HEAD_LABEL, head.secretId, head.userRef, head.provider, version, grant);
 }
 
 /** The head MAC to store with a secret whose current version is `head.version`. */

@@ -121,7 +121,7 @@ const NETWORK_CODES = new Set([
 ]);
 
 /** Maps an SDK failure to a BrokerError with a generic message; the SDK error stays in `cause`. */
-function mapKmsError(err: unknown, signal: AbortSignal | undefined): BrokerError {
+export function mapKmsError(err: unknown, signal: AbortSignal | undefined): BrokerError {
   if (err instanceof BrokerError) return err;
   const name = err instanceof Error ? err.name : "";
   const code = (err as { code?: unknown } | null)?.code;
@@ -152,7 +152,7 @@ function hasHttpResponse(err: unknown): boolean {
   return typeof status === "number";
 }
 
-function signalOption(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
+export function signalOption(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
   return signal === undefined ? {} : { abortSignal: signal };
 }
 

@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import type { z } from "zod";
 import { BrokerError } from "../errors.js";
+import { compileOperationRules, isDangerousClass, type OperationRule } from "../policy/operation-class.js";
 import { authSchemeProblems, credentialFields, type ReservedNames, reservedNames } from "./auth-schemes.js";
 import { inspectionProblems } from "./inspection-recipe.js";
 import { checkCallerPath, compilePathPattern, type PathPattern, pathPatternProblem } from "./path-guard.js";
@@ -17,12 +18,26 @@ export interface Provider {
   readonly reserved: ReservedNames;
   /** Credential fields to redact from answers (redaction-rules.ts); undefined when none. */
   readonly redaction: ResponseRedaction | undefined;
+  /** The operation class rules, compiled once (see policy/operation-class.ts). */
+  readonly operations: readonly OperationRule[];
 }
 
 /** The validated, frozen set of providers the broker may talk to. */
 export interface ProviderRegistry {
   get(id: string): Provider | undefined;
   ids(): readonly string[];
+}
+
+/** A provider's request body limit when its definition sets none. */
+export const DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024;
+
+/** The largest request body any provider accepts: the transports must let it through (F3). */
+export function largestRequestBodyBytes(registry: ProviderRegistry): number {
+  let largest = 0;
+  for (const id of registry.ids()) {
+    largest = Math.max(largest, registry.get(id)?.definition.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES);
+  }
+  return largest;
 }
 
 export interface RegistryOptions {
@@ -78,6 +93,7 @@ export function parseProviderRegistry(raw: unknown, options: RegistryOptions): P
           patterns: Object.freeze(definition.pathPatterns.map(compilePathPattern)),
           reserved: reservedNames(definition.auth),
           redaction: compileRedactionRules(definition.redactResponseFields),
+          operations: compileOperationRules(definition.operations),
         }),
       );
     }
@@ -177,6 +193,18 @@ function checkProvider(p: ProviderDefinition, { production }: RegistryOptions): 
     if (p.inspection.method !== undefined && !p.allowedMethods.includes(p.inspection.method)) {
       problems.push(`inspection.method ${p.inspection.method} is not in allowedMethods`);
     }
+  }
+  for (const [i, rule] of p.operations.entries()) {
+    for (const pattern of rule.paths) {
+      const problem = pathPatternProblem(pattern);
+      if (problem !== undefined) problems.push(`operations[${i}].paths "${pattern}": ${problem}`);
+    }
+  }
+  // SPEC I10: a key stored without an explicit grant can never move funds out, mint credentials
+  // or redirect events. The dangerous set is fixed in code, not in this file.
+  const dangerous = p.defaultGrant.filter(isDangerousClass);
+  if (dangerous.length > 0) {
+    problems.push(`defaultGrant must not include a dangerous class (${dangerous.join(", ")})`);
   }
 
   for (const field of credentialFields(p.auth)) {

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { OPERATION_CLASSES } from "../policy/operation-class.js";
 import { inspectionSchema } from "./inspection-recipe.js";
 
 // Shapes of a provider definition. Cross-field rules (host in allowedHosts, fields covered,
@@ -109,6 +110,17 @@ export const authSchemeSchema = z.discriminatedUnion("type", [
 export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] as const;
 export type HttpMethod = (typeof HTTP_METHODS)[number];
 
+/**
+ * One operation class rule: the endpoints (methods x path patterns, same syntax as
+ * `pathPatterns`) that `class` names. Rules are tried in order and the first match wins, so
+ * narrow dangerous rules go before broad ones (providers/README.md).
+ */
+const operationRule = z.strictObject({
+  class: z.enum(OPERATION_CLASSES),
+  methods: z.array(z.enum(HTTP_METHODS)).min(1),
+  paths: z.array(z.string().min(1).max(512)).min(1).max(64),
+});
+
 export const providerSchema = z.strictObject({
   id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "ids are lower-case letters, digits and dashes"),
   displayName: z.string().min(1).max(100),
@@ -153,6 +165,9 @@ export const providerSchema = z.strictObject({
   ),
   /** How a new key is inspected at PutSecret (inspection-recipe.ts); absent: not inspected. */
   inspection: z.optional(inspectionSchema),
+  operations: z.array(operationRule).min(1).max(128),
+  /** The grant of a secret stored without one; never a dangerous class (checked in the registry). */
+  defaultGrant: z.array(z.enum(OPERATION_CLASSES)).max(OPERATION_CLASSES.length),
 });
 
 export const registryFileSchema = z.strictObject({

@@ -3,7 +3,7 @@ import { credentialFields, injectCredential } from "./auth-schemes.js";
 import type { PreparedRequest } from "./credential-request.js";
 import { checkCallerHeaders } from "./header-policy.js";
 import { checkCallerPath, resolveUpstreamUrl } from "./path-guard.js";
-import type { Provider } from "./provider-registry.js";
+import { DEFAULT_MAX_REQUEST_BYTES, type Provider } from "./provider-registry.js";
 import { type AuthScheme, HTTP_METHODS, type HttpMethod } from "./provider-schema.js";
 
 /** A call as the proxy service hands it over: the caller's parts plus the decrypted fields. */
@@ -45,7 +45,6 @@ export interface PlanDeps {
 }
 
 const QUERY_LIMITS = { maxCount: 100, maxNameLength: 256, maxValueLength: 8192 } as const;
-const DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024;
 const USER_AGENT = "keybroker/0.1";
 
 /**

@@ -4,6 +4,9 @@ import type {
   OutboundResponse,
   OutboundStreamResponse,
 } from "../outbound/outbound-client.js";
+import type { OperationClass } from "../policy/operation-class.js";
+import { checkOperation } from "../policy/operation-grant.js";
+import type { OperationPolicy } from "../policy/operation-policy.js";
 import type { OpenedSecret, SealedSecret, SecretService } from "../secrets/secret-service.js";
 import type { ConcurrencyLimit } from "./concurrency-limit.js";
 import type { ProxyCallInput } from "./proxy-input.js";
@@ -18,22 +21,42 @@ export interface ProxyCallScope {
   readonly requestId: string;
   /** The authenticated caller key, whose concurrent calls are bounded too (L8). */
   readonly callerKeyId: string;
+  /** Its scopes: which operation classes it may use (SPEC I10). */
+  readonly callerScopes: ReadonlySet<string>;
+}
+
+/** A proxied call's secret, still sealed, and what the operation policy found (nothing decrypted). */
+export interface PlannedProxyCall {
+  readonly sealed: SealedSecret;
+  /** The provider the secret's row names (bound by its head, verified on unseal). */
+  readonly provider: string;
+  /** The endpoint's operation class; undefined when the provider's rules name none. */
+  readonly operationClass: OperationClass | undefined;
+  /** The secret's grant, as its row states it (bound by its head, verified on unseal). */
+  readonly grant: readonly OperationClass[];
 }
 
 export interface ProxyService {
-  /** Reads the secret the call names, still sealed: it may run before the `started` audit row. */
-  fetch(user: UserIdentity, input: ProxyCallInput): Promise<SealedSecret>;
-  /** Unseals the fetched secret and makes the call; the caller has audited its start. */
+  /**
+   * Reads the secret the call names, still sealed, and classifies the call: it may run before the
+   * `started` audit row.
+   */
+  fetch(user: UserIdentity, input: ProxyCallInput): Promise<PlannedProxyCall>;
+  /**
+   * Checks the call's class against the caller's scopes and the secret's grant (permission_denied
+   * before anything is unwrapped or decrypted, SPEC I10), then unseals the secret and makes the
+   * call; the caller has audited its start.
+   */
   call(
     user: UserIdentity,
     input: ProxyCallInput,
-    sealed: SealedSecret,
+    planned: PlannedProxyCall,
     call: ProxyCallScope,
   ): Promise<ProxiedResponse>;
   callStream(
     user: UserIdentity,
     input: ProxyCallInput,
-    sealed: SealedSecret,
+    planned: PlannedProxyCall,
     call: ProxyCallScope,
   ): Promise<ProxiedStreamResponse>;
 }
@@ -46,6 +69,8 @@ export interface ProxyService {
 export function createProxyService(deps: {
   secrets: Pick<SecretService, "fetch" | "unseal">;
   outbound: Pick<OutboundClient, "call" | "callStream">;
+  /** Operation classes and grants (SPEC I10): a few pattern matches, no query. */
+  operations: OperationPolicy;
   /** Records that a secret was used (best effort: never fails the call). */
   markUsed?: (secretId: string) => void;
   /** In-flight bounds per secret and per caller key, taken before anything is decrypted (L8). */
@@ -85,9 +110,20 @@ export function createProxyService(deps: {
   });
 
   return {
-    fetch: (user, input) => deps.secrets.fetch(user, input.secretId),
+    async fetch(user, input) {
+      const sealed = await deps.secrets.fetch(user, input.secretId);
+      const { provider, grant } = sealed.secret;
+      return { sealed, provider, ...deps.operations.plan(provider, grant, input.method, input.path) };
+    },
 
-    async call(user, input, sealed, { signal, requestId, callerKeyId }) {
+    async call(
+      user,
+      input,
+      { sealed, operationClass, grant },
+      { signal, requestId, callerKeyId, callerScopes },
+    ) {
+      // Before a slot, a key unwrap or a decryption: a refused call costs nothing but its audit rows.
+      checkOperation(operationClass, grant, callerScopes);
       const release = await acquireSlots(input.secretId, callerKeyId, signal);
       try {
         const secret = await deps.secrets.unseal(user, sealed, signal);
@@ -103,7 +139,13 @@ export function createProxyService(deps: {
       }
     },
 
-    async callStream(user, input, sealed, { signal, requestId, callerKeyId }) {
+    async callStream(
+      user,
+      input,
+      { sealed, operationClass, grant },
+      { signal, requestId, callerKeyId, callerScopes },
+    ) {
+      checkOperation(operationClass, grant, callerScopes);
       const release = await acquireSlots(input.secretId, callerKeyId, signal);
       let secret: OpenedSecret;
       let response: OutboundStreamResponse;

@@ -107,8 +107,21 @@ function rebindHeads(
   const heads = new Map<string, Buffer>();
   for (const v of versions) {
     if (heads.has(v.secretId)) continue;
-    const head = { secretId: v.secretId, userRef, provider: v.provider, version: v.currentVersion };
+    // The grant rides with its head (SPEC I10): re-signed only after it verified under the old key,
+    // and a grant with no head to vouch for it fails the rotation instead of being blessed.
+    const head = {
+      secretId: v.secretId,
+      userRef,
+      provider: v.provider,
+      version: v.currentVersion,
+      ...(v.grant === null ? {} : { grant: v.grant }),
+    };
     if (v.headMac !== null) verifyHead(oldKey, v.headMac, head);
+    else if (v.grant !== null) {
+      throw new BrokerError("data_loss", "stored secret failed its integrity check", {
+        cause: new Error("a grant without a head"),
+      });
+    }
     heads.set(v.secretId, headMac(newKey, head));
   }
   return [...heads].map(([secretId, mac]) => ({ secretId, headMac: mac }));

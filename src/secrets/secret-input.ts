@@ -1,4 +1,6 @@
 import { invalidArgument } from "../errors.js";
+import type { OperationClass } from "../policy/operation-class.js";
+import { parseGrant } from "../policy/operation-grant.js";
 
 /** Input limits. Exported so tests and docs state the same numbers the code enforces. */
 export const SECRET_LIMITS = {
@@ -23,6 +25,8 @@ export interface PutSecretInput {
   readonly label: string | undefined;
   /** Field values as bytes; the service zeroes them once sealed. */
   readonly fields: ReadonlyMap<string, Buffer>;
+  /** The operation classes the key may be used for; absent: the provider's default grant. */
+  readonly grant?: readonly OperationClass[];
 }
 
 export function parseProviderId(value: string): string {
@@ -58,10 +62,14 @@ export function parsePutSecret(request: {
   provider: string;
   label: string;
   fields: Readonly<Record<string, string>>;
+  grant?: readonly string[];
 }): PutSecretInput {
   const secretId = request.secretId === "" ? undefined : parseSecretId(request.secretId);
   const provider = parseProviderId(request.provider);
   const label = request.label === "" && secretId !== undefined ? undefined : parseLabel(request.label);
+  // Before any field value becomes a Buffer: a refused grant leaves nothing to zero.
+  const grant =
+    request.grant === undefined || request.grant.length === 0 ? undefined : parseGrant(request.grant);
   const names = Object.keys(request.fields);
   if (names.length === 0) throw invalidArgument("fields must hold at least one credential field");
   if (names.length > SECRET_LIMITS.maxFields)
@@ -79,5 +87,5 @@ export function parsePutSecret(request: {
     }
     fields.set(name, bytes);
   }
-  return { secretId, provider, label, fields };
+  return { secretId, provider, label, fields, ...(grant === undefined ? {} : { grant }) };
 }

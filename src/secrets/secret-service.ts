@@ -7,6 +7,8 @@ import { headMac, verifyHead } from "../crypto/secret-head.js";
 import { BrokerError } from "../errors.js";
 import type { UserDataKeys } from "../keys/user-data-keys.js";
 import { fingerprintFields, maskedHint } from "../keys/user-ref.js";
+import { isOperationClass, type OperationClass } from "../policy/operation-class.js";
+import { compareGrants, type GrantChange, normalizeGrant } from "../policy/operation-grant.js";
 import { asBuffer, isUniqueViolation } from "../store/bytes.js";
 import type { PreparedRunner } from "../store/prepared.js";
 import type { Database } from "../store/schema.js";
@@ -29,6 +31,13 @@ export interface SecretMetadata {
   readonly lastUsedAt: Date | null;
   /** What the last inspection of the current key found (issue 13 item 5). */
   readonly inspection: secretsRepo.StoredInspection;
+  /** The operation classes the secret may be used for (its sealed grant, SPEC I10). */
+  readonly grant: readonly OperationClass[];
+}
+
+/** What PutSecret stored, and how its grant compares with the one it replaced (for the audit row). */
+export interface PutSecretOutcome extends SecretMetadata {
+  readonly grantChange: GrantChange;
 }
 
 /** A secret opened for use by the proxy. The holder zeroes every field buffer when done. */
@@ -41,10 +50,12 @@ export interface OpenedSecret {
 /** Which providers exist and the fields each needs (the provider registry, once loaded). */
 export interface ProviderCatalog {
   requiredFields(providerId: string): readonly string[] | undefined;
+  /** The grant of a secret stored without one (never a dangerous class; the registry checks). */
+  defaultGrant(providerId: string): readonly OperationClass[] | undefined;
 }
 
 export interface SecretService {
-  put(user: UserIdentity, input: PutSecretInput, signal: AbortSignal): Promise<SecretMetadata>;
+  put(user: UserIdentity, input: PutSecretInput, signal: AbortSignal): Promise<PutSecretOutcome>;
   list(user: UserIdentity, provider: string | undefined, signal: AbortSignal): Promise<SecretMetadata[]>;
   delete(user: UserIdentity, secretId: string): Promise<void>;
   open(user: UserIdentity, secretId: string, signal: AbortSignal): Promise<OpenedSecret>;
@@ -86,6 +97,12 @@ export function createSecretService(deps: {
   const { db, prepared, userDataKeys, fingerprintKey } = deps;
   const forUse = secretsRepo.createSecretForUseLookup(prepared);
   const now = deps.now ?? (() => new Date());
+  // Without a registry (unit tests of storage alone) a secret stored without a grant gets none.
+  const defaultGrant = (provider: string): OperationClass[] =>
+    normalizeGrant(deps.providers?.defaultGrant(provider) ?? []);
+  /** The grant a stored row stands for: its own (checked by its head on open) or its provider's default. */
+  const grantOf = (secret: { provider: string; grant: readonly string[] | null }): OperationClass[] =>
+    secret.grant === null ? defaultGrant(secret.provider) : secret.grant.filter(isOperationClass);
 
   function checkProvider(input: PutSecretInput): void {
     if (deps.providers === undefined) return;
@@ -120,6 +137,7 @@ export function createSecretService(deps: {
       updatedAt: secret.updatedAt,
       lastUsedAt: secret.lastUsedAt,
       inspection: secret.inspection,
+      grant: grantOf(secret),
     };
   }
 
@@ -170,6 +188,9 @@ export function createSecretService(deps: {
         const fingerprint = fingerprintFields(fingerprintKey, userRef, plaintext);
         const fieldNames = [...input.fields.keys()].sort();
         const at = now();
+        // Empty means the provider's default, also when replacing a secret that had a wider one.
+        const grant = input.grant === undefined ? defaultGrant(input.provider) : normalizeGrant(input.grant);
+        let grantChange: GrantChange = "new";
         const write = () =>
           db.transaction().execute(async (trx): Promise<string | undefined> => {
             // A data-key rotation re-seals under the user's row lock: hold the same lock, and seal
@@ -200,10 +221,12 @@ export function createSecretService(deps: {
                 userRef,
                 provider: input.provider,
                 label,
-                headMac: headMac(key, { secretId: id, userRef, provider: input.provider, version }),
+                headMac: headMac(key, { secretId: id, userRef, provider: input.provider, version, grant }),
+                grant,
                 createdAt: at,
                 ...(inspection === undefined ? {} : { inspection }),
               });
+              grantChange = "new";
             } else {
               const existing = await secretsRepo.lockSecret(trx, userRef, input.secretId);
               if (existing === undefined) throw new BrokerError("not_found", NOT_FOUND);
@@ -212,15 +235,16 @@ export function createSecretService(deps: {
               }
               // A rolled-back pointer is refused here too (L1), rather than built upon. An unbound
               // (pre-L1) secret has nothing to check: this write binds it.
-              if (existing.headMac !== null) {
-                verifyHead(key, existing.headMac, {
-                  secretId: input.secretId,
-                  userRef,
-                  provider: existing.provider,
-                  version: existing.currentVersion,
-                });
-              }
+              checkHead(key, existing.headMac, {
+                secretId: input.secretId,
+                userRef,
+                provider: existing.provider,
+                version: existing.currentVersion,
+                grant: existing.grant,
+              });
               wasBound = existing.headMac !== null;
+              // Compared with the grant the head just verified: a widening is audited as one.
+              grantChange = compareGrants(grantOf(existing), grant);
               id = input.secretId;
               version = existing.currentVersion + 1;
               label = input.label ?? existing.label;
@@ -242,7 +266,8 @@ export function createSecretService(deps: {
               await secretsRepo.setCurrentVersion(trx, {
                 secretId: id,
                 version,
-                headMac: headMac(key, { secretId: id, userRef, provider: input.provider, version }),
+                headMac: headMac(key, { secretId: id, userRef, provider: input.provider, version, grant }),
+                grant,
                 label,
                 at,
                 ...(inspection === undefined ? {} : { inspection }),
@@ -266,7 +291,7 @@ export function createSecretService(deps: {
         }
         const stored = await forUse.find(userRef, secretId);
         if (stored === undefined) throw new BrokerError("not_found", NOT_FOUND);
-        return toMetadata(key, userRef, stored.secret);
+        return { ...toMetadata(key, userRef, stored.secret), grantChange };
       } catch (err) {
         if (isUniqueViolation(err)) {
           throw new BrokerError("already_exists", "a secret with this provider and label already exists", {
@@ -385,9 +410,38 @@ function currentBinding(
   secret: secretsRepo.StoredSecret,
   part: SecretBinding["part"],
 ): SecretBinding {
-  const { id: secretId, provider, version, headMac: stored } = secret;
-  if (stored !== null) verifyHead(key, stored, { secretId, userRef, provider, version });
+  const { id: secretId, provider, version, headMac: stored, grant } = secret;
+  checkHead(key, stored, { secretId, userRef, provider, version, grant });
   return bindingOf(secretId, userRef, provider, version, part, stored !== null);
+}
+
+/**
+ * Verifies a stored head, with the grant it binds (SPEC I10): a row with a grant must have a head
+ * covering it, so a grant written into a pre-L1 row, a widened grant, or a cleared grant (which
+ * would fall back to the provider's default under a v1 head) are all data_loss. A row with neither
+ * head nor grant is a secret stored before both: nothing to check here (its version opens unbound).
+ */
+function checkHead(
+  key: Buffer,
+  stored: Uint8Array | null,
+  head: {
+    secretId: string;
+    userRef: Buffer;
+    provider: string;
+    version: number;
+    grant: readonly string[] | null;
+  },
+): void {
+  const { grant, ...rest } = head;
+  if (stored === null) {
+    if (grant !== null) {
+      throw new BrokerError("data_loss", "stored secret failed its integrity check", {
+        cause: new Error("a grant without a head"),
+      });
+    }
+    return;
+  }
+  verifyHead(key, stored, grant === null ? rest : { ...rest, grant });
 }
 
 /**

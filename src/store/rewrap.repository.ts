@@ -131,6 +131,8 @@ export interface SealedSecretVersion {
   /** The secret's current version and the head MAC pinning it (null: not yet bound, catalogue L1). */
   readonly currentVersion: number;
   readonly headMac: Buffer | null;
+  /** The grant the head binds (issue 13); null for a secret stored before grants. */
+  readonly grant: readonly string[] | null;
 }
 
 /** Every version of every secret of the user (not only the current ones). */
@@ -149,6 +151,7 @@ export async function listUserSecretVersions(
       "v.hint_ciphertext",
       "s.current_version",
       "s.head_mac",
+      "s.operation_grant",
     ])
     .where("s.user_ref", "=", userRef)
     .orderBy("v.secret_id")
@@ -162,6 +165,7 @@ export async function listUserSecretVersions(
     hintCiphertext: asBuffer(row.hint_ciphertext),
     currentVersion: row.current_version,
     headMac: row.head_mac === null ? null : asBuffer(row.head_mac),
+    grant: row.operation_grant,
   }));
 }
 

@@ -43,6 +43,8 @@ export interface SecretsTable {
   current_version: number;
   /** HMAC under the user's data key pinning current_version (catalogue L1); null: written before it. */
   head_mac: ColumnType<Uint8Array | null, Uint8Array | null | undefined, Uint8Array | null>;
+  /** Sorted operation classes, bound by a v2 head (issue 13); null: stored before grants. */
+  operation_grant: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
   created_at: Timestamp;
   updated_at: Timestamp;
   last_used_at: Date | null;
@@ -85,6 +87,15 @@ export interface AuditChainHeadTable {
   last_hash: Uint8Array;
 }
 
+/** M1: a signed checkpoint of the audit chain (audit-checkpoints.repository.ts). */
+export interface AuditCheckpointsTable {
+  seq: number;
+  chain_hash: Uint8Array;
+  signed_at: Date;
+  key_id: string;
+  mac: Uint8Array;
+}
+
 /** F1: the last nonce signed per secret, shared by every replica (outbound-nonces.repository.ts). */
 export interface OutboundNoncesTable {
   secret_id: string;
@@ -99,6 +110,7 @@ export interface Database {
   secret_versions: SecretVersionsTable;
   audit_events: AuditEventsTable;
   audit_chain_head: AuditChainHeadTable;
+  audit_checkpoints: AuditCheckpointsTable;
   outbound_nonces: OutboundNoncesTable;
 }
 

@@ -12,6 +12,8 @@ export interface StoredSecret {
   readonly version: number;
   /** The MAC pinning `version` as current (catalogue L1); null for a secret not yet bound. */
   readonly headMac: Uint8Array | null;
+  /** The operation classes the head binds (issue 13); null for a secret stored before grants. */
+  readonly grant: readonly string[] | null;
   readonly hintCiphertext: Uint8Array;
   readonly fingerprint: string;
   readonly fieldNames: readonly string[];
@@ -48,7 +50,7 @@ export interface NewSecretVersion {
 // Hot path: the user's secrets with their current version AND the user's wrapped data key,
 // in one round trip (prepared statements; see prepared.ts).
 const SELECT_WITH_KEY = `
-  select s.id, s.provider, s.label, s.current_version, s.head_mac, s.created_at, s.updated_at, s.last_used_at,
+  select s.id, s.provider, s.label, s.current_version, s.head_mac, s.operation_grant, s.created_at, s.updated_at, s.last_used_at,
          v.hint_ciphertext, v.fingerprint, v.field_names,
          s.inspection_verdict, s.inspection_permissions, s.inspection_dangerous, s.inspected_at,
          u.wrapped_data_key, u.master_key_id, u.data_key_version, u.encryptions`;
@@ -80,6 +82,7 @@ interface SecretWithKeyRow {
   label: string;
   current_version: number;
   head_mac: Uint8Array | null;
+  operation_grant: string[] | null;
   created_at: Date;
   updated_at: Date;
   last_used_at: Date | null;
@@ -105,6 +108,7 @@ function toStoredSecret(row: SecretWithKeyRow): StoredSecret {
     label: row.label,
     version: row.current_version,
     headMac: row.head_mac,
+    grant: row.operation_grant,
     hintCiphertext: row.hint_ciphertext,
     fingerprint: row.fingerprint,
     fieldNames: row.field_names,
@@ -206,12 +210,19 @@ export async function lockSecret(
   userRef: Buffer,
   secretId: string,
 ): Promise<
-  | { provider: string; label: string; currentVersion: number; headMac: Uint8Array | null; createdAt: Date }
+  | {
+      provider: string;
+      label: string;
+      currentVersion: number;
+      headMac: Uint8Array | null;
+      grant: readonly string[] | null;
+      createdAt: Date;
+    }
   | undefined
 > {
   const row = await db
     .selectFrom("secrets")
-    .select(["provider", "label", "current_version", "head_mac", "created_at"])
+    .select(["provider", "label", "current_version", "head_mac", "operation_grant", "created_at"])
     .where("id", "=", secretId)
     .where("user_ref", "=", userRef)
     .forUpdate()
@@ -222,6 +233,7 @@ export async function lockSecret(
       label: row.label,
       currentVersion: row.current_version,
       headMac: row.head_mac,
+      grant: row.operation_grant,
       createdAt: row.created_at,
     }
   );
@@ -235,6 +247,7 @@ export async function insertSecret(
     provider: string;
     label: string;
     headMac: Uint8Array;
+    grant: readonly string[];
     createdAt: Date;
     inspection?: StoredInspection;
   },
@@ -248,6 +261,7 @@ export async function insertSecret(
       label: secret.label,
       current_version: 1,
       head_mac: secret.headMac,
+      operation_grant: [...secret.grant],
       created_at: secret.createdAt,
       updated_at: secret.createdAt,
       last_used_at: null,
@@ -271,24 +285,26 @@ export async function insertSecretVersion(db: Kysely<Database>, version: NewSecr
     .execute();
 }
 
-/** Moves the pointer to a new version, with the head MAC that pins it (catalogue L1). */
+/** Moves the pointer to a new version, with its grant and the head MAC that pins both (L1, I10). */
 export async function setCurrentVersion(
   db: Kysely<Database>,
   current: {
     secretId: string;
     version: number;
     headMac: Uint8Array;
+    grant: readonly string[];
     label: string;
     at: Date;
     inspection?: StoredInspection;
   },
 ): Promise<void> {
-  const { secretId, version, headMac, label, at, inspection } = current;
+  const { secretId, version, headMac, grant, label, at, inspection } = current;
   await db
     .updateTable("secrets")
     .set({
       current_version: version,
       head_mac: headMac,
+      operation_grant: [...grant],
       label,
       updated_at: at,
       ...(inspection === undefined ? {} : inspectionColumns(inspection)),

@@ -1,13 +1,28 @@
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { status } from "@grpc/grpc-js";
 import { sql } from "kysely";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { AdminService } from "../../src/gen/keybroker/v1/admin_pb.js";
 import { type BrokerHarness, startBroker } from "../support/broker-harness.js";
 import { findLeaks } from "../support/captured-logs.js";
-import { asServiceError, unary, type WireMessage } from "../support/grpc-client.js";
+import { asServiceError, createGrpcClients, unary, type WireMessage } from "../support/grpc-client.js";
 import { describeOnEachDatabase } from "../support/test-database.js";
 
 const USER = "auth0|admin-e2e-canary-user";
+const BUF = fileURLToPath(new URL("../../node_modules/.bin/buf", import.meta.url));
+const run = promisify(execFile);
+
+/** The services a port's reflection lists, as `buf curl` sees them (no .proto at hand). */
+async function reflectedServices(address: string): Promise<string[]> {
+  const { stdout } = await run(
+    BUF,
+    ["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-services", `http://${address}`],
+    { timeout: 20_000 },
+  );
+  return stdout.trim().split("\n");
+}
 
 const ADMIN_REQUESTS: Record<string, WireMessage> = {
   CreateCallerKey: { name: "x", scopes: ["secrets:read"] },
@@ -56,6 +71,60 @@ describeOnEachDatabase("AdminService end to end on %s", (kind) => {
       expect(await codeOf(admin(method, request, appKey))).toBe(status.PERMISSION_DENIED);
     },
   );
+
+  it("G68 L6: answers UNIMPLEMENTED for every AdminService method on the app's gRPC port", async () => {
+    const onAppPort = createGrpcClients(broker.grpcAddress);
+    try {
+      for (const [method, request] of Object.entries(ADMIN_REQUESTS)) {
+        const call = unary(onAppPort.admin, method, request, { callerKey: adminKey });
+        expect(await codeOf(call), method).toBe(status.UNIMPLEMENTED);
+      }
+    } finally {
+      onAppPort.close();
+    }
+  });
+
+  it("G68 L6: does not route AdminService on the Connect port (404, Connect's unimplemented)", async () => {
+    const response = await fetch(`${broker.connectUrl}/keybroker.v1.AdminService/ListCallerKeys`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-keybroker-key": adminKey },
+      body: "{}",
+    });
+    expect(response.status).toBe(404);
+    const control = await fetch(`${broker.connectUrl}/keybroker.v1.SecretService/ListSecrets`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(control.status).not.toBe(404); // the route exists: refused for want of credentials
+  });
+
+  it("G68 L6: leaves AdminService out of the app port's reflection and lists it on the admin port", async () => {
+    const app = await reflectedServices(broker.grpcAddress);
+    expect(app).toEqual(expect.arrayContaining(["keybroker.v1.SecretService", "keybroker.v1.ProxyService"]));
+    expect(app).not.toContain("keybroker.v1.AdminService");
+    const admin = await reflectedServices(broker.adminAddress);
+    expect(admin).toContain("keybroker.v1.AdminService");
+    expect(admin).not.toContain("keybroker.v1.SecretService");
+  });
+
+  it("G68 L6: serves AdminService on its own port to an admin key", async () => {
+    expect(await codeOf(admin("ListCallerKeys", {}))).toBe(status.OK);
+  });
+
+  it("G68 L6: refuses to mint an admin key over the API, by creation or by rotation (PERMISSION_DENIED)", async () => {
+    const before = ((await admin("ListCallerKeys", {})).callerKeys as WireMessage[]).length;
+    expect(await codeOf(admin("CreateCallerKey", { name: "escalate", scopes: ["admin"] }))).toBe(
+      status.PERMISSION_DENIED,
+    );
+    const own = await broker.callerKey(["admin"]);
+    expect(await codeOf(admin("RotateCallerKey", { id: own.id, overlapSeconds: 60 }))).toBe(
+      status.PERMISSION_DENIED,
+    );
+    const after = ((await admin("ListCallerKeys", {})).callerKeys as WireMessage[]).length;
+    // The one key the CLI path (broker.callerKey, straight to the database) created, no other.
+    expect(after).toBe(before + 1);
+  });
 
   it("B19 creates a caller key shown once, lists it by its last four characters only, and revokes it at once", async () => {
     const created = await admin("CreateCallerKey", {

@@ -35,6 +35,7 @@ const HOST_BOUND = [
   "KEYBROKER_GRPC_PORT",
   "KEYBROKER_CONNECT_PORT",
   "KEYBROKER_METRICS_PORT",
+  "KEYBROKER_ADMIN_GRPC_PORT",
 ];
 
 describe("docker-compose's broker environment", () => {
@@ -52,6 +53,8 @@ describe.skipIf(adminUrl === "")(
   () => {
     const compose = environmentOf(composeService(composeConfig("docker-compose.yml"), "broker"));
     const dbName = `keybroker_compose_${randomBytes(4).toString("hex")}`;
+    // As compose's Postgres init hook makes keybroker_runtime; random, since roles are server-wide.
+    const runtimeRole = `kb_compose_rt_${randomBytes(4).toString("hex")}`;
     let dir: string;
     let kms: LocalKmsServer;
     let issuer: TestIssuer;
@@ -65,12 +68,19 @@ describe.skipIf(adminUrl === "")(
       const admin = new pg.Client({ connectionString: adminUrl });
       await admin.connect();
       await admin.query(`create database ${dbName}`);
+      await admin.query(`create role ${runtimeRole} login`);
       await admin.end();
-      const dbUrl = new URL(adminUrl);
-      dbUrl.pathname = `/${dbName}`;
+      const ownerUrl = new URL(adminUrl);
+      ownerUrl.pathname = `/${dbName}`;
+      const dbUrl = new URL(ownerUrl);
+      dbUrl.username = runtimeRole;
 
       kms = await startLocalKmsServer({ region: compose.AWS_REGION ?? "us-east-1" });
       kms.createAlias(compose.KEYBROKER_KMS_KEY_ID ?? "", kms.createKey("compose"));
+      kms.createAlias(
+        compose.KEYBROKER_AUDIT_CHECKPOINT_KEY_ID ?? "",
+        kms.createKey("compose checkpoints", "HMAC_256"),
+      );
 
       issuer = await startTestIssuer({
         audience: compose.AUTH0_AUDIENCE ?? "",
@@ -102,9 +112,18 @@ describe.skipIf(adminUrl === "")(
         KEYBROKER_GRPC_PORT: "0",
         KEYBROKER_CONNECT_PORT: "0",
         KEYBROKER_METRICS_PORT: "0",
+        KEYBROKER_ADMIN_GRPC_PORT: "0",
       };
       const childEnv = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", TZ: "UTC", ...env };
-      await run(process.execPath, [BIN, "migrate"], { env: childEnv });
+      // As compose's migrate service: the owner, granting the runtime role the broker serves as.
+      const migrateEnv = environmentOf(composeService(composeConfig("docker-compose.yml"), "migrate"));
+      await run(process.execPath, [BIN, "migrate"], {
+        env: {
+          ...childEnv,
+          DATABASE_URL: ownerUrl.toString(),
+          KEYBROKER_RUNTIME_DB_ROLE: migrateEnv.KEYBROKER_RUNTIME_DB_ROLE ? runtimeRole : "",
+        },
+      });
       child = spawn(process.execPath, [BIN, "serve"], { env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
       child.stdout?.on("data", (c: Buffer) => {
         output += c.toString();
@@ -130,6 +149,7 @@ describe.skipIf(adminUrl === "")(
       const admin = new pg.Client({ connectionString: adminUrl });
       await admin.connect();
       await admin.query(`drop database if exists ${dbName} with (force)`);
+      await admin.query(`drop role if exists ${runtimeRole}`);
       await admin.end();
       await rm(dir, { recursive: true, force: true });
     });

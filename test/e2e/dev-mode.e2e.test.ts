@@ -25,6 +25,7 @@ describe("keybroker dev (npm start)", () => {
     KEYBROKER_DEV_DIR: dir,
     KEYBROKER_GRPC_PORT: "0",
     KEYBROKER_CONNECT_PORT: "off",
+    KEYBROKER_ADMIN_GRPC_PORT: "0",
     KEYBROKER_METRICS_PORT: "off",
     KEYBROKER_DEV_ISSUER_PORT: "0",
   });

@@ -127,6 +127,7 @@ export async function startBrokerDependencies(): Promise<BrokerDependencies> {
     KEYBROKER_GRPC_HOST: "127.0.0.1",
     KEYBROKER_GRPC_PORT: "0",
     KEYBROKER_CONNECT_PORT: "off",
+    KEYBROKER_ADMIN_GRPC_PORT: "off",
     KEYBROKER_METRICS_PORT: "0",
     KEYBROKER_KEYRING: "aws-kms",
     KEYBROKER_KMS_KEY_ID: keyArn,

@@ -25,6 +25,8 @@ import { startTestIssuer, type TestIssuer } from "./test-issuer.js";
 export interface BrokerHarness {
   readonly app: App;
   readonly grpcAddress: string;
+  /** AdminService's own listener (L6); `clients.admin` dials it. */
+  readonly adminAddress: string;
   readonly connectUrl: string;
   /** Metrics and probes: http://127.0.0.1:PORT/{metrics,livez,readyz}. */
   readonly opsUrl: string;
@@ -80,6 +82,7 @@ export async function startBroker(
     KEYBROKER_GRPC_HOST: "127.0.0.1",
     KEYBROKER_GRPC_PORT: "0",
     KEYBROKER_CONNECT_PORT: "0",
+    KEYBROKER_ADMIN_GRPC_PORT: "0",
     KEYBROKER_METRICS_PORT: "0",
     KEYBROKER_KEYRING: "aws-kms",
     KEYBROKER_KMS_KEY_ID: "alias/keybroker",
@@ -96,15 +99,17 @@ export async function startBroker(
     ...env,
   });
   const app = await createApp(config, logs.logger, { migrate: false, overrides: { database } });
-  const { grpcPort, connectPort, opsPort } = await app.start();
+  const { grpcPort, connectPort, adminPort, opsPort } = await app.start();
   const grpcAddress = `127.0.0.1:${grpcPort}`;
-  const clients = createGrpcClients(grpcAddress);
+  const adminAddress = `127.0.0.1:${adminPort}`;
+  const clients = createGrpcClients(grpcAddress, adminAddress);
   const admin = createCallerKeyAdmin({ db: database.db });
   let closed = false;
 
   return {
     app,
     grpcAddress,
+    adminAddress,
     connectUrl: `http://127.0.0.1:${connectPort}`,
     opsUrl: `http://127.0.0.1:${opsPort}`,
     database,
@@ -139,7 +144,14 @@ export async function startBroker(
 const SHIPPED = JSON.parse(
   readFileSync(new URL("../../providers/providers.json", import.meta.url), "utf8"),
 ) as {
-  providers: Array<{ id: string; auth: unknown; inspection?: unknown; redactResponseFields?: unknown }>;
+  providers: Array<{
+    id: string;
+    auth: unknown;
+    operations: unknown;
+    defaultGrant: string[];
+    inspection?: unknown;
+    redactResponseFields?: unknown;
+  }>;
 };
 
 /** A loopback port nothing listens on (bound, then released), for an unreachable provider. */
@@ -154,7 +166,8 @@ async function closedPort(): Promise<number> {
 /**
  * The shipped providers plus loopback ones pointing at the test upstream. `test-binance`
  * reuses the SHIPPED Binance signing recipe, so the upstream's Binance-style verifier checks
- * the real definition. Loopback is allowed only by KEYBROKER_ALLOW_LOOPBACK_PROVIDERS=1.
+ * the real definition, and its shipped operation classes and default grant (so a withdrawal is a
+ * `transfer` here as in production). Loopback is allowed only by KEYBROKER_ALLOW_LOOPBACK_PROVIDERS=1.
  */
 function testProviders(port: number, deadPort: number): unknown {
   const binance = SHIPPED.providers.find((p) => p.id === "binance");
@@ -181,6 +194,8 @@ function testProviders(port: number, deadPort: number): unknown {
         path: "/binance",
         requiredFields: ["api_key", "api_secret"],
         auth: binance?.auth,
+        operations: binance?.operations,
+        ...(binance === undefined ? {} : { defaultGrant: binance.defaultGrant }),
       }),
       inspected("test-binance-inspected", port),
       inspected("test-binance-relaxed", port),

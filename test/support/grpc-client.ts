@@ -78,14 +78,17 @@ export function loadKeybrokerPackage(): GrpcObject {
   return loaded;
 }
 
-/** Plaintext clients for `address` ("127.0.0.1:PORT"); close() them in afterAll. */
-export function createGrpcClients(address: string): GrpcClients {
+/**
+ * Plaintext clients for `address` ("127.0.0.1:PORT"); close() them in afterAll. AdminService has
+ * its own listener (L6): its client dials `adminAddress`, by default `address` too.
+ */
+export function createGrpcClients(address: string, adminAddress = address): GrpcClients {
   const v1 = (loadKeybrokerPackage().keybroker as GrpcObject).v1 as GrpcObject;
   const SecretsClient = v1.SecretService as ServiceClientConstructor;
   const ProxyClient = v1.ProxyService as ServiceClientConstructor;
   const secrets = new SecretsClient(address, credentials.createInsecure());
   const proxy = new ProxyClient(address, credentials.createInsecure());
-  const admin = new (v1.AdminService as ServiceClientConstructor)(address, credentials.createInsecure());
+  const admin = new (v1.AdminService as ServiceClientConstructor)(adminAddress, credentials.createInsecure());
   return {
     secrets,
     proxy,

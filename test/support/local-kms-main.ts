@@ -4,7 +4,8 @@ import { startLocalKmsServer } from "./local-kms-server.js";
 /**
  * Runs the local KMS as its own process, for benchmarks and manual runs:
  *   tsx test/support/local-kms-main.ts --port 4599 [--latency-ms 5] [--region us-east-1]
- * Prints one JSON line {"endpoint","region","keyArn"} (a key is created up front), then
+ * Prints one JSON line {"endpoint","region","keyArn","macKeyArn"} (a master key and an HMAC_256
+ * key for audit checkpoints are created up front), then
  * serves until SIGINT/SIGTERM.
  */
 const { values } = parseArgs({
@@ -24,7 +25,8 @@ if (!Number.isInteger(port) || port < 0 || port > 65535 || !Number.isFinite(late
 
 const server = await startLocalKmsServer({ port, latencyMs, region: values.region });
 const keyArn = server.createKey("local-kms-main default key");
-console.log(JSON.stringify({ endpoint: server.endpoint, region: server.region, keyArn }));
+const macKeyArn = server.createKey("local-kms-main audit checkpoint key", "HMAC_256");
+console.log(JSON.stringify({ endpoint: server.endpoint, region: server.region, keyArn, macKeyArn }));
 
 async function shutdown(): Promise<void> {
   await server.close();

@@ -1,4 +1,11 @@
-import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from "node:crypto";
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  randomBytes,
+  randomUUID,
+  timingSafeEqual,
+} from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 
@@ -10,7 +17,9 @@ import type { AddressInfo, Socket } from "node:net";
  *
  * Faithful where the broker depends on it: ciphertext blobs name their key, the encryption
  * context is authenticated as AAD (a mismatch is InvalidCiphertextException), disabled keys
- * raise DisabledException, errors use KMS's names and HTTP statuses. Not a security
+ * raise DisabledException, errors use KMS's names and HTTP statuses. HMAC keys (KeySpec HMAC_256,
+ * KeyUsage GENERATE_VERIFY_MAC) make and check MACs (GenerateMac / VerifyMac, HMAC_SHA_256) and
+ * nothing else; a MAC that does not verify is KMSInvalidMacException, as AWS answers it. Not a security
  * boundary: key material lives in memory and SigV4 signatures are required but not verified.
  */
 
@@ -42,8 +51,8 @@ export interface LocalKmsServer {
   /** e.g. "http://127.0.0.1:41234": pass as the KMS client endpoint. */
   readonly endpoint: string;
   readonly region: string;
-  /** Creates an enabled symmetric key; returns its ARN. */
-  createKey(description?: string): string;
+  /** Creates an enabled key (symmetric encryption, or HMAC_256 for MACs); returns its ARN. */
+  createKey(description?: string, spec?: KeySpec): string;
   createAlias(name: string, keyId: string): void;
   disableKey(keyId: string): void;
   enableKey(keyId: string): void;
@@ -54,7 +63,11 @@ export interface LocalKmsServer {
   close(): Promise<void>;
 }
 
+/** The two kinds of key the broker uses: a master key, and a checkpoint MAC key (M1). */
+export type KeySpec = "SYMMETRIC_DEFAULT" | "HMAC_256";
+
 interface Key {
+  readonly spec: KeySpec;
   readonly id: string;
   readonly arn: string;
   readonly material: Buffer;
@@ -126,10 +139,23 @@ export async function startLocalKmsServer(options: LocalKmsServerOptions = {}): 
     return key;
   }
 
-  function enabledKey(ref: string): Key {
+  function enabledKey(ref: string, spec: KeySpec = "SYMMETRIC_DEFAULT"): Key {
     const key = resolveKey(ref);
     if (!key.enabled) throw new KmsFault("DisabledException", `${key.arn} is disabled.`);
+    if (key.spec !== spec) {
+      throw new KmsFault("InvalidKeyUsageException", `${key.arn} is not a ${spec} key for this operation`);
+    }
     return key;
+  }
+
+  function macArgs(body: Json): { key: Key; message: Buffer } {
+    const key = enabledKey(stringArg(body, "KeyId"), "HMAC_256");
+    if (body.MacAlgorithm !== "HMAC_SHA_256") {
+      throw new KmsFault("InvalidKeyUsageException", "HMAC_256 keys support MacAlgorithm HMAC_SHA_256");
+    }
+    const message = blobArg(body, "Message");
+    if (message.length > 4096) throw new KmsFault("ValidationException", "Message is at most 4096 bytes");
+    return { key, message };
   }
 
   function metadata(key: Key): Json {
@@ -140,21 +166,24 @@ export async function startLocalKmsServer(options: LocalKmsServerOptions = {}): 
       CreationDate: key.createdAt,
       Enabled: key.enabled,
       Description: key.description,
-      KeyUsage: "ENCRYPT_DECRYPT",
+      KeyUsage: key.spec === "HMAC_256" ? "GENERATE_VERIFY_MAC" : "ENCRYPT_DECRYPT",
       KeyState: key.enabled ? "Enabled" : "Disabled",
       Origin: "AWS_KMS",
       KeyManager: "CUSTOMER",
-      KeySpec: "SYMMETRIC_DEFAULT",
-      CustomerMasterKeySpec: "SYMMETRIC_DEFAULT",
-      EncryptionAlgorithms: ["SYMMETRIC_DEFAULT"],
+      KeySpec: key.spec,
+      CustomerMasterKeySpec: key.spec,
+      ...(key.spec === "HMAC_256"
+        ? { MacAlgorithms: ["HMAC_SHA_256"] }
+        : { EncryptionAlgorithms: ["SYMMETRIC_DEFAULT"] }),
       MultiRegion: false,
     };
   }
 
-  function createKey(description = ""): string {
+  function createKey(description = "", spec: KeySpec = "SYMMETRIC_DEFAULT"): string {
     const id = randomUUID();
     const arn = `arn:aws:kms:${region}:${ACCOUNT}:key/${id}`;
     keys.set(id, {
+      spec,
       id,
       arn,
       material: randomBytes(32),
@@ -186,6 +215,8 @@ export async function startLocalKmsServer(options: LocalKmsServerOptions = {}): 
       throw new KmsFault("IncorrectKeyException", "The key ID in the request does not identify the key used");
     }
     if (!key.enabled) throw new KmsFault("DisabledException", `${key.arn} is disabled.`);
+    if (key.spec !== "SYMMETRIC_DEFAULT")
+      throw new KmsFault("InvalidKeyUsageException", "not an encryption key");
     const nonce = blob.subarray(2 + idLength, 2 + idLength + 12);
     const tag = blob.subarray(blob.length - 16);
     try {
@@ -205,7 +236,15 @@ export async function startLocalKmsServer(options: LocalKmsServerOptions = {}): 
 
   const operations: Record<string, (body: Json) => Json> = {
     CreateKey: (body) => {
-      const arn = createKey(typeof body.Description === "string" ? body.Description : "");
+      const spec = body.KeySpec ?? "SYMMETRIC_DEFAULT";
+      if (spec !== "SYMMETRIC_DEFAULT" && spec !== "HMAC_256") {
+        throw new KmsFault("ValidationException", "KeySpec must be SYMMETRIC_DEFAULT or HMAC_256");
+      }
+      const usage = body.KeyUsage ?? (spec === "HMAC_256" ? undefined : "ENCRYPT_DECRYPT");
+      if (usage !== (spec === "HMAC_256" ? "GENERATE_VERIFY_MAC" : "ENCRYPT_DECRYPT")) {
+        throw new KmsFault("ValidationException", "KeyUsage does not fit KeySpec");
+      }
+      const arn = createKey(typeof body.Description === "string" ? body.Description : "", spec);
       return { KeyMetadata: metadata(resolveKey(arn)) };
     },
     CreateAlias: (body) => {
@@ -263,6 +302,21 @@ export async function startLocalKmsServer(options: LocalKmsServerOptions = {}): 
         Plaintext: plaintext.toString("base64"),
         KeyId: key.arn,
       };
+    },
+    GenerateMac: (body) => {
+      const { key, message } = macArgs(body);
+      const mac = createHmac("sha256", key.material).update(message).digest();
+      return { Mac: mac.toString("base64"), MacAlgorithm: "HMAC_SHA_256", KeyId: key.arn };
+    },
+    VerifyMac: (body) => {
+      const { key, message } = macArgs(body);
+      const candidate = blobArg(body, "Mac");
+      const expected = createHmac("sha256", key.material).update(message).digest();
+      // AWS answers an invalid MAC with an error, never MacValid: false.
+      if (candidate.length !== expected.length || !timingSafeEqual(candidate, expected)) {
+        throw new KmsFault("KMSInvalidMacException", "");
+      }
+      return { KeyId: key.arn, MacValid: true, MacAlgorithm: "HMAC_SHA_256" };
     },
     ReEncrypt: (body) => {
       const source = decrypt(blobArg(body, "CiphertextBlob"), body.SourceEncryptionContext, body.SourceKeyId);

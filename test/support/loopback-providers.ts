@@ -10,6 +10,9 @@ export function loopbackProvider(options: {
   requiredFields: readonly string[];
   auth: unknown;
   timeoutMs?: number;
+  /** Operation class rules; by default reads (GET, HEAD) and writes (any other method) anywhere. */
+  operations?: unknown;
+  defaultGrant?: readonly string[];
 }): unknown {
   return {
     id: options.id,
@@ -23,8 +26,16 @@ export function loopbackProvider(options: {
     timeoutMs: options.timeoutMs ?? 3000,
     maxResponseBytes: 1024 * 1024,
     allowLoopback: true,
+    operations: options.operations ?? TEST_OPERATIONS,
+    defaultGrant: options.defaultGrant ?? ["read", "write"],
   };
 }
+
+/** Every path a read for GET and HEAD and a write for any other method (test upstreams only). */
+export const TEST_OPERATIONS = [
+  { class: "read", methods: ["GET", "HEAD"], paths: ["/**"] },
+  { class: "write", methods: ["POST", "PUT", "PATCH", "DELETE"], paths: ["/**"] },
+] as const;
 
 /** The upstream's bearer-checking routes ("/ok", "/echo", "/hang", ...) with a `token` field. */
 export function bearerUpstreamProvider(id: string, port: number, timeoutMs?: number): unknown {

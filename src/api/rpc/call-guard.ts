@@ -1,7 +1,12 @@
 import type { AuditLog } from "../../audit/audit-log.js";
 import type { AuthFailureSummary } from "../../audit/auth-failure-summary.js";
 import type { CallerTransport } from "../../auth/caller-authenticator.js";
-import type { CallerIdentity, CallerScope, UserIdentity } from "../../auth/identity.js";
+import {
+  type CallerIdentity,
+  type ScopeRequirement,
+  scopeRequirementLabel,
+  type UserIdentity,
+} from "../../auth/identity.js";
 import { type BrokerErrorCode, isBrokerError, type RefusalReason } from "../../errors.js";
 import type { Logger } from "../../log/logger.js";
 import type { Metrics } from "../../observability/metrics.js";
@@ -24,17 +29,17 @@ export interface UserCallGuard {
    */
   authorize(
     credentials: CallCredentials,
-    scope: CallerScope,
+    scope: ScopeRequirement,
   ): Promise<{ caller: CallerIdentity; user: UserIdentity }>;
   /** The caller key alone (admin calls act for no user, so they carry no user token). */
-  authorizeCaller(credentials: CallCredentials, scope: CallerScope): Promise<CallerIdentity>;
+  authorizeCaller(credentials: CallCredentials, scope: ScopeRequirement): Promise<CallerIdentity>;
 }
 
 export function createUserCallGuard(deps: {
   callers: {
     authenticate(
       rawKey: string | undefined,
-      scope: CallerScope,
+      scope: ScopeRequirement,
       transport: CallerTransport,
     ): Promise<CallerIdentity>;
   };
@@ -55,7 +60,7 @@ export function createUserCallGuard(deps: {
   // anyone with network reach, so it is only counted and summarised (review M4).
   async function recordFailure(
     credentials: CallCredentials,
-    scope: CallerScope,
+    scope: ScopeRequirement,
     caller: CallerIdentity | undefined,
     err: unknown,
   ) {
@@ -76,7 +81,10 @@ export function createUserCallGuard(deps: {
         action: "auth.failure",
         outcome: err.code === "permission_denied" ? "denied" : "error",
         code: err.code,
-        detail: { scope, reason: caller === undefined ? "caller_key" : "user_token" },
+        detail: {
+          scope: scopeRequirementLabel(scope),
+          reason: caller === undefined ? "caller_key" : "user_token",
+        },
       })
       .catch((auditErr: unknown) =>
         deps.logger?.error({ err: auditErr }, "audit: could not record an auth failure"),

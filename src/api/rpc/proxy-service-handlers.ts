@@ -1,8 +1,9 @@
 import type { AuditedRunner } from "../../audit/audited-operation.js";
-import type { CallerIdentity } from "../../auth/identity.js";
+import { type CallerIdentity, PROXY_SCOPES } from "../../auth/identity.js";
 import type { ProxyService as ProxyServiceDesc } from "../../gen/keybroker/v1/proxy_pb.js";
 import { type ProxyCallInput, parseProxyCall } from "../../proxy/proxy-input.js";
 import type {
+  PlannedProxyCall,
   ProxiedResponse,
   ProxiedStreamResponse,
   ProxyCallScope,
@@ -17,13 +18,17 @@ const toHeaders = (headers: ReadonlyArray<readonly [string, string]>) =>
   headers.map(([name, value]) => ({ name, value }));
 
 // A use of a key: `started` is committed before anything is decrypted (I8). Never the path's
-// concrete values, query, headers or bodies: only the method and the upstream's status.
+// concrete values, query, headers or bodies: only the method, the operation class (on every
+// final row, a refusal's too: I10) and the upstream's status.
 const auditSpec = (input: ProxyCallInput) => ({
   action: "proxy.call" as const,
   sensitive: true,
   target: input.secretId,
   detail: { method: input.method },
-  // Redactions are counted here for Call; a stream's are known only at its end (metrics only).
+  readDetail: (planned: PlannedProxyCall) => ({
+    provider: planned.provider,
+    operationClass: planned.operationClass ?? "unclassified",
+  }),
   resultDetail: (r: ProxiedResponse | ProxiedStreamResponse) => ({
     provider: r.provider,
     upstreamStatus: r.status,
@@ -37,9 +42,13 @@ const scopeOf = (ctx: CallContext, caller: CallerIdentity): ProxyCallScope => ({
   signal: ctx.signal,
   requestId: ctx.requestId,
   callerKeyId: caller.keyId,
+  callerScopes: caller.scopes,
 });
 
-/** Thin handlers: authorize (proxy:call + the user's live token), parse, delegate (audited), convert. */
+/**
+ * Thin handlers: authorize (any proxy scope + the user's live token; the call's class is checked
+ * against the key's scopes by the proxy service), parse, delegate (audited), convert.
+ */
 export function createProxyServiceHandlers(deps: {
   guard: UserCallGuard;
   proxy: ProxyService;
@@ -48,7 +57,7 @@ export function createProxyServiceHandlers(deps: {
   const { guard, proxy, audited } = deps;
   return {
     async call(request, ctx) {
-      const { caller, user } = await guard.authorize(ctx, "proxy:call");
+      const { caller, user } = await guard.authorize(ctx, PROXY_SCOPES);
       const input = parseProxyCall(request);
       // The sealed row is read while `started` commits; nothing is decrypted before it has (I8).
       const response = await audited.runWithRead(
@@ -60,7 +69,7 @@ export function createProxyServiceHandlers(deps: {
       return { status: response.status, headers: toHeaders(response.headers), body: response.body };
     },
     async *callStream(request, ctx) {
-      const { caller, user } = await guard.authorize(ctx, "proxy:call");
+      const { caller, user } = await guard.authorize(ctx, PROXY_SCOPES);
       const input = parseProxyCall(request);
       const response = await audited.runWithRead(
         actorOf(ctx, caller, user),

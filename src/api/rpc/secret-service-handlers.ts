@@ -5,14 +5,19 @@ import type {
   SecretMetadata as ProtoSecretMetadata,
   SecretService,
 } from "../../gen/keybroker/v1/secrets_pb.js";
+import { grantLabel } from "../../policy/operation-grant.js";
 import { parseProviderId, parsePutSecret, parseSecretId } from "../../secrets/secret-input.js";
 import type { SecretMetadata, SecretService as Secrets } from "../../secrets/secret-service.js";
 import type { ServiceHandlers } from "../transport/handlers.js";
 import { actorOf } from "./audit-actor.js";
 import type { UserCallGuard } from "./call-guard.js";
 
-type ProtoMetadataInit = Omit<ProtoSecretMetadata, "$typeName" | "$unknown" | "fieldNames" | "inspection"> & {
+type ProtoMetadataInit = Omit<
+  ProtoSecretMetadata,
+  "$typeName" | "$unknown" | "fieldNames" | "grant" | "inspection"
+> & {
   fieldNames: string[];
+  grant: string[];
   inspection: Omit<ProtoKeyInspection, "$typeName" | "$unknown">;
 };
 
@@ -35,7 +40,13 @@ export function createSecretServiceHandlers(deps: {
           ...(input.secretId === undefined ? {} : { target: input.secretId }),
           detail: { provider: input.provider, fieldCount: input.fields.size },
           resultTarget: (m) => m.id,
-          resultDetail: (m) => ({ secretVersion: m.version, ...inspectionDetail(m) }),
+          // The grant as stored, and whether it widened the previous one (SPEC I10).
+          resultDetail: (m) => ({
+            secretVersion: m.version,
+            grant: grantLabel(m.grant),
+            grantChange: m.grantChange,
+            ...inspectionDetail(m),
+          }),
         },
         () => secrets.put(user, input, ctx.signal),
       );
@@ -92,6 +103,7 @@ function toProto(m: SecretMetadata): ProtoMetadataInit {
     label: m.label,
     version: m.version,
     fieldNames: [...m.fieldNames],
+    grant: [...m.grant],
     hint: m.hint,
     fingerprint: m.fingerprint,
     createdAt: timestampFromDate(m.createdAt),

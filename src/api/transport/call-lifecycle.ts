@@ -8,6 +8,16 @@ import { settlesWithin } from "./settles-within.js";
 
 /** Largest request message accepted by either transport unless configured. */
 export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 1024 * 1024;
+/** Room around a proxied body for the rest of its request: secret id, path, query, headers. */
+export const RECEIVE_FRAMING_BYTES = 64 * 1024;
+
+/**
+ * The receive cap that lets through the largest body a provider accepts (F3): a fixed 1 MiB cap
+ * refused a body of exactly 1 MiB, the default provider limit, once framed in its request.
+ */
+export function receiveLimitFor(largestRequestBodyBytes: number): number {
+  return Math.max(DEFAULT_MAX_RECEIVE_MESSAGE_BYTES, largestRequestBodyBytes + RECEIVE_FRAMING_BYTES);
+}
 /** After the grace period, how long aborted handlers get to send their status. */
 const ABORT_FLUSH_MS = 250;
 

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { TlsOptions } from "node:tls";
 import type {
   DescMessage,
   DescMethodServerStreaming,
@@ -6,9 +7,17 @@ import type {
   MessageInitShape,
   MessageShape,
 } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  createContextKey,
+  createContextValues,
+  type HandlerContext,
+} from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { status } from "@grpc/grpc-js";
+import { certificateSha256 } from "../../auth/client-certificate.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import type { Logger } from "../../log/logger.js";
 import type { CallEndListener } from "../../observability/call-end.js";
@@ -23,6 +32,7 @@ import {
   routeOf,
 } from "./call-lifecycle.js";
 import { createCleartextHttpServer } from "./cleartext-http-server.js";
+import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS } from "./connection-limits.js";
 import { bearerTokenFrom, callerKeyFrom } from "./credential-headers.js";
 import type { CallStatus } from "./error-status.js";
 import {
@@ -40,7 +50,16 @@ export interface ConnectServerOptions {
   /** Largest request message accepted (after decompression). Default 1 MiB, as on grpc-js. */
   readonly maxReceiveMessageBytes?: number;
   readonly onCallEnd?: CallEndListener;
+  /** Connections, streams per connection, idle and handshake timeouts (L5). */
+  readonly limits?: ConnectionLimits;
+  /** Default: plaintext. TLS (mTLS with a client CA) from tls-credentials.ts `nodeTlsOptions` (M3). */
+  readonly tls?: TlsOptions;
 }
+
+// The verified client certificate's SHA-256, read from the connection once per request.
+const CLIENT_CERT_SHA256 = createContextKey<Buffer | undefined>(undefined, {
+  description: "client certificate SHA-256",
+});
 
 /** Connect, gRPC-Web and gRPC (h2c or HTTP/1.1) for clients that cannot use the grpc-js port. */
 export interface ConnectServer {
@@ -54,8 +73,8 @@ export interface ConnectServer {
 }
 
 /**
- * Serves the same handlers as grpc-server.ts through connect-node, on its own plaintext port
- * speaking HTTP/1.1 and h2c (see cleartext-http-server.ts). It costs several times more CPU
+ * Serves the same handlers as grpc-server.ts through connect-node, on its own port speaking
+ * HTTP/1.1 and HTTP/2, in plaintext or TLS (see cleartext-http-server.ts). It costs several times more CPU
  * per call than grpc-js, so it is for browsers and Connect clients.
  *
  * Known limit of connect-node: undecodable request bytes are answered INTERNAL
@@ -77,13 +96,26 @@ export function createConnectServer(options: ConnectServerOptions): ConnectServe
     shutdownSignal: shutdownController.signal,
     // Unknown fields are dropped, as on the grpc-js port.
     binaryOptions: { readUnknownFields: false },
+    contextValues(req) {
+      const der = server.verifiedClientCertificate(req);
+      return createContextValues().set(
+        CLIENT_CERT_SHA256,
+        der === undefined ? undefined : certificateSha256(der),
+      );
+    },
   });
   // Tracked per HTTP exchange, not per handler: a drained server must also have written its
   // responses, which connect-node does after the handler returns.
-  const server = createCleartextHttpServer((req, res) => {
-    res.once("close", lifecycle.track({ abort: abortAll }));
-    adapter(req, res);
-  });
+  const server = createCleartextHttpServer(
+    (req, res) => {
+      res.once("close", lifecycle.track({ abort: abortAll }));
+      adapter(req, res);
+    },
+    {
+      limits: options.limits ?? DEFAULT_CONNECTION_LIMITS,
+      ...(options.tls === undefined ? {} : { tls: options.tls }),
+    },
+  );
 
   function mountServices(router: ConnectRouter): void {
     for (const registration of options.services) {
@@ -200,9 +232,8 @@ function callContextOf(hctx: HandlerContext): CallContext {
     bearerToken: bearerTokenFrom(header.get(AUTHORIZATION_HEADER) ?? undefined),
     signal: hctx.signal,
     deadline: timeoutMs === undefined ? undefined : Date.now() + timeoutMs,
-    // This port is plaintext only (see cleartext-http-server.ts): no certificate, so caller keys
-    // bound to one are refused here and must use the grpc-js port.
-    clientCertSha256: undefined,
+    // Only under mTLS: a certificate the handshake verified (caller keys bound to one need it).
+    clientCertSha256: hctx.values.get(CLIENT_CERT_SHA256),
   };
 }
 

@@ -1,4 +1,5 @@
 import { once } from "node:events";
+import type net from "node:net";
 import type { DescMessage, Message } from "@bufbuild/protobuf";
 import {
   Metadata,
@@ -23,6 +24,13 @@ import {
   DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
   routeOf,
 } from "./call-lifecycle.js";
+import {
+  type ConnectionLimits,
+  closeWithoutPreface,
+  createLimitedListener,
+  DEFAULT_CONNECTION_LIMITS,
+  listenOn,
+} from "./connection-limits.js";
 import type { CallStatus } from "./error-status.js";
 import { GrpcCallContext, type GrpcServerCall } from "./grpc-call-context.js";
 import { routeGrpcLibraryLogsOnce } from "./grpc-library-logs.js";
@@ -50,6 +58,8 @@ export interface GrpcServerOptions {
   readonly onCallEnd?: CallEndListener;
   /** Default: plaintext (TLS terminated elsewhere, or loopback). Pass TLS/mTLS credentials here. */
   readonly credentials?: ServerCredentials;
+  /** Connections, streams per connection, idle and handshake timeouts (L5). */
+  readonly limits?: ConnectionLimits;
 }
 
 /** The gRPC edge served by @grpc/grpc-js, with health and reflection. */
@@ -81,9 +91,18 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   // included, to stderr (see grpc-library-logs.ts). The composition root routes them first;
   // this only covers a server built without it (tests), and never replaces the root's choice.
   routeGrpcLibraryLogsOnce(logger);
+  const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
+  const credentials = options.credentials ?? ServerCredentials.createInsecure();
   const server = new Server({
     "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+    "grpc.max_concurrent_streams": limits.maxConcurrentStreams,
+    // Idle: no call in flight on the connection; grpc-js then sends GOAWAY and closes it.
+    "grpc.max_connection_idle_ms": limits.idleTimeoutMs,
   });
+  // grpc-js has no connection cap, so it never binds itself: our listener counts connections
+  // and injects each into grpc-js, which runs the TLS (handshake bounded by the credentials) and
+  // HTTP/2 as it would on its own port.
+  const listeners: net.Server[] = [];
   const lifecycle = createCallLifecycle(options);
   const healthWatches = new Set<GrpcServerCall>();
 
@@ -227,21 +246,24 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   }
 
   function listen(host: string, port: number): Promise<number> {
-    const address = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-    return new Promise((resolve, reject) => {
-      server.bindAsync(address, options.credentials ?? ServerCredentials.createInsecure(), (err, bound) => {
-        if (err) {
-          reject(err);
-        } else {
-          resolve(bound);
-        }
-      });
+    const injector = server.createConnectionInjector(credentials);
+    const plaintext = !credentials._isSecure();
+    const listener = createLimitedListener(limits, (socket) => {
+      if (plaintext) closeWithoutPreface(socket, limits.handshakeTimeoutMs);
+      injector.injectConnection(socket);
     });
+    listeners.push(listener);
+    return listenOn(listener, host, port);
+  }
+
+  function closeListeners(): void {
+    for (const listener of listeners) listener.close();
   }
 
   function shutdown(graceMs: number): Promise<void> {
     return lifecycle.shutdown(graceMs, {
       stopAccepting() {
+        closeListeners();
         setServing(false);
         for (const watch of healthWatches) {
           // Queued after the NOT_SERVING update, so watchers see that first.

@@ -1,11 +1,12 @@
 import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { createSecureContext } from "node:tls";
+import { createSecureContext, type TlsOptions } from "node:tls";
 import { ServerCredentials } from "@grpc/grpc-js";
 import { pemCertificateBlocks } from "../../auth/client-certificate.js";
 import { BrokerError } from "../../errors.js";
+import { DEFAULT_CONNECTION_LIMITS } from "./connection-limits.js";
 
-/** PEM files for the grpc-js port's TLS. */
+/** PEM files for one listener's TLS. */
 export interface ServerTlsFiles {
   /** The server's certificate chain, leaf first. */
   readonly certFile: string;
@@ -18,9 +19,20 @@ export interface ServerTlsFiles {
   readonly clientCaFile?: string;
 }
 
+/** A listener's TLS material, read and checked at start-up. */
+export interface ServerTls {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  /** Set: mTLS, client certificates must chain to these CAs. */
+  readonly clientCa: Buffer | undefined;
+}
+
+/** Default bound on a TLS handshake: Node's own default (120 s) lets idle half-open sockets pile up. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = DEFAULT_CONNECTION_LIMITS.handshakeTimeoutMs;
+
 /**
- * grpc-js server credentials from PEM files, checked now so a bad file fails start-up with a
- * message that names it, rather than the first handshake.
+ * Reads and checks PEM files now, so a bad file fails start-up with a message that names it,
+ * rather than the first handshake.
  *
  * With a client CA bundle the TLS handshake itself refuses a missing client certificate, one
  * from another CA, and an expired or not-yet-valid one (catalogue B22): Node's TLS server
@@ -29,7 +41,7 @@ export interface ServerTlsFiles {
  * UNAVAILABLE, as for any failed connection. Which certificate a caller key needs is the
  * caller authenticator's concern (the binding), not the handshake's.
  */
-export async function loadServerTlsCredentials(files: ServerTlsFiles): Promise<ServerCredentials> {
+export async function loadServerTls(files: ServerTlsFiles): Promise<ServerTls> {
   const { certFile, keyFile, clientCaFile } = files;
   const [cert, key, clientCa] = await Promise.all([
     readPem(certFile, "certificate"),
@@ -49,11 +61,45 @@ export async function loadServerTlsCredentials(files: ServerTlsFiles): Promise<S
   if (clientCa !== undefined) {
     checkCaBundle(clientCa, clientCaFile ?? "");
   }
-  return ServerCredentials.createSsl(
-    clientCa ?? null,
-    [{ cert_chain: cert, private_key: key }],
-    clientCa !== undefined,
-  );
+  return { cert, key, clientCa };
+}
+
+/** Node TLS server options for `tls`: mTLS when it has a client CA, handshakes bounded (L5). */
+export function nodeTlsOptions(tls: ServerTls, handshakeTimeoutMs: number): TlsOptions {
+  return {
+    cert: tls.cert,
+    key: tls.key,
+    handshakeTimeout: handshakeTimeoutMs,
+    ...(tls.clientCa === undefined ? {} : { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true }),
+  };
+}
+
+/**
+ * grpc-js credentials for `tls`. `ServerCredentials.createSsl` cannot bound the handshake, and
+ * grpc-js hands these constructor options to `http2.createSecureServer` as they are.
+ */
+class BoundedTlsServerCredentials extends ServerCredentials {
+  constructor(tls: ServerTls, handshakeTimeoutMs: number) {
+    const { ca, cert, key, ...server } = nodeTlsOptions(tls, handshakeTimeoutMs);
+    super(server, { cert, key, ...(ca === undefined ? {} : { ca }) });
+  }
+
+  override _equals(other: ServerCredentials): boolean {
+    return other === this;
+  }
+}
+
+/** grpc-js server credentials for `tls` (mTLS with a client CA), handshakes bounded (L5). */
+export function grpcServerCredentials(tls: ServerTls, handshakeTimeoutMs: number): ServerCredentials {
+  return new BoundedTlsServerCredentials(tls, handshakeTimeoutMs);
+}
+
+/** grpc-js server credentials straight from PEM files (see loadServerTls). */
+export async function loadServerTlsCredentials(
+  files: ServerTlsFiles,
+  handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
+): Promise<ServerCredentials> {
+  return grpcServerCredentials(await loadServerTls(files), handshakeTimeoutMs);
 }
 
 async function readPem(file: string, what: string): Promise<Buffer> {

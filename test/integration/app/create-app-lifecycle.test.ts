@@ -6,9 +6,13 @@ import { PGlite } from "@electric-sql/pglite";
 import { afterEach, beforeEach, describe, expect, inject, it, vi } from "vitest";
 import { createApp } from "../../../src/app/create-app.js";
 import type { ConfiguredKeyring } from "../../../src/app/keyring-from-config.js";
+import { verifyAgainstCheckpoint } from "../../../src/audit/audit-checkpoint-verify.js";
+import { createAuditLog } from "../../../src/audit/audit-log.js";
 import { loadConfig } from "../../../src/config/config.js";
+import { openLocalMacKey } from "../../../src/keys/local-mac-key.js";
 import type { DatabaseHandle } from "../../../src/store/database.js";
 import { captureLogs } from "../../support/captured-logs.js";
+import { startLocalKmsServer } from "../../support/local-kms-server.js";
 
 // Every database createApp opens, and whether it was closed: the handle is otherwise lost
 // when createApp throws, so this is the only way to see what a failed start left open.
@@ -95,6 +99,7 @@ describe("createApp's lifecycle", () => {
       KEYBROKER_GRPC_HOST: "127.0.0.1",
       KEYBROKER_GRPC_PORT: "0",
       KEYBROKER_CONNECT_PORT: "off",
+      KEYBROKER_ADMIN_GRPC_PORT: "off",
       KEYBROKER_METRICS_PORT: "off",
       KEYBROKER_PGLITE_DIR: join(dir, "pglite"),
       KEYBROKER_KEYRING: "local",
@@ -179,6 +184,65 @@ describe("createApp's lifecycle", () => {
       await expect(database.db.selectFrom("users").select("user_ref").execute()).resolves.toBeDefined();
     } finally {
       await database.close();
+    }
+  });
+
+  it("G59 signs a last checkpoint covering every row of the trail when it stops", async () => {
+    const { openDatabase } = await import("../../../src/store/database.js");
+    const database = await openDatabase(
+      { kind: "pglite", dataDir: join(dir, "pglite") },
+      captureLogs().logger,
+    );
+    const macKey = await openLocalMacKey(join(dir, "keyring.json"));
+    try {
+      const log = createAuditLog({ prepared: database.prepared, batchMaxDelayMs: 0 });
+      for (let i = 0; i < 3; i++)
+        await log.record({ requestId: `r-${i}`, action: "secret.list", outcome: "ok" });
+      await log.close();
+      const app = await createApp(loadConfig(env), captureLogs().logger, {
+        migrate: false,
+        overrides: { database },
+      });
+      await app.start();
+
+      await app.stop();
+
+      expect(await verifyAgainstCheckpoint(database.db, macKey)).toMatchObject({
+        status: "covered",
+        checkpointSeq: 3,
+        uncoveredRows: 0,
+      });
+    } finally {
+      macKey.close();
+      await database.close();
+    }
+  });
+
+  it("G59 refuses to start with a checkpoint key that cannot make MACs, and closes what it opened", async () => {
+    const kms = await startLocalKmsServer();
+    process.env.AWS_ACCESS_KEY_ID ??= "test";
+    process.env.AWS_SECRET_ACCESS_KEY ??= "test";
+    try {
+      const masterKey = kms.createKey("master");
+      const config = loadConfig({
+        ...env,
+        KEYBROKER_KEYRING: "aws-kms",
+        KEYBROKER_KMS_KEY_ID: masterKey,
+        KEYBROKER_KMS_ENDPOINT: kms.endpoint,
+        AWS_REGION: kms.region,
+        // A symmetric encryption key: KMS refuses GenerateMac with it.
+        KEYBROKER_AUDIT_CHECKPOINT_KEY_ID: masterKey,
+      });
+
+      await expect(createApp(config, captureLogs().logger, { migrate: false })).rejects.toThrow(
+        /master key is not usable/,
+      );
+
+      expect(kms.callCount("GenerateMac")).toBe(1);
+      expect(opened).toEqual([{ closed: true }]);
+      expect(keyrings).toEqual([{ closed: true }]);
+    } finally {
+      await kms.close();
     }
   });
 });

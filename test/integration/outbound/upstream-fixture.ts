@@ -13,6 +13,7 @@ import {
   UPSTREAM_HOST,
   type UpstreamCredentials,
 } from "../../support/https-upstream.js";
+import { TEST_OPERATIONS } from "../../support/loopback-providers.js";
 
 // Shared set-up for the outbound integration suites: one HTTPS upstream, a registry whose
 // providers point at it (reusing the SHIPPED auth recipes, so the vendor-style verifiers in the
@@ -89,6 +90,8 @@ export function upstreamProviders(port: number): Definition[] {
     timeoutMs: 2000,
     maxResponseBytes: 1024 * 1024,
     allowLoopback: true,
+    operations: TEST_OPERATIONS,
+    defaultGrant: ["read", "write"],
     ...extra,
   });
   return [

@@ -58,8 +58,10 @@ describeOnEachDatabase("secret heads (catalogue L1) on %s", (kind) => {
     return value;
   };
 
-  const setPointer = (secretId: string, change: { current_version?: number; head_mac?: Uint8Array | null }) =>
-    database.db.updateTable("secrets").set(change).where("id", "=", secretId).execute();
+  const setPointer = (
+    secretId: string,
+    change: { current_version?: number; head_mac?: Uint8Array | null; operation_grant?: string[] | null },
+  ) => database.db.updateTable("secrets").set(change).where("id", "=", secretId).execute();
 
   const headOf = async (secretId: string) =>
     (
@@ -109,7 +111,8 @@ describeOnEachDatabase("secret heads (catalogue L1) on %s", (kind) => {
         .where("version", "=", v.version)
         .execute();
     }
-    await setPointer(secretId, { head_mac: null });
+    // Written before heads, so before grants too (issue 13): neither column is set.
+    await setPointer(secretId, { head_mac: null, operation_grant: null });
     key.fill(0);
   }
 

@@ -229,3 +229,102 @@ describe("configuration", () => {
     });
   });
 });
+
+describe("listeners (review M3, L5, L6, F3)", () => {
+  const tls = { KEYBROKER_TLS_CERT_FILE: "/tls/server.pem", KEYBROKER_TLS_KEY_FILE: "/tls/server.key" };
+  const adminMtls = {
+    KEYBROKER_ADMIN_TLS_CERT_FILE: "/tls/admin.pem",
+    KEYBROKER_ADMIN_TLS_KEY_FILE: "/tls/admin.key",
+    KEYBROKER_ADMIN_TLS_CLIENT_CA_FILE: "/tls/operators-ca.pem",
+  };
+
+  it("G61 M3: binds every listener to loopback by default, in serve as in dev", () => {
+    for (const mode of ["production", "development"] as const) {
+      const config = loadConfig(
+        mode === "production"
+          ? production
+          : {
+              ...production,
+              DATABASE_URL: undefined,
+              KEYBROKER_KEYRING: "local",
+              KEYBROKER_LOCAL_KEYRING_FILE: "/k",
+            },
+        { mode },
+      );
+      expect(config.grpc.host, mode).toBe("127.0.0.1");
+      expect(config.connect?.host, mode).toBe("127.0.0.1");
+      expect(config.admin?.host, mode).toBe("127.0.0.1");
+      expect(config.grpcTls, mode).toBeUndefined();
+    }
+  });
+
+  it("G61 M3: refuses a plaintext gRPC or Connect listener off loopback in production", () => {
+    const problems = problemsOf({ ...production, KEYBROKER_GRPC_HOST: "0.0.0.0" });
+    expect(problems.map((p) => p.split(":")[0])).toEqual(["KEYBROKER_GRPC_HOST", "KEYBROKER_CONNECT_HOST"]);
+    expect(problems[0]).toContain("KEYBROKER_ALLOW_PLAINTEXT_LISTENERS=mesh-mtls");
+    expect(problemsOf({ ...production, KEYBROKER_CONNECT_HOST: "10.0.0.5" })).toHaveLength(1);
+  });
+
+  it("G61 M3: accepts them off loopback with TLS on both, or with the explicit mesh-mtls opt-out only", () => {
+    const exposed = { ...production, KEYBROKER_GRPC_HOST: "0.0.0.0" };
+    expect(loadConfig({ ...exposed, ...tls }).grpcTls).toEqual({
+      certFile: "/tls/server.pem",
+      keyFile: "/tls/server.key",
+    });
+    const meshed = loadConfig({ ...exposed, KEYBROKER_ALLOW_PLAINTEXT_LISTENERS: "mesh-mtls" });
+    expect(meshed).toMatchObject({ plaintextListeners: "mesh-mtls", grpcTls: undefined });
+    expect(problemsOf({ ...exposed, KEYBROKER_ALLOW_PLAINTEXT_LISTENERS: "1" })[0]).toMatch(
+      /^KEYBROKER_ALLOW_PLAINTEXT_LISTENERS/,
+    );
+  });
+
+  it("G68 L6: serves AdminService on its own loopback port by default, or not at all when off", () => {
+    expect(loadConfig(production).admin).toEqual({ host: "127.0.0.1", port: 50052, tls: undefined });
+    expect(loadConfig({ ...production, KEYBROKER_ADMIN_GRPC_PORT: "off" }).admin).toBeUndefined();
+  });
+
+  it("G68 L6: refuses a non-loopback admin listener without mTLS in production, mesh opt-out or not", () => {
+    const exposed = { ...production, KEYBROKER_ADMIN_GRPC_HOST: "0.0.0.0" };
+    expect(problemsOf(exposed)[0]).toMatch(/^KEYBROKER_ADMIN_GRPC_HOST: .*mTLS/);
+    expect(problemsOf({ ...exposed, KEYBROKER_ALLOW_PLAINTEXT_LISTENERS: "mesh-mtls" })).toHaveLength(1);
+    const { KEYBROKER_ADMIN_TLS_CLIENT_CA_FILE: _ca, ...serverTlsOnly } = adminMtls;
+    expect(problemsOf({ ...exposed, ...serverTlsOnly })[0]).toMatch(/^KEYBROKER_ADMIN_GRPC_HOST/);
+    expect(loadConfig({ ...exposed, ...adminMtls }).admin).toEqual({
+      host: "0.0.0.0",
+      port: 50052,
+      tls: { certFile: "/tls/admin.pem", keyFile: "/tls/admin.key", clientCaFile: "/tls/operators-ca.pem" },
+    });
+  });
+
+  it("G67 L5: caps connections and streams and bounds idle connections and handshakes by default, all configurable", () => {
+    expect(loadConfig(production).listenerLimits).toEqual({
+      maxConnections: 1_000,
+      maxConcurrentStreams: 100,
+      idleTimeoutMs: 300_000,
+      handshakeTimeoutMs: 10_000,
+    });
+    const tuned = loadConfig({
+      ...production,
+      KEYBROKER_MAX_CONNECTIONS: "50",
+      KEYBROKER_MAX_CONCURRENT_STREAMS: "8",
+      KEYBROKER_CONNECTION_IDLE_TIMEOUT_MS: "60000",
+      KEYBROKER_HANDSHAKE_TIMEOUT_MS: "2000",
+    });
+    expect(tuned.listenerLimits).toEqual({
+      maxConnections: 50,
+      maxConcurrentStreams: 8,
+      idleTimeoutMs: 60_000,
+      handshakeTimeoutMs: 2_000,
+    });
+    expect(problemsOf({ ...production, KEYBROKER_HANDSHAKE_TIMEOUT_MS: "0" })[0]).toMatch(
+      /^KEYBROKER_HANDSHAKE_TIMEOUT_MS/,
+    );
+  });
+
+  it("G73 F3: leaves the receive cap to the provider registry unless KEYBROKER_MAX_RECEIVE_MESSAGE_BYTES sets it", () => {
+    expect(loadConfig(production).maxReceiveMessageBytes).toBeUndefined();
+    expect(
+      loadConfig({ ...production, KEYBROKER_MAX_RECEIVE_MESSAGE_BYTES: "4194304" }).maxReceiveMessageBytes,
+    ).toBe(4 * 1024 * 1024);
+  });
+});

@@ -75,8 +75,25 @@ describe("docker-compose.yml", () => {
     const env = environmentOf(migrate);
     expect(env.NODE_ENV).toBe("production");
     const database = loadDatabaseConfig(env);
-    expect(database.kind === "postgres" && database.url.unwrap()).toBe(brokerEnv.DATABASE_URL);
+    expect(database.kind).toBe("postgres");
+    // M1: the same database, but migrate connects as the owner and the broker as the runtime role
+    // migrate grants to.
+    const owner = new URL(database.kind === "postgres" ? database.url.unwrap() : "");
+    const runtime = new URL(brokerEnv.DATABASE_URL ?? "");
+    expect(`${runtime.host}${runtime.pathname}`).toBe(`${owner.host}${owner.pathname}`);
+    expect(runtime.username).not.toBe(owner.username);
+    expect(env.KEYBROKER_RUNTIME_DB_ROLE).toBe(runtime.username);
     expect(dependency(migrate, "postgres")).toBe("service_healthy");
+  });
+
+  it("G59 creates the broker's runtime role in a Postgres init hook, with the password the broker uses", () => {
+    const postgres = composeService(model, "postgres");
+    const hook = mountsOf(postgres).find((m) => m.target.startsWith("/docker-entrypoint-initdb.d/"));
+    expect(hook?.source.endsWith("deploy/compose/postgres/init-runtime-role.sql")).toBe(true);
+    const runtime = new URL(brokerEnv.DATABASE_URL ?? "");
+    expect(readRepoFile("deploy/compose/postgres/init-runtime-role.sql")).toContain(
+      `create role ${runtime.username} login password '${decodeURIComponent(runtime.password)}'`,
+    );
   });
 
   it("starts the broker only after migrate completed and its dependencies are healthy", () => {
@@ -160,6 +177,11 @@ describe("docker-compose.yml", () => {
     expect(brokerEnv.KEYBROKER_KMS_KEY_ID).toBe("alias/keybroker");
     expect(readRepoFile(script)).toMatch(
       /ALIAS="alias\/keybroker"[\s\S]*create-alias --alias-name "\$ALIAS"/,
+    );
+    // M1: the checkpoint MAC key, an HMAC key, under the alias the broker is configured with.
+    expect(brokerEnv.KEYBROKER_AUDIT_CHECKPOINT_KEY_ID).toBe("alias/keybroker-audit-checkpoints");
+    expect(readRepoFile(script)).toMatch(
+      /MAC_ALIAS="alias\/keybroker-audit-checkpoints"[\s\S]*--key-spec HMAC_256[\s\S]*create-alias --alias-name "\$MAC_ALIAS"/,
     );
   });
 

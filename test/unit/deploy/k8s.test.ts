@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from "vitest";
-import { envSchema, loadConfig, loadDatabaseConfig } from "../../../src/config/config.js";
+import { envSchema, loadConfig, loadDatabaseConfig, loadRuntimeRole } from "../../../src/config/config.js";
 import {
   asArray,
   asObject,
@@ -106,9 +106,13 @@ describe("deploy/k8s manifests", () => {
       expect(Object.keys(config)).not.toContain(secret);
     }
     const jobContainer = at(job, "spec", "template", "spec", "containers", 0);
-    for (const c of [container, jobContainer]) {
+    // M1: the broker connects as the runtime role, the migration Job as the owner.
+    for (const [c, secret] of [
+      [container, "keybroker-db"],
+      [jobContainer, "keybroker-db-owner"],
+    ] as const) {
       const db = asArray(at(c, "env"), "env").find((e) => at(e, "name") === "DATABASE_URL");
-      expect(at(db, "valueFrom", "secretKeyRef", "name")).toBe("keybroker-db");
+      expect(at(db, "valueFrom", "secretKeyRef", "name")).toBe(secret);
       expect(at(db, "value")).toBeUndefined();
     }
     const jobEnv = Object.fromEntries(
@@ -118,6 +122,18 @@ describe("deploy/k8s manifests", () => {
       ]),
     );
     expect(loadDatabaseConfig({ ...jobEnv, DATABASE_URL: "postgres://m@db:5432/k" }).kind).toBe("postgres");
+  });
+
+  it("G59 has the migration Job grant the runtime role, and sign audit checkpoints with an HMAC KMS key", () => {
+    const jobContainer = at(job, "spec", "template", "spec", "containers", 0);
+    const role = asArray(at(jobContainer, "env"), "env").find(
+      (e) => at(e, "name") === "KEYBROKER_RUNTIME_DB_ROLE",
+    );
+    expect(loadRuntimeRole({ KEYBROKER_RUNTIME_DB_ROLE: asString(at(role, "value"), "role") })).toBe(
+      "keybroker_runtime",
+    );
+    const loaded = loadConfig({ ...config, DATABASE_URL: "postgres://keybroker_runtime:s@db:5432/k" });
+    expect(loaded.auditCheckpoints.key).toMatchObject({ kind: "aws-kms" });
   });
 
   it("probe the broker with native gRPC health checks on its gRPC port", () => {

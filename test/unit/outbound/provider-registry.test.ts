@@ -17,6 +17,8 @@ function provider(overrides: Record<string, unknown> = {}): Record<string, unkno
     auth: { type: "bearer", field: "token" },
     timeoutMs: 5000,
     maxResponseBytes: 1024,
+    operations: [{ class: "read", methods: ["GET"], paths: ["/**"] }],
+    defaultGrant: ["read"],
     ...overrides,
   };
 }
@@ -130,6 +132,30 @@ describe("provider registry", () => {
     });
     expect(message).toContain("(a): auth.recipe signs a nonce but does not say where it goes");
     expect(message).toContain("(b): auth.recipe puts values in the body, so GET/HEAD cannot be allowed");
+  });
+
+  it("H88 refuses a default grant with a dangerous class, and classes or patterns it does not know", () => {
+    const message = problemsOf({
+      providers: [
+        provider({ id: "a", defaultGrant: ["read", "transfer", "webhooks"] }),
+        provider({ id: "b", operations: [{ class: "admin", methods: ["GET"], paths: ["/**"] }] }),
+        provider({ id: "c", operations: [{ class: "read", methods: ["GET"], paths: ["/a/**/b"] }] }),
+        provider({ id: "d", operations: [] }),
+        provider({ id: "e", defaultGrant: ["everything"] }),
+      ],
+    });
+    expect(message).toContain("(a): defaultGrant must not include a dangerous class (transfer, webhooks)");
+    expect(message).toContain("(b).operations.0.class");
+    expect(message).toContain(`(c): operations[0].paths "/a/**/b"`);
+    expect(message).toContain("(d).operations");
+    expect(message).toContain("(e).defaultGrant.0");
+  });
+
+  it("H88 refuses a provider without operation classes or a default grant", () => {
+    const { operations: _o, defaultGrant: _g, ...bare } = provider();
+    const message = problemsOf({ providers: [bare] });
+    expect(message).toContain("(example).operations");
+    expect(message).toContain("(example).defaultGrant");
   });
 
   it("reports an unreadable file without crashing", async () => {

@@ -27,7 +27,12 @@ describe("registerService", () => {
       {} as CallContext,
     );
 
-    expect(Object.keys(registration.handlers).sort()).toEqual(["deleteSecret", "inspectSecret", "listSecrets", "putSecret"]);
+    expect(Object.keys(registration.handlers).sort()).toEqual([
+      "deleteSecret",
+      "inspectSecret",
+      "listSecrets",
+      "putSecret",
+    ]);
     expect(response).toEqual({ secret: { id: "s1" } });
   });
 
