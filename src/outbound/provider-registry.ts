@@ -2,7 +2,12 @@ import { readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import type { z } from "zod";
 import { BrokerError } from "../errors.js";
-import { compileOperationRules, isDangerousClass, type OperationRule } from "../policy/operation-class.js";
+import {
+  classifyOperation,
+  compileOperationRules,
+  isDangerousClass,
+  type OperationRule,
+} from "../policy/operation-class.js";
 import { authSchemeProblems, credentialFields, type ReservedNames, reservedNames } from "./auth-schemes.js";
 import { inspectionProblems } from "./inspection-recipe.js";
 import { checkCallerPath, compilePathPattern, type PathPattern, pathPatternProblem } from "./path-guard.js";
@@ -192,6 +197,23 @@ function checkProvider(p: ProviderDefinition, { production }: RegistryOptions): 
     }
     if (p.inspection.method !== undefined && !p.allowedMethods.includes(p.inspection.method)) {
       problems.push(`inspection.method ${p.inspection.method} is not in allowedMethods`);
+    }
+    // The inspection request bypasses grants (the key is not stored yet): it must be an endpoint
+    // the provider's own rules call harmless.
+    if (p.inspection.method !== undefined && path !== undefined) {
+      let cls: ReturnType<typeof classifyOperation>;
+      try {
+        cls = classifyOperation(
+          { operations: compileOperationRules(p.operations) },
+          p.inspection.method,
+          path,
+        );
+      } catch {
+        cls = undefined; // a bad operations pattern is reported on its own above
+      }
+      if (cls === undefined || isDangerousClass(cls)) {
+        problems.push(`inspection request must be classified by operations as a non-dangerous class`);
+      }
     }
   }
   for (const [i, rule] of p.operations.entries()) {
