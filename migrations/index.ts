@@ -6,6 +6,7 @@ import * as m0004 from "./0004_secret_head.js";
 import * as m0005 from "./0005_outbound_nonces.js";
 import * as m0006 from "./0006_audit_checkpoints.js";
 import * as m0007 from "./0007_secret_grants.js";
+import * as m0008 from "./0008_secret_inspection.js";
 import * as m0009 from "./0009_rate_limit_leases.js";
 import * as m0010 from "./0010_misuse_signals.js";
 import * as m0011 from "./0011_session_revocations.js";
@@ -22,6 +23,7 @@ export const migrations: Record<string, Migration> = {
   "0005_outbound_nonces": m0005,
   "0006_audit_checkpoints": m0006,
   "0007_secret_grants": m0007,
+  "0008_secret_inspection": m0008,
   "0009_rate_limit_leases": m0009,
   "0010_misuse_signals": m0010,
   "0011_session_revocations": m0011,

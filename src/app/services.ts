@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import type { Config } from "../config/config.js";
+import { BrokerError } from "../errors.js";
 import type { Logger } from "../log/logger.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
@@ -10,6 +11,7 @@ import { createCallRateLimiter } from "../proxy/call-rate-limiter.js";
 import { createConcurrencyLimit } from "../proxy/concurrency-limit.js";
 import { createProxyService, type ProxyService } from "../proxy/proxy-service.js";
 import { createRateLimitPolicy } from "../proxy/rate-limit-policy.js";
+import { createKeyInspector } from "../secrets/key-inspector.js";
 import { createSecretService, type SecretService } from "../secrets/secret-service.js";
 import { createUsageRecorder } from "../secrets/usage-recorder.js";
 import type { DatabaseHandle } from "../store/database.js";
@@ -23,10 +25,11 @@ export interface ServicesDeps {
   readonly config: Pick<
     Config,
     "providersFile" | "relaxations" | "outboundCaFile" | "proxyConcurrency" | "rateLimitDefaults"
-  >;
+  > &
+    Partial<Pick<Config, "inspectionRelaxed">>;
   readonly database: DatabaseHandle;
   readonly keys: Pick<Keys, "userDataKeys" | "fingerprintKey">;
-  readonly metrics: Pick<Metrics, "upstreamCall">;
+  readonly metrics: Pick<Metrics, "upstreamCall"> & Partial<Pick<Metrics, "keyInspected">>;
   readonly logger: Logger;
   /** DNS for the egress guard (tests resolve fake hostnames to loopback). */
   readonly resolve?: Resolver | undefined;
@@ -46,16 +49,15 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
   const registry = await loadProviderRegistry(config.providersFile, {
     production: !config.relaxations.includes("loopback_providers"),
   });
-  const secrets = createSecretService({
-    db: database.db,
-    prepared: database.prepared,
-    userDataKeys: keys.userDataKeys,
-    fingerprintKey: keys.fingerprintKey,
-    providers: {
-      requiredFields: (id) => registry.get(id)?.definition.requiredFields,
-      defaultGrant: (id) => registry.get(id)?.definition.defaultGrant,
-    },
-  });
+  // A relaxation naming a provider the registry lacks is a typo that would silently relax nothing.
+  const relaxed = config.inspectionRelaxed ?? [];
+  const unknown = relaxed.filter((id) => registry.get(id) === undefined);
+  if (unknown.length > 0) {
+    throw new BrokerError(
+      "failed_precondition",
+      `KEYBROKER_INSPECTION_RELAX names providers the registry does not have: ${unknown.join(", ")}`,
+    );
+  }
   const ca = config.outboundCaFile === undefined ? undefined : await readFile(config.outboundCaFile);
   // Replicas share a Postgres: the nonce counter and send order live there (F1). PGlite is one
   // process, which orders its own nonces without holding its single connection over the network.
@@ -75,6 +77,18 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
     ...(ca === undefined ? {} : { ca }),
   });
   lifecycle.defer("outbound client", () => outbound.close());
+  const secrets = createSecretService({
+    db: database.db,
+    prepared: database.prepared,
+    userDataKeys: keys.userDataKeys,
+    fingerprintKey: keys.fingerprintKey,
+    providers: {
+      requiredFields: (id) => registry.get(id)?.definition.requiredFields,
+      defaultGrant: (id) => registry.get(id)?.definition.defaultGrant,
+    },
+    inspector: createKeyInspector({ registry, outbound, relaxed: new Set(relaxed), logger }),
+    onInspected: (provider, verdict) => metrics.keyInspected?.(provider, verdict),
+  });
   const markUsed = createUsageRecorder({ record: (id, at) => markSecretUsed(database.db, id, at), logger });
   const limits = {
     perSecret: createConcurrencyLimit({

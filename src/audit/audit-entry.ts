@@ -24,6 +24,7 @@ const IDENTIFIER = /^[a-z0-9][a-z0-9_.:-]{0,63}$/;
 const METHOD = /^[A-Z]{1,16}$/;
 const PATH_TEMPLATE = /^\/[A-Za-z0-9_.~{}/-]{0,255}$/;
 const KEY_ID = /^[A-Za-z0-9_.:/-]{1,256}$/;
+const NAME_LIST = /^[a-z0-9][a-z0-9_:,-]{0,1023}$/;
 const CLASS_NAME = /^[a-z]{1,32}$/;
 const CLASS_LIST = /^[a-z]{1,32}(,[a-z]{1,32}){0,15}$/;
 // One scope, or the alternatives a call accepts ("proxy:call|proxy:read|...").
@@ -58,6 +59,10 @@ const DETAIL_RULES: { readonly [K in keyof Required<AuditDetail>]: DetailRule } 
   dataKeyVersion: count,
   count,
   baseline: count,
+  inspection: shaped(IDENTIFIER),
+  permissions: shaped(NAME_LIST, true),
+  dangerousPermissions: shaped(NAME_LIST, true),
+  redactions: count,
   operationClass: shaped(CLASS_NAME),
   grant: shaped(CLASS_LIST),
   grantChange: shaped(CLASS_NAME),

@@ -12,6 +12,7 @@ export type AuditAction =
   | "secret.list"
   | "secret.delete"
   | "secret.uses"
+  | "secret.inspect"
   | "proxy.call"
   | "auth.failure"
   | "caller_key.create"
@@ -59,6 +60,14 @@ export interface AuditDetail {
   readonly count?: number;
   /** A misuse signal's trailing baseline, in the unit of `count`. */
   readonly baseline?: number;
+  /** A key inspection's verdict: none, ok, warned or refused. */
+  readonly inspection?: string;
+  /** Permission names an inspection found, comma-separated (names only, e.g. "read,withdraw"). */
+  readonly permissions?: string;
+  /** The dangerous ones among them, comma-separated. */
+  readonly dangerousPermissions?: string;
+  /** Credential fields redacted from the answer (redactResponseFields). */
+  readonly redactions?: number;
   /** A proxied call's operation class, e.g. "transfer", or "unclassified" (SPEC I10). */
   readonly operationClass?: string;
   /** A secret's grant as stored, e.g. "read,trade" ("none" when empty). */

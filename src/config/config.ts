@@ -170,6 +170,11 @@ export interface Config {
   };
   /** The provider registry (JSON); defaults to the definitions shipped in providers/. */
   readonly providersFile: string;
+  /**
+   * Providers whose keys with dangerous permissions (inspection) are stored with a warning
+   * instead of refused (KEYBROKER_INSPECTION_RELAX); checked against the registry at start-up.
+   */
+  readonly inspectionRelaxed: readonly string[];
   /** An extra CA bundle (PEM) to trust for upstream TLS, e.g. a corporate egress proxy's. */
   readonly outboundCaFile: string | undefined;
   readonly logLevel: string;
@@ -317,6 +322,14 @@ export const envSchema = z.object({
     .union([z.literal("off"), int(1, 10_000_000)])
     .default("off"),
   KEYBROKER_PROVIDERS_FILE: z.string().min(1).optional(),
+  // Comma-separated provider ids, e.g. "binance,github": record-and-warn instead of refuse.
+  KEYBROKER_INSPECTION_RELAX: z
+    .string()
+    .regex(
+      /^\s*[a-z0-9][a-z0-9-]{0,62}\s*(,\s*[a-z0-9][a-z0-9-]{0,62}\s*)*$/,
+      "must be comma-separated provider ids",
+    )
+    .optional(),
   KEYBROKER_OUTBOUND_CA_FILE: z.string().min(1).optional(),
   KEYBROKER_SHUTDOWN_GRACE_MS: int(0, 120_000).default(10_000),
   // Refusals without a valid caller key are counted and written as one row per reason per interval.
@@ -574,6 +587,11 @@ export function loadConfig(
       revocationMaxStalenessMs: e.KEYBROKER_REVOCATION_MAX_STALENESS_MS,
     },
     providersFile: e.KEYBROKER_PROVIDERS_FILE ?? SHIPPED_PROVIDERS_FILE,
+    inspectionRelaxed: Object.freeze(
+      [...new Set((e.KEYBROKER_INSPECTION_RELAX ?? "").split(",").map((id) => id.trim()))].filter(
+        (id) => id !== "",
+      ),
+    ),
     outboundCaFile: e.KEYBROKER_OUTBOUND_CA_FILE,
     logLevel: e.LOG_LEVEL,
     shutdownGraceMs: e.KEYBROKER_SHUTDOWN_GRACE_MS,

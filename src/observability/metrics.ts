@@ -17,6 +17,8 @@ import type { CallEndEvent } from "./call-end.js";
  *   keybroker_data_key_cache_hit_ratio                         lifetime hits / lookups (rate() the counters for a window)
  *   keybroker_upstream_requests_total{provider,status_class,code}   outbound proxy calls
  *   keybroker_upstream_duration_seconds{provider}              histogram
+ *   keybroker_response_redactions_total{provider}              declared credential fields redacted from answers
+ *   keybroker_key_inspections_total{provider,verdict}          key inspections (PutSecret, InspectSecret)
  *   keybroker_audit_write_failures_total                       audit batches that could not be committed
  *   keybroker_auth_refusals_total{reason}                      refused credentials by refusal reason
  *   keybroker_misuse_signals_total{signal}                     misuse signals raised (src/signals/)
@@ -41,6 +43,8 @@ export interface Metrics {
   kmsCall(op: KmsOp, outcome: KmsOutcome, durationMs: number): void;
   upstreamCall(event: UpstreamCallEvent): void;
   auditWriteFailed(): void;
+  /** One finished key inspection; verdict is none, ok, warned or refused. */
+  keyInspected(provider: string, verdict: string): void;
   /** One refused call, by its refusal reason (or the error code when it carries none). */
   authRefused(reason: RefusalReason | BrokerErrorCode): void;
   /** One misuse signal raised (a closed set of names, src/signals/signal-event.ts). */
@@ -166,6 +170,18 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
     buckets: DURATION_BUCKETS,
     registers,
   });
+  const redactionsTotal = new Counter({
+    name: "keybroker_response_redactions_total",
+    help: "Credential fields a provider declares (redactResponseFields) replaced in answers, by provider.",
+    labelNames: ["provider"] as const,
+    registers,
+  });
+  const inspectionsTotal = new Counter({
+    name: "keybroker_key_inspections_total",
+    help: "Key inspections at PutSecret and InspectSecret, by provider and verdict.",
+    labelNames: ["provider", "verdict"] as const,
+    registers,
+  });
   const auditFailures = new Counter({
     name: "keybroker_audit_write_failures_total",
     help: "Audit batches that could not be committed (their operations failed).",
@@ -285,6 +301,14 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
       }
       counter.inc();
       series.duration.observe(seconds(event.durationMs));
+      if (event.redactions !== undefined && event.redactions > 0) {
+        redactionsTotal.labels(series.provider).inc(event.redactions);
+      }
+    },
+
+    keyInspected(provider, verdict) {
+      // Provider ids come from the registry and verdicts from a closed set (see the list above).
+      inspectionsTotal.labels(upstreamSeriesFor(provider).provider, verdict).inc();
     },
 
     auditWriteFailed() {

@@ -3,6 +3,7 @@ import type { Readable } from "node:stream";
 import { type Dispatcher, Pool } from "undici";
 import { BrokerError, isBrokerError } from "../errors.js";
 import type { Logger } from "../log/logger.js";
+import { createFieldRedactor, type FieldRedactor, redactInSlices } from "./field-redactor.js";
 import { createGuardedConnector, type Dialer, type Resolver, systemResolver } from "./guarded-connector.js";
 import { filterResponseHeaders } from "./header-policy.js";
 import { createNonceSequencer, type SharedNonceCounter } from "./nonce-sequencer.js";
@@ -25,6 +26,8 @@ export interface OutboundResponse {
   status: number;
   headers: Array<[string, string]>;
   body: Buffer;
+  /** Credential fields the provider declares that were replaced in the body (redactResponseFields). */
+  redactions?: number;
 }
 
 /** A streamed upstream reply: head first, then scrubbed chunks (errors surface while iterating). */
@@ -50,6 +53,8 @@ export interface UpstreamCallEvent {
   /** The BrokerError code of a failure, "abandoned" when the caller stopped reading; undefined on success. */
   readonly code: string | undefined;
   readonly durationMs: number;
+  /** Response fields redacted (redactResponseFields), when the provider declares any. */
+  readonly redactions?: number;
 }
 
 export interface OutboundClientDeps {
@@ -95,6 +100,8 @@ interface Started {
   readonly body: Readable;
   readonly maxBytes: number;
   readonly scrubber: Scrubber;
+  /** Removes the provider's declared credential fields, after scrubbing; undefined when none apply. */
+  readonly redactor: FieldRedactor | undefined;
   /**
    * Ends the call once: logs the outcome, clears the deadline and, unless the body was read to
    * the end, aborts the upstream request. Returns the caller-safe error for a failure.
@@ -164,6 +171,8 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
 
     const checked = checkRequest(provider, req);
     const { timeoutMs, maxResponseBytes } = provider.definition;
+    // Set once the response head names its content type; read by `settle` for the count.
+    let redactor: FieldRedactor | undefined;
 
     // One deadline for the whole exchange, body included: undici's body timeout is per chunk,
     // so a server dripping a byte at a time would never trip it (C33).
@@ -194,10 +203,17 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
       };
       const elapsedMs = performance.now() - began;
       const durationMs = Math.round(elapsedMs);
+      const redactions = redactor === undefined ? {} : { redactions: redactor.redactions };
       if (outcome.kind === "complete") {
         // Success is the hot path: debug only (metrics carry the counts and latencies).
-        logger.debug({ ...logFields, durationMs }, "outbound call finished");
-        reportUpstreamCall({ provider: req.providerId, status, code: undefined, durationMs: elapsedMs });
+        logger.debug({ ...logFields, durationMs, ...redactions }, "outbound call finished");
+        reportUpstreamCall({
+          provider: req.providerId,
+          status,
+          code: undefined,
+          durationMs: elapsedMs,
+          ...redactions,
+        });
         return undefined;
       }
       // Stop the upstream exchange; undici does not reuse a socket after an abort.
@@ -266,7 +282,18 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
       );
       const body = decodeContent(res.body, encoding);
       status = res.statusCode;
-      return { status: res.statusCode, headers, body, maxBytes: maxResponseBytes, scrubber, settle };
+      const redactFields = provider.redaction?.fieldsFor(req.path);
+      if (redactFields !== undefined)
+        redactor = createFieldRedactor(redactFields, res.headers["content-type"]);
+      return {
+        status: res.statusCode,
+        headers,
+        body,
+        maxBytes: maxResponseBytes,
+        scrubber,
+        redactor,
+        settle,
+      };
     } catch (err) {
       throw settle({ kind: "failed", err }, 0) ?? err;
     }
@@ -280,22 +307,36 @@ export function createOutboundClient(deps: OutboundClientDeps): OutboundClient {
         // Buffered: the whole (capped) body is scrubbed in one pass, a slice at a time so other
         // calls run in between (H1); it finds exactly what the stream scrubber finds.
         body = await started.scrubber.scrubInSlices(await readCapped(started.body, started.maxBytes));
+        // Declared credential fields go after the stored secret's encodings (redactResponseFields).
+        if (started.redactor !== undefined) body = await redactInSlices(started.redactor, body);
       } catch (err) {
         throw started.settle({ kind: "failed", err }, 0) ?? err;
       }
       started.settle({ kind: "complete" }, body.length);
-      return { status: started.status, headers: started.headers, body };
+      const redactions = started.redactor === undefined ? {} : { redactions: started.redactor.redactions };
+      return { status: started.status, headers: started.headers, body, ...redactions };
     },
 
     async callStream(req, signal) {
       const started = await start(req, signal);
       const chunks = scrubbedChunks(started.body, started.maxBytes, started.scrubber);
+      const { redactor } = started;
       async function* body(): AsyncGenerator<Buffer, void, undefined> {
         let bytes = 0;
         try {
-          for await (const chunk of chunks) {
+          // Scrubbed chunks are at most a slice long (response-body.ts), so redacting each one
+          // holds the event loop no longer than scrubbing it; a body that cannot be redacted
+          // ends the stream with an error before the offending bytes are sent.
+          for await (const scrubbed of chunks) {
+            const chunk = redactor === undefined ? scrubbed : redactor.push(scrubbed);
+            if (chunk.length === 0) continue;
             bytes += chunk.length;
             yield chunk;
+          }
+          const tail = redactor?.flush();
+          if (tail !== undefined && tail.length > 0) {
+            bytes += tail.length;
+            yield tail;
           }
           started.settle({ kind: "complete" }, bytes);
         } catch (err) {

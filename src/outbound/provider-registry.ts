@@ -2,10 +2,17 @@ import { readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import type { z } from "zod";
 import { BrokerError } from "../errors.js";
-import { compileOperationRules, isDangerousClass, type OperationRule } from "../policy/operation-class.js";
+import {
+  classifyOperation,
+  compileOperationRules,
+  isDangerousClass,
+  type OperationRule,
+} from "../policy/operation-class.js";
 import { authSchemeProblems, credentialFields, type ReservedNames, reservedNames } from "./auth-schemes.js";
-import { compilePathPattern, type PathPattern, pathPatternProblem } from "./path-guard.js";
+import { inspectionProblems } from "./inspection-recipe.js";
+import { checkCallerPath, compilePathPattern, type PathPattern, pathPatternProblem } from "./path-guard.js";
 import { type ProviderDefinition, providerSchema, registryFileSchema } from "./provider-schema.js";
+import { compileRedactionRules, type ResponseRedaction } from "./redaction-rules.js";
 
 /** A provider definition plus what the client derives from it once, at start-up. */
 export interface Provider {
@@ -14,6 +21,8 @@ export interface Provider {
   readonly patterns: readonly PathPattern[];
   /** Headers, query parameters and body fields the auth scheme sets: computed once, read per call. */
   readonly reserved: ReservedNames;
+  /** Credential fields to redact from answers (redaction-rules.ts); undefined when none. */
+  readonly redaction: ResponseRedaction | undefined;
   /** The operation class rules, compiled once (see policy/operation-class.ts). */
   readonly operations: readonly OperationRule[];
 }
@@ -88,6 +97,7 @@ export function parseProviderRegistry(raw: unknown, options: RegistryOptions): P
           baseUrl: new URL(definition.baseUrl),
           patterns: Object.freeze(definition.pathPatterns.map(compilePathPattern)),
           reserved: reservedNames(definition.auth),
+          redaction: compileRedactionRules(definition.redactResponseFields),
           operations: compileOperationRules(definition.operations),
         }),
       );
@@ -166,6 +176,46 @@ function checkProvider(p: ProviderDefinition, { production }: RegistryOptions): 
     if (problem !== undefined) problems.push(`pathPatterns "${pattern}": ${problem}`);
   }
 
+  for (const [i, rule] of (p.redactResponseFields ?? []).entries()) {
+    for (const pattern of rule.paths ?? []) {
+      const problem = pathPatternProblem(pattern);
+      if (problem !== undefined) problems.push(`redactResponseFields[${i}].paths "${pattern}": ${problem}`);
+    }
+  }
+  if (p.inspection !== undefined) {
+    problems.push(...inspectionProblems(p.inspection, p.requiredFields));
+    const path = p.inspection.path;
+    if (path !== undefined) {
+      try {
+        checkCallerPath(path);
+        if (!p.pathPatterns.some((pattern) => compilePathPattern(pattern).matches(path))) {
+          problems.push(`inspection.path "${path}" is not allowed by pathPatterns`);
+        }
+      } catch {
+        problems.push(`inspection.path "${path}" is not a valid request path`);
+      }
+    }
+    if (p.inspection.method !== undefined && !p.allowedMethods.includes(p.inspection.method)) {
+      problems.push(`inspection.method ${p.inspection.method} is not in allowedMethods`);
+    }
+    // The inspection request bypasses grants (the key is not stored yet): it must be an endpoint
+    // the provider's own rules call harmless.
+    if (p.inspection.method !== undefined && path !== undefined) {
+      let cls: ReturnType<typeof classifyOperation>;
+      try {
+        cls = classifyOperation(
+          { operations: compileOperationRules(p.operations) },
+          p.inspection.method,
+          path,
+        );
+      } catch {
+        cls = undefined; // a bad operations pattern is reported on its own above
+      }
+      if (cls === undefined || isDangerousClass(cls)) {
+        problems.push(`inspection request must be classified by operations as a non-dangerous class`);
+      }
+    }
+  }
   for (const [i, rule] of p.operations.entries()) {
     for (const pattern of rule.paths) {
       const problem = pathPatternProblem(pattern);

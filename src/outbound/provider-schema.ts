@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { OPERATION_CLASSES } from "../policy/operation-class.js";
+import { inspectionSchema } from "./inspection-recipe.js";
 import { rateLimitsSchema } from "./rate-limit-schema.js";
 
 // Shapes of a provider definition. Cross-field rules (host in allowedHosts, fields covered,
@@ -142,6 +143,29 @@ export const providerSchema = z.strictObject({
       .max(64 * 1024 ** 2),
   ),
   allowLoopback: z.optional(z.boolean()),
+  /**
+   * Response fields that carry credentials (e.g. Graph's page `access_token`), replaced by
+   * "[redacted]" before an answer leaves the broker; `paths` absent means every endpoint.
+   */
+  redactResponseFields: z.optional(
+    z
+      .array(
+        z.strictObject({
+          paths: z.optional(z.array(z.string().min(1).max(512)).min(1).max(64)),
+          fields: z
+            .array(
+              z
+                .string()
+                .regex(/^[A-Za-z0-9_.-]{1,64}$/, "response field names are 1-64 of A-Z a-z 0-9 _ . -"),
+            )
+            .min(1)
+            .max(32),
+        }),
+      )
+      .max(16),
+  ),
+  /** How a new key is inspected at PutSecret (inspection-recipe.ts); absent: not inspected. */
+  inspection: z.optional(inspectionSchema),
   operations: z.array(operationRule).min(1).max(128),
   /** The grant of a secret stored without one; never a dangerous class (checked in the registry). */
   defaultGrant: z.array(z.enum(OPERATION_CLASSES)).max(OPERATION_CLASSES.length),

@@ -14,6 +14,7 @@ import type { PreparedRunner } from "../store/prepared.js";
 import type { Database } from "../store/schema.js";
 import * as secretsRepo from "../store/secrets.repository.js";
 import { addEncryptions, lockUserKey } from "../store/users.repository.js";
+import type { KeyInspection, KeyInspector } from "./key-inspector.js";
 import { type PutSecretInput, SECRET_LIMITS } from "./secret-input.js";
 
 /** What a caller may know about a secret (SPEC I1): never a value. */
@@ -28,6 +29,8 @@ export interface SecretMetadata {
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly lastUsedAt: Date | null;
+  /** What the last inspection of the current key found (issue 13 item 5). */
+  readonly inspection: secretsRepo.StoredInspection;
   /** The operation classes the secret may be used for (its sealed grant, SPEC I10). */
   readonly grant: readonly OperationClass[];
 }
@@ -64,6 +67,11 @@ export interface SecretService {
   fetch(user: UserIdentity, secretId: string): Promise<SealedSecret>;
   /** The second half of `open`: unwraps the user's data key and decrypts the fetched secret. */
   unseal(user: UserIdentity, sealed: SealedSecret, signal: AbortSignal): Promise<OpenedSecret>;
+  /**
+   * Re-runs the provider's key inspection on a fetched secret (InspectSecret) and records the
+   * result: a key that now has a dangerous permission is recorded as "refused", not deleted.
+   */
+  inspect(user: UserIdentity, sealed: SealedSecret, signal: AbortSignal): Promise<SecretMetadata>;
 }
 
 /** A user's secret as stored: opaque until `unseal`. */
@@ -80,6 +88,10 @@ export function createSecretService(deps: {
   userDataKeys: UserDataKeys;
   fingerprintKey: Buffer;
   providers?: ProviderCatalog;
+  /** Inspects a key before it is stored; absent: every secret is stored as "none". */
+  inspector?: KeyInspector;
+  /** Told of every finished inspection (metrics); must be cheap. */
+  onInspected?: (provider: string, verdict: string) => void;
   now?: () => Date;
 }): SecretService {
   const { db, prepared, userDataKeys, fingerprintKey } = deps;
@@ -124,13 +136,49 @@ export function createSecretService(deps: {
       createdAt: secret.createdAt,
       updatedAt: secret.updatedAt,
       lastUsedAt: secret.lastUsedAt,
+      inspection: secret.inspection,
       grant: grantOf(secret),
     };
+  }
+
+  async function inspectKey(
+    provider: string,
+    secretId: string,
+    fields: ReadonlyMap<string, Buffer>,
+    signal: AbortSignal,
+  ): Promise<KeyInspection | undefined> {
+    if (deps.inspector === undefined) return undefined;
+    const result = await deps.inspector.inspect({ providerId: provider, secretId, fields }, signal);
+    deps.onInspected?.(provider, result.verdict);
+    return result;
   }
 
   return {
     async put(user, input, signal) {
       checkProvider(input);
+      // Before anything is stored: a key that can move funds out or manage credentials is
+      // refused here (unless its provider is relaxed), and an unreachable provider stores nothing.
+      let inspected: KeyInspection | undefined;
+      try {
+        // A new version of a secret that is absent or another user's is refused before the key
+        // is sent anywhere (the write below checks again, under the row lock).
+        if (input.secretId !== undefined && deps.inspector !== undefined) {
+          const existing = await forUse.find(user.userRef, input.secretId);
+          if (existing === undefined) throw new BrokerError("not_found", NOT_FOUND);
+          if (existing.secret.provider !== input.provider) {
+            throw new BrokerError("invalid_argument", "a secret's provider cannot change");
+          }
+        }
+        inspected = await inspectKey(input.provider, input.secretId ?? randomUUID(), input.fields, signal);
+      } catch (err) {
+        for (const value of input.fields.values()) value.fill(0);
+        throw err;
+      }
+      if (inspected?.verdict === "refused") {
+        for (const value of input.fields.values()) value.fill(0);
+        throw new BrokerError("failed_precondition", inspected.messages.join("; "));
+      }
+      const inspection = inspected === undefined ? undefined : storedInspection(inspected);
       const userRef = user.userRef;
       const plaintext = encodeFields(input.fields);
       const hint = Buffer.from(maskedHint(primaryField(input.fields)), "utf8");
@@ -176,6 +224,7 @@ export function createSecretService(deps: {
                 headMac: headMac(key, { secretId: id, userRef, provider: input.provider, version, grant }),
                 grant,
                 createdAt: at,
+                ...(inspection === undefined ? {} : { inspection }),
               });
               grantChange = "new";
             } else {
@@ -221,6 +270,7 @@ export function createSecretService(deps: {
                 grant,
                 label,
                 at,
+                ...(inspection === undefined ? {} : { inspection }),
               });
               await secretsRepo.pruneVersions(trx, id, version, SECRET_LIMITS.versionsKept);
             }
@@ -275,10 +325,40 @@ export function createSecretService(deps: {
 
     fetch,
     unseal,
+    async inspect(user, sealed, signal) {
+      const opened = await unseal(user, sealed, signal);
+      let result: KeyInspection | undefined;
+      try {
+        result = await inspectKey(opened.provider, opened.id, opened.fields, signal);
+      } finally {
+        for (const value of opened.fields.values()) value.fill(0);
+      }
+      const { secret } = sealed;
+      if (result === undefined) return toMetadataUnwrapping(user, sealed, secret, signal);
+      const inspection = storedInspection(result);
+      if (!(await secretsRepo.setInspection(db, user.userRef, secret.id, secret.version, inspection))) {
+        throw new BrokerError("unavailable", "the secret changed during the inspection; try again");
+      }
+      return toMetadataUnwrapping(user, sealed, { ...secret, inspection }, signal);
+    },
     async open(user, secretId, signal) {
       return unseal(user, await fetch(user, secretId), signal);
     },
   };
+
+  async function toMetadataUnwrapping(
+    user: UserIdentity,
+    sealed: SealedSecret,
+    secret: secretsRepo.StoredSecret,
+    signal: AbortSignal,
+  ): Promise<SecretMetadata> {
+    const { key } = await userDataKeys.unwrap(user.userRef, sealed.userKey, signal);
+    try {
+      return toMetadata(key, user.userRef, secret);
+    } finally {
+      key.fill(0);
+    }
+  }
 
   async function fetch(user: UserIdentity, secretId: string): Promise<SealedSecret> {
     const found = await forUse.find(user.userRef, secretId);
@@ -403,4 +483,9 @@ function primaryField(fields: ReadonlyMap<string, Buffer>): Buffer {
     if (value !== undefined) return value;
   }
   return Buffer.alloc(0);
+}
+
+function storedInspection(result: KeyInspection): secretsRepo.StoredInspection {
+  const { verdict, permissions, dangerous, checkedAt } = result;
+  return { verdict, permissions, dangerous, checkedAt };
 }

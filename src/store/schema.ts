@@ -51,6 +51,11 @@ export interface SecretsTable {
   created_at: Timestamp;
   updated_at: Timestamp;
   last_used_at: Date | null;
+  /** Migration 0008: the last key inspection's verdict, permissions found and time (names only). */
+  inspection_verdict: ColumnType<string, string | undefined, string>;
+  inspection_permissions: ColumnType<string[], string[] | undefined, string[]>;
+  inspection_dangerous: ColumnType<string[], string[] | undefined, string[]>;
+  inspected_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
 }
 
 export interface SecretVersionsTable {

@@ -20,7 +20,18 @@ export interface StoredSecret {
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly lastUsedAt: Date | null;
+  readonly inspection: StoredInspection;
 }
+
+/** The last key inspection of a secret's current key (migration 0008); names only, never a value. */
+export interface StoredInspection {
+  readonly verdict: "none" | "ok" | "warned" | "refused";
+  readonly permissions: readonly string[];
+  readonly dangerous: readonly string[];
+  readonly checkedAt: Date | null;
+}
+
+const VERDICTS: ReadonlySet<string> = new Set(["none", "ok", "warned", "refused"]);
 
 export interface StoredSecretWithCiphertext extends StoredSecret {
   readonly ciphertext: Uint8Array;
@@ -41,6 +52,7 @@ export interface NewSecretVersion {
 const SELECT_WITH_KEY = `
   select s.id, s.provider, s.label, s.current_version, s.head_mac, s.operation_grant, s.created_at, s.updated_at, s.last_used_at,
          v.hint_ciphertext, v.fingerprint, v.field_names,
+         s.inspection_verdict, s.inspection_permissions, s.inspection_dangerous, s.inspected_at,
          u.wrapped_data_key, u.master_key_id, u.data_key_version, u.encryptions`;
 const FROM_WITH_KEY = `
     from secrets s
@@ -77,6 +89,10 @@ interface SecretWithKeyRow {
   hint_ciphertext: Uint8Array;
   fingerprint: string;
   field_names: string[];
+  inspection_verdict: string;
+  inspection_permissions: string[];
+  inspection_dangerous: string[];
+  inspected_at: Date | null;
   wrapped_data_key: Uint8Array;
   master_key_id: string;
   data_key_version: number;
@@ -99,6 +115,15 @@ function toStoredSecret(row: SecretWithKeyRow): StoredSecret {
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     lastUsedAt: row.last_used_at,
+    inspection: {
+      // The check constraint allows only these; anything else reads as not inspected.
+      verdict: VERDICTS.has(row.inspection_verdict)
+        ? (row.inspection_verdict as StoredInspection["verdict"])
+        : "none",
+      permissions: row.inspection_permissions,
+      dangerous: row.inspection_dangerous,
+      checkedAt: row.inspected_at,
+    },
   };
 }
 
@@ -224,6 +249,7 @@ export async function insertSecret(
     headMac: Uint8Array;
     grant: readonly string[];
     createdAt: Date;
+    inspection?: StoredInspection;
   },
 ): Promise<void> {
   await db
@@ -239,6 +265,7 @@ export async function insertSecret(
       created_at: secret.createdAt,
       updated_at: secret.createdAt,
       last_used_at: null,
+      ...(secret.inspection === undefined ? {} : inspectionColumns(secret.inspection)),
     })
     .execute();
 }
@@ -268,12 +295,20 @@ export async function setCurrentVersion(
     grant: readonly string[];
     label: string;
     at: Date;
+    inspection?: StoredInspection;
   },
 ): Promise<void> {
-  const { secretId, version, headMac, grant, label, at } = current;
+  const { secretId, version, headMac, grant, label, at, inspection } = current;
   await db
     .updateTable("secrets")
-    .set({ current_version: version, head_mac: headMac, operation_grant: [...grant], label, updated_at: at })
+    .set({
+      current_version: version,
+      head_mac: headMac,
+      operation_grant: [...grant],
+      label,
+      updated_at: at,
+      ...(inspection === undefined ? {} : inspectionColumns(inspection)),
+    })
     .where("id", "=", secretId)
     .execute();
 }
@@ -357,4 +392,34 @@ export async function countSecrets(db: Kysely<Database>, userRef: Buffer): Promi
 
 export async function markSecretUsed(db: Kysely<Database>, secretId: string, at: Date): Promise<void> {
   await db.updateTable("secrets").set({ last_used_at: at }).where("id", "=", secretId).execute();
+}
+
+function inspectionColumns(inspection: StoredInspection) {
+  return {
+    inspection_verdict: inspection.verdict,
+    inspection_permissions: [...inspection.permissions],
+    inspection_dangerous: [...inspection.dangerous],
+    inspected_at: inspection.checkedAt,
+  };
+}
+
+/**
+ * Records a re-inspection (InspectSecret) of the user's secret, only while `version` is still its
+ * current one: a key replaced meanwhile keeps the result of its own inspection. False otherwise.
+ */
+export async function setInspection(
+  db: Kysely<Database>,
+  userRef: Buffer,
+  secretId: string,
+  version: number,
+  inspection: StoredInspection,
+): Promise<boolean> {
+  const result = await db
+    .updateTable("secrets")
+    .set(inspectionColumns(inspection))
+    .where("id", "=", secretId)
+    .where("user_ref", "=", userRef)
+    .where("current_version", "=", version)
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
 }

@@ -180,10 +180,15 @@ describe.skipIf(adminUrl === "")(
         const put = await unary(
           clients.secrets,
           "PutSecret",
-          { provider: "github", label: "compose", fields: { token: "ghp_compose_environment_0001" } },
+          // Kraken declares no key inspection, so storing needs no network (issue 13 item 5).
+          {
+            provider: "kraken",
+            label: "compose",
+            fields: { api_key: "compose_environment_key_0001", api_secret: "compose_environment_secret" },
+          },
           { callerKey, bearerToken },
         );
-        expect((put.response.secret as WireMessage).provider).toBe("github");
+        expect((put.response.secret as WireMessage).provider).toBe("kraken");
         const list = await unary(clients.secrets, "ListSecrets", {}, { callerKey, bearerToken });
         expect(list.response.secrets).toHaveLength(1);
       } finally {

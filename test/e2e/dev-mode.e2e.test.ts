@@ -77,9 +77,10 @@ describe("keybroker dev (npm start)", () => {
       ...headers,
       "-d",
       JSON.stringify({
-        provider: "github",
+        // Kraken declares no key inspection, so storing needs no network (issue 13 item 5).
+        provider: "kraken",
         label: "dev",
-        fields: { token: "ghp_devmode_canary_0123456789" },
+        fields: { api_key: "ghp_devmode_canary_0123456789", api_secret: "devmode_canary_secret_0001" },
       }),
       `${url}/PutSecret`,
     ]);

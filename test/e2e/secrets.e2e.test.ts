@@ -50,14 +50,14 @@ describeOnEachDatabase("SecretService end to end over grpc-js on %s", (kind) => 
 
   it("stores a key pair and lists it back as metadata only", async () => {
     const put = await call("PutSecret", {
-      provider: "binance",
+      provider: "kraken",
       label: "Main account",
       fields: { api_key: CANARY_KEY, api_secret: CANARY_SECRET },
     });
     const secret = put.secret as WireMessage;
     expect(secret.id).toMatch(/^[0-9a-f-]{36}$/);
     expect(secret).toMatchObject({
-      provider: "binance",
+      provider: "kraken",
       label: "Main account",
       version: 1,
       hint: `…${CANARY_KEY.slice(-4)}`,
@@ -86,7 +86,7 @@ describeOnEachDatabase("SecretService end to end over grpc-js on %s", (kind) => 
         "PutSecret",
         {
           secretId: id,
-          provider: "binance",
+          provider: "kraken",
           fields: { api_key: "x".repeat(24), api_secret: "y".repeat(24) },
         },
         bobToken,
@@ -106,7 +106,7 @@ describeOnEachDatabase("SecretService end to end over grpc-js on %s", (kind) => 
   it("adds a version to an existing secret and deletes it", async () => {
     const created = (
       await call("PutSecret", {
-        provider: "github",
+        provider: "test-upstream",
         label: "ci",
         fields: { token: "ghp_e2e_first_token_000000" },
       })
@@ -114,7 +114,7 @@ describeOnEachDatabase("SecretService end to end over grpc-js on %s", (kind) => 
     const next = (
       await call("PutSecret", {
         secretId: created.id,
-        provider: "github",
+        provider: "test-upstream",
         fields: { token: "ghp_e2e_second_token_11111" },
       })
     ).secret as WireMessage;

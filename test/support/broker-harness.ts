@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { JWTPayload } from "jose";
@@ -82,7 +83,7 @@ export async function startBroker(
   const dir = await mkdtemp(join(tmpdir(), "keybroker-harness-"));
   const providersFile = join(dir, "providers.json");
   const caFile = join(dir, "upstream-ca.pem");
-  await writeFile(providersFile, JSON.stringify(testProviders(upstream.port)));
+  await writeFile(providersFile, JSON.stringify(testProviders(upstream.port, await closedPort())));
   await writeFile(caFile, upstream.ca);
   const baseEnv = {
     // Production rules, with only the relaxations this harness needs, each named (L7): the test
@@ -199,8 +200,24 @@ export async function startBroker(
 const SHIPPED = JSON.parse(
   readFileSync(new URL("../../providers/providers.json", import.meta.url), "utf8"),
 ) as {
-  providers: Array<{ id: string; auth: unknown; operations: unknown; defaultGrant: string[] }>;
+  providers: Array<{
+    id: string;
+    auth: unknown;
+    operations: unknown;
+    defaultGrant: string[];
+    inspection?: unknown;
+    redactResponseFields?: unknown;
+  }>;
 };
+
+/** A loopback port nothing listens on (bound, then released), for an unreachable provider. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
 
 /**
  * The shipped providers plus loopback ones pointing at the test upstream. `test-binance`
@@ -208,8 +225,21 @@ const SHIPPED = JSON.parse(
  * the real definition, and its shipped operation classes and default grant (so a withdrawal is a
  * `transfer` here as in production). Loopback is allowed only by KEYBROKER_ALLOW_LOOPBACK_PROVIDERS=1.
  */
-function testProviders(port: number): unknown {
+function testProviders(port: number, deadPort: number): unknown {
   const binance = SHIPPED.providers.find((p) => p.id === "binance");
+  const graph = SHIPPED.providers.find((p) => p.id === "facebook-graph");
+  // Binance-style upstreams with the SHIPPED inspection recipe (issue 13 item 5): one the
+  // harness's tests may relax, one nothing listens on.
+  const inspected = (id: string, onPort: number) => ({
+    ...(loopbackProvider({
+      id,
+      port: onPort,
+      path: "/binance",
+      requiredFields: ["api_key", "api_secret"],
+      auth: binance?.auth,
+    }) as object),
+    inspection: binance?.inspection,
+  });
   return {
     providers: [
       ...SHIPPED.providers,
@@ -223,6 +253,19 @@ function testProviders(port: number): unknown {
         operations: binance?.operations,
         ...(binance === undefined ? {} : { defaultGrant: binance.defaultGrant }),
       }),
+      inspected("test-binance-inspected", port),
+      inspected("test-binance-relaxed", port),
+      inspected("test-binance-down", deadPort),
+      {
+        ...(loopbackProvider({
+          id: "test-graph",
+          port,
+          path: "/facebook",
+          requiredFields: ["access_token", "app_secret"],
+          auth: graph?.auth,
+        }) as object),
+        redactResponseFields: graph?.redactResponseFields,
+      },
     ],
   };
 }

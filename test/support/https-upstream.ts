@@ -85,6 +85,14 @@ export interface HttpsUpstream {
   connections(): number;
   /** Streaming responses the client hung up on before they ended, since the last reset. */
   abandonedResponses(): number;
+  /**
+   * What "/binance/.../apiRestrictions" answers (after the signature verified): the key's
+   * permissions as Binance reports them, an HTTP status to fail with, or "reset" to drop the
+   * connection. Kept across reset(); read-only keys by default.
+   */
+  binanceRestrictions: Record<string, unknown> | number | "reset";
+  /** The page access tokens "/facebook/.../accounts" answers with (Graph /me/accounts), random per run. */
+  readonly pageTokens: readonly string[];
   reset(): void;
   close(): Promise<void>;
 }
@@ -176,6 +184,8 @@ export async function startHttpsUpstream(creds: UpstreamCredentials): Promise<Ht
   const timers = new Set<NodeJS.Timeout>();
   let connections = 0;
   let abandoned = 0;
+  const pageTokens = [1, 2, 3, 4].map((n) => `EAAGpage${n}canary${randomBytes(12).toString("hex")}`);
+  const state: Pick<HttpsUpstream, "binanceRestrictions"> = { binanceRestrictions: BINANCE_READ_ONLY };
 
   const server: Server = createServer({ key: certs.key, cert: certs.cert });
   // Raw TCP sockets by client port: a TLS socket cannot send an RST, its TCP socket can.
@@ -357,6 +367,39 @@ export async function startHttpsUpstream(creds: UpstreamCredentials): Promise<Ht
       case "ok":
         json(res, 200, { ok: true, method: r.method });
         return;
+      case "apiRestrictions": {
+        const answer = state.binanceRestrictions;
+        if (answer === "reset") rawByPort.get(res.socket?.remotePort ?? -1)?.resetAndDestroy();
+        else if (typeof answer === "number") json(res, answer, { code: -2015, msg: "Invalid API-key" });
+        else json(res, 200, answer);
+        return;
+      }
+      case "accounts": {
+        // Graph /me/accounts: page tokens at several depths, one key spelled with a JSON escape,
+        // written a few bytes at a time so a token arrives split across chunks.
+        const [t1, t2, t3, t4] = pageTokens;
+        const text = Buffer.from(
+          `{"data":[{"name":"Page one","access_token":"${t1}","id":"101","tasks":["MANAGE"]},` +
+            `{"name":"Page two","acc\u0065ss_token":"${t2}","id":"102"},` +
+            `{"name":"Page three","connected":{"instagram":{"ACCESS_TOKEN":"${t3}"}},"id":"103"},` +
+            `{"name":"Page four","access_token":{"value":"${t4}"}}],` +
+            `"paging":{"cursors":{"before":"QVFIUk1","after":"QVFIUjZA"}}}`,
+        );
+        res.writeHead(200, { "content-type": "application/json; charset=UTF-8" });
+        let at = 0;
+        const step = (): void => {
+          if (at >= text.length) {
+            res.end();
+            return;
+          }
+          res.write(text.subarray(at, at + 7));
+          at += 7;
+          const t = setTimeout(step, 1);
+          timers.add(t);
+        };
+        step();
+        return;
+      }
       case "redirect-metadata":
         res.writeHead(302, { location: "http://169.254.169.254/latest/meta-data/iam/security-credentials/" });
         res.end();
@@ -436,6 +479,13 @@ export async function startHttpsUpstream(creds: UpstreamCredentials): Promise<Ht
     krakenNonces,
     connections: () => connections,
     abandonedResponses: () => abandoned,
+    pageTokens,
+    get binanceRestrictions() {
+      return state.binanceRestrictions;
+    },
+    set binanceRestrictions(value) {
+      state.binanceRestrictions = value;
+    },
     reset() {
       abandoned = 0;
       requests.length = 0;
@@ -449,6 +499,23 @@ export async function startHttpsUpstream(creds: UpstreamCredentials): Promise<Ht
     },
   };
 }
+
+/** A Binance key that can read and trade spot, nothing more (the upstream's default answer). */
+export const BINANCE_READ_ONLY: Readonly<Record<string, unknown>> = Object.freeze({
+  ipRestrict: false,
+  createTime: 1698645219000,
+  enableReading: true,
+  enableWithdrawals: false,
+  enableInternalTransfer: false,
+  enableMargin: false,
+  enableFutures: false,
+  permitsUniversalTransfer: false,
+  enableVanillaOptions: false,
+  enableFixApiTrade: false,
+  enableFixReadOnly: true,
+  enableSpotAndMarginTrading: true,
+  enablePortfolioMarginTrading: false,
+});
 
 function safeEqual(a: string, b: string): boolean {
   const x = Buffer.from(a);

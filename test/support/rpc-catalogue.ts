@@ -62,6 +62,15 @@ export const USER_RPCS: readonly RpcCase[] = [
     request: (secretId) => ({ secretId, pageSize: 10 }),
   },
   {
+    service: "secrets",
+    path: "keybroker.v1.SecretService/InspectSecret",
+    method: "InspectSecret",
+    scope: "secrets:write",
+    streaming: false,
+    namesSecret: true,
+    request: (secretId) => ({ secretId }),
+  },
+  {
     service: "proxy",
     path: "keybroker.v1.ProxyService/Call",
     method: "Call",

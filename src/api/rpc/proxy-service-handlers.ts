@@ -34,6 +34,9 @@ const auditSpec = (input: ProxyCallInput) => ({
   resultDetail: (r: ProxiedResponse | ProxiedStreamResponse) => ({
     provider: r.provider,
     upstreamStatus: r.status,
+    ...("redactions" in r && r.redactions !== undefined && r.redactions > 0
+      ? { redactions: r.redactions }
+      : {}),
   }),
 });
 

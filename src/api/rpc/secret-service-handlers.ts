@@ -1,6 +1,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AuditedRunner } from "../../audit/audited-operation.js";
 import type {
+  KeyInspection as ProtoKeyInspection,
   SecretMetadata as ProtoSecretMetadata,
   SecretService,
 } from "../../gen/keybroker/v1/secrets_pb.js";
@@ -12,9 +13,13 @@ import type { ServiceHandlers } from "../transport/handlers.js";
 import { actorOf } from "./audit-actor.js";
 import type { UserCallGuard } from "./call-guard.js";
 
-type ProtoMetadataInit = Omit<ProtoSecretMetadata, "$typeName" | "$unknown" | "fieldNames" | "grant"> & {
+type ProtoMetadataInit = Omit<
+  ProtoSecretMetadata,
+  "$typeName" | "$unknown" | "fieldNames" | "grant" | "inspection"
+> & {
   fieldNames: string[];
   grant: string[];
+  inspection: Omit<ProtoKeyInspection, "$typeName" | "$unknown">;
 };
 
 /** Thin handlers: authorize, parse, delegate (audited), convert. Logic lives in secrets/. */
@@ -42,9 +47,31 @@ export function createSecretServiceHandlers(deps: {
             secretVersion: m.version,
             grant: grantLabel(m.grant),
             grantChange: m.grantChange,
+            ...inspectionDetail(m),
           }),
         },
         () => secrets.put(user, input, ctx.signal),
+      );
+      return { secret: toProto(metadata) };
+    },
+    async inspectSecret(request, ctx) {
+      const { caller, user } = await guard.authorize(ctx, "secrets:write");
+      const secretId = parseSecretId(request.secretId);
+      // A use of the key: `started` is committed before it is decrypted (I8).
+      const metadata = await audited.runWithRead(
+        actorOf(ctx, caller, user),
+        {
+          action: "secret.inspect",
+          sensitive: true,
+          target: secretId,
+          resultDetail: (m: SecretMetadata) => ({
+            provider: m.provider,
+            secretVersion: m.version,
+            ...inspectionDetail(m),
+          }),
+        },
+        () => secrets.fetch(user, secretId),
+        (sealed) => secrets.inspect(user, sealed, ctx.signal),
       );
       return { secret: toProto(metadata) };
     },
@@ -102,5 +129,22 @@ function toProto(m: SecretMetadata): ProtoMetadataInit {
     createdAt: timestampFromDate(m.createdAt),
     updatedAt: timestampFromDate(m.updatedAt),
     lastUsedAt: m.lastUsedAt === null ? undefined : timestampFromDate(m.lastUsedAt),
+    inspection: {
+      verdict: m.inspection.verdict,
+      permissions: [...m.inspection.permissions],
+      dangerousPermissions: [...m.inspection.dangerous],
+      checkedAt: m.inspection.checkedAt === null ? undefined : timestampFromDate(m.inspection.checkedAt),
+    },
+  };
+}
+
+/** The inspection in an audit row: verdict and permission names, never a value. */
+function inspectionDetail(m: SecretMetadata) {
+  return {
+    inspection: m.inspection.verdict,
+    ...(m.inspection.permissions.length === 0 ? {} : { permissions: m.inspection.permissions.join(",") }),
+    ...(m.inspection.dangerous.length === 0
+      ? {}
+      : { dangerousPermissions: m.inspection.dangerous.join(",") }),
   };
 }

@@ -117,6 +117,10 @@ export function createFakeServices(): FakeServices {
       contexts.push(ctx);
       return { uses: [], nextPageToken: "" };
     },
+    async inspectSecret(request, ctx) {
+      contexts.push(ctx);
+      return { secret: { id: request.secretId, inspection: { verdict: "none" } } };
+    },
   });
 
   const proxy = registerService(ProxyService, {

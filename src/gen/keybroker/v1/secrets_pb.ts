@@ -12,7 +12,84 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keybroker/v1/secrets.proto.
  */
 export const file_keybroker_v1_secrets: GenFile = /*@__PURE__*/
-  fileDesc("ChprZXlicm9rZXIvdjEvc2VjcmV0cy5wcm90bxIMa2V5YnJva2VyLnYxIsABChBQdXRTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRI6CgZmaWVsZHMYBCADKAsyKi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdC5GaWVsZHNFbnRyeRINCgVncmFudBgFIAMoCRotCgtGaWVsZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKEVB1dFNlY3JldFJlc3BvbnNlEiwKBnNlY3JldBgBIAEoCzIcLmtleWJyb2tlci52MS5TZWNyZXRNZXRhZGF0YSImChJMaXN0U2VjcmV0c1JlcXVlc3QSEAoIcHJvdmlkZXIYASABKAkiRAoTTGlzdFNlY3JldHNSZXNwb25zZRItCgdzZWNyZXRzGAEgAygLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIigKE0RlbGV0ZVNlY3JldFJlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJIhYKFERlbGV0ZVNlY3JldFJlc3BvbnNlIlEKFUxpc3RTZWNyZXRVc2VzUmVxdWVzdBIRCglzZWNyZXRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiWAoWTGlzdFNlY3JldFVzZXNSZXNwb25zZRIlCgR1c2VzGAEgAygLMhcua2V5YnJva2VyLnYxLlNlY3JldFVzZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkirwEKCVNlY3JldFVzZRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9vcGVyYXRpb25fY2xhc3MYAiABKAkSDgoGbWV0aG9kGAMgASgJEhcKD3Vwc3RyZWFtX3N0YXR1cxgEIAEoDRIXCg9jYWxsZXJfa2V5X25hbWUYBSABKAkSDwoHb3V0Y29tZRgGIAEoCRIMCgRjb2RlGAcgASgJIqcCCg5TZWNyZXRNZXRhZGF0YRIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgNEhMKC2ZpZWxkX25hbWVzGAUgAygJEgwKBGhpbnQYBiABKAkSEwoLZmluZ2VycHJpbnQYByABKAkSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVncmFudBgLIAMoCTLlAgoNU2VjcmV0U2VydmljZRJMCglQdXRTZWNyZXQSHi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdBofLmtleWJyb2tlci52MS5QdXRTZWNyZXRSZXNwb25zZRJSCgtMaXN0U2VjcmV0cxIgLmtleWJyb2tlci52MS5MaXN0U2VjcmV0c1JlcXVlc3QaIS5rZXlicm9rZXIudjEuTGlzdFNlY3JldHNSZXNwb25zZRJVCgxEZWxldGVTZWNyZXQSIS5rZXlicm9rZXIudjEuRGVsZXRlU2VjcmV0UmVxdWVzdBoiLmtleWJyb2tlci52MS5EZWxldGVTZWNyZXRSZXNwb25zZRJbCg5MaXN0U2VjcmV0VXNlcxIjLmtleWJyb2tlci52MS5MaXN0U2VjcmV0VXNlc1JlcXVlc3QaJC5rZXlicm9rZXIudjEuTGlzdFNlY3JldFVzZXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChprZXlicm9rZXIvdjEvc2VjcmV0cy5wcm90bxIMa2V5YnJva2VyLnYxIikKFEluc3BlY3RTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCSJFChVJbnNwZWN0U2VjcmV0UmVzcG9uc2USLAoGc2VjcmV0GAEgASgLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIoQBCg1LZXlJbnNwZWN0aW9uEg8KB3ZlcmRpY3QYASABKAkSEwoLcGVybWlzc2lvbnMYAiADKAkSHQoVZGFuZ2Vyb3VzX3Blcm1pc3Npb25zGAMgAygJEi4KCmNoZWNrZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIsABChBQdXRTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRI6CgZmaWVsZHMYBCADKAsyKi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdC5GaWVsZHNFbnRyeRINCgVncmFudBgFIAMoCRotCgtGaWVsZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKEVB1dFNlY3JldFJlc3BvbnNlEiwKBnNlY3JldBgBIAEoCzIcLmtleWJyb2tlci52MS5TZWNyZXRNZXRhZGF0YSImChJMaXN0U2VjcmV0c1JlcXVlc3QSEAoIcHJvdmlkZXIYASABKAkiRAoTTGlzdFNlY3JldHNSZXNwb25zZRItCgdzZWNyZXRzGAEgAygLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIigKE0RlbGV0ZVNlY3JldFJlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJIhYKFERlbGV0ZVNlY3JldFJlc3BvbnNlIlEKFUxpc3RTZWNyZXRVc2VzUmVxdWVzdBIRCglzZWNyZXRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiWAoWTGlzdFNlY3JldFVzZXNSZXNwb25zZRIlCgR1c2VzGAEgAygLMhcua2V5YnJva2VyLnYxLlNlY3JldFVzZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkirwEKCVNlY3JldFVzZRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9vcGVyYXRpb25fY2xhc3MYAiABKAkSDgoGbWV0aG9kGAMgASgJEhcKD3Vwc3RyZWFtX3N0YXR1cxgEIAEoDRIXCg9jYWxsZXJfa2V5X25hbWUYBSABKAkSDwoHb3V0Y29tZRgGIAEoCRIMCgRjb2RlGAcgASgJItgCCg5TZWNyZXRNZXRhZGF0YRIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgNEhMKC2ZpZWxkX25hbWVzGAUgAygJEgwKBGhpbnQYBiABKAkSEwoLZmluZ2VycHJpbnQYByABKAkSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVncmFudBgLIAMoCRIvCgppbnNwZWN0aW9uGBQgASgLMhsua2V5YnJva2VyLnYxLktleUluc3BlY3Rpb24yvwMKDVNlY3JldFNlcnZpY2USTAoJUHV0U2VjcmV0Eh4ua2V5YnJva2VyLnYxLlB1dFNlY3JldFJlcXVlc3QaHy5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVzcG9uc2USUgoLTGlzdFNlY3JldHMSIC5rZXlicm9rZXIudjEuTGlzdFNlY3JldHNSZXF1ZXN0GiEua2V5YnJva2VyLnYxLkxpc3RTZWNyZXRzUmVzcG9uc2USVQoMRGVsZXRlU2VjcmV0EiEua2V5YnJva2VyLnYxLkRlbGV0ZVNlY3JldFJlcXVlc3QaIi5rZXlicm9rZXIudjEuRGVsZXRlU2VjcmV0UmVzcG9uc2USWwoOTGlzdFNlY3JldFVzZXMSIy5rZXlicm9rZXIudjEuTGlzdFNlY3JldFVzZXNSZXF1ZXN0GiQua2V5YnJva2VyLnYxLkxpc3RTZWNyZXRVc2VzUmVzcG9uc2USWAoNSW5zcGVjdFNlY3JldBIiLmtleWJyb2tlci52MS5JbnNwZWN0U2VjcmV0UmVxdWVzdBojLmtleWJyb2tlci52MS5JbnNwZWN0U2VjcmV0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+
+/**
+ * @generated from message keybroker.v1.InspectSecretRequest
+ */
+export type InspectSecretRequest = Message<"keybroker.v1.InspectSecretRequest"> & {
+  /**
+   * @generated from field: string secret_id = 1;
+   */
+  secretId: string;
+};
+
+/**
+ * Describes the message keybroker.v1.InspectSecretRequest.
+ * Use `create(InspectSecretRequestSchema)` to create a new message.
+ */
+export const InspectSecretRequestSchema: GenMessage<InspectSecretRequest> = /*@__PURE__*/
+  messageDesc(file_keybroker_v1_secrets, 0);
+
+/**
+ * @generated from message keybroker.v1.InspectSecretResponse
+ */
+export type InspectSecretResponse = Message<"keybroker.v1.InspectSecretResponse"> & {
+  /**
+   * @generated from field: keybroker.v1.SecretMetadata secret = 1;
+   */
+  secret?: SecretMetadata | undefined;
+};
+
+/**
+ * Describes the message keybroker.v1.InspectSecretResponse.
+ * Use `create(InspectSecretResponseSchema)` to create a new message.
+ */
+export const InspectSecretResponseSchema: GenMessage<InspectSecretResponse> = /*@__PURE__*/
+  messageDesc(file_keybroker_v1_secrets, 1);
+
+/**
+ * What the provider said about a key's permissions when it was last inspected.
+ *
+ * @generated from message keybroker.v1.KeyInspection
+ */
+export type KeyInspection = Message<"keybroker.v1.KeyInspection"> & {
+  /**
+   * "none" (the provider declares no inspection), "ok", "warned" (dangerous permissions recorded
+   * for a relaxed provider), or "refused" (a re-inspection found a dangerous permission).
+   *
+   * @generated from field: string verdict = 1;
+   */
+  verdict: string;
+
+  /**
+   * Permission names the inspection found, e.g. "read", "spot-trade", "withdraw".
+   *
+   * @generated from field: repeated string permissions = 2;
+   */
+  permissions: string[];
+
+  /**
+   * The dangerous ones among them.
+   *
+   * @generated from field: repeated string dangerous_permissions = 3;
+   */
+  dangerousPermissions: string[];
+
+  /**
+   * When the inspection ran; unset for "none".
+   *
+   * @generated from field: google.protobuf.Timestamp checked_at = 4;
+   */
+  checkedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message keybroker.v1.KeyInspection.
+ * Use `create(KeyInspectionSchema)` to create a new message.
+ */
+export const KeyInspectionSchema: GenMessage<KeyInspection> = /*@__PURE__*/
+  messageDesc(file_keybroker_v1_secrets, 2);
 
 /**
  * @generated from message keybroker.v1.PutSecretRequest
@@ -62,7 +139,7 @@ export type PutSecretRequest = Message<"keybroker.v1.PutSecretRequest"> & {
  * Use `create(PutSecretRequestSchema)` to create a new message.
  */
 export const PutSecretRequestSchema: GenMessage<PutSecretRequest> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 0);
+  messageDesc(file_keybroker_v1_secrets, 3);
 
 /**
  * @generated from message keybroker.v1.PutSecretResponse
@@ -79,7 +156,7 @@ export type PutSecretResponse = Message<"keybroker.v1.PutSecretResponse"> & {
  * Use `create(PutSecretResponseSchema)` to create a new message.
  */
 export const PutSecretResponseSchema: GenMessage<PutSecretResponse> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 1);
+  messageDesc(file_keybroker_v1_secrets, 4);
 
 /**
  * @generated from message keybroker.v1.ListSecretsRequest
@@ -98,7 +175,7 @@ export type ListSecretsRequest = Message<"keybroker.v1.ListSecretsRequest"> & {
  * Use `create(ListSecretsRequestSchema)` to create a new message.
  */
 export const ListSecretsRequestSchema: GenMessage<ListSecretsRequest> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 2);
+  messageDesc(file_keybroker_v1_secrets, 5);
 
 /**
  * @generated from message keybroker.v1.ListSecretsResponse
@@ -115,7 +192,7 @@ export type ListSecretsResponse = Message<"keybroker.v1.ListSecretsResponse"> & 
  * Use `create(ListSecretsResponseSchema)` to create a new message.
  */
 export const ListSecretsResponseSchema: GenMessage<ListSecretsResponse> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 3);
+  messageDesc(file_keybroker_v1_secrets, 6);
 
 /**
  * @generated from message keybroker.v1.DeleteSecretRequest
@@ -132,7 +209,7 @@ export type DeleteSecretRequest = Message<"keybroker.v1.DeleteSecretRequest"> & 
  * Use `create(DeleteSecretRequestSchema)` to create a new message.
  */
 export const DeleteSecretRequestSchema: GenMessage<DeleteSecretRequest> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 4);
+  messageDesc(file_keybroker_v1_secrets, 7);
 
 /**
  * @generated from message keybroker.v1.DeleteSecretResponse
@@ -145,7 +222,7 @@ export type DeleteSecretResponse = Message<"keybroker.v1.DeleteSecretResponse"> 
  * Use `create(DeleteSecretResponseSchema)` to create a new message.
  */
 export const DeleteSecretResponseSchema: GenMessage<DeleteSecretResponse> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 5);
+  messageDesc(file_keybroker_v1_secrets, 8);
 
 /**
  * @generated from message keybroker.v1.ListSecretUsesRequest
@@ -176,7 +253,7 @@ export type ListSecretUsesRequest = Message<"keybroker.v1.ListSecretUsesRequest"
  * Use `create(ListSecretUsesRequestSchema)` to create a new message.
  */
 export const ListSecretUsesRequestSchema: GenMessage<ListSecretUsesRequest> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 6);
+  messageDesc(file_keybroker_v1_secrets, 9);
 
 /**
  * @generated from message keybroker.v1.ListSecretUsesResponse
@@ -200,7 +277,7 @@ export type ListSecretUsesResponse = Message<"keybroker.v1.ListSecretUsesRespons
  * Use `create(ListSecretUsesResponseSchema)` to create a new message.
  */
 export const ListSecretUsesResponseSchema: GenMessage<ListSecretUsesResponse> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 7);
+  messageDesc(file_keybroker_v1_secrets, 10);
 
 /**
  * One proxied call made with a secret, as its audit row recorded it. Never the path, query,
@@ -262,7 +339,7 @@ export type SecretUse = Message<"keybroker.v1.SecretUse"> & {
  * Use `create(SecretUseSchema)` to create a new message.
  */
 export const SecretUseSchema: GenMessage<SecretUse> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 8);
+  messageDesc(file_keybroker_v1_secrets, 11);
 
 /**
  * What a caller may know about a secret. Never the secret itself.
@@ -336,6 +413,13 @@ export type SecretMetadata = Message<"keybroker.v1.SecretMetadata"> & {
    * @generated from field: repeated string grant = 11;
    */
   grant: string[];
+
+  /**
+   * The last key inspection of the current version.
+   *
+   * @generated from field: keybroker.v1.KeyInspection inspection = 20;
+   */
+  inspection?: KeyInspection | undefined;
 };
 
 /**
@@ -343,7 +427,7 @@ export type SecretMetadata = Message<"keybroker.v1.SecretMetadata"> & {
  * Use `create(SecretMetadataSchema)` to create a new message.
  */
 export const SecretMetadataSchema: GenMessage<SecretMetadata> = /*@__PURE__*/
-  messageDesc(file_keybroker_v1_secrets, 9);
+  messageDesc(file_keybroker_v1_secrets, 12);
 
 /**
  * SecretService stores a user's third-party credentials. Every call needs two
@@ -358,6 +442,10 @@ export const SecretMetadataSchema: GenMessage<SecretMetadata> = /*@__PURE__*/
 export const SecretService: GenService<{
   /**
    * Creates a secret, or adds a new version to an existing one. Scope: secrets:write.
+   * If the provider declares a key inspection, the key is checked with the provider first: a key
+   * with a dangerous permission (e.g. withdrawals) is refused with FAILED_PRECONDITION naming it,
+   * unless the deployment relaxed that provider; an unreachable provider is UNAVAILABLE (retry).
+   * Nothing is stored in either case.
    *
    * @generated from rpc keybroker.v1.SecretService.PutSecret
    */
@@ -396,6 +484,18 @@ export const SecretService: GenService<{
     methodKind: "unary";
     input: typeof ListSecretUsesRequestSchema;
     output: typeof ListSecretUsesResponseSchema;
+  },
+  /**
+   * Re-runs the provider's key inspection with the stored key and records the result (shown in
+   * ListSecrets). A key found to have a dangerous permission is recorded with verdict "refused"
+   * and kept; replace it. Scope: secrets:write.
+   *
+   * @generated from rpc keybroker.v1.SecretService.InspectSecret
+   */
+  inspectSecret: {
+    methodKind: "unary";
+    input: typeof InspectSecretRequestSchema;
+    output: typeof InspectSecretResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_keybroker_v1_secrets, 0);

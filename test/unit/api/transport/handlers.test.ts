@@ -14,6 +14,7 @@ const secretHandlers: ServiceHandlers<typeof SecretService> = {
   listSecrets: async () => ({ secrets: [] }),
   deleteSecret: async () => ({}),
   listSecretUses: async () => ({ uses: [], nextPageToken: "" }),
+  inspectSecret: async (request) => ({ secret: { id: request.secretId } }),
 };
 
 describe("registerService", () => {
@@ -30,6 +31,7 @@ describe("registerService", () => {
     expect(Object.keys(registration.handlers).sort()).toEqual([
       "deleteSecret",
       "listSecretUses",
+      "inspectSecret",
       "listSecrets",
       "putSecret",
     ]);
