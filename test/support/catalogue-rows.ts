@@ -9,7 +9,10 @@ import { readFileSync } from "node:fs";
 export const CATALOGUE_DOC = "docs/security-catalogue.md";
 export const REPO_ROOT = new URL("../../", import.meta.url);
 
-/** Item ranges by section: A–F from the original catalogue, G for the review findings (issue 12). */
+/**
+ * Item ranges by section: A–F from the original catalogue, G for the review findings (issue 12),
+ * H for least privilege (issue 13), I for session binding (issue 14).
+ */
 export const CATALOGUE_SECTIONS: ReadonlyArray<readonly [string, number, number]> = [
   ["A", 1, 15],
   ["B", 16, 22],
@@ -18,6 +21,8 @@ export const CATALOGUE_SECTIONS: ReadonlyArray<readonly [string, number, number]
   ["E", 47, 50],
   ["F", 51, 57],
   ["G", 58, 84],
+  ["H", 85, 124],
+  ["I", 125, 134],
 ];
 
 export const CATALOGUE_ITEMS = CATALOGUE_SECTIONS.flatMap(([letter, from, to]) =>
@@ -39,7 +44,7 @@ export interface CatalogueRow {
 export function parseCatalogueRows(markdown: string): CatalogueRow[] {
   return markdown
     .split("\n")
-    .filter((line) => /^\|\s*[A-G]\d{1,2}\s*\|/.test(line))
+    .filter((line) => /^\|\s*[A-I]\d{1,3}\s*\|/.test(line))
     .map((line) => {
       const cells = line
         .slice(1, -1)
