@@ -1,4 +1,7 @@
 import { generateKeyPairSync, randomUUID } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { fromBinary } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
@@ -20,7 +23,8 @@ import { POSTGRES_SKIP_REASON } from "../support/skip-reasons.js";
 import { createTestDatabase, type TestDatabase } from "../support/test-database.js";
 
 // Issue 14 item 1, outside in: two `keybroker serve` processes on one Postgres, user tokens from a
-// real OpenID provider (oidc-provider), and the logout coming from that provider itself
+// real OpenID provider (oidc-provider, https with a private CA: KEYBROKER_ISSUER_CA_FILE, no
+// plain-http relaxation), and the logout coming from that provider itself
 // (RP-initiated logout → its back-channel logout token, posted to replica A's Connect port).
 // The tests run in order: they follow one user through login, logout, a new login and attacks.
 
@@ -39,6 +43,7 @@ describe.skipIf(missing)(
     let deps: BrokerDependencies;
     let oidc: OidcIssuer;
     let database: TestDatabase;
+    let dir: string;
     const brokers: BrokerChild[] = [];
     const clients: GrpcClients[] = [];
     const connectUrls: string[] = [];
@@ -49,7 +54,13 @@ describe.skipIf(missing)(
       deps = await startBrokerDependencies();
       oidc = await startOidcIssuer();
       database = await createTestDatabase("postgres");
+      dir = await mkdtemp(join(tmpdir(), "keybroker-oidc-"));
+      const caFile = join(dir, "issuer-ca.pem");
+      await writeFile(caFile, oidc.ca);
       const env = {
+        // The issuer is https with a private CA, as in production: no plain-http relaxation.
+        KEYBROKER_ALLOW_HTTP_ISSUER: "0",
+        KEYBROKER_ISSUER_CA_FILE: caFile,
         AUTH0_ISSUER: oidc.issuer,
         AUTH0_AUDIENCE: oidc.audience,
         AUTH0_REQUIRED_PERMISSION: oidc.permission,
@@ -79,6 +90,7 @@ describe.skipIf(missing)(
       await database?.close();
       await oidc?.close();
       await deps?.close();
+      if (dir !== undefined) await rm(dir, { recursive: true, force: true });
     });
 
     const callerKeyOf = (i: number) => brokers[i]?.callerKey ?? "";

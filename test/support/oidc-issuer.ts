@@ -1,10 +1,13 @@
 import { createHash, generateKeyPairSync, randomBytes } from "node:crypto";
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import Provider, { errors } from "oidc-provider";
+import { Agent, fetch, type RequestInit, type Response } from "undici";
+import { createTestCertificates } from "./https-upstream.js";
 
 /**
- * A real OpenID provider (oidc-provider) on 127.0.0.1, set up the way a deployment would set up
+ * A real OpenID provider (oidc-provider) on https://127.0.0.1 (a throwaway CA), set up the way a deployment would set up
  * Auth0 for the broker: RS256 JWT access tokens for the broker's API (resource indicators), a
  * first-party web client that logs users in with the authorization-code flow, and back-channel
  * logout to that client. Logins run without a browser: the login "page" accepts the `login_hint`
@@ -21,8 +24,10 @@ import Provider, { errors } from "oidc-provider";
  *   logout token carries both `sub` and `sid`.
  */
 export interface OidcIssuer {
-  /** Exact `iss` of its tokens: `http://127.0.0.1:<port>` (no trailing slash). */
+  /** Exact `iss` of its tokens: `https://127.0.0.1:<port>` (no trailing slash). */
   readonly issuer: string;
+  /** The CA that signed the issuer's certificate (PEM): the broker's KEYBROKER_ISSUER_CA_FILE. */
+  readonly ca: string;
   readonly jwksUrl: string;
   /** The broker's API identifier: the resource the access tokens are for. */
   readonly audience: string;
@@ -69,8 +74,13 @@ export async function startOidcIssuer(
   const jwk = { ...privateKey.export({ format: "jwk" }), kid, use: "sig", alg: "RS256" };
   const backchannelPosts: BackchannelPost[] = [];
 
+  const certificates = createTestCertificates();
+  // The test's own requests (the "browser" and the app's token request) trust the throwaway CA.
+  const agent = new Agent({ connect: { ca: certificates.ca } });
+  const trusted = (url: string | URL, init: RequestInit = {}) => fetch(url, { ...init, dispatcher: agent });
+
   let provider: Provider | undefined;
-  const server = createServer((req, res) => {
+  const server = createServer({ key: certificates.key, cert: certificates.cert }, (req, res) => {
     if (provider === undefined) {
       res.writeHead(503).end();
       return;
@@ -82,7 +92,7 @@ export async function startOidcIssuer(
     provider.callback()(req, res);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const issuer = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
   function serve(backchannelLogoutUri: string): void {
     provider = new Provider(issuer, {
@@ -124,11 +134,11 @@ export async function startOidcIssuer(
           : undefined,
       // The provider's own outbound requests refuse loopback addresses (SSRF protection); the
       // broker here is on loopback, so its back-channel posts go through the plain fetch.
-      fetch: async (url: string, init: RequestInit & { dispatcher?: unknown }) => {
+      fetch: async (url: string, init: globalThis.RequestInit & { dispatcher?: unknown }) => {
         const { dispatcher: _loopbackRefused, ...rest } = init;
         const logoutToken = new URLSearchParams(String(rest.body)).get("logout_token") ?? "";
         try {
-          const response = await fetch(url, rest);
+          const response = await globalThis.fetch(url, rest);
           backchannelPosts.push({ url, logoutToken, status: response.status });
           return response;
         } catch (err) {
@@ -161,7 +171,7 @@ export async function startOidcIssuer(
   }
 
   async function login(sub: string): Promise<LoggedIn> {
-    const browser = cookieJar();
+    const browser = cookieJar(trusted);
     const verifier = randomBytes(32).toString("base64url");
     const authorize = new URL("/auth", issuer);
     authorize.search = new URLSearchParams({
@@ -191,7 +201,7 @@ export async function startOidcIssuer(
     }
     if (code === null) throw new Error("login did not reach the redirect URI");
 
-    const tokenResponse = await fetch(new URL("/token", issuer), {
+    const tokenResponse = await trusted(new URL("/token", issuer), {
       method: "POST",
       headers: {
         authorization: `Basic ${Buffer.from(`${clientId}:${clientSecret}`).toString("base64")}`,
@@ -228,6 +238,7 @@ export async function startOidcIssuer(
 
   return {
     issuer,
+    ca: certificates.ca,
     jwksUrl: `${issuer}/jwks`,
     audience,
     permission,
@@ -239,6 +250,7 @@ export async function startOidcIssuer(
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await agent.close();
     },
   };
 }
@@ -276,15 +288,17 @@ async function finishInteraction(
 }
 
 /** A browser's cookies for one origin: enough for the provider's session and interaction cookies. */
-function cookieJar(): { fetch(url: string, init?: RequestInit): Promise<Response> } {
+function cookieJar(send: (url: string, init?: RequestInit) => Promise<Response>): {
+  fetch(url: string, init?: RequestInit): Promise<Response>;
+} {
   const cookies = new Map<string, string>();
   return {
     async fetch(url, init = {}) {
-      const headers = new Headers(init.headers);
-      if (cookies.size > 0) {
-        headers.set("cookie", [...cookies].map(([name, value]) => `${name}=${value}`).join("; "));
-      }
-      const response = await fetch(url, { ...init, headers, redirect: "manual" });
+      // Callers pass plain header objects; the cookie header is added to a copy.
+      const headers: Record<string, string> = { ...(init.headers as Record<string, string> | undefined) };
+      if (cookies.size > 0)
+        headers.cookie = [...cookies].map(([name, value]) => `${name}=${value}`).join("; ");
+      const response = await send(url, { ...init, headers, redirect: "manual" });
       for (const line of response.headers.getSetCookie()) {
         const [pair = ""] = line.split(";");
         const at = pair.indexOf("=");
