@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { JWTPayload, ProtectedHeaderParameters } from "jose";
+import type { CryptoKey, FlattenedJWSInput, JWTHeaderParameters, JWTPayload } from "jose";
 import { base64url, calculateJwkThumbprint, EmbeddedJWK, errors, jwtVerify } from "jose";
 import { BrokerError } from "../errors.js";
 
@@ -20,6 +20,37 @@ export interface DpopProofPolicy {
   readonly clockSkewSec: number;
 }
 
+/** Public keys already imported, by the thumbprint they were checked against. */
+export interface DpopKeyCache {
+  get(jkt: string): { readonly jwkJson: string; readonly alg: string; readonly key: CryptoKey } | undefined;
+  set(jkt: string, entry: { readonly jwkJson: string; readonly alg: string; readonly key: CryptoKey }): void;
+}
+
+/**
+ * A bounded map of imported proof keys. Importing a JWK and hashing its thumbprint cost as much
+ * CPU as the signature check itself (jose uses WebCrypto), and a user's browser sends the same
+ * key with every proof: a hit needs the header's `jwk`, byte for byte as JSON, and the `alg` that
+ * were checked against this thumbprint before, so it can only skip work, never a check.
+ */
+export function createDpopKeyCache(maxEntries: number): DpopKeyCache {
+  const entries = new Map<
+    string,
+    { readonly jwkJson: string; readonly alg: string; readonly key: CryptoKey }
+  >();
+  return {
+    get: (jkt) => entries.get(jkt),
+    set(jkt, entry) {
+      entries.delete(jkt);
+      entries.set(jkt, entry);
+      // Bounded: one eviction per insert once full (the oldest insert first).
+      if (entries.size > maxEntries) {
+        const oldest = entries.keys().next();
+        if (oldest.done !== true) entries.delete(oldest.value);
+      }
+    },
+  };
+}
+
 /** What must be checked against a proof, for one call. */
 export interface DpopProofInput {
   readonly proof: string | undefined;
@@ -31,6 +62,7 @@ export interface DpopProofInput {
   readonly htu: string;
   /** Epoch milliseconds. */
   readonly now: number;
+  readonly keys?: DpopKeyCache | undefined;
 }
 
 /** A proof that passed every stateless check; its id must still be claimed once (replay). */
@@ -60,9 +92,8 @@ export async function verifyDpopProof(
   }
   if (input.proof.length > MAX_PROOF_LENGTH) throw invalid("DPoP proof too large");
   let payload: JWTPayload;
-  let header: ProtectedHeaderParameters;
   try {
-    ({ payload, protectedHeader: header } = await jwtVerify(input.proof, EmbeddedJWK, {
+    ({ payload } = await jwtVerify(input.proof, boundKey(input.jkt, input.keys), {
       typ: "dpop+jwt",
       algorithms: ALGORITHMS,
       maxTokenAge: policy.maxAgeSec,
@@ -72,10 +103,6 @@ export async function verifyDpopProof(
     }));
   } catch (err) {
     throw fromJose(err);
-  }
-  // EmbeddedJWK has already refused a private or missing key; the thumbprint binds it to the token.
-  if (header.jwk === undefined || (await calculateJwkThumbprint(header.jwk, "sha256")) !== input.jkt) {
-    throw invalid("DPoP proof is signed by a key other than the one the access token is bound to");
   }
   if (payload.htm !== DPOP_HTM || payload.htu !== input.htu) {
     throw invalid("DPoP proof is for another request (htm/htu must name this RPC)");
@@ -89,6 +116,26 @@ export async function verifyDpopProof(
   }
   const idHash = createHash("sha256").update(`${input.jkt.length}:${input.jkt}|`).update(jti).digest();
   return { idHash, rememberUntil: new Date((iat + policy.maxAgeSec + policy.clockSkewSec) * 1000) };
+}
+
+/**
+ * The proof's own public key (header `jwk`), accepted only if its thumbprint is the token's
+ * `cnf.jkt`. EmbeddedJWK refuses a missing or private key and imports it for the header's `alg`.
+ */
+function boundKey(jkt: string, keys: DpopKeyCache | undefined) {
+  return async (header: JWTHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey> => {
+    const jwk = header.jwk;
+    const jwkJson =
+      typeof jwk === "object" && jwk !== null && !("d" in jwk) ? JSON.stringify(jwk) : undefined;
+    const hit = keys?.get(jkt);
+    if (hit !== undefined && hit.jwkJson === jwkJson && hit.alg === header.alg) return hit.key;
+    const key = (await EmbeddedJWK(header, token)) as CryptoKey;
+    if (jwk === undefined || jwkJson === undefined || (await calculateJwkThumbprint(jwk, "sha256")) !== jkt) {
+      throw invalid("DPoP proof is signed by a key other than the one the access token is bound to");
+    }
+    keys?.set(jkt, { jwkJson, alg: header.alg, key });
+    return key;
+  };
 }
 
 /** `ath` (RFC 9449 §4.2): base64url SHA-256 of the ASCII access token. */
@@ -110,6 +157,7 @@ function invalid(message: string, cause?: unknown): BrokerError {
  * the proof too.
  */
 function fromJose(err: unknown): BrokerError {
+  if (err instanceof BrokerError) return err;
   if (!(err instanceof errors.JOSEError)) return invalid("malformed DPoP proof", err);
   const cause = new Error(`${err.code}: ${err.message}`);
   if (err instanceof errors.JWTExpired) return invalid("DPoP proof is too old (iat)", cause);

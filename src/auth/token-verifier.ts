@@ -1,7 +1,7 @@
 import type { FetchImplementation, JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from "jose";
 import { createRemoteJWKSet, customFetch, errors, jwtVerify } from "jose";
 import { BrokerError, type RefusalReason, untilAborted } from "../errors.js";
-import { type DpopProofPolicy, verifyDpopProof } from "./dpop-proof.js";
+import { createDpopKeyCache, type DpopProofPolicy, verifyDpopProof } from "./dpop-proof.js";
 import type { DpopReplayGuard } from "./dpop-replay-guard.js";
 import type { UserIdentity } from "./identity.js";
 import type { SessionRevocations } from "./session-revocations.js";
@@ -106,6 +106,8 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     ...(opts.jwksFetch === undefined ? {} : { [customFetch]: opts.jwksFetch }),
   });
   const cache = createTokenCache({ maxEntries: opts.cacheMaxEntries, now });
+  // One proof key per bound token, at most: the same bound as the token cache.
+  const dpopKeys = createDpopKeyCache(Math.max(opts.cacheMaxEntries, 1));
   const refreshAheadMs = opts.jwksRefreshAheadMs ?? opts.jwksCacheMaxAgeMs / 2;
   let lastRefreshAt = now();
 

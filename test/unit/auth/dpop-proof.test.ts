@@ -131,10 +131,16 @@ describe("DPoP sender-constrained tokens (RFC 9449, issue 14)", () => {
     });
   });
 
-  it("I139 refuses a proof signed by a key other than the one the token is bound to", async () => {
+  it("I139 refuses a proof signed by a key other than the one the token is bound to, also once the bound key is cached", async () => {
+    const verifier = verifierWith();
     const token = await boundToken();
+    // The right key first, so its import is cached under the token's thumbprint.
+    await verifier.verify(token, {
+      rpcPath: CALL,
+      dpopProof: await key.proof({ htu: `${ORIGIN}${CALL}`, accessToken: token }),
+    });
     const proof = await otherKey.proof({ htu: `${ORIGIN}${CALL}`, accessToken: token });
-    expect(await refusal(verifierWith().verify(token, { rpcPath: CALL, dpopProof: proof }))).toMatchObject({
+    expect(await refusal(verifier.verify(token, { rpcPath: CALL, dpopProof: proof }))).toMatchObject({
       reason: "dpop_proof_invalid",
       message: "DPoP proof is signed by a key other than the one the access token is bound to",
     });
@@ -218,8 +224,10 @@ describe("DPoP sender-constrained tokens (RFC 9449, issue 14)", () => {
     });
     const [head, body] = (await key.proof({ htu, accessToken: token })).split(".");
     const unsigned = `${Buffer.from(JSON.stringify({ alg: "none", typ: "dpop+jwt", jwk: key.publicJwk })).toString("base64url")}.${body}.${head}`;
+    const verifier = verifierWith();
+    await verifier.verify(token, { rpcPath: CALL, dpopProof: await key.proof({ htu, accessToken: token }) });
     for (const proof of [withPrivate, unsigned]) {
-      expect(await refusal(verifierWith().verify(token, { rpcPath: CALL, dpopProof: proof }))).toMatchObject({
+      expect(await refusal(verifier.verify(token, { rpcPath: CALL, dpopProof: proof }))).toMatchObject({
         reason: "dpop_proof_invalid",
       });
     }
