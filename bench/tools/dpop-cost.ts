@@ -100,7 +100,9 @@ try {
       (i) => memoryVerifier.verify(bound, { rpcPath: RPC, dpopProof: memoryProofs[i] }),
     );
     const pgProofs = await mint();
-    const pgVerifier = verifierWith(dpopWith((hash, until) => claimDpopProofId(database.db, hash, until)));
+    const pgVerifier = verifierWith(
+      dpopWith((hash, until) => claimDpopProofId(database.prepared, hash, until)),
+    );
     results[`${alg} postgres`] = await cpuPerCall(
       `cached bound token + ${alg} proof, replay claim in Postgres`,
       (i) => pgVerifier.verify(bound, { rpcPath: RPC, dpopProof: pgProofs[i] }),

@@ -101,7 +101,7 @@ function openDpopReplayGuard(lifecycle: Lifecycle, database: DatabaseHandle, log
   timer.unref();
   lifecycle.defer("DPoP proof id housekeeping", () => clearInterval(timer));
   return createDpopReplayGuard({
-    claimShared: (idHash, expiresAt) => claimDpopProofId(database.db, idHash, expiresAt),
+    claimShared: (idHash, expiresAt) => claimDpopProofId(database.prepared, idHash, expiresAt),
     maxLocalEntries: DPOP_LOCAL_IDS,
     now: Date.now,
   });

@@ -206,6 +206,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
         jkt,
         htu: `${dpop.htuOrigin}${options.rpcPath}`,
         now: now(),
+        keys: dpopKeys,
       },
       dpop,
     );
