@@ -28,6 +28,7 @@ import { refusalFromStatusDetails, retryDelayFromStatusDetails } from "../src/ap
 import {
   AUTHORIZATION_HEADER,
   CALLER_KEY_HEADER,
+  DPOP_HEADER,
   REQUEST_ID_HEADER,
   STATUS_DETAILS_HEADER,
 } from "../src/api/wire-headers.js";
@@ -72,6 +73,13 @@ export interface KeybrokerCallOptions {
   readonly deadlineMs?: number;
   /** Aborting cancels the call (the broker stops the upstream request) with a CancelledError. */
   readonly signal?: AbortSignal;
+  /**
+   * A DPoP proof (RFC 9449) for this one call, when the user's token is DPoP-bound: minted by the
+   * holder of the bound key (ideally the user's browser) for `htu` = the broker's DPoP origin +
+   * "/keybroker.v1.<Service>/<Method>", `htm` "POST", `ath` of this token. Sent as `dpop`; a proof
+   * is good for one call only.
+   */
+  readonly dpopProof?: string;
 }
 
 /** The init fields of a generated message, without protobuf-es's own `$typeName`. */
@@ -156,6 +164,15 @@ export function createKeybrokerClient(options: KeybrokerClientOptions): Keybroke
         });
       }
       metadata.set(AUTHORIZATION_HEADER, `Bearer ${userToken}`);
+    }
+    if (opts.dpopProof !== undefined) {
+      if (!METADATA_VALUE.test(opts.dpopProof)) {
+        throw new UnauthenticatedError("DPoP proof is not a valid header value", undefined, {
+          reason: "dpop_proof_invalid",
+          credential: "access_token",
+        });
+      }
+      metadata.set(DPOP_HEADER, opts.dpopProof);
     }
     return { metadata, callOptions: { deadline: Date.now() + (opts.deadlineMs ?? defaultDeadlineMs) } };
   }

@@ -35,7 +35,10 @@ export type RefusalReason =
   | "token_permission_missing"
   | "operation_unclassified"
   | "operation_not_granted"
-  | "session_ended";
+  | "session_ended"
+  | "dpop_proof_missing"
+  | "dpop_proof_invalid"
+  | "dpop_proof_replayed";
 
 /**
  * Which credential a refusal is about. "secret": the stored secret cannot be used for the call
@@ -57,6 +60,10 @@ const CREDENTIAL_OF: Readonly<Record<RefusalReason, RefusedCredential>> = {
   operation_unclassified: "secret",
   operation_not_granted: "secret",
   session_ended: "access_token",
+  // A DPoP proof is part of presenting the access token (RFC 9449): the same credential refused.
+  dpop_proof_missing: "access_token",
+  dpop_proof_invalid: "access_token",
+  dpop_proof_replayed: "access_token",
 };
 
 /** The credential `reason` refers to. */

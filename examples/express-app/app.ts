@@ -66,29 +66,37 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
 
   app.post("/connections", async (req, res) => {
     const body = parseBody(ConnectBody, req, "{ provider, label, fields }");
-    const secret = await broker.putSecret(userTokenOf(res), body);
+    const secret = await broker.putSecret(userTokenOf(res), body, callOptionsOf(res));
     res.status(201).json(connectionOf(secret));
   });
 
   app.get("/connections", async (req, res) => {
     const provider = typeof req.query.provider === "string" ? req.query.provider : undefined;
-    const secrets = await broker.listSecrets(userTokenOf(res), provider === undefined ? {} : { provider });
+    const secrets = await broker.listSecrets(
+      userTokenOf(res),
+      provider === undefined ? {} : { provider },
+      callOptionsOf(res),
+    );
     res.json({ connections: secrets.map(connectionOf) });
   });
 
   app.delete("/connections/:id", async (req, res) => {
-    await broker.deleteSecret(userTokenOf(res), req.params.id);
+    await broker.deleteSecret(userTokenOf(res), req.params.id, callOptionsOf(res));
     res.status(204).end();
   });
 
   app.post("/connections/:id/call", async (req, res) => {
     const body = parseBody(CallBody, req, "{ method, path, query? }");
-    const response = await broker.call(userTokenOf(res), {
-      secretId: req.params.id,
-      method: body.method,
-      path: body.path,
-      query: Object.entries(body.query ?? {}).map(([name, value]) => ({ name, value })),
-    });
+    const response = await broker.call(
+      userTokenOf(res),
+      {
+        secretId: req.params.id,
+        method: body.method,
+        path: body.path,
+        query: Object.entries(body.query ?? {}).map(([name, value]) => ({ name, value })),
+      },
+      callOptionsOf(res),
+    );
     // Always 200 with the provider's status inside: an upstream 401 passed through as our own
     // would look to the SPA like the user's session ended.
     res.json(providerResponseOf(response));
@@ -112,8 +120,20 @@ function requireUserToken(verifyUser: ExampleAppDeps["verifyUser"]): RequestHand
       return;
     }
     res.locals.userToken = token;
+    // DPoP (issue 14): the browser mints one proof per action with its non-extractable key, for
+    // the broker RPC this route makes; the app only forwards it (see README: it cannot mint one).
+    const proof = req.get(DPOP_FORWARD_HEADER);
+    if (proof !== undefined) res.locals.dpopProof = proof;
     next();
   };
+}
+
+/** The header the browser puts its DPoP proof in; forwarded to the broker as `dpop`. */
+export const DPOP_FORWARD_HEADER = "keybroker-dpop";
+
+function callOptionsOf(res: Response): { dpopProof?: string } {
+  const proof: unknown = res.locals.dpopProof;
+  return typeof proof === "string" ? { dpopProof: proof } : {};
 }
 
 function userTokenOf(res: Response): string {
@@ -188,6 +208,10 @@ function httpErrorOf(err: unknown): { status: number; message: string } {
     return { status: 400, message: err.message };
   }
   if (err instanceof UnauthenticatedError) {
+    // A DPoP refusal: the browser should mint a fresh proof for this action (not sign in again).
+    if (err.reason?.startsWith("dpop_") === true) {
+      return { status: 401, message: "DPoP proof refused: mint a new one for this action" };
+    }
     // Our own caller key refused is an ops problem: logging the user out would not fix it.
     return err.credential === "user_token"
       ? { status: 401, message: "sign in required" }

@@ -7,6 +7,8 @@
 export const CALLER_KEY_HEADER = "x-keybroker-key";
 /** The user's access token, as `Bearer <token>`. */
 export const AUTHORIZATION_HEADER = "authorization";
+/** A DPoP proof (RFC 9449) for a sender-constrained access token: one compact JWS per call. */
+export const DPOP_HEADER = "dpop";
 /** Random id of the call, sent back on every answer so callers can quote it to ops. */
 export const REQUEST_ID_HEADER = "x-request-id";
 /** gRPC's trailer carrying a serialized google.rpc.Status with structured error details. */

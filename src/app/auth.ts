@@ -3,6 +3,7 @@ import { createUserCallGuard, type UserCallGuard } from "../api/rpc/call-guard.j
 import type { AuditLog } from "../audit/audit-log.js";
 import { createAuthFailureSummary } from "../audit/auth-failure-summary.js";
 import { createCallerAuthenticator } from "../auth/caller-authenticator.js";
+import { createDpopReplayGuard } from "../auth/dpop-replay-guard.js";
 import type { UserIdentity } from "../auth/identity.js";
 import { createJwksFetch } from "../auth/jwks-fetch.js";
 import type { SessionRevocations } from "../auth/session-revocations.js";
@@ -13,6 +14,7 @@ import type { Logger } from "../log/logger.js";
 import type { Metrics } from "../observability/metrics.js";
 import { createCallerKeyLookup, markCallerKeyUsed } from "../store/caller-keys.repository.js";
 import type { DatabaseHandle } from "../store/database.js";
+import { claimDpopProofId, deleteExpiredDpopProofIds } from "../store/dpop-proof-ids.repository.js";
 import type { Lifecycle } from "./lifecycle.js";
 
 export interface AuthDeps {
@@ -38,7 +40,7 @@ export interface AuthDeps {
  */
 export async function createAuth(lifecycle: Lifecycle, deps: AuthDeps): Promise<UserCallGuard> {
   const { config, database, pepper, audit, metrics, logger, revocations } = deps;
-  const { allowedAzp, tokenCacheMaxEntries, issuerCaFile, ...auth } = config.auth;
+  const { allowedAzp, tokenCacheMaxEntries, issuerCaFile, dpop, ...auth } = config.auth;
   // A private issuer CA is trusted by adding it, not by allowing http (L7).
   const jwksFetch = issuerCaFile === undefined ? undefined : createJwksFetch(await readFile(issuerCaFile));
   if (jwksFetch !== undefined) lifecycle.defer("issuer JWKS agent", () => jwksFetch.close());
@@ -50,6 +52,8 @@ export async function createAuth(lifecycle: Lifecycle, deps: AuthDeps): Promise<
     deriveUserRef: (issuer, subject) => deriveUserRef(pepper, issuer, subject),
     deriveSessionRef: (issuer, sid) => deriveSessionRef(pepper, issuer, sid),
     revocations,
+    dpop:
+      dpop === undefined ? undefined : { ...dpop, replay: openDpopReplayGuard(lifecycle, database, logger) },
   });
   revocations.subscribe((revoked) => {
     // A session logout names no user: the users are those whose cached tokens carried the session.
@@ -78,4 +82,27 @@ export async function createAuth(lifecycle: Lifecycle, deps: AuthDeps): Promise<
   });
   lifecycle.defer("auth failure summary", () => unauthenticated.close());
   return createUserCallGuard({ callers, tokens, audit, unauthenticated, metrics, logger });
+}
+
+// Ids this replica remembers itself (about 100 B each): enough for a busy replica's proof window.
+const DPOP_LOCAL_IDS = 100_000;
+const DPOP_HOUSEKEEPING_MS = 60_000;
+
+/**
+ * DPoP proof ids are unique across replicas by one INSERT per proof into a shared table (a replay
+ * to the same replica is refused from memory first); expired ids are deleted off the call path.
+ */
+function openDpopReplayGuard(lifecycle: Lifecycle, database: DatabaseHandle, logger: Logger) {
+  const timer = setInterval(() => {
+    deleteExpiredDpopProofIds(database.db, new Date()).catch((err: unknown) =>
+      logger.warn({ err }, "could not delete expired DPoP proof ids"),
+    );
+  }, DPOP_HOUSEKEEPING_MS);
+  timer.unref();
+  lifecycle.defer("DPoP proof id housekeeping", () => clearInterval(timer));
+  return createDpopReplayGuard({
+    claimShared: (idHash, expiresAt) => claimDpopProofId(database.prepared, idHash, expiresAt),
+    maxLocalEntries: DPOP_LOCAL_IDS,
+    now: Date.now,
+  });
 }

@@ -54,4 +54,9 @@ export interface UserIdentity {
   readonly issuedAt?: number | undefined;
   /** HMAC(pepper, issuer | sid) when the token names its session (`sid`); never the raw sid. */
   readonly sessionRef?: Buffer | undefined;
+  /**
+   * The token's `cnf.jkt` (RFC 9449): the SHA-256 thumbprint of the key every call must prove
+   * possession of with a DPoP proof. Kept with the cached identity, so a cache hit is checked too.
+   */
+  readonly boundKeyThumbprint?: string | undefined;
 }

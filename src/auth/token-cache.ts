@@ -75,5 +75,7 @@ function copyOf(identity: UserIdentity): UserIdentity {
     expiresAt: identity.expiresAt,
     ...(identity.issuedAt === undefined ? {} : { issuedAt: identity.issuedAt }),
     ...(identity.sessionRef === undefined ? {} : { sessionRef: Buffer.from(identity.sessionRef) }),
+    // Dropping it here would let a cached DPoP-bound token through without a proof.
+    ...(identity.boundKeyThumbprint === undefined ? {} : { boundKeyThumbprint: identity.boundKeyThumbprint }),
   };
 }

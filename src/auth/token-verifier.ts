@@ -1,6 +1,8 @@
 import type { FetchImplementation, JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from "jose";
 import { createRemoteJWKSet, customFetch, errors, jwtVerify } from "jose";
 import { BrokerError, type RefusalReason, untilAborted } from "../errors.js";
+import { createDpopKeyCache, type DpopProofPolicy, verifyDpopProof } from "./dpop-proof.js";
+import type { DpopReplayGuard } from "./dpop-replay-guard.js";
 import type { UserIdentity } from "./identity.js";
 import type { SessionRevocations } from "./session-revocations.js";
 import { createTokenCache } from "./token-cache.js";
@@ -47,13 +49,33 @@ export interface TokenVerifierOptions {
    * UNAUTHENTICATED "session ended", and a stale view fails closed (UNAVAILABLE).
    */
   readonly revocations?: Pick<SessionRevocations, "check"> | undefined;
+  /** DPoP (RFC 9449, issue 14); without it a DPoP-bound token (`cnf.jkt`) is refused. */
+  readonly dpop?: DpopOptions | undefined;
   /** Epoch milliseconds; injectable for tests. */
   readonly now?: () => number;
 }
 
+/** How sender-constrained tokens are checked. */
+export interface DpopOptions extends DpopProofPolicy {
+  /** Refuse every token that is not DPoP-bound. */
+  readonly required: boolean;
+  /** e.g. "https://keybroker.example.com": an RPC's `htu` is this plus "/<package.Service>/<Method>". */
+  readonly htuOrigin: string;
+  readonly replay: DpopReplayGuard;
+}
+
+/** What the transport knows of the call, beyond the token. */
+export interface VerifyOptions {
+  readonly signal?: AbortSignal | undefined;
+  /** The `dpop` metadata, if any. */
+  readonly dpopProof?: string | undefined;
+  /** "/keybroker.v1.ProxyService/Call": the RPC a DPoP proof must name. */
+  readonly rpcPath?: string | undefined;
+}
+
 /** Turns a bearer token into the user it speaks for, or throws a BrokerError. */
 export interface TokenVerifier {
-  verify(token: string | undefined, options?: { signal?: AbortSignal }): Promise<UserIdentity>;
+  verify(token: string | undefined, options?: VerifyOptions): Promise<UserIdentity>;
   /** Drops verified tokens from the cache (a logout); returns whose they were. */
   forget(matches: (identity: UserIdentity) => boolean): UserIdentity[];
 }
@@ -84,6 +106,8 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     ...(opts.jwksFetch === undefined ? {} : { [customFetch]: opts.jwksFetch }),
   });
   const cache = createTokenCache({ maxEntries: opts.cacheMaxEntries, now });
+  // One proof key per bound token, at most: the same bound as the token cache.
+  const dpopKeys = createDpopKeyCache(Math.max(opts.cacheMaxEntries, 1));
   const refreshAheadMs = opts.jwksRefreshAheadMs ?? opts.jwksCacheMaxAgeMs / 2;
   let lastRefreshAt = now();
 
@@ -128,6 +152,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       ...(opts.maxTokenAgeSec === undefined ? {} : { maxTokenAge: opts.maxTokenAgeSec }),
     });
     const { sub, exp } = checkUserPolicy(payload, opts);
+    const boundKeyThumbprint = boundKeyOf(payload);
     const iat = checkIssuedAt(payload, now() / 1000, opts.clockToleranceSec);
     // The cache must not outlive the maximum age either.
     const expiresAt =
@@ -142,7 +167,50 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       expiresAt,
       ...(iat === undefined ? {} : { issuedAt: iat }),
       ...(sessionRef === undefined ? {} : { sessionRef }),
+      ...(boundKeyThumbprint === undefined ? {} : { boundKeyThumbprint }),
     };
+  }
+
+  /**
+   * Every call with a bound token, cached or not, carries a fresh proof by the bound key for this
+   * RPC and this token, used once across replicas. With `required`, unbound tokens are refused.
+   */
+  async function checkSenderConstraint(
+    token: string,
+    identity: UserIdentity,
+    options: VerifyOptions | undefined,
+  ) {
+    const jkt = identity.boundKeyThumbprint;
+    const dpop = opts.dpop;
+    if (jkt === undefined) {
+      if (dpop?.required === true) {
+        throw new BrokerError(
+          "unauthenticated",
+          "this broker accepts only DPoP-bound access tokens (cnf.jkt)",
+          {
+            reason: "token_invalid",
+          },
+        );
+      }
+      return;
+    }
+    if (dpop === undefined || options?.rpcPath === undefined) {
+      throw new BrokerError("unauthenticated", "DPoP-bound access tokens are not accepted on this broker", {
+        reason: "token_invalid",
+      });
+    }
+    const proof = await verifyDpopProof(
+      {
+        proof: options.dpopProof,
+        accessToken: token,
+        jkt,
+        htu: `${dpop.htuOrigin}${options.rpcPath}`,
+        now: now(),
+        keys: dpopKeys,
+      },
+      dpop,
+    );
+    await dpop.replay.claim(proof.idHash, proof.rememberUntil);
   }
 
   return {
@@ -154,6 +222,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       const cached = cache.get(token);
       if (cached !== undefined) {
         opts.revocations?.check(cached);
+        await checkSenderConstraint(token, cached, options);
         return cached;
       }
 
@@ -162,6 +231,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       const identity = signal === undefined ? await work : await untilAborted(work, signal, abortError);
       opts.revocations?.check(identity);
       cache.set(token, identity);
+      await checkSenderConstraint(token, identity, options);
       return identity;
     },
     forget: (matches) => cache.evictWhere(matches),
@@ -222,6 +292,30 @@ function checkUserPolicy(payload: JWTPayload, opts: TokenVerifierOptions): { sub
     });
   }
   return { sub, exp };
+}
+
+// RFC 7638 SHA-256 thumbprint, base64url without padding.
+const JKT = /^[A-Za-z0-9_-]{43}$/;
+
+/**
+ * The key a token is bound to (RFC 9449 §6.1 `cnf.jkt`), if any. A `cnf` this broker cannot
+ * enforce (another confirmation method, a malformed thumbprint) refuses the token: ignoring it
+ * would accept a sender-constrained token from anyone holding it.
+ */
+function boundKeyOf(payload: JWTPayload): string | undefined {
+  const { cnf } = payload;
+  if (cnf === undefined) return undefined;
+  const jkt = typeof cnf === "object" && cnf !== null ? (cnf as Record<string, unknown>).jkt : undefined;
+  if (typeof jkt !== "string" || !JKT.test(jkt)) {
+    throw new BrokerError(
+      "unauthenticated",
+      "user access token has a confirmation (cnf) this broker cannot honour",
+      {
+        reason: "token_invalid",
+      },
+    );
+  }
+  return jkt;
 }
 
 /**

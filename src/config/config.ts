@@ -140,6 +140,17 @@ export interface Config {
     readonly jwksCooldownMs: number;
     readonly jwksTimeoutMs: number;
     readonly tokenCacheMaxEntries: number;
+    /** DPoP (RFC 9449, issue 14); undefined: no origin configured, DPoP-bound tokens refused. */
+    readonly dpop:
+      | {
+          /** Refuse every access token that is not DPoP-bound (`cnf.jkt`). */
+          readonly required: boolean;
+          /** The origin of the canonical `htu`: `<origin>/<package.Service>/<Method>`. */
+          readonly htuOrigin: string;
+          readonly maxAgeSec: number;
+          readonly clockSkewSec: number;
+        }
+      | undefined;
   };
   readonly dataKeyCache: {
     readonly maxAgeMs: number;
@@ -295,6 +306,12 @@ export const envSchema = z.object({
   AUTH0_CLOCK_TOLERANCE_SEC: int(0, 30).default(10),
   // Optional: a token older than this (by iat) is refused even before its exp (1 min .. 24 h).
   KEYBROKER_MAX_TOKEN_AGE_SEC: int(60, 86_400).optional(),
+  // DPoP (RFC 9449): the origin proofs name in `htu` (https://host[:port], no path), whether every
+  // token must be DPoP-bound, and how old (by `iat`) a proof may be, with the browser clock's skew.
+  KEYBROKER_DPOP_HTU_ORIGIN: url.optional(),
+  KEYBROKER_DPOP_REQUIRED: flag,
+  KEYBROKER_DPOP_PROOF_MAX_AGE_SEC: int(5, 300).default(60),
+  KEYBROKER_DPOP_CLOCK_SKEW_SEC: int(0, 30).default(5),
   KEYBROKER_JWKS_CACHE_MAX_AGE_MS: int(10_000, 86_400_000).default(600_000),
   KEYBROKER_JWKS_COOLDOWN_MS: int(1_000, 3_600_000).default(30_000),
   KEYBROKER_JWKS_TIMEOUT_MS: int(100, 30_000).default(5_000),
@@ -519,6 +536,7 @@ export function loadConfig(
     }
   }
   const alerts = parseAlerts(e, allowHttpAlertWebhook, loopback, problems);
+  const dpop = parseDpop(e, problems);
 
   if (problems.length > 0) throw new ConfigError(problems);
 
@@ -565,6 +583,7 @@ export function loadConfig(
       jwksCooldownMs: e.KEYBROKER_JWKS_COOLDOWN_MS,
       jwksTimeoutMs: e.KEYBROKER_JWKS_TIMEOUT_MS,
       tokenCacheMaxEntries: e.KEYBROKER_TOKEN_CACHE_MAX_ENTRIES,
+      dpop,
     },
     proxyConcurrency: {
       perSecret: e.KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET,
@@ -805,4 +824,32 @@ export function loadDatabaseConfig(env: Readonly<Record<string, string | undefin
     ]);
   }
   return { kind: "pglite", dataDir: e.KEYBROKER_PGLITE_DIR };
+}
+
+/**
+ * The DPoP settings, or undefined when no origin is set. The origin must be exactly what a
+ * client's proof names: an https origin with no path, query or fragment (http only on loopback,
+ * for tests and `keybroker dev`). Requiring DPoP without an origin would refuse every call.
+ */
+function parseDpop(e: z.output<typeof envSchema>, problems: string[]): Config["auth"]["dpop"] {
+  const raw = e.KEYBROKER_DPOP_HTU_ORIGIN;
+  if (raw === undefined) {
+    if (e.KEYBROKER_DPOP_REQUIRED) problems.push("KEYBROKER_DPOP_REQUIRED: needs KEYBROKER_DPOP_HTU_ORIGIN");
+    return undefined;
+  }
+  const origin = new URL(raw);
+  const loopbackHttp =
+    origin.protocol === "http:" && ["127.0.0.1", "[::1]", "localhost"].includes(origin.hostname);
+  if ((origin.protocol !== "https:" && !loopbackHttp) || origin.origin !== raw.replace(/\/$/, "")) {
+    problems.push(
+      "KEYBROKER_DPOP_HTU_ORIGIN: an https origin (scheme://host[:port]) with no path, query or user info",
+    );
+    return undefined;
+  }
+  return Object.freeze({
+    required: e.KEYBROKER_DPOP_REQUIRED,
+    htuOrigin: origin.origin,
+    maxAgeSec: e.KEYBROKER_DPOP_PROOF_MAX_AGE_SEC,
+    clockSkewSec: e.KEYBROKER_DPOP_CLOCK_SKEW_SEC,
+  });
 }

@@ -121,6 +121,12 @@ export interface LogoutTokenIdsTable {
   expires_at: Date;
 }
 
+/** Issue 14: DPoP proofs already accepted, by SHA-256 of (key thumbprint, jti). */
+export interface DpopProofIdsTable {
+  id_hash: Uint8Array;
+  expires_at: Date;
+}
+
 /** Rate-limit token leases shared by every replica, one row per bucket and fixed window. */
 export interface RateLimitLeasesTable {
   bucket: string;
@@ -141,6 +147,7 @@ export interface Database {
   outbound_nonces: OutboundNoncesTable;
   session_revocations: SessionRevocationsTable;
   logout_token_ids: LogoutTokenIdsTable;
+  dpop_proof_ids: DpopProofIdsTable;
   rate_limit_leases: RateLimitLeasesTable;
 }
 

@@ -46,6 +46,7 @@ const TABLES = [
   "outbound_nonces",
   "session_revocations",
   "logout_token_ids",
+  "dpop_proof_ids",
   "rate_limit_leases",
 ] as const;
 

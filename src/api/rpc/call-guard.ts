@@ -7,6 +7,7 @@ import {
   scopeRequirementLabel,
   type UserIdentity,
 } from "../../auth/identity.js";
+import type { TokenVerifier } from "../../auth/token-verifier.js";
 import { type BrokerErrorCode, isBrokerError, type RefusalReason } from "../../errors.js";
 import type { Logger } from "../../log/logger.js";
 import type { Metrics } from "../../observability/metrics.js";
@@ -19,6 +20,10 @@ export interface CallCredentials {
   readonly signal: AbortSignal;
   /** SHA-256 of the verified mTLS client certificate, if any (may be computed on first read). */
   readonly clientCertSha256: Buffer | undefined;
+  /** The `dpop` metadata (RFC 9449), if one well-formed value was sent. */
+  readonly dpopProof?: string | undefined;
+  /** "/<package.Service>/<Method>" of the call: what a DPoP proof's `htu` must name. */
+  readonly rpcPath?: string | undefined;
 }
 
 export interface UserCallGuard {
@@ -43,7 +48,7 @@ export function createUserCallGuard(deps: {
       transport: CallerTransport,
     ): Promise<CallerIdentity>;
   };
-  tokens: { verify(token: string | undefined, options?: { signal?: AbortSignal }): Promise<UserIdentity> };
+  tokens: Pick<TokenVerifier, "verify">;
   audit?: AuditLog;
   /**
    * Where refusals without a valid caller key go instead of a row each (review M4). Without it
@@ -98,7 +103,11 @@ export function createUserCallGuard(deps: {
         // The credentials themselves, not a copy of the fingerprint: it is read lazily, and only
         // for keys bound to a certificate.
         caller = await deps.callers.authenticate(credentials.callerKey, scope, credentials);
-        const user = await deps.tokens.verify(credentials.bearerToken, { signal: credentials.signal });
+        const user = await deps.tokens.verify(credentials.bearerToken, {
+          signal: credentials.signal,
+          dpopProof: credentials.dpopProof,
+          rpcPath: credentials.rpcPath,
+        });
         return { caller, user };
       } catch (err) {
         await recordFailure(credentials, scope, caller, err);

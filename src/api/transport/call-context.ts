@@ -9,6 +9,10 @@ export interface CallContext {
   readonly callerKey: string | undefined;
   /** Token from `authorization: Bearer <token>`, if present. */
   readonly bearerToken: string | undefined;
+  /** The `dpop` metadata (a DPoP proof, RFC 9449), if exactly one well-formed value was sent. */
+  readonly dpopProof?: string | undefined;
+  /** "/<package.Service>/<Method>", the path every transport POSTs the call to. */
+  readonly rpcPath?: string | undefined;
   /** Aborted when the client cancels, the deadline passes or the server shuts down. */
   readonly signal: AbortSignal;
   /** Client deadline as epoch ms, if the client set one. */

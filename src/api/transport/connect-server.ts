@@ -22,7 +22,7 @@ import { ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_det
 import type { Logger } from "../../log/logger.js";
 import type { CallEndListener } from "../../observability/call-end.js";
 import { errorInfoOf, retryInfoOf } from "../error-info.js";
-import { AUTHORIZATION_HEADER, CALLER_KEY_HEADER, REQUEST_ID_HEADER } from "../wire-headers.js";
+import { AUTHORIZATION_HEADER, CALLER_KEY_HEADER, DPOP_HEADER, REQUEST_ID_HEADER } from "../wire-headers.js";
 import type { CallContext } from "./call-context.js";
 import {
   type CallAbort,
@@ -33,7 +33,7 @@ import {
 } from "./call-lifecycle.js";
 import { createCleartextHttpServer } from "./cleartext-http-server.js";
 import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS } from "./connection-limits.js";
-import { bearerTokenFrom, callerKeyFrom } from "./credential-headers.js";
+import { bearerTokenFrom, callerKeyFrom, dpopProofFrom } from "./credential-headers.js";
 import type { CallStatus } from "./error-status.js";
 import { type FormPostRoute, formRouteFor, serveFormPost } from "./form-post-route.js";
 import {
@@ -236,6 +236,8 @@ function callContextOf(hctx: HandlerContext): CallContext {
     // Headers.get joins repeated headers with ", ", which both readers reject.
     callerKey: callerKeyFrom(header.get(CALLER_KEY_HEADER) ?? undefined),
     bearerToken: bearerTokenFrom(header.get(AUTHORIZATION_HEADER) ?? undefined),
+    dpopProof: dpopProofFrom(header.get(DPOP_HEADER) ?? undefined),
+    rpcPath: `/${hctx.service.typeName}/${hctx.method.name}`,
     signal: hctx.signal,
     deadline: timeoutMs === undefined ? undefined : Date.now() + timeoutMs,
     // Only under mTLS: a certificate the handshake verified (caller keys bound to one need it).

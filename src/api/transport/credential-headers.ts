@@ -22,3 +22,11 @@ export function bearerTokenFrom(value: string | undefined): string | undefined {
 export function callerKeyFrom(value: string | undefined): string | undefined {
   return value !== undefined && CALLER_KEY.test(value) ? value : undefined;
 }
+
+// A compact JWS: three base64url segments. One value only (a repeated header joins with ", ").
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+
+/** The DPoP proof if `value` is one well-formed compact JWS, else undefined (counts as absent). */
+export function dpopProofFrom(value: string | undefined): string | undefined {
+  return value !== undefined && COMPACT_JWS.test(value) ? value : undefined;
+}

@@ -2,9 +2,9 @@ import { randomUUID } from "node:crypto";
 import type { Metadata, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
 import { certificateSha256 } from "../../auth/client-certificate.js";
 import { BrokerError } from "../../errors.js";
-import { AUTHORIZATION_HEADER, CALLER_KEY_HEADER } from "../wire-headers.js";
+import { AUTHORIZATION_HEADER, CALLER_KEY_HEADER, DPOP_HEADER } from "../wire-headers.js";
 import type { CallContext } from "./call-context.js";
-import { bearerTokenFrom, callerKeyFrom } from "./credential-headers.js";
+import { bearerTokenFrom, callerKeyFrom, dpopProofFrom } from "./credential-headers.js";
 import type { DecodedRequest } from "./grpc-service-definition.js";
 
 /** A grpc-js server call of either kind we serve. */
@@ -30,6 +30,7 @@ export class GrpcCallContext implements CallContext {
   readonly requestId: string = randomUUID();
   readonly callerKey: string | undefined;
   readonly bearerToken: string | undefined;
+  readonly dpopProof: string | undefined;
   readonly deadline: number | undefined;
   readonly #call: GrpcServerCall;
   #controller: AbortController | undefined;
@@ -41,9 +42,15 @@ export class GrpcCallContext implements CallContext {
     const metadata = call.metadata;
     this.callerKey = callerKeyFrom(singleValue(metadata, CALLER_KEY_HEADER));
     this.bearerToken = bearerTokenFrom(singleValue(metadata, AUTHORIZATION_HEADER));
+    this.dpopProof = dpopProofFrom(singleValue(metadata, DPOP_HEADER));
     const deadline = call.getDeadline();
     const ms = deadline instanceof Date ? deadline.getTime() : deadline;
     this.deadline = Number.isFinite(ms) ? ms : undefined;
+  }
+
+  /** "/<package.Service>/<Method>"; read only for DPoP-bound tokens. */
+  get rpcPath(): string {
+    return this.#call.getPath();
   }
 
   /**
