@@ -35,7 +35,10 @@ export type RefusalReason =
   | "token_permission_missing"
   | "operation_unclassified"
   | "operation_not_granted"
-  | "session_ended";
+  | "session_ended"
+  | "session_locked"
+  | "pin_wrong"
+  | "pin_locked";
 
 /**
  * Which credential a refusal is about. "secret": the stored secret cannot be used for the call
@@ -57,6 +60,10 @@ const CREDENTIAL_OF: Readonly<Record<RefusalReason, RefusedCredential>> = {
   operation_unclassified: "secret",
   operation_not_granted: "secret",
   session_ended: "access_token",
+  // Issue 14 item 4: a PIN user's session has not unlocked, or the PIN is locked out.
+  session_locked: "access_token",
+  pin_wrong: "access_token",
+  pin_locked: "access_token",
 };
 
 /** The credential `reason` refers to. */

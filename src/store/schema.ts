@@ -129,6 +129,14 @@ export interface RateLimitLeasesTable {
   last_grant: number;
 }
 
+/** Wrong-PIN attempts per user, shared by every replica (issue 14 item 4). */
+export interface UserPinAttemptsTable {
+  user_ref: Uint8Array;
+  failed_attempts: number;
+  locked_until: Date;
+  updated_at: Timestamp;
+}
+
 export interface Database {
   broker_state: BrokerStateTable;
   caller_keys: CallerKeysTable;
@@ -142,6 +150,7 @@ export interface Database {
   session_revocations: SessionRevocationsTable;
   logout_token_ids: LogoutTokenIdsTable;
   rate_limit_leases: RateLimitLeasesTable;
+  user_pin_attempts: UserPinAttemptsTable;
 }
 
 export type CallerKeyRow = Selectable<CallerKeysTable>;
