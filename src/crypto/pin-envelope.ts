@@ -63,6 +63,14 @@ export function decodePinEnvelope(stored: Uint8Array): PinEnvelope {
   return { logN, salt, wrappedShare, nonce, sealed };
 }
 
+/**
+ * The same envelope with its share re-wrapped under another master key (a master-key rewrap):
+ * the share's plaintext, and so the sealed data key, are unchanged; no PIN is needed.
+ */
+export function withWrappedShare(stored: Uint8Array, wrappedShare: Uint8Array): Buffer {
+  return encode({ ...decodePinEnvelope(stored), wrappedShare: Buffer.from(wrappedShare) });
+}
+
 function encode(e: PinEnvelope): Buffer {
   const len = Buffer.alloc(2);
   len.writeUInt16BE(e.wrappedShare.length, 0);
