@@ -6,6 +6,7 @@ import { BrokerError, failedPrecondition, invalidArgument } from "../errors.js";
 import type { Keyring } from "../keys/keyring.js";
 import { type PinSessions, pinSessionOf } from "../keys/pin-sessions.js";
 import { pinShareContext, type UserDataKeys } from "../keys/user-data-keys.js";
+import { createConcurrencyLimit } from "../proxy/concurrency-limit.js";
 import type { Database } from "../store/schema.js";
 import {
   claimPinAttempt,
@@ -50,6 +51,12 @@ export interface PinServiceDeps {
   readonly audit: Pick<AuditLog, "record">;
 }
 
+// scrypt holds 64 MiB and a libuv pool thread (shared with DNS and file I/O) per guess: at most
+// two at once per replica, a short queue, then RESOURCE_EXHAUSTED, so a flood of unlocks cannot
+// take the pool or the heap.
+const KDF_RUNNING = 2;
+const KDF_QUEUED = 32;
+
 const PIN_MIN = 4;
 const PIN_MAX = 128;
 
@@ -65,6 +72,19 @@ export function checkPin(pin: string, what: string): string {
 
 export function createPinService(deps: PinServiceDeps): PinService {
   const { db, keyring, userDataKeys, pinSessions } = deps;
+  const kdfSlots = createConcurrencyLimit({
+    max: KDF_RUNNING,
+    maxQueued: KDF_QUEUED,
+    what: "deriving PIN keys",
+  });
+  async function withKdfSlot<T>(signal: AbortSignal, run: () => Promise<T>): Promise<T> {
+    const release = await kdfSlots.acquire("scrypt", signal);
+    try {
+      return await run();
+    } finally {
+      release();
+    }
+  }
 
   async function record(
     actor: PinActor,
@@ -99,6 +119,8 @@ export function createPinService(deps: PinServiceDeps): PinService {
       pinShareContext(user.userRef),
       { signal },
     );
+    // A slot first, then the charge: an overloaded replica must not burn the user's guesses either.
+    const release = await kdfSlots.acquire("scrypt", signal);
     try {
       const claim = await claimPinAttempt(db, user.userRef, deps.policy);
       if (!claim.claimed) {
@@ -123,6 +145,7 @@ export function createPinService(deps: PinServiceDeps): PinService {
       await clearPinAttempts(db, user.userRef);
       return key;
     } finally {
+      release();
       share.fill(0);
     }
   }
@@ -145,15 +168,18 @@ export function createPinService(deps: PinServiceDeps): PinService {
       }
       const share = await keyring.generateDataKey(pinShareContext(user.userRef), { signal });
       try {
-        const envelope = await sealWithPin({
-          dataKey,
-          share: share.plaintext,
-          wrappedShare: share.wrapped,
-          pin,
-          userRef: user.userRef,
-          dataKeyVersion: stored.dataKeyVersion,
-          kdf: { logN: deps.scryptLogN },
-        });
+        const version = stored.dataKeyVersion;
+        const envelope = await withKdfSlot(signal, () =>
+          sealWithPin({
+            dataKey,
+            share: share.plaintext,
+            wrappedShare: share.wrapped,
+            pin,
+            userRef: user.userRef,
+            dataKeyVersion: version,
+            kdf: { logN: deps.scryptLogN },
+          }),
+        );
         const replaced = await replaceWrappedDataKey(db, user.userRef, stored.wrappedDataKey, {
           wrapped: envelope,
           masterKeyId: share.keyId,
