@@ -99,7 +99,14 @@ export function createPinService(deps: PinServiceDeps): PinService {
       userRef: user.userRef,
       action,
       outcome,
-      ...(outcome === "denied" ? { code: "permission_denied" as const } : {}),
+      ...(outcome === "denied"
+        ? {
+            code:
+              detail.reason === "pin_locked"
+                ? ("resource_exhausted" as const)
+                : ("permission_denied" as const),
+          }
+        : {}),
       detail,
     });
   }
