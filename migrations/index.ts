@@ -11,6 +11,7 @@ import * as m0009 from "./0009_rate_limit_leases.js";
 import * as m0010 from "./0010_misuse_signals.js";
 import * as m0011 from "./0011_session_revocations.js";
 import * as m0012 from "./0012_dpop_proof_ids.js";
+import * as m0013 from "./0013_user_pins.js";
 
 /**
  * Every migration, by name, in order. Imported statically (not read from the directory)
@@ -29,4 +30,5 @@ export const migrations: Record<string, Migration> = {
   "0010_misuse_signals": m0010,
   "0011_session_revocations": m0011,
   "0012_dpop_proof_ids": m0012,
+  "0013_user_pins": m0013,
 };

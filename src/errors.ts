@@ -38,7 +38,10 @@ export type RefusalReason =
   | "session_ended"
   | "dpop_proof_missing"
   | "dpop_proof_invalid"
-  | "dpop_proof_replayed";
+  | "dpop_proof_replayed"
+  | "session_locked"
+  | "pin_wrong"
+  | "pin_locked";
 
 /**
  * Which credential a refusal is about. "secret": the stored secret cannot be used for the call
@@ -64,6 +67,10 @@ const CREDENTIAL_OF: Readonly<Record<RefusalReason, RefusedCredential>> = {
   dpop_proof_missing: "access_token",
   dpop_proof_invalid: "access_token",
   dpop_proof_replayed: "access_token",
+  // Issue 14 item 4: a PIN user's session has not unlocked, or the PIN is locked out.
+  session_locked: "access_token",
+  pin_wrong: "access_token",
+  pin_locked: "access_token",
 };
 
 /** The credential `reason` refers to. */

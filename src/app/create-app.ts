@@ -31,6 +31,7 @@ import { openAuditCheckpoints } from "./audit-checkpoints.js";
 import { createAuth } from "./auth.js";
 import { type Keys, openDataKeyCache, openKeys } from "./keys.js";
 import { createLifecycle, unwindOnFailure } from "./lifecycle.js";
+import { registerPinService } from "./pins.js";
 import { type BoundPorts, createServers } from "./servers.js";
 import { createServices, type Services } from "./services.js";
 import { openSessions } from "./sessions.js";
@@ -153,6 +154,7 @@ export async function createApp(
       services: [
         ...rpc.app,
         registerService(SessionService, createSessionServiceHandlers({ guard, sessions })),
+        registerPinService({ config, database, keys, guard, audit: audit.log }),
       ],
       adminServices: rpc.admin,
       largestRequestBodyBytes: services.largestRequestBodyBytes,

@@ -3,6 +3,7 @@ import { createDataKeyCache, type DataKeyCache } from "../keys/data-key-cache.js
 import type { Keyring } from "../keys/keyring.js";
 import { createKeyringCircuitBreaker } from "../keys/keyring-circuit-breaker.js";
 import { loadOrCreatePepper } from "../keys/pepper.js";
+import { createPinSessions, type PinSessions } from "../keys/pin-sessions.js";
 import { createRetiredKeyGuard } from "../keys/retired-key-guard.js";
 import { createUserDataKeys, type UserDataKeys } from "../keys/user-data-keys.js";
 import { deriveFingerprintKey } from "../keys/user-ref.js";
@@ -38,8 +39,24 @@ export function openDataKeyCache(lifecycle: Lifecycle, options: Config["dataKeyC
   return cache;
 }
 
+/** PIN users' unlocked data keys (issue 14 item 4): same idle timeout and bound as the cache. */
+function openPinSessions(lifecycle: Lifecycle, options: Config["dataKeyCache"] | undefined): PinSessions {
+  const sessions = createPinSessions({
+    idleMs: options?.idleMs ?? 120_000,
+    maxEntries: options?.maxEntries ?? 10_000,
+  });
+  const sweep = setInterval(() => sessions.evictExpired(), CACHE_SWEEP_MS);
+  sweep.unref();
+  lifecycle.defer("PIN sessions", () => {
+    clearInterval(sweep);
+    sessions.clear();
+  });
+  return sessions;
+}
+
 export interface KeysDeps {
-  readonly config: Pick<Config, "keyring" | "relaxations" | "acceptedMasterKeys" | "keyringBreaker">;
+  readonly config: Pick<Config, "keyring" | "relaxations" | "acceptedMasterKeys" | "keyringBreaker"> &
+    Partial<Pick<Config, "dataKeyCache">>;
   readonly database: DatabaseHandle;
   readonly logger: Pick<Logger, "warn" | "info">;
   readonly metrics: Pick<Metrics, "kmsCall">;
@@ -60,6 +77,8 @@ export interface Keys {
   /** Derived from the pepper; zeroed when the lifecycle stops. */
   readonly fingerprintKey: Buffer;
   readonly userDataKeys: UserDataKeys;
+  /** Unlocked PIN sessions, in this process only; zeroed when the lifecycle stops. */
+  readonly pinSessions: PinSessions;
 }
 
 export async function openKeys(lifecycle: Lifecycle, deps: KeysDeps): Promise<Keys> {
@@ -93,10 +112,12 @@ export async function openKeys(lifecycle: Lifecycle, deps: KeysDeps): Promise<Ke
     pepper.fill(0);
     fingerprintKey.fill(0);
   });
+  const pinSessions = openPinSessions(lifecycle, config.dataKeyCache);
   return {
     keyring,
     pepper,
     fingerprintKey,
-    userDataKeys: createUserDataKeys({ keyring, cache: dataKeyCache }),
+    userDataKeys: createUserDataKeys({ keyring, cache: dataKeyCache, pinSessions }),
+    pinSessions,
   };
 }

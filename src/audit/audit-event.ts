@@ -24,7 +24,9 @@ export type AuditAction =
   | "user.shred"
   | "rewrap.step"
   | "integrity.failure"
-  | "session.end";
+  | "session.end"
+  | "pin.set"
+  | "pin.unlock";
 
 /**
  * `started` is written before a sensitive operation touches any key (Vault's request entry):

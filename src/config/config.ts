@@ -167,6 +167,14 @@ export interface Config {
     /** User calls fail closed once the replica's logout view is this old (lost LISTEN connection). */
     readonly revocationMaxStalenessMs: number;
   };
+  /** Optional user PINs (issue 14 item 4): wrong-guess limits and the scrypt cost. */
+  readonly pin: {
+    readonly maxAttempts: number;
+    readonly backoffMs: number;
+    readonly lockoutMs: number;
+    /** scrypt N = 2^scryptLogN (r = 8, p = 1). */
+    readonly scryptLogN: number;
+  };
   /** Proxied calls in flight at once, per secret and per caller key, on this replica (L8). */
   readonly proxyConcurrency: {
     readonly perSecret: number;
@@ -328,6 +336,12 @@ export const envSchema = z.object({
   KEYBROKER_LOGOUT_TOKEN_MAX_AGE_SEC: int(10, 3_600).default(300),
   // Fail closed: user calls are refused once this replica's logout view has gone unconfirmed this long.
   KEYBROKER_REVOCATION_MAX_STALENESS_MS: int(1_000, 600_000).default(10_000),
+  // Issue 14 item 4, optional user PINs: wrong guesses allowed before a lockout, the backoff after
+  // the first (doubling), the lockout, and scrypt's cost (2^N; 16 = 64 MiB per guess).
+  KEYBROKER_PIN_MAX_ATTEMPTS: int(1, 100).default(5),
+  KEYBROKER_PIN_BACKOFF_MS: int(0, 3_600_000).default(1_000),
+  KEYBROKER_PIN_LOCKOUT_MS: int(1_000, 86_400_000).default(900_000),
+  KEYBROKER_PIN_SCRYPT_LOG_N: int(15, 17).default(16),
   // One user's slow streams must not take the provider's whole connection pool (L8).
   // Default: half of the 16 connections a provider pool has, so one secret leaves room for others.
   KEYBROKER_MAX_CONCURRENT_CALLS_PER_SECRET: int(1, 10_000).default(8),
@@ -604,6 +618,12 @@ export function loadConfig(
       logoutAudiences: logoutAudiences === undefined ? undefined : Object.freeze(logoutAudiences),
       logoutTokenMaxAgeSec: e.KEYBROKER_LOGOUT_TOKEN_MAX_AGE_SEC,
       revocationMaxStalenessMs: e.KEYBROKER_REVOCATION_MAX_STALENESS_MS,
+    },
+    pin: {
+      maxAttempts: e.KEYBROKER_PIN_MAX_ATTEMPTS,
+      backoffMs: e.KEYBROKER_PIN_BACKOFF_MS,
+      lockoutMs: e.KEYBROKER_PIN_LOCKOUT_MS,
+      scryptLogN: e.KEYBROKER_PIN_SCRYPT_LOG_N,
     },
     providersFile: e.KEYBROKER_PROVIDERS_FILE ?? SHIPPED_PROVIDERS_FILE,
     inspectionRelaxed: Object.freeze(

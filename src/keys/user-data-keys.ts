@@ -1,9 +1,12 @@
 import { createHash } from "node:crypto";
 import type { Kysely } from "kysely";
+import { isPinEnvelope } from "../crypto/pin-envelope.js";
+import { BrokerError } from "../errors.js";
 import { asBuffer } from "../store/bytes.js";
 import type { Database } from "../store/schema.js";
 import { findUserKey, insertUserIfAbsent, type StoredUserKey } from "../store/users.repository.js";
 import type { EncryptionContext, Keyring } from "./keyring.js";
+import type { PinSession, PinSessions } from "./pin-sessions.js";
 
 /** The slice of the data-key cache this module needs. */
 export interface DataKeyCache {
@@ -27,15 +30,44 @@ export function userKeyContext(userRef: Buffer): EncryptionContext {
   return { purpose: "keybroker:user-data-key", user_ref: userRef.toString("hex") };
 }
 
+/**
+ * Context of a PIN user's KMS-wrapped share (pin-envelope.ts). Another user_ref value, so a share
+ * never unwraps as a data key and a data key never as a share; the same context keys (`purpose`,
+ * `user_ref`) the KMS policies allow.
+ */
+export function pinShareContext(userRef: Buffer): EncryptionContext {
+  return { purpose: "keybroker:user-data-key", user_ref: `${userRef.toString("hex")}/pin-share` };
+}
+
+/** Refusal of a PIN user's key use from a session that has not unlocked (issue 14 item 4). */
+export function sessionLocked(): BrokerError {
+  return new BrokerError("failed_precondition", "session locked: unlock it with the user's PIN", {
+    reason: "session_locked",
+  });
+}
+
 export interface UserDataKeys {
   /** Drops a user's cached plaintext key now (shred, rotation) instead of at cache expiry (D46). */
   forget(userRef: Buffer, stored: StoredUserKey): void;
   /** Drops every cached key of this user, whatever its version (a logout: issue 14). */
   forgetUser(userRef: Buffer): number;
-  /** Unwraps a stored key (served from the cache when possible). */
-  unwrap(userRef: Buffer, stored: StoredUserKey, signal: AbortSignal): Promise<UserDataKey>;
+  /**
+   * Unwraps a stored key (served from the cache when possible). A PIN user's key is served only
+   * to a `session` that unlocked it (UnlockSession), else FAILED_PRECONDITION `session_locked`.
+   */
+  unwrap(
+    userRef: Buffer,
+    stored: StoredUserKey,
+    signal: AbortSignal,
+    session?: PinSession,
+  ): Promise<UserDataKey>;
   /** The user's data key, created (one KMS GenerateDataKey) on the user's first write. */
-  forWrite(db: Kysely<Database>, userRef: Buffer, signal: AbortSignal): Promise<UserDataKey>;
+  forWrite(
+    db: Kysely<Database>,
+    userRef: Buffer,
+    signal: AbortSignal,
+    session?: PinSession,
+  ): Promise<UserDataKey>;
 }
 
 /**
@@ -48,10 +80,26 @@ function cacheKeyOf(userRef: Buffer, stored: StoredUserKey): string {
   return `${userRef.toString("hex")}:${digest}`;
 }
 
-export function createUserDataKeys(deps: { keyring: Keyring; cache: DataKeyCache }): UserDataKeys {
+export function createUserDataKeys(deps: {
+  keyring: Keyring;
+  cache: DataKeyCache;
+  /** Unlocked PIN sessions; absent, a PIN user's key is never served. */
+  pinSessions?: PinSessions;
+}): UserDataKeys {
   const { keyring, cache } = deps;
 
-  async function unwrap(userRef: Buffer, stored: StoredUserKey, signal: AbortSignal): Promise<UserDataKey> {
+  async function unwrap(
+    userRef: Buffer,
+    stored: StoredUserKey,
+    signal: AbortSignal,
+    session?: PinSession,
+  ): Promise<UserDataKey> {
+    if (isPinEnvelope(stored.wrappedDataKey)) {
+      // Never the KMS alone: the envelope needs the PIN, which only UnlockSession sees.
+      const key = session && deps.pinSessions?.take(session, stored.wrappedDataKey);
+      if (key === undefined) throw sessionLocked();
+      return { key, stored };
+    }
     const key = await cache.getOrLoad(cacheKeyOf(userRef, stored), async () => {
       // The row's master key id goes with it: the KMS refuses a key wrapped under another (M2).
       const unwrapped = await keyring.decrypt(
@@ -83,11 +131,12 @@ export function createUserDataKeys(deps: { keyring: Keyring; cache: DataKeyCache
     },
     forgetUser(userRef) {
       const prefix = `${userRef.toString("hex")}:`;
-      return cache.deleteWhere((key) => key.startsWith(prefix));
+      const unlocked = deps.pinSessions?.forgetUser(userRef) ?? 0;
+      return cache.deleteWhere((key) => key.startsWith(prefix)) + unlocked;
     },
-    async forWrite(db, userRef, signal) {
+    async forWrite(db, userRef, signal, session) {
       const existing = await findUserKey(db, userRef);
-      if (existing !== undefined) return unwrap(userRef, existing, signal);
+      if (existing !== undefined) return unwrap(userRef, existing, signal, session);
 
       const generated = await keyring.generateDataKey(userKeyContext(userRef), { signal });
       try {

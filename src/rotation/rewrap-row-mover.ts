@@ -1,8 +1,9 @@
 import type { Kysely } from "kysely";
+import { decodePinEnvelope, isPinEnvelope, withWrappedShare } from "../crypto/pin-envelope.js";
 import { BrokerError, isBrokerError } from "../errors.js";
 import type { EncryptionContext, Keyring, WrappedKey } from "../keys/keyring.js";
 import { PEPPER_CONTEXT, PEPPER_STATE } from "../keys/pepper.js";
-import { userKeyContext } from "../keys/user-data-keys.js";
+import { pinShareContext, userKeyContext } from "../keys/user-data-keys.js";
 import type { Logger } from "../log/logger.js";
 import { findBrokerState } from "../store/broker-state.repository.js";
 import { asBuffer } from "../store/bytes.js";
@@ -83,10 +84,24 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
     return rewrapped;
   }
 
+  /**
+   * A user's row: a PIN user's holds an envelope (issue 14 item 4) whose KMS-wrapped share is what
+   * moves to the target key; the sealed data key inside stays as it is, and no PIN is needed.
+   */
+  async function reEncryptUserKey(stored: StoredWrappedKey, userRef: Buffer): Promise<WrappedKey> {
+    if (!isPinEnvelope(stored.wrapped)) return reEncrypt(stored, userKeyContext(userRef));
+    const { wrappedShare } = decodePinEnvelope(stored.wrapped);
+    const share = await reEncrypt(
+      { wrapped: wrappedShare, masterKeyId: stored.masterKeyId },
+      pinShareContext(userRef),
+    );
+    return { wrapped: withWrappedShare(stored.wrapped, share.wrapped), keyId: share.keyId };
+  }
+
   /** Moves one row to the target with compare-and-set; a concurrent change is re-read, never overwritten. */
   async function rewrapRow(
     first: StoredWrappedKey,
-    context: EncryptionContext,
+    reEncryptRow: (stored: StoredWrappedKey) => Promise<WrappedKey>,
     store: (expected: Buffer, rewrapped: WrappedKey) => Promise<boolean>,
     reread: () => Promise<StoredWrappedKey | undefined>,
   ): Promise<RowOutcome> {
@@ -95,7 +110,7 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
       if (current === undefined || current.masterKeyId === targetKeyId) return "skipped";
       let rewrapped: WrappedKey;
       try {
-        rewrapped = await reEncrypt(current, context);
+        rewrapped = await reEncryptRow(current);
       } catch (err) {
         if (!(isBrokerError(err) && err.code === "data_loss")) throw err;
         // Tampered or corrupted: nothing can rewrap it. Leave it for an operator (I6 fails closed).
@@ -112,7 +127,7 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
   function rewrapUser(row: WrappedUserKey): Promise<RowOutcome> {
     return rewrapRow(
       { wrapped: row.wrappedDataKey, masterKeyId: row.masterKeyId },
-      userKeyContext(row.userRef),
+      (stored) => reEncryptUserKey(stored, row.userRef),
       (expected, rewrapped) =>
         writes.write({
           userRef: row.userRef,
@@ -137,7 +152,7 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
     if (pepper === undefined || pepper.masterKeyId === targetKeyId) return undefined;
     return rewrapRow(
       pepper,
-      PEPPER_CONTEXT,
+      (stored) => reEncrypt(stored, PEPPER_CONTEXT),
       (expected, rewrapped) =>
         compareAndSetBrokerState(db, {
           name: PEPPER_STATE,
@@ -157,9 +172,9 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
     }
     const [user] = await findUsersNotOnKey(db, { targetKeyId, after: undefined, limit: 1 });
     if (user !== undefined) {
-      await reEncrypt(
+      await reEncryptUserKey(
         { wrapped: asBuffer(user.wrappedDataKey), masterKeyId: user.masterKeyId },
-        userKeyContext(user.userRef),
+        user.userRef,
       );
     }
   }

@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import { open, type SecretBinding, seal } from "../crypto/envelope.js";
+import { isPinEnvelope } from "../crypto/pin-envelope.js";
 import { headMac, verifyHead } from "../crypto/secret-head.js";
 import { BrokerError } from "../errors.js";
 import type { GeneratedDataKey, Keyring, UnwrappedDataKey } from "../keys/keyring.js";
@@ -143,6 +144,13 @@ export async function rotateUserDataKey(deps: UserKeyRotationDeps): Promise<Rota
     const stored = await findUserKey(db, userRef);
     if (stored === undefined) throw new BrokerError("not_found", "user has no data key");
     const expected = asBuffer(stored.wrappedDataKey);
+    // A PIN user's key opens only with their PIN (issue 14 item 4): nothing here may rotate it.
+    if (isPinEnvelope(expected)) {
+      throw new BrokerError(
+        "failed_precondition",
+        "the user has a PIN: their data key cannot be rotated without it",
+      );
+    }
 
     let oldKey: UnwrappedDataKey | undefined;
     let newKey: GeneratedDataKey | undefined;

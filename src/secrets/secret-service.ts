@@ -5,6 +5,7 @@ import { open, type SecretBinding, seal } from "../crypto/envelope.js";
 import { decodeFields, encodeFields } from "../crypto/field-codec.js";
 import { headMac, verifyHead } from "../crypto/secret-head.js";
 import { BrokerError } from "../errors.js";
+import { pinSessionOf } from "../keys/pin-sessions.js";
 import type { UserDataKeys } from "../keys/user-data-keys.js";
 import { fingerprintFields, maskedHint } from "../keys/user-ref.js";
 import { isOperationClass, type OperationClass } from "../policy/operation-class.js";
@@ -183,7 +184,7 @@ export function createSecretService(deps: {
       const plaintext = encodeFields(input.fields);
       const hint = Buffer.from(maskedHint(primaryField(input.fields)), "utf8");
       for (const value of input.fields.values()) value.fill(0);
-      let { key, stored: userKey } = await userDataKeys.forWrite(db, userRef, signal);
+      let { key, stored: userKey } = await userDataKeys.forWrite(db, userRef, signal, pinSessionOf(user));
       try {
         const fingerprint = fingerprintFields(fingerprintKey, userRef, plaintext);
         const fieldNames = [...input.fields.keys()].sort();
@@ -286,7 +287,7 @@ export function createSecretService(deps: {
           if (attempt >= 3)
             throw new BrokerError("unavailable", "the user's data key changed during the write; try again");
           key.fill(0);
-          ({ key, stored: userKey } = await userDataKeys.forWrite(db, userRef, signal));
+          ({ key, stored: userKey } = await userDataKeys.forWrite(db, userRef, signal, pinSessionOf(user)));
           secretId = await write();
         }
         const stored = await forUse.find(userRef, secretId);
@@ -308,7 +309,7 @@ export function createSecretService(deps: {
     async list(user, provider, signal) {
       const { secrets, userKey } = await secretsRepo.listSecretsWithUserKey(prepared, user.userRef, provider);
       if (userKey === undefined) return [];
-      const { key } = await userDataKeys.unwrap(user.userRef, userKey, signal);
+      const { key } = await userDataKeys.unwrap(user.userRef, userKey, signal, pinSessionOf(user));
       try {
         return secrets.map((secret) => toMetadata(key, user.userRef, secret));
       } finally {
@@ -352,7 +353,7 @@ export function createSecretService(deps: {
     secret: secretsRepo.StoredSecret,
     signal: AbortSignal,
   ): Promise<SecretMetadata> {
-    const { key } = await userDataKeys.unwrap(user.userRef, sealed.userKey, signal);
+    const { key } = await userDataKeys.unwrap(user.userRef, sealed.userKey, signal, pinSessionOf(user));
     try {
       return toMetadata(key, user.userRef, secret);
     } finally {
@@ -372,7 +373,7 @@ export function createSecretService(deps: {
     signal: AbortSignal,
   ): Promise<OpenedSecret> {
     const { secret } = sealed;
-    const { key } = await userDataKeys.unwrap(user.userRef, sealed.userKey, signal);
+    const { key } = await userDataKeys.unwrap(user.userRef, sealed.userKey, signal, pinSessionOf(user));
     try {
       const binding = currentBinding(key, user.userRef, secret, "fields");
       const plaintext = open(key, asBuffer(secret.ciphertext), binding);

@@ -135,6 +135,14 @@ export interface RateLimitLeasesTable {
   last_grant: number;
 }
 
+/** Wrong-PIN attempts per user, shared by every replica (issue 14 item 4). */
+export interface UserPinAttemptsTable {
+  user_ref: Uint8Array;
+  failed_attempts: number;
+  locked_until: Date;
+  updated_at: Timestamp;
+}
+
 export interface Database {
   broker_state: BrokerStateTable;
   caller_keys: CallerKeysTable;
@@ -149,6 +157,7 @@ export interface Database {
   logout_token_ids: LogoutTokenIdsTable;
   dpop_proof_ids: DpopProofIdsTable;
   rate_limit_leases: RateLimitLeasesTable;
+  user_pin_attempts: UserPinAttemptsTable;
 }
 
 export type CallerKeyRow = Selectable<CallerKeysTable>;

@@ -85,7 +85,7 @@ describe("D38 KMS encryption contexts", () => {
       const put = await unary(
         broker.clients.secrets,
         "PutSecret",
-        { provider: "github", label: "ci", fields: { token: "ghp_context_canary_value_0001" } },
+        { provider: "test-upstream", label: "ci", fields: { token: "ghp_context_canary_value_0001" } },
         auth,
       );
       expect((put.response.secret as WireMessage).id).toBeTruthy();

@@ -142,19 +142,19 @@ describe("E50 the canary sweep over one broker driven through every kind of call
       api_secret: creds.binanceSecret,
     });
     const githubFirst = canary("github token v1");
-    const githubId = await put(A, "github", "ci", { token: githubFirst });
+    const githubId = await put(A, "test-upstream", "ci", { token: githubFirst });
     await attempt("put a new version", status.OK, () =>
       unary(
         secrets,
         "PutSecret",
-        { secretId: githubId, provider: "github", fields: { token: canary("github token v2") } },
+        { secretId: githubId, provider: "test-upstream", fields: { token: canary("github token v2") } },
         A,
       ),
     );
     const tamperedId = await put(A, "test-upstream", "to tamper", { token: canary("tampered secret") });
     await attempt("list", status.OK, () => unary(secrets, "ListSecrets", {}, A));
     await attempt("list by provider", status.OK, () =>
-      unary(secrets, "ListSecrets", { provider: "github" }, A),
+      unary(secrets, "ListSecrets", { provider: "test-upstream" }, A),
     );
 
     // --- proxied calls, including upstreams that echo, redirect and stream ------------------
@@ -172,7 +172,7 @@ describe("E50 the canary sweep over one broker driven through every kind of call
     });
     expect(Buffer.from((echoed?.body as Uint8Array | undefined) ?? []).toString()).toContain("[REDACTED]");
     await call("call binance", status.OK, { secretId: binanceId, method: "GET", path: "/api/v3/ok" });
-    await call("call binance echo", status.OK, { secretId: binanceId, method: "GET", path: "/echo" });
+    await call("call binance echo", status.OK, { secretId: binanceId, method: "GET", path: "/api/v3/echo" });
     await call("redirect carrying the key elsewhere", status.OK, {
       secretId: bearerId,
       method: "GET",
@@ -247,7 +247,7 @@ describe("E50 the canary sweep over one broker driven through every kind of call
       unary(
         secrets,
         "PutSecret",
-        { provider: "github", label: "x", fields: { token: canary("refused write") } },
+        { provider: "test-upstream", label: "x", fields: { token: canary("refused write") } },
         as(aliceToken, readOnlyKey),
       ),
     );
@@ -286,7 +286,7 @@ describe("E50 the canary sweep over one broker driven through every kind of call
         secrets,
         "PutSecret",
         {
-          provider: "github",
+          provider: "test-upstream",
           label: "big",
           fields: { token: canary("oversized", `${makeCanary("big")}${"x".repeat(9000)}`) },
         },
@@ -297,7 +297,7 @@ describe("E50 the canary sweep over one broker driven through every kind of call
       unary(
         secrets,
         "PutSecret",
-        { provider: "github", label: "bad", fields: { "Bad-Name": canary("value under a bad name") } },
+        { provider: "test-upstream", label: "bad", fields: { "Bad-Name": canary("value under a bad name") } },
         A,
       ),
     );
@@ -305,7 +305,7 @@ describe("E50 the canary sweep over one broker driven through every kind of call
       unary(
         secrets,
         "PutSecret",
-        { provider: "github", label: "ci", fields: { token: canary("duplicate secret") } },
+        { provider: "test-upstream", label: "ci", fields: { token: canary("duplicate secret") } },
         A,
       ),
     );
@@ -336,7 +336,7 @@ describe("E50 the canary sweep over one broker driven through every kind of call
       unary(
         secrets,
         "PutSecret",
-        { provider: "github", label: "dave", fields: { token: canary("dave's secret") } },
+        { provider: "test-upstream", label: "dave", fields: { token: canary("dave's secret") } },
         as(dave),
       ),
     );
@@ -381,7 +381,7 @@ describe("E50 the canary sweep over one broker driven through every kind of call
         adminAuth,
       ),
     );
-    await put(as(carolToken), "github", "carol", { token: canary("carol's secret") });
+    await put(as(carolToken), "test-upstream", "carol", { token: canary("carol's secret") });
     await attempt("shred by subject", status.OK, () =>
       unary(admin, "ShredUser", { subject: carol }, adminAuth),
     );

@@ -2,8 +2,10 @@ import { type ServiceError, status } from "@grpc/grpc-js";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../../src/gen/keybroker/v1/admin_pb.js";
+import { PinService } from "../../src/gen/keybroker/v1/pin_pb.js";
 import { ProxyService } from "../../src/gen/keybroker/v1/proxy_pb.js";
 import { SecretService } from "../../src/gen/keybroker/v1/secrets_pb.js";
+import { SessionService } from "../../src/gen/keybroker/v1/sessions_pb.js";
 import { type BrokerHarness, startBroker } from "../support/broker-harness.js";
 import { type GrpcCallOptions, serverStream, unary, type WireMessage } from "../support/grpc-client.js";
 import { describeLeaks, registerCanary, structuralLeaks } from "../support/leak-sweep.js";
@@ -68,6 +70,9 @@ describe("F51 every RPC answers random input with a definite status, through the
   let broker: BrokerHarness;
   let userAuth: GrpcCallOptions;
   let adminAuth: GrpcCallOptions;
+  let sessionAuth: GrpcCallOptions;
+  let ownSessionAuth: GrpcCallOptions;
+  let pinUserAuth: GrpcCallOptions;
   let bearerSecretId: string;
   let binanceSecretId: string;
 
@@ -81,6 +86,15 @@ describe("F51 every RPC answers random input with a definite status, through the
     const token = registerCanary("user token", await broker.tokenFor(USER));
     userAuth = { callerKey: appKey, bearerToken: token, deadlineMs: DEADLINE_MS };
     adminAuth = { callerKey: adminKey, deadlineMs: DEADLINE_MS };
+    const sessionKey = registerCanary("session caller key", (await broker.callerKey(["session:end"])).key);
+    sessionAuth = { callerKey: sessionKey, deadlineMs: DEADLINE_MS };
+    // EndOwnSessions really ends the sessions of the user it names: its own user, so the
+    // other cases keep a live token.
+    const ownToken = registerCanary("own-sessions token", await broker.tokenFor(`${USER}-sessions`));
+    ownSessionAuth = { callerKey: sessionKey, bearerToken: ownToken, deadlineMs: DEADLINE_MS };
+    // SetPin may really set a PIN (and lock the sessions) of the user it names: its own user too.
+    const pinToken = registerCanary("pin user token", await broker.tokenFor(`${USER}-pin`));
+    pinUserAuth = { callerKey: appKey, bearerToken: pinToken, deadlineMs: DEADLINE_MS };
     const put = async (provider: string, fields: Record<string, string>) => {
       const { response } = await unary(
         broker.clients.secrets,
@@ -134,6 +148,8 @@ describe("F51 every RPC answers random input with a definite status, through the
       /** Boundary values that always run first, so a failure on them is never left to chance. */
       examples?: WireMessage[];
       admin?: true;
+      /** Called with the session:end caller key (and, for EndOwnSessions, its own user's token). */
+      auth?: () => GrpcCallOptions;
       stream?: true;
     }
   > = {
@@ -166,6 +182,41 @@ describe("F51 every RPC answers random input with a definite status, through the
           pageToken: fc.oneof(fc.constant(""), text("dTEuMQ", "dTEuMA", "u1.5")),
         }),
       examples: [{ secretId: "00000000-0000-4000-8000-000000000000", pageSize: 2 ** 32 - 1, pageToken: "" }],
+    },
+    "keybroker.v1.SecretService/InspectSecret": {
+      client: () => broker.clients.secrets,
+      arb: () => fc.record({ secretId: secretIdArb() }),
+    },
+    "keybroker.v1.SessionService/EndSession": {
+      client: () => broker.clients.sessions,
+      auth: () => sessionAuth,
+      arb: () =>
+        fc.record({
+          logoutToken: fc.oneof(
+            text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "a.b.c", "..", ""),
+            fc.string({ maxLength: 9000 }),
+          ),
+        }),
+      examples: [{ logoutToken: "x".repeat(100_000) }],
+    },
+    "keybroker.v1.SessionService/EndOwnSessions": {
+      client: () => broker.clients.sessions,
+      auth: () => ownSessionAuth,
+      arb: () => fc.constant({}),
+    },
+    "keybroker.v1.PinService/SetPin": {
+      client: () => broker.clients.pins,
+      auth: () => pinUserAuth,
+      arb: () => fc.record({ pin: text("1234", "correct horse", ""), currentPin: text("", "1234") }),
+      examples: [
+        { pin: "x".repeat(129), currentPin: "" },
+        { pin: "\u0000\u0000\u0000\u0000", currentPin: "" },
+      ],
+    },
+    "keybroker.v1.PinService/UnlockSession": {
+      client: () => broker.clients.pins,
+      auth: () => pinUserAuth,
+      arb: () => fc.record({ pin: text("1234", "correct horse", "") }),
     },
     "keybroker.v1.ProxyService/Call": { client: () => broker.clients.proxy, arb: proxyRequest },
     "keybroker.v1.ProxyService/CallStream": {
@@ -246,7 +297,7 @@ describe("F51 every RPC answers random input with a definite status, through the
   };
 
   it("F51 has a generator for every method of every service", () => {
-    const served = [SecretService, ProxyService, AdminService].flatMap((s) =>
+    const served = [SecretService, ProxyService, AdminService, SessionService, PinService].flatMap((s) =>
       s.methods.map((m) => `${s.typeName}/${m.name}`),
     );
     expect(Object.keys(CASES).sort()).toEqual(served.sort());
@@ -261,7 +312,7 @@ describe("F51 every RPC answers random input with a definite status, through the
       const counts = new Map<number, number>();
       await fc.assert(
         fc.asyncProperty(rpc.arb(), async (request) => {
-          const options = rpc.admin ? adminAuth : userAuth;
+          const options = rpc.auth?.() ?? (rpc.admin ? adminAuth : userAuth);
           const started = Date.now();
           const call = rpc.stream
             ? serverStream(rpc.client(), method, request, options)

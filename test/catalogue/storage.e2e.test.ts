@@ -159,8 +159,9 @@ describe("stored ciphertexts, database dumps and crypto-shredding through the re
     for (const id of [byProvider, byVersion, byOwner]) await callOk(alice, id);
 
     const db = broker.database.db;
-    // The provider column names another provider (one the same fields would suit).
-    await db.updateTable("secrets").set({ provider: "test-binance" }).where("id", "=", byProvider).execute();
+    // The provider column names another provider, one whose operation classes also admit this GET
+    // (so the call passes the policy and reaches the seal, which must catch the rewrite).
+    await db.updateTable("secrets").set({ provider: "test-graph" }).where("id", "=", byProvider).execute();
     // Version 1's ciphertext under version 2's number (an old value replayed as current).
     const v1 = await db
       .selectFrom("secret_versions")

@@ -30,6 +30,7 @@ const PROTO_FILES = [
   "keybroker/v1/proxy.proto",
   "keybroker/v1/admin.proto",
   "keybroker/v1/sessions.proto",
+  "keybroker/v1/pin.proto",
 ];
 
 export const PROTO_LOADER_OPTIONS: Options = {
@@ -61,6 +62,7 @@ export interface GrpcClients {
   readonly proxy: Client;
   readonly admin: Client;
   readonly sessions: Client;
+  readonly pins: Client;
   close(): void;
 }
 
@@ -96,16 +98,19 @@ export function createGrpcClients(address: string, adminAddress = address): Grpc
   const proxy = new ProxyClient(address, credentials.createInsecure());
   const admin = new (v1.AdminService as ServiceClientConstructor)(adminAddress, credentials.createInsecure());
   const sessions = new (v1.SessionService as ServiceClientConstructor)(address, credentials.createInsecure());
+  const pins = new (v1.PinService as ServiceClientConstructor)(address, credentials.createInsecure());
   return {
     secrets,
     proxy,
     admin,
     sessions,
+    pins,
     close() {
       secrets.close();
       proxy.close();
       admin.close();
       sessions.close();
+      pins.close();
     },
   };
 }

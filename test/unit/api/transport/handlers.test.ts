@@ -30,8 +30,8 @@ describe("registerService", () => {
 
     expect(Object.keys(registration.handlers).sort()).toEqual([
       "deleteSecret",
-      "listSecretUses",
       "inspectSecret",
+      "listSecretUses",
       "listSecrets",
       "putSecret",
     ]);
