@@ -22,7 +22,7 @@ export const CATALOGUE_SECTIONS: ReadonlyArray<readonly [string, number, number]
   ["F", 51, 57],
   ["G", 58, 84],
   ["H", 85, 124],
-  ["I", 125, 134],
+  ["I", 125, 158],
 ];
 
 export const CATALOGUE_ITEMS = CATALOGUE_SECTIONS.flatMap(([letter, from, to]) =>
