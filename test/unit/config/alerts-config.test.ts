@@ -1,25 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig } from "../../../src/config/config.js";
-
-const production = {
-  DATABASE_URL: "postgres://keybroker@db.internal:5432/keybroker",
-  KEYBROKER_KEYRING: "aws-kms",
-  KEYBROKER_KMS_KEY_ID: "alias/keybroker",
-  AWS_REGION: "eu-west-1",
-  AUTH0_ISSUER: "https://tenant.eu.auth0.com/",
-  AUTH0_AUDIENCE: "https://keybroker.example.com/api",
-  AUTH0_REQUIRED_PERMISSION: "keybroker:use",
-};
-
-function problemsOf(env: Record<string, string>): string[] {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.problems];
-    throw err;
-  }
-  throw new Error("expected a ConfigError");
-}
+import { loadConfig } from "../../../src/config/config.js";
+import { configProblemsOf as problemsOf, PRODUCTION_ENV as production } from "../../support/config-env.js";
 
 describe("alert and suspension configuration", () => {
   it("H122 suspends nothing and posts no webhook unless configured", () => {
