@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import type { AuditLog } from "../audit/audit-log.js";
 import { createJwksFetch } from "../auth/jwks-fetch.js";
 import { createLogoutTokenVerifier } from "../auth/logout-token-verifier.js";
+import { startRevocationPruning } from "../auth/session-revocation-pruning.js";
 import { startRevocationSync } from "../auth/session-revocation-sync.js";
 import type { SessionRevocations } from "../auth/session-revocations.js";
 import type { Config } from "../config/config.js";
@@ -15,6 +16,8 @@ import type { Lifecycle } from "./lifecycle.js";
 // does not fail calls; never more often than this.
 const MIN_HEARTBEAT_MS = 250;
 const RECONNECT_DELAY_MS = 1_000;
+// Revocations past the maximum token age change no answer; deleting them is housekeeping.
+const PRUNE_INTERVAL_MS = 10 * 60_000;
 
 export interface SessionsDeps {
   readonly config: Pick<Config, "auth" | "sessions">;
@@ -40,6 +43,15 @@ export async function openSessions(lifecycle: Lifecycle, deps: SessionsDeps): Pr
     logger,
   });
   lifecycle.defer("session revocation sync", () => sync.close());
+  const pruning = startRevocationPruning({
+    database,
+    revocations,
+    maxTokenAgeSec: config.auth.maxTokenAgeSec,
+    clockToleranceSec: config.auth.clockToleranceSec,
+    intervalMs: PRUNE_INTERVAL_MS,
+    logger,
+  });
+  lifecycle.defer("session revocation pruning", async () => pruning.close());
 
   const audiences = config.sessions.logoutAudiences;
   let logoutTokens: ReturnType<typeof createLogoutTokenVerifier> | undefined;

@@ -34,6 +34,11 @@ export interface SessionRevocations {
    * within `maxStalenessMs`, calls are refused.
    */
   confirmCurrent(at: number): void;
+  /**
+   * Drops revocations older than `cutoffSec` (epoch seconds) from this replica's memory; returns
+   * how many. Only for times no token can still pass the maximum-age check with (see pruning).
+   */
+  forgetBefore(cutoffSec: number): number;
   /** For an in-process database (PGlite), whose notices cannot be lost: never stale once loaded. */
   confirmAlwaysCurrent(): void;
   readonly size: number;
@@ -87,6 +92,18 @@ export function createSessionRevocations(opts: SessionRevocationsOptions): Sessi
     },
     confirmCurrent(at) {
       confirmedAt = Math.max(confirmedAt, at);
+    },
+    forgetBefore(cutoffSec) {
+      let forgotten = 0;
+      for (const map of [users, sessions]) {
+        for (const [key, revokedBefore] of map) {
+          if (revokedBefore < cutoffSec) {
+            map.delete(key);
+            forgotten++;
+          }
+        }
+      }
+      return forgotten;
     },
     confirmAlwaysCurrent() {
       alwaysCurrent = true;

@@ -85,6 +85,19 @@ export async function loadRevocations(db: Kysely<Database>): Promise<StoredRevoc
   }));
 }
 
+/**
+ * Deletes every revocation whose time is before `cutoffSec` (epoch seconds). Only safe when every
+ * token issued at or before that time is refused anyway (by the maximum token age): the caller,
+ * src/auth/session-revocation-pruning.ts, computes the cutoff. Returns how many rows went.
+ */
+export async function pruneRevocations(db: Kysely<Database>, cutoffSec: number): Promise<number> {
+  const result = await db
+    .deleteFrom("session_revocations")
+    .where("revoked_before", "<", cutoffSec)
+    .executeTakeFirst();
+  return Number(result.numDeletedRows);
+}
+
 /** "user:<hex ref>:<seconds>": refs are HMACs, so the payload carries no raw identifier. */
 export function encodeRevocationNotice(revocation: StoredRevocation): string {
   return `${revocation.kind}:${revocation.ref.toString("hex")}:${revocation.revokedBefore}`;
