@@ -39,14 +39,15 @@ export interface AuditCheckpointsDeps {
 }
 
 /**
- * Signs the audit chain in the background (M1); undefined when no checkpoint key is configured.
+ * Signs the audit chain in the background (M1), and the key that verifies it (AdminService
+ * VerifyAudit); undefined when no checkpoint key is configured.
  * Registered before the audit log, so on stop the log flushes first and the last checkpoint
  * then covers every row this process wrote.
  */
 export async function openAuditCheckpoints(
   lifecycle: Lifecycle,
   deps: AuditCheckpointsDeps,
-): Promise<AuditCheckpointer | undefined> {
+): Promise<{ readonly checkpointer: AuditCheckpointer; readonly macKey: MacKey } | undefined> {
   const { config, database, logger } = deps;
   if (config.key === undefined) return undefined;
   const macKey = await openCheckpointMacKey(lifecycle, config.key);
@@ -62,5 +63,5 @@ export async function openAuditCheckpoints(
     exportToLog: config.exportToLog,
   });
   lifecycle.defer("audit checkpoints", () => checkpointer.close());
-  return checkpointer;
+  return { checkpointer, macKey };
 }

@@ -19,6 +19,7 @@ import { ProxyService } from "../gen/keybroker/v1/proxy_pb.js";
 import { SecretService } from "../gen/keybroker/v1/secrets_pb.js";
 import { SessionService } from "../gen/keybroker/v1/sessions_pb.js";
 import type { Keyring } from "../keys/keyring.js";
+import type { MacKey } from "../keys/mac-key.js";
 import { deriveUserRef } from "../keys/user-ref.js";
 import type { Logger } from "../log/logger.js";
 import { createMetrics } from "../observability/metrics.js";
@@ -115,7 +116,7 @@ export async function createApp(
       database,
       logger,
       metrics,
-      onAppended: checkpoints && ((lastSeq) => checkpoints.noteAppended(lastSeq)),
+      onAppended: checkpoints && ((lastSeq) => checkpoints.checkpointer.noteAppended(lastSeq)),
     });
     const revocations = createSessionRevocations({
       maxStalenessMs: config.sessions.revocationMaxStalenessMs,
@@ -148,7 +149,16 @@ export async function createApp(
       logger,
       resolve: overrides.resolve,
     });
-    const rpc = registerRpcServices({ config, database, keys, guard, audit, services, signals });
+    const rpc = registerRpcServices({
+      config,
+      database,
+      keys,
+      guard,
+      audit,
+      services,
+      signals,
+      checkpointKey: checkpoints?.macKey,
+    });
     const servers = await createServers(lifecycle, {
       config,
       services: [
@@ -196,6 +206,8 @@ interface RpcParts {
   readonly audit: Audit;
   readonly services: Services;
   readonly signals: Signals;
+  /** Verifies the signed audit checkpoints for AdminService VerifyAudit; none configured: undefined. */
+  readonly checkpointKey: MacKey | undefined;
 }
 
 /**
@@ -234,7 +246,11 @@ function registerRpcServices(parts: RpcParts): {
     createAdminServiceHandlers({
       guard,
       audited,
-      auditReader: createAuditReader({ db: database.db, flush: () => audit.flush() }),
+      auditReader: createAuditReader({
+        db: database.db,
+        flush: () => audit.flush(),
+        checkpointKey: parts.checkpointKey,
+      }),
       // An admin key must not mint more admin keys over the wire (L6): only the CLI, with
       // database access, creates or rotates them.
       callerKeys: createCallerKeyAdmin({ db: database.db, grantsAdmin: false }),

@@ -74,6 +74,8 @@ export async function startBroker(
   const kms = await startLocalKmsServer();
   const keyArn = kms.createKey("keybroker test master key");
   kms.createAlias("alias/keybroker", keyArn);
+  // For brokers that sign audit checkpoints (env KEYBROKER_AUDIT_CHECKPOINT_KEY_ID=alias/keybroker-audit).
+  kms.createAlias("alias/keybroker-audit", kms.createKey("keybroker test audit checkpoints", "HMAC_256"));
   // The real SDK's default credential chain reads these: the local KMS server only checks SigV4 is present.
   process.env.AWS_ACCESS_KEY_ID = "test";
   process.env.AWS_SECRET_ACCESS_KEY = "test";

@@ -8,6 +8,7 @@ import {
 import type { CallerKeyAdmin, CallerKeySummary } from "../../admin/caller-key-admin.js";
 import type { UserShredder } from "../../admin/user-shredder.js";
 import type { AuditChainVerdict } from "../../audit/audit-chain.js";
+import type { AuditCheckpointVerdict } from "../../audit/audit-checkpoint-verify.js";
 import type { AuditEventView, AuditReader } from "../../audit/audit-reader.js";
 import type { AuditActor, AuditedRunner } from "../../audit/audited-operation.js";
 import type { CallerIdentity } from "../../auth/identity.js";
@@ -90,7 +91,9 @@ export function createAdminServiceHandlers(deps: {
     },
     async verifyAudit(_request, ctx) {
       await admin(ctx);
-      return toProtoVerdict(await auditReader.verify());
+      const chain = await auditReader.verify();
+      const checkpoint = await auditReader.verifyCheckpoint();
+      return toProtoVerdict(chain, checkpoint);
     },
   };
 }
@@ -131,13 +134,27 @@ function toProtoEvent(e: AuditEventView) {
   };
 }
 
-function toProtoVerdict(verdict: AuditChainVerdict) {
-  return verdict.ok
-    ? { ok: true, rows: BigInt(verdict.rows) }
-    : {
-        ok: false,
-        rows: BigInt(verdict.rows),
-        firstBadSeq: BigInt(verdict.firstBadSeq),
-        reason: verdict.reason,
-      };
+function toProtoVerdict(chain: AuditChainVerdict, checkpoint: AuditCheckpointVerdict | undefined) {
+  const checkpointOk =
+    checkpoint === undefined || checkpoint.status === "none" || checkpoint.status === "covered";
+  return {
+    ok: chain.ok && checkpointOk,
+    rows: BigInt(chain.rows),
+    ...(chain.ok ? {} : { firstBadSeq: BigInt(chain.firstBadSeq), reason: chain.reason }),
+    ...(chain.ok && !checkpointOk
+      ? { reason: `the newest signed checkpoint shows the trail ${checkpoint?.status}` }
+      : {}),
+    checkpoint: toProtoCheckpoint(checkpoint),
+  };
+}
+
+function toProtoCheckpoint(verdict: AuditCheckpointVerdict | undefined) {
+  if (verdict === undefined) return { status: "not_configured" };
+  if (verdict.status === "none") return { status: "none", uncoveredRows: BigInt(verdict.uncoveredRows) };
+  return {
+    status: verdict.status,
+    checkpointSeq: BigInt(verdict.checkpointSeq),
+    signedAt: timestampFromDate(verdict.signedAt),
+    ...(verdict.status === "covered" ? { uncoveredRows: BigInt(verdict.uncoveredRows) } : {}),
+  };
 }
