@@ -5,6 +5,7 @@
  *
  * The caller key is this app's own credential and is held for the client's lifetime; the
  * user's access token is passed per call and never stored, so one client serves every user.
+ * Apps outside this repo install it as `@keybroker/client` (client/package.json, client/build.ts).
  */
 import {
   create,
