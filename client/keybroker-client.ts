@@ -5,6 +5,7 @@
  *
  * The caller key is this app's own credential and is held for the client's lifetime; the
  * user's access token is passed per call and never stored, so one client serves every user.
+ * Apps outside this repo install it as `@keybroker/client` (client/package.json, client/build.ts).
  */
 import {
   create,
@@ -20,8 +21,9 @@ import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import {
   type CallOptions,
   type ChannelCredentials,
+  type ChannelOptions,
   Client,
-  credentials as channelCredentials,
+  type Interceptor,
   Metadata,
 } from "@grpc/grpc-js";
 import { refusalFromStatusDetails, retryDelayFromStatusDetails } from "../src/api/error-info.js";
@@ -43,6 +45,7 @@ import {
   type SecretMetadata,
   SecretService,
 } from "../src/gen/keybroker/v1/secrets_pb.js";
+import { channelOptionsOf, credentialsOf, type KeybrokerTlsOptions } from "./channel.js";
 import {
   CancelledError,
   type FailedStatus,
@@ -52,19 +55,71 @@ import {
   keybrokerErrorOf,
   UnauthenticatedError,
 } from "./errors.js";
+import {
+  backoffMs,
+  isRetryableFailure,
+  isSafeHttpMethod,
+  type KeybrokerRetryOptions,
+  NO_RETRIES,
+  type RetryPolicy,
+  retryPolicyOf,
+  waitBeforeRetry,
+} from "./retry.js";
 
-export type { CallResponse, ResponseHead } from "../src/gen/keybroker/v1/proxy_pb.js";
+// The grpc-js this client runs on: credentials and interceptors must come from the same copy.
+export {
+  type ChannelCredentials,
+  type ChannelOptions,
+  credentials,
+  InterceptingCall,
+  type Interceptor,
+  Metadata,
+} from "@grpc/grpc-js";
+export type {
+  CallResponse,
+  CallStreamResponse,
+  Header,
+  QueryParam,
+  ResponseHead,
+} from "../src/gen/keybroker/v1/proxy_pb.js";
+export type { SecretMetadata } from "../src/gen/keybroker/v1/secrets_pb.js";
+export type { KeybrokerTlsOptions } from "./channel.js";
 export * from "./errors.js";
+export type { KeybrokerRetryOptions } from "./retry.js";
 
 export interface KeybrokerClientOptions {
   /** "host:port" of the broker's gRPC listener, e.g. "127.0.0.1:50051". */
   readonly address: string;
   /** This app's broker-issued caller key (sent as `x-keybroker-key`). */
   readonly callerKey: string;
-  /** Default: plaintext for a loopback or unix-socket address, TLS with the system roots otherwise. */
+  /**
+   * Default: plaintext when every address of the target is loopback or a unix socket, TLS with the
+   * system roots otherwise. Build them with this package's `credentials` (its grpc-js copy).
+   */
   readonly credentials?: ChannelCredentials;
-  /** Deadline for a call without its own `deadlineMs`; default 10 s. */
+  /** TLS with a private CA and/or a client certificate (mTLS); instead of `credentials`. */
+  readonly tls?: KeybrokerTlsOptions;
+  /**
+   * "round_robin" spreads calls over every address the target resolves to, e.g.
+   * "dns:///keybroker-pods.NS.svc.cluster.local:50051" (a headless Service, docs/scaling.md).
+   * grpc-js's default, "pick_first", keeps one connection to one replica.
+   */
+  readonly loadBalancing?: "pick_first" | "round_robin";
+  /** Raw grpc-js channel options (keepalive, message sizes, ...). A retryPolicy in a service config is refused. */
+  readonly channelOptions?: ChannelOptions;
+  /**
+   * grpc-js interceptors run on every call, e.g. to add tracing metadata or time calls. They see
+   * the outgoing metadata, which holds the caller key and the user's token: never log it whole.
+   */
+  readonly interceptors?: readonly Interceptor[];
+  /** Deadline for a call without its own `deadlineMs`; default 10 s. It covers every retry. */
   readonly defaultDeadlineMs?: number;
+  /**
+   * Retries of idempotent calls after UNAVAILABLE; off unless given. Only ListSecrets and
+   * Call/CallStream with GET, HEAD or OPTIONS (CallStream until its first message) are retried;
+   * PutSecret, DeleteSecret and any other proxied method are sent once.
+   */
+  readonly retry?: KeybrokerRetryOptions;
 }
 
 /** Per-call options. */
@@ -143,12 +198,20 @@ export function createKeybrokerClient(options: KeybrokerClientOptions): Keybroke
     throw new TypeError("callerKey must be a non-empty string of printable ASCII characters");
   }
   const defaultDeadlineMs = options.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS;
-  const grpc = new Client(options.address, options.credentials ?? defaultCredentials(options.address));
+  if (!Number.isFinite(defaultDeadlineMs) || defaultDeadlineMs <= 0) {
+    throw new TypeError("defaultDeadlineMs must be a number > 0");
+  }
+  const retryPolicy = retryPolicyOf(options.retry);
+  const grpc = new Client(options.address, credentialsOf(options), {
+    ...channelOptionsOf(options),
+    ...(options.interceptors === undefined ? {} : { interceptors: [...options.interceptors] }),
+  });
 
   /** Metadata and call options for one call; throws the typed error instead of sending junk. */
   function prepare(
     userToken: string,
     opts: KeybrokerCallOptions,
+    deadline: number,
   ): { metadata: Metadata; callOptions: CallOptions } {
     if (opts.signal?.aborted) {
       throw new CancelledError("CANCELLED", "call cancelled before it started", undefined);
@@ -174,7 +237,38 @@ export function createKeybrokerClient(options: KeybrokerClientOptions): Keybroke
       }
       metadata.set(DPOP_HEADER, opts.dpopProof);
     }
-    return { metadata, callOptions: { deadline: Date.now() + (opts.deadlineMs ?? defaultDeadlineMs) } };
+    return { metadata, callOptions: { deadline } };
+  }
+
+  /** The call's one deadline, shared by all its attempts. */
+  function deadlineOf(opts: KeybrokerCallOptions): number {
+    return Date.now() + (opts.deadlineMs ?? defaultDeadlineMs);
+  }
+
+  /**
+   * Runs `attempt` until it succeeds, fails with something other than UNAVAILABLE, runs out of
+   * attempts, or the next backoff would pass the deadline; `policy` is NO_RETRIES for a call
+   * that is not idempotent.
+   */
+  async function withRetries<T>(
+    policy: RetryPolicy,
+    opts: KeybrokerCallOptions,
+    deadline: number,
+    attempt: () => Promise<T>,
+  ): Promise<T> {
+    for (let n = 1; ; n++) {
+      try {
+        return await attempt();
+      } catch (err) {
+        if (n >= policy.maxAttempts || !isRetryableFailure(err)) throw err;
+        if (!(await waitBeforeRetry(backoffMs(policy, n), deadline, opts.signal))) throw err;
+      }
+    }
+  }
+
+  /** The policy for a proxied call: only safe HTTP methods may be sent twice. */
+  function proxyPolicyOf(input: ProxyCallInput): RetryPolicy {
+    return isSafeHttpMethod(input.method) ? retryPolicy : NO_RETRIES;
   }
 
   function unary<I extends DescMessage, O extends DescMessage>(
@@ -182,13 +276,25 @@ export function createKeybrokerClient(options: KeybrokerClientOptions): Keybroke
     init: MessageInitShape<I>,
     userToken: string,
     opts: KeybrokerCallOptions,
+    policy: RetryPolicy,
+  ): Promise<MessageShape<O>> {
+    const deadline = deadlineOf(opts);
+    return withRetries(policy, opts, deadline, () => unaryAttempt(method, init, userToken, opts, deadline));
+  }
+
+  function unaryAttempt<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodUnary<I, O>,
+    init: MessageInitShape<I>,
+    userToken: string,
+    opts: KeybrokerCallOptions,
+    deadline: number,
   ): Promise<MessageShape<O>> {
     return new Promise((resolve, reject) => {
       const secrets = [callerKey, userToken];
       let headerRequestId: string | undefined;
       let detach = noop;
       try {
-        const { metadata, callOptions } = prepare(userToken, opts);
+        const { metadata, callOptions } = prepare(userToken, opts, deadline);
         const call = grpc.makeUnaryRequest(
           pathOf(method),
           passThrough,
@@ -218,14 +324,42 @@ export function createKeybrokerClient(options: KeybrokerClientOptions): Keybroke
     });
   }
 
+  /**
+   * A server stream, retried under `policy` only while nothing has been received: once a
+   * message was yielded, a failure ends the stream (a retry would repeat what the caller has).
+   */
   async function* serverStream<I extends DescMessage, O extends DescMessage>(
     method: DescMethodServerStreaming<I, O>,
     init: MessageInitShape<I>,
     userToken: string,
     opts: KeybrokerCallOptions,
+    policy: RetryPolicy,
+  ): AsyncGenerator<MessageShape<O>, void, undefined> {
+    const deadline = deadlineOf(opts);
+    for (let n = 1; ; n++) {
+      let received = false;
+      try {
+        for await (const message of serverStreamAttempt(method, init, userToken, opts, deadline)) {
+          received = true;
+          yield message;
+        }
+        return;
+      } catch (err) {
+        if (received || n >= policy.maxAttempts || !isRetryableFailure(err)) throw err;
+        if (!(await waitBeforeRetry(backoffMs(policy, n), deadline, opts.signal))) throw err;
+      }
+    }
+  }
+
+  async function* serverStreamAttempt<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodServerStreaming<I, O>,
+    init: MessageInitShape<I>,
+    userToken: string,
+    opts: KeybrokerCallOptions,
+    deadline: number,
   ): AsyncGenerator<MessageShape<O>, void, undefined> {
     const secrets = [callerKey, userToken];
-    const { metadata, callOptions } = prepare(userToken, opts);
+    const { metadata, callOptions } = prepare(userToken, opts, deadline);
     const stream = grpc.makeServerStreamRequest(
       pathOf(method),
       passThrough,
@@ -260,24 +394,33 @@ export function createKeybrokerClient(options: KeybrokerClientOptions): Keybroke
 
   return {
     async putSecret(userToken, input, opts = {}) {
-      const response = await unary(SecretService.method.putSecret, input, userToken, opts);
+      // Never retried: a second attempt could store a second version of the credential.
+      const response = await unary(SecretService.method.putSecret, input, userToken, opts, NO_RETRIES);
       if (response.secret === undefined) {
         throw new InternalError("INTERNAL", "response carried no secret metadata", undefined);
       }
       return secretInfoOf(response.secret);
     },
     async listSecrets(userToken, filter = {}, opts = {}) {
-      const response = await unary(SecretService.method.listSecrets, filter, userToken, opts);
+      const response = await unary(SecretService.method.listSecrets, filter, userToken, opts, retryPolicy);
       return response.secrets.map(secretInfoOf);
     },
     async deleteSecret(userToken, secretId, opts = {}) {
-      await unary(SecretService.method.deleteSecret, { secretId }, userToken, opts);
+      // Not retried: if the first attempt deleted it, the retry would answer NOT_FOUND.
+      await unary(SecretService.method.deleteSecret, { secretId }, userToken, opts, NO_RETRIES);
     },
     call(userToken, input, opts = {}) {
-      return unary(ProxyService.method.call, input, userToken, opts);
+      return unary(ProxyService.method.call, input, userToken, opts, proxyPolicyOf(input));
     },
     async *callStream(userToken, input, opts = {}) {
-      for await (const message of serverStream(ProxyService.method.callStream, input, userToken, opts)) {
+      const policy = proxyPolicyOf(input);
+      for await (const message of serverStream(
+        ProxyService.method.callStream,
+        input,
+        userToken,
+        opts,
+        policy,
+      )) {
         // An empty oneof carries nothing; a newer broker may also send parts we do not know yet.
         if (message.part.case !== undefined) yield message.part;
       }
@@ -369,16 +512,4 @@ function secretInfoOf(metadata: SecretMetadata): SecretInfo {
 
 function dateOf(timestamp: Timestamp | undefined): Date | undefined {
   return timestamp === undefined ? undefined : timestampDate(timestamp);
-}
-
-/** Plaintext only where nothing crosses a network: loopback hosts and unix sockets. */
-function defaultCredentials(address: string): ChannelCredentials {
-  return isLocalAddress(address) ? channelCredentials.createInsecure() : channelCredentials.createSsl();
-}
-
-function isLocalAddress(address: string): boolean {
-  if (address.startsWith("unix:")) return true;
-  const target = address.replace(/^(dns|ipv4|ipv6):(\/\/[^/]*\/)?/, "");
-  const host = target.startsWith("[") ? target.slice(1, target.indexOf("]")) : target.split(":")[0];
-  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host ?? "");
 }
