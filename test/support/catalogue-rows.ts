@@ -69,7 +69,7 @@ export function readCatalogueRows(): CatalogueRow[] {
  */
 export function titleMatcher(template: string): RegExp {
   const pattern = template
-    .split(/(%[sdifjoO#]|\$[A-Za-z_][\w.]*)/)
+    .split(/(%[sdifjoO#]|\$\{[^}]*\}|\$[A-Za-z_][\w.]*)/)
     .map((part, i) => (i % 2 === 1 ? "[\\s\\S]*" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
     .join("");
   return new RegExp(`^${pattern}$`);
