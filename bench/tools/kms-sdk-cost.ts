@@ -15,7 +15,7 @@ import http from "node:http";
 import { parseArgs } from "node:util";
 import { KMSClient, ReEncryptCommand } from "@aws-sdk/client-kms";
 import { createAwsKmsKeyring, createKmsClient } from "../../src/keys/aws-kms-keyring.js";
-import { startKmsChild, serveKmsIfChild } from "../lib/kms-child.js";
+import { serveKmsIfChild, startKmsChild } from "../lib/kms-child.js";
 
 if (!(await serveKmsIfChild())) await main();
 
@@ -35,7 +35,12 @@ async function main(): Promise<void> {
   try {
     const source = await kms.call<string>({ op: "createKey" });
     const target = await kms.call<string>({ op: "createKey" });
-    const broker = createKmsClient({ region: kms.region, endpoint: kms.endpoint, maxAttempts: 3, credentials });
+    const broker = createKmsClient({
+      region: kms.region,
+      endpoint: kms.endpoint,
+      maxAttempts: 3,
+      credentials,
+    });
     const keyring = createAwsKmsKeyring({ client: broker, keyId: source });
     const context = { purpose: "keybroker:user-data-key", user_ref: "ab".repeat(32) };
     const wrapped = await keyring.generateDataKey(context);
@@ -79,7 +84,8 @@ async function main(): Promise<void> {
               "content-type": "application/x-amz-json-1.1",
               "x-amz-target": "TrentService.ReEncrypt",
               "content-length": Buffer.byteLength(body),
-              authorization: "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=00",
+              authorization:
+                "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=00",
               "x-amz-date": "20260101T000000Z",
             },
           },
@@ -105,7 +111,8 @@ async function main(): Promise<void> {
       "floor-http": rawPost,
     };
     const results: Record<string, number[]> = {};
-    for (const name of Object.keys(variants)) await runCalls(variants[name] as () => Promise<unknown>, 200, concurrency);
+    for (const name of Object.keys(variants))
+      await runCalls(variants[name] as () => Promise<unknown>, 200, concurrency);
     for (let round = 0; round < rounds; round++) {
       for (const [name, fn] of Object.entries(variants)) {
         const before = process.cpuUsage();
@@ -113,7 +120,9 @@ async function main(): Promise<void> {
         await runCalls(fn, calls, concurrency);
         const cpu = process.cpuUsage(before);
         const wall = performance.now() - started;
-        (results[name] ??= []).push((cpu.user + cpu.system) / calls);
+        const samples = results[name] ?? [];
+        samples.push((cpu.user + cpu.system) / calls);
+        results[name] = samples;
         process.stderr.write(
           `round ${round + 1} ${name}: ${((cpu.user + cpu.system) / calls).toFixed(0)} µs CPU/call, ${Math.round((calls / wall) * 1000)} calls/s\n`,
         );

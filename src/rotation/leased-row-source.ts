@@ -56,7 +56,12 @@ export function createLeasedRowSource(options: LeasedRowSourceOptions): LeasedRo
 
   async function renew(current: Held): Promise<boolean> {
     if (current.lost) return false;
-    const mine = await renewRewrapRange(db, { targetKeyId, owner, start: current.range.start, ttlMs: leaseTtlMs });
+    const mine = await renewRewrapRange(db, {
+      targetKeyId,
+      owner,
+      start: current.range.start,
+      ttlMs: leaseTtlMs,
+    });
     if (!mine) {
       current.lost = true;
       options.logger.warn("a rewrap range lease expired and was taken by another worker; moving on");
@@ -80,9 +85,12 @@ export function createLeasedRowSource(options: LeasedRowSourceOptions): LeasedRo
     held = current;
     clearInterval(renewTimer);
     // Pages can take longer than the lease when the rate is low: renew on a timer as well.
-    renewTimer = setInterval(() => {
-      if (held === current) renew(current).catch(() => undefined);
-    }, Math.max(5, Math.floor(leaseTtlMs / 3)));
+    renewTimer = setInterval(
+      () => {
+        if (held === current) renew(current).catch(() => undefined);
+      },
+      Math.max(5, Math.floor(leaseTtlMs / 3)),
+    );
     renewTimer.unref();
   }
 

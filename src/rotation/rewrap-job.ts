@@ -13,10 +13,10 @@ import {
 } from "../store/rewrap-ranges.repository.js";
 import type { Database } from "../store/schema.js";
 import { createKmsRetry, DEFAULT_RETRY, type RetryPolicy } from "./kms-retry.js";
+import { createLeasedRowSource, rewrapRangeStarts } from "./leased-row-source.js";
 import { createRateLimiter, type RateLimiter } from "./rate-limiter.js";
 import { createRewrapRowMover, type RowOutcome } from "./rewrap-row-mover.js";
 import type { RewrapRowSource } from "./rewrap-row-source.js";
-import { createLeasedRowSource, rewrapRangeStarts } from "./leased-row-source.js";
 import { createSharedRateWindow, withSharedWindow } from "./shared-rate-window.js";
 
 /**
@@ -230,7 +230,8 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
 
     let left = total;
     try {
-      if (!stopping()) await ensureRewrapRanges(db, targetKeyId, rewrapRangeStarts(deps.ranges ?? DEFAULT_RANGES));
+      if (!stopping())
+        await ensureRewrapRanges(db, targetKeyId, rewrapRangeStarts(deps.ranges ?? DEFAULT_RANGES));
     } catch (err) {
       fatal ??= err;
     }
@@ -260,7 +261,8 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
       logger.info({ pass, remaining: left }, "rows appeared behind the rewrap ranges; another pass");
     }
     if (stopping()) left = await remaining().catch(() => left);
-    else await deleteRewrapRateWindows(db, rateBucket(targetKeyId), Date.now() - 60_000).catch(() => undefined);
+    else
+      await deleteRewrapRateWindows(db, rateBucket(targetKeyId), Date.now() - 60_000).catch(() => undefined);
 
     const report: RewrapReport = {
       ...counts,

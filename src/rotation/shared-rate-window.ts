@@ -51,7 +51,12 @@ export function createSharedRateWindow(deps: SharedRateWindowDeps): SharedRateWi
   let leasing: Promise<void> | undefined;
 
   async function lease(window: number): Promise<void> {
-    const got = await leaseRewrapRateTokens(deps.db, { bucket: deps.bucket, windowStart: window, block, limit });
+    const got = await leaseRewrapRateTokens(deps.db, {
+      bucket: deps.bucket,
+      windowStart: window,
+      block,
+      limit,
+    });
     // Tokens of a window are only spent in it: a lease answered after the window turned is dropped.
     if (window !== windowStart) return;
     if (got === 0) spentWindow = window;

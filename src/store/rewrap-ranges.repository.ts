@@ -130,7 +130,12 @@ export async function reopenRewrapRanges(db: Kysely<Database>, targetKeyId: stri
  */
 export async function leaseRewrapRateTokens(
   db: Kysely<Database>,
-  lease: { readonly bucket: string; readonly windowStart: number; readonly block: number; readonly limit: number },
+  lease: {
+    readonly bucket: string;
+    readonly windowStart: number;
+    readonly block: number;
+    readonly limit: number;
+  },
 ): Promise<number> {
   const { bucket, windowStart, block, limit } = lease;
   const result = await sql<{ last_grant: number }>`
@@ -150,5 +155,9 @@ export async function deleteRewrapRateWindows(
   bucket: string,
   before: number,
 ): Promise<void> {
-  await db.deleteFrom("rate_limit_leases").where("bucket", "=", bucket).where("window_start", "<", before).execute();
+  await db
+    .deleteFrom("rate_limit_leases")
+    .where("bucket", "=", bucket)
+    .where("window_start", "<", before)
+    .execute();
 }

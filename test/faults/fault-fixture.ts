@@ -303,13 +303,19 @@ export async function spawnBroker(
   deps: BrokerDependencies,
   databaseUrl: string,
   env: Readonly<Record<string, string>> = {},
+  // One process unless a test asks for more (`serve` defaults to every core).
+  serveArgs: readonly string[] = ["--workers", "1"],
 ): Promise<BrokerChild> {
   const { callerKey } = await prepareDatabase(databaseUrl);
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "src/cli/main.ts"), "serve"], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? "", TZ: "UTC", ...deps.env, DATABASE_URL: databaseUrl, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", join(ROOT, "src/cli/main.ts"), "serve", ...serveArgs],
+    {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? "", TZ: "UTC", ...deps.env, DATABASE_URL: databaseUrl, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   let out = "";
   child.stdout?.on("data", (chunk: Buffer) => {
     out += chunk.toString();

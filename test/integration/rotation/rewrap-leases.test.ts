@@ -4,7 +4,11 @@ import { readKeyStatus } from "../../../src/rotation/key-status.js";
 import { rewrapRangeStarts } from "../../../src/rotation/leased-row-source.js";
 import { createRewrapJob, type RewrapJobDeps } from "../../../src/rotation/rewrap-job.js";
 import { ensureRewrapRanges, leaseRewrapRange } from "../../../src/store/rewrap-ranges.repository.js";
-import { createTestDatabase, describeOnEachDatabase, type TestDatabase } from "../../support/test-database.js";
+import {
+  createTestDatabase,
+  describeOnEachDatabase,
+  type TestDatabase,
+} from "../../support/test-database.js";
 import {
   createRotationFixture,
   emptyDatabase,
