@@ -49,7 +49,7 @@ describe.skipIf(missing)(
         "--workers",
         "2",
       ]);
-    }, 180_000);
+    }, 300_000);
 
     afterAll(async () => {
       for (const c of clients) c.close();
