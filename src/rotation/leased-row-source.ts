@@ -1,6 +1,7 @@
 import { setTimeout as sleepFor } from "node:timers/promises";
 import type { Kysely } from "kysely";
 import type { Logger } from "../log/logger.js";
+import type { WrappedUserKey } from "../store/rewrap.repository.js";
 import {
   countOpenRewrapRanges,
   leaseRewrapRange,
@@ -36,6 +37,12 @@ export interface LeasedRowSourceOptions {
 
 export interface LeasedRowSource {
   readonly next: RewrapRowSource;
+  /**
+   * Every row `next` handed out must be reported here once it is settled (moved, skipped, failed
+   * or abandoned): a range is marked done only after its last row settled, so no other worker
+   * can ever pick up a row still in flight here (a later pass reopens only done ranges).
+   */
+  settled(row: WrappedUserKey): void;
   /** Hands the range held now back undone (graceful stop, failure) so another worker can take it at once. */
   release(): Promise<void>;
 }
@@ -44,6 +51,9 @@ interface Held {
   readonly range: RewrapRange;
   readonly rows: RewrapRowSource;
   lost: boolean;
+  /** Rows handed out and not yet settled. */
+  inFlight: number;
+  drained: (() => void) | undefined;
 }
 
 export function createLeasedRowSource(options: LeasedRowSourceOptions): LeasedRowSource {
@@ -53,6 +63,7 @@ export function createLeasedRowSource(options: LeasedRowSourceOptions): LeasedRo
   let finished = false;
   let advancing: Promise<void> | undefined;
   let renewTimer: NodeJS.Timeout | undefined;
+  const heldOf = new WeakMap<WrappedUserKey, Held>();
 
   async function renew(current: Held): Promise<boolean> {
     if (current.lost) return false;
@@ -73,6 +84,8 @@ export function createLeasedRowSource(options: LeasedRowSourceOptions): LeasedRo
     const current: Held = {
       range,
       lost: false,
+      inFlight: 0,
+      drained: undefined,
       rows: createRewrapRowSource(db, {
         targetKeyId,
         batchSize: options.batchSize,
@@ -99,7 +112,20 @@ export function createLeasedRowSource(options: LeasedRowSourceOptions): LeasedRo
     held = undefined;
     clearInterval(renewTimer);
     if (done !== undefined && !done.lost) {
-      await settleRewrapRange(db, { targetKeyId, owner, start: done.range.start, done: true });
+      if (done.inFlight > 0) {
+        // Keep renewing until the range's last rows are written, then mark it done.
+        const renewing = setInterval(
+          () => void renew(done).catch(() => undefined),
+          Math.max(5, Math.floor(leaseTtlMs / 3)),
+        );
+        renewing.unref();
+        await new Promise<void>((resolve) => {
+          done.drained = resolve;
+        });
+        clearInterval(renewing);
+      }
+      if (!done.lost)
+        await settleRewrapRange(db, { targetKeyId, owner, start: done.range.start, done: true });
     }
     while (!options.stopping()) {
       const range = await leaseRewrapRange(db, { targetKeyId, owner, ttlMs: leaseTtlMs });
@@ -125,7 +151,11 @@ export function createLeasedRowSource(options: LeasedRowSourceOptions): LeasedRo
         const current = held;
         if (current !== undefined && !current.lost) {
           const row = await current.rows();
-          if (row !== undefined && !current.lost) return row;
+          if (row !== undefined && !current.lost) {
+            current.inFlight += 1;
+            heldOf.set(row, current);
+            return row;
+          }
         }
         if (finished || options.stopping()) return undefined;
         if (held === current) {
@@ -135,6 +165,13 @@ export function createLeasedRowSource(options: LeasedRowSourceOptions): LeasedRo
         }
         await advancing;
       }
+    },
+    settled(row) {
+      const owner = heldOf.get(row);
+      if (owner === undefined) return;
+      heldOf.delete(row);
+      owner.inFlight -= 1;
+      if (owner.inFlight === 0) owner.drained?.();
     },
     async release() {
       clearInterval(renewTimer);

@@ -13,10 +13,9 @@ import {
 } from "../store/rewrap-ranges.repository.js";
 import type { Database } from "../store/schema.js";
 import { createKmsRetry, DEFAULT_RETRY, type RetryPolicy } from "./kms-retry.js";
-import { createLeasedRowSource, rewrapRangeStarts } from "./leased-row-source.js";
+import { createLeasedRowSource, type LeasedRowSource, rewrapRangeStarts } from "./leased-row-source.js";
 import { createRateLimiter, type RateLimiter } from "./rate-limiter.js";
 import { createRewrapRowMover, type RowOutcome } from "./rewrap-row-mover.js";
-import type { RewrapRowSource } from "./rewrap-row-source.js";
 import { createSharedRateWindow, withSharedWindow } from "./shared-rate-window.js";
 
 /**
@@ -187,17 +186,19 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
       progress();
     }
 
-    async function worker(next: RewrapRowSource): Promise<void> {
+    async function worker(rows: Pick<LeasedRowSource, "next" | "settled">): Promise<void> {
       while (!stopping()) {
         let row: WrappedUserKey | undefined;
         try {
-          row = await next();
+          row = await rows.next();
           if (row === undefined || stopping()) return;
           settle(await mover.rewrapUser(row), row);
         } catch (err) {
           // A wait cut short by `signal` is a graceful stop, not a failure.
           if (!(signal?.aborted && isBrokerError(err) && err.code === "deadline_exceeded")) fatal ??= err;
           return;
+        } finally {
+          if (row !== undefined) rows.settled(row);
         }
       }
     }
@@ -248,7 +249,7 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
         stopping,
         signal,
       });
-      await Promise.all(Array.from({ length: concurrency }, () => worker(rows.next)));
+      await Promise.all(Array.from({ length: concurrency }, () => worker(rows)));
       // A stopped or failed job hands its range back at once (a crashed one by its lease expiring).
       await rows.release().catch((err: unknown) => logger.warn({ err }, "could not release a rewrap range"));
       if (stopping()) break;
