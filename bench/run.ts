@@ -26,6 +26,7 @@ import { runMemory } from "./sections/memory.js";
 import { runScaling } from "./sections/scaling.js";
 import { runScrubberWorstCase } from "./sections/scrubber-worst-case.js";
 import { runTransportFloor } from "./sections/transport-floor.js";
+import { runWorkers } from "./sections/workers.js";
 
 const SECTIONS = [
   "envelope",
@@ -36,6 +37,7 @@ const SECTIONS = [
   "memory",
   "kms-economy",
   "scaling",
+  "workers",
 ] as const;
 type SectionId = (typeof SECTIONS)[number];
 
@@ -132,6 +134,8 @@ async function main(): Promise<void> {
       await broker.stop();
     }
   }
+  // Its own brokers (1 and 2 workers), unpinned: two workers need both cores.
+  if (wanted("workers")) results.push(await runWorkers(options));
 
   const machine = {
     cpus: cpus().length,

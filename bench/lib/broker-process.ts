@@ -48,6 +48,8 @@ export interface BrokerProcessOptions {
   readonly cpu?: number;
   /** Another build's dist/ directory to run instead of this checkout's (A/B comparisons). */
   readonly dist?: string;
+  /** `serve --workers N`; default 1 (one process, as every section but "workers" measures). */
+  readonly workers?: number;
 }
 
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -187,7 +189,7 @@ export interface ServeProcess {
 
 async function spawnServe(
   env: Record<string, string>,
-  options: Pick<BrokerProcessOptions, "cpuProfileDir" | "dist" | "cpu">,
+  options: Pick<BrokerProcessOptions, "cpuProfileDir" | "dist" | "cpu" | "workers">,
 ): Promise<ServeProcess> {
   // A V8 CPU profile of the broker (open it in Chrome DevTools or bench/tools/profile-summary.ts).
   const profileDir = options.cpuProfileDir ?? process.env.BENCH_CPU_PROF;
@@ -195,7 +197,14 @@ async function spawnServe(
   // The compiled broker when `npm run build` has run (as in the image), else the sources via tsx.
   const compiled = join(options.dist ?? join(ROOT, "dist"), "src/cli/main.js");
   const entry = existsSync(compiled) ? [compiled] : ["--import", "tsx", join(ROOT, "src/cli/main.ts")];
-  const command = [process.execPath, ...profile, ...entry, "serve"];
+  const command = [
+    process.execPath,
+    ...profile,
+    ...entry,
+    "serve",
+    "--workers",
+    String(options.workers ?? 1),
+  ];
   const pinned = options.cpu === undefined ? command : ["taskset", "-c", String(options.cpu), ...command];
   const child = spawn(pinned[0] as string, pinned.slice(1), { env, stdio: ["ignore", "pipe", "pipe"] });
   const ports = await waitForPorts(child);

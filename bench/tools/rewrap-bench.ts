@@ -3,14 +3,16 @@
  * injected latency, for one or more table sizes:
  *
  *   npx tsx bench/tools/rewrap-bench.ts --users 10000,100000 --latency-ms 5 [--concurrency 32]
- *     [--rate 5000] [--batch-size 500] [--database-url postgres://postgres@127.0.0.1:5432/postgres] [--json]
+ *     [--rate 5000] [--batch-size 500] [--workers 1] [--database-url postgres://…] [--json]
  *
  * The KMS server runs in a child process (as a real KMS is remote: its CPU is not ours).
+ * `--workers N` runs N rewrap jobs in N processes on the same target, as N `keybroker rewrap`
+ * processes would: they split the users through leased ranges and share the rate (issue 17).
  * Seeding is not timed: each user gets a real data key from GenerateDataKey under its own
  * encryption context at 0 ms latency, bulk-inserted; then latency is switched on and the
  * rewrap from key A to key B is timed. Each size uses a fresh throwaway database.
  */
-import { type ChildProcess, fork } from "node:child_process";
+import { fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -24,67 +26,8 @@ import { readKeyStatus } from "../../src/rotation/key-status.js";
 import { createRewrapJob } from "../../src/rotation/rewrap-job.js";
 import { openDatabase } from "../../src/store/database.js";
 import { migrateToLatest } from "../../src/store/migrate.js";
-import { startLocalKmsServer } from "../../test/support/local-kms-server.js";
 import { createThrowawayDatabase } from "../../test/support/throwaway-database.js";
-
-type KmsRequest =
-  | { op: "createKey" }
-  | { op: "setLatency"; ms: number }
-  | { op: "count"; name: string }
-  | { op: "resetCounts" };
-
-// ---- the child: a local KMS server driven over IPC ----------------------------------------
-
-async function serveKms(): Promise<void> {
-  const server = await startLocalKmsServer();
-  process.on("message", (message: { id: number } & KmsRequest) => {
-    let result: unknown = null;
-    if (message.op === "createKey") result = server.createKey("rewrap bench");
-    else if (message.op === "setLatency") server.setFaults({ latencyMs: message.ms });
-    else if (message.op === "count") result = server.callCount(message.name);
-    else server.resetCounts();
-    process.send?.({ id: message.id, result });
-  });
-  process.on("disconnect", () => {
-    void server.close().then(() => process.exit(0));
-  });
-  process.send?.({ id: 0, result: { endpoint: server.endpoint, region: server.region } });
-}
-
-interface KmsChild {
-  readonly endpoint: string;
-  readonly region: string;
-  call<T>(request: KmsRequest): Promise<T>;
-  stop(): void;
-}
-
-async function startKmsChild(): Promise<KmsChild> {
-  const child: ChildProcess = fork(fileURLToPath(import.meta.url), ["--kms-child"], { stdio: "inherit" });
-  const pending = new Map<number, (result: unknown) => void>();
-  let nextId = 1;
-  const ready = new Promise<{ endpoint: string; region: string }>((resolve, reject) => {
-    pending.set(0, (result) => resolve(result as { endpoint: string; region: string }));
-    child.once("error", reject);
-    child.once("exit", (code) => reject(new Error(`KMS child exited with ${code}`)));
-  });
-  child.on("message", (message: { id: number; result: unknown }) => {
-    pending.get(message.id)?.(message.result);
-    pending.delete(message.id);
-  });
-  const { endpoint, region } = await ready;
-  return {
-    endpoint,
-    region,
-    call<T>(request: KmsRequest) {
-      const id = nextId++;
-      return new Promise<T>((resolve) => {
-        pending.set(id, (result) => resolve(result as T));
-        child.send({ id, ...request });
-      });
-    },
-    stop: () => child.disconnect(),
-  };
-}
+import { type KmsChild, serveKmsIfChild, startKmsChild } from "../lib/kms-child.js";
 
 // ---- the parent: seed, then time the rewrap -------------------------------------------------
 
@@ -100,6 +43,78 @@ async function forEachConcurrently<T>(items: readonly T[], limit: number, work: 
   );
 }
 
+interface JobChildInput {
+  readonly databaseUrl: string;
+  readonly endpoint: string;
+  readonly region: string;
+  readonly source: string;
+  readonly target: string;
+  readonly concurrency: number;
+  readonly rate: number;
+  readonly batchSize: number;
+}
+
+interface JobChildOutput {
+  readonly rewrapped: number;
+  readonly retries: number;
+  readonly cpuMs: number;
+}
+
+/** A `--rewrap-child`: one rewrap job in its own process, on the parent's database and KMS. */
+async function serveRewrapChild(): Promise<void> {
+  const input = await new Promise<JobChildInput>((resolve) => process.once("message", resolve));
+  const logger = createLogger({ level: "error" });
+  const database = await openDatabase(
+    {
+      kind: "postgres",
+      url: new Redacted(input.databaseUrl),
+      maxConnections: 10,
+      connectTimeoutMs: 5_000,
+      statementTimeoutMs: 60_000,
+    },
+    logger,
+  );
+  const client = createKmsClient({
+    region: input.region,
+    endpoint: input.endpoint,
+    maxAttempts: 3,
+    credentials: { accessKeyId: "bench", secretAccessKey: "bench" },
+  });
+  try {
+    const keyring = createAwsKmsKeyring({ client, keyId: input.source });
+    const job = createRewrapJob({
+      db: database.db,
+      keyring,
+      logger,
+      batchSize: input.batchSize,
+      concurrency: input.concurrency,
+      ratePerSecond: input.rate,
+    });
+    const cpuBefore = process.cpuUsage();
+    const report = await job.run(input.target);
+    const cpu = process.cpuUsage(cpuBefore);
+    const output: JobChildOutput = {
+      rewrapped: report.rewrapped,
+      retries: report.retries,
+      cpuMs: (cpu.user + cpu.system) / 1000,
+    };
+    process.send?.(output);
+  } finally {
+    client.destroy();
+    await database.close();
+    process.disconnect();
+  }
+}
+
+function runRewrapChild(input: JobChildInput): Promise<JobChildOutput> {
+  const child = fork(fileURLToPath(import.meta.url), ["--rewrap-child"], { stdio: "inherit" });
+  return new Promise((resolve, reject) => {
+    child.once("message", (output: JobChildOutput) => resolve(output));
+    child.once("exit", (code) => reject(new Error(`rewrap child exited with ${code} before reporting`)));
+    child.send(input);
+  });
+}
+
 interface Result {
   readonly users: number;
   readonly seconds: number;
@@ -113,7 +128,7 @@ async function measure(
   kms: KmsChild,
   adminUrl: string,
   users: number,
-  options: { latencyMs: number; concurrency: number; rate: number; batchSize: number },
+  options: { latencyMs: number; concurrency: number; rate: number; batchSize: number; workers: number },
 ): Promise<Result> {
   const logger = createLogger({ level: "error" });
   const throwaway = await createThrowawayDatabase(adminUrl, "keybroker_bench_rewrap");
@@ -163,24 +178,63 @@ async function measure(
 
     await kms.call({ op: "setLatency", ms: options.latencyMs });
     await kms.call({ op: "resetCounts" });
-    let shownAt = 0;
-    const job = createRewrapJob({
-      db: database.db,
-      keyring,
-      logger,
-      batchSize: options.batchSize,
-      concurrency: options.concurrency,
-      ratePerSecond: options.rate,
-      onProgress: ({ done, total, rate }) => {
-        const now = performance.now();
-        if (now - shownAt < 5_000) return;
-        shownAt = now;
-        process.stderr.write(`  ${done}/${total} rows, ${Math.round(rate)} rows/s\n`);
-      },
-    });
-    const cpuBefore = process.cpuUsage();
-    const report = await job.run(target);
-    const cpu = process.cpuUsage(cpuBefore);
+    let report: { seconds: number; rewrapped: number; retries: number; remaining: number };
+    let cpuMs: number;
+    if (options.workers === 1) {
+      let shownAt = 0;
+      const job = createRewrapJob({
+        db: database.db,
+        keyring,
+        logger,
+        batchSize: options.batchSize,
+        concurrency: options.concurrency,
+        ratePerSecond: options.rate,
+        onProgress: ({ done, total, rate }) => {
+          const now = performance.now();
+          if (now - shownAt < 5_000) return;
+          shownAt = now;
+          process.stderr.write(`  ${done}/${total} rows, ${Math.round(rate)} rows/s\n`);
+        },
+      });
+      const cpuBefore = process.cpuUsage();
+      report = await job.run(target);
+      const cpu = process.cpuUsage(cpuBefore);
+      cpuMs = (cpu.user + cpu.system) / 1000;
+    } else {
+      // Timed from the fork: each process's start-up (tsx, SDK, pool) is part of the run, as it is
+      // for an operator starting N processes.
+      const started = performance.now();
+      const outputs = await Promise.all(
+        Array.from({ length: options.workers }, () =>
+          runRewrapChild({
+            databaseUrl: throwaway.url,
+            endpoint: kms.endpoint,
+            region: kms.region,
+            source,
+            target,
+            concurrency: options.concurrency,
+            rate: options.rate,
+            batchSize: options.batchSize,
+          }),
+        ),
+      );
+      const seconds = (performance.now() - started) / 1000;
+      const left = await createRewrapJob({
+        db: database.db,
+        keyring,
+        logger,
+        batchSize: 1,
+        concurrency: 1,
+        ratePerSecond: 1,
+      }).plan(target);
+      report = {
+        seconds,
+        rewrapped: outputs.reduce((n, o) => n + o.rewrapped, 0),
+        retries: outputs.reduce((n, o) => n + o.retries, 0),
+        remaining: left.users + (left.pepper ? 1 : 0),
+      };
+      cpuMs = outputs.reduce((n, o) => n + o.cpuMs, 0);
+    }
     const status = await readKeyStatus(database.db);
     if (status.users.get(target) !== users || status.pepperKeyId !== target || report.remaining !== 0) {
       throw new Error(`rewrap incomplete: ${JSON.stringify({ ...report, users: [...status.users] })}`);
@@ -190,7 +244,7 @@ async function measure(
       users,
       seconds: report.seconds,
       rowsPerSecond: rowsDone / report.seconds,
-      cpuMsPerRow: (cpu.user + cpu.system) / 1000 / rowsDone,
+      cpuMsPerRow: cpuMs / rowsDone,
       reEncryptCalls: await kms.call<number>({ op: "count", name: "ReEncrypt" }),
       retries: report.retries,
     };
@@ -209,6 +263,7 @@ async function main(): Promise<void> {
       concurrency: { type: "string", default: "32" },
       rate: { type: "string", default: "5000" },
       "batch-size": { type: "string", default: "500" },
+      workers: { type: "string", default: "1" },
       "database-url": { type: "string" },
       // One JSON line of results on stdout instead of the table (bench/run.ts reads it).
       json: { type: "boolean", default: false },
@@ -220,6 +275,7 @@ async function main(): Promise<void> {
     concurrency: Number(values.concurrency),
     rate: Number(values.rate),
     batchSize: Number(values["batch-size"]),
+    workers: Number(values.workers),
   };
   const numbers = [...sizes, ...Object.values(options)];
   if (
@@ -238,12 +294,12 @@ async function main(): Promise<void> {
     process.env.DATABASE_URL ??
     "postgres://postgres@127.0.0.1:5432/postgres";
 
-  const kms = await startKmsChild();
+  const kms = await startKmsChild(import.meta.url);
   const results: Result[] = [];
   try {
     process.stderr.write(
       `rewrap bench: KMS latency ${options.latencyMs} ms, concurrency ${options.concurrency}, ` +
-        `rate ${options.rate}/s, batch ${options.batchSize}\n`,
+        `rate ${options.rate}/s in total, batch ${options.batchSize}, ${options.workers} worker process(es)\n`,
     );
     for (const users of sizes) {
       process.stderr.write(`${users} users:\n`);
@@ -272,5 +328,5 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv.includes("--kms-child")) await serveKms();
-else await main();
+if (process.argv.includes("--rewrap-child")) await serveRewrapChild();
+else if (!(await serveKmsIfChild())) await main();

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { Registry } from "prom-client";
 import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
 import { createUserShredder } from "../admin/user-shredder.js";
 import { createAdminServiceHandlers } from "../api/rpc/admin-service-handlers.js";
@@ -54,6 +55,8 @@ export interface App {
   stop(): Promise<void>;
   readonly database: DatabaseHandle;
   readonly keyring: Keyring;
+  /** This app's metrics (a `serve --workers N` worker hands them to the primary to aggregate). */
+  readonly metricsRegistry: Registry;
   /**
    * Waits until every audit row recorded so far is committed. Outcome rows of sensitive calls are
    * written after the call answers (see audited-operation.ts); `stop` flushes them itself.
@@ -182,6 +185,7 @@ export async function createApp(
     return {
       database,
       keyring: keys.keyring,
+      metricsRegistry: metrics.registry,
       flushAudit: () => audit.log.flush(),
       start: () =>
         unwindOnFailure(lifecycle, async () => {

@@ -13,7 +13,8 @@ import { runUser } from "./user-command.js";
 
 const USAGE = `keybroker <command>
 
-  serve                      run the broker (production: configuration from the environment)
+  serve [--workers N]        run the broker (production: configuration from the environment);
+                             N processes behind the same ports (default: one per core)
   dev                        run the broker with embedded DEV-ONLY defaults (npm start)
   migrate                    apply database migrations (as the owner; KEYBROKER_RUNTIME_DB_ROLE: grant serve's role)
   caller-keys create --name N --scopes s1,s2 [--expires-in-days D] [--client-cert FILE.pem]

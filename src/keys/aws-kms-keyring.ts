@@ -42,6 +42,10 @@ export function createKmsClient(options: KmsClientOptions): KMSClient {
     region: options.region,
     maxAttempts: options.maxAttempts,
     retryMode: "standard",
+    // The SDK otherwise rebuilds and sorts its whole middleware stack on every send(); cached per
+    // command class, a ReEncrypt costs ~40% less client CPU (bench/tools/kms-sdk-cost.ts). The cache
+    // is only used for a send() without options, so signalOption() passes none when it can.
+    cacheMiddleware: true,
     ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
     ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
     requestHandler: {
@@ -152,8 +156,9 @@ function hasHttpResponse(err: unknown): boolean {
   return typeof status === "number";
 }
 
-export function signalOption(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
-  return signal === undefined ? {} : { abortSignal: signal };
+/** The send() options for `signal`: none at all without one, so the SDK's middleware cache applies. */
+export function signalOption(signal: AbortSignal | undefined): { abortSignal: AbortSignal } | undefined {
+  return signal === undefined ? undefined : { abortSignal: signal };
 }
 
 // The SDK's buffer is copied into one of ours (never the allocUnsafe pool) and zeroed.

@@ -1,11 +1,16 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "../log/logger.js";
-import type { Metrics } from "./metrics.js";
 import type { ReadinessReport } from "./readiness.js";
 
+/** What /metrics serves: a prom-client Registry, or the cluster primary's aggregate of its workers'. */
+export interface MetricsSource {
+  readonly contentType: string;
+  metrics(): Promise<string>;
+}
+
 export interface OpsServerDeps {
-  readonly metrics: Pick<Metrics, "registry">;
+  readonly metrics: { readonly registry: MetricsSource };
   readonly readiness: () => Promise<ReadinessReport>;
   readonly logger: Logger;
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import { BrokerError, isBrokerError } from "../errors.js";
 import type { Keyring } from "../keys/keyring.js";
@@ -5,16 +6,24 @@ import { PEPPER_STATE } from "../keys/pepper.js";
 import type { Logger } from "../log/logger.js";
 import { findBrokerState } from "../store/broker-state.repository.js";
 import { countUsersByMasterKey, type WrappedUserKey } from "../store/rewrap.repository.js";
+import {
+  deleteRewrapRateWindows,
+  ensureRewrapRanges,
+  reopenRewrapRanges,
+} from "../store/rewrap-ranges.repository.js";
 import type { Database } from "../store/schema.js";
 import { createKmsRetry, DEFAULT_RETRY, type RetryPolicy } from "./kms-retry.js";
+import { createLeasedRowSource, type LeasedRowSource, rewrapRangeStarts } from "./leased-row-source.js";
 import { createRateLimiter, type RateLimiter } from "./rate-limiter.js";
 import { createRewrapRowMover, type RowOutcome } from "./rewrap-row-mover.js";
-import { createRewrapRowSource, type RewrapRowSource } from "./rewrap-row-source.js";
+import { createSharedRateWindow, withSharedWindow } from "./shared-rate-window.js";
 
 /**
- * The rewrap job: plans, then drives workers that take rows from the row source
- * (rewrap-row-source.ts) and move them (rewrap-row-mover.ts) through the KMS rate limit and
+ * The rewrap job: plans, then drives workers that take rows from leased user_ref ranges
+ * (leased-row-source.ts) and move them (rewrap-row-mover.ts) through the KMS rate limit and
  * backoff (kms-retry.ts), reporting progress; a stopped or failed run is resumed by running again.
+ * Several jobs (processes) on the same target share the work through the range leases and the
+ * rate through the database's rate windows (shared-rate-window.ts): run more to go faster.
  */
 
 /** What a rewrap to a target master key has left to do. */
@@ -77,8 +86,17 @@ export interface RewrapJobDeps {
   readonly batchSize: number;
   /** KMS calls in flight at once. */
   readonly concurrency: number;
-  /** KMS calls per second at most (the account's quota is shared with the live broker). */
+  /**
+   * KMS calls per second at most, in total over every job running on the same target (the
+   * account's quota is shared with the live broker).
+   */
   readonly ratePerSecond: number;
+  /** This job's name in the range leases; default: pid and a random suffix. */
+  readonly owner?: string;
+  /** A range lease lapses this long after its last renewal (a crashed worker's range is then free). */
+  readonly leaseTtlMs?: number;
+  /** Ranges the user_ref space is cut into (only when the target's ranges are first created). */
+  readonly ranges?: number;
   readonly onProgress?: (progress: RewrapProgress) => void;
   /** Backoff for `unavailable` KMS answers, on top of the SDK's own retries. */
   readonly retry?: RetryPolicy;
@@ -87,6 +105,8 @@ export interface RewrapJobDeps {
 // Rows created behind the cursor while the job ran (by replicas still on the old key) are
 // caught by another pass; passes stop once one makes no progress.
 const MAX_PASSES = 3;
+const DEFAULT_LEASE_TTL_MS = 30_000;
+const DEFAULT_RANGES = 64;
 
 function positiveInteger(name: string, value: number): void {
   if (!(Number.isInteger(value) && value > 0)) {
@@ -117,6 +137,9 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
     throw new BrokerError("invalid_argument", "rate must be a positive number of calls per second");
   }
   const retry = deps.retry ?? DEFAULT_RETRY;
+  const owner = deps.owner ?? `pid ${process.pid} ${randomUUID().slice(0, 8)}`;
+  const leaseTtlMs = deps.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+  const rateBucket = (targetKeyId: string) => `rewrap:${targetKeyId}`;
 
   async function plan(targetKeyId: string): Promise<RewrapPlan> {
     const [byKey, pepper] = await Promise.all([
@@ -135,7 +158,10 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
   async function run(targetKeyId: string, options: RewrapRunOptions = {}): Promise<RewrapReport> {
     const { signal } = options;
     const startedAt = performance.now();
-    const limiter: RateLimiter = createRateLimiter({ ratePerSecond, burst: Math.min(concurrency, 100) });
+    const limiter: RateLimiter = withSharedWindow(
+      createRateLimiter({ ratePerSecond, burst: Math.min(concurrency, 100) }),
+      createSharedRateWindow({ db, bucket: rateBucket(targetKeyId), ratePerSecond }),
+    );
     const counts = { rewrapped: 0, skipped: 0, failed: 0 };
     // Rows that failed are remembered (in memory only) so a later pass does not retry them.
     const failedUsers = new Set<string>();
@@ -160,17 +186,19 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
       progress();
     }
 
-    async function worker(next: RewrapRowSource): Promise<void> {
+    async function worker(rows: Pick<LeasedRowSource, "next" | "settled">): Promise<void> {
       while (!stopping()) {
         let row: WrappedUserKey | undefined;
         try {
-          row = await next();
+          row = await rows.next();
           if (row === undefined || stopping()) return;
           settle(await mover.rewrapUser(row), row);
         } catch (err) {
           // A wait cut short by `signal` is a graceful stop, not a failure.
           if (!(signal?.aborted && isBrokerError(err) && err.code === "deadline_exceeded")) fatal ??= err;
           return;
+        } finally {
+          if (row !== undefined) rows.settled(row);
         }
       }
     }
@@ -202,16 +230,40 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
     }
 
     let left = total;
+    try {
+      if (!stopping())
+        await ensureRewrapRanges(db, targetKeyId, rewrapRangeStarts(deps.ranges ?? DEFAULT_RANGES));
+    } catch (err) {
+      fatal ??= err;
+    }
     for (let pass = 1; pass <= MAX_PASSES && !stopping(); pass += 1) {
       const settledBefore = counts.rewrapped;
-      const next = createRewrapRowSource(db, { targetKeyId, batchSize, exclude: failedUsers });
-      await Promise.all(Array.from({ length: concurrency }, () => worker(next)));
+      const rows = createLeasedRowSource({
+        db,
+        logger,
+        targetKeyId,
+        owner,
+        leaseTtlMs,
+        batchSize,
+        exclude: failedUsers,
+        stopping,
+        signal,
+      });
+      await Promise.all(Array.from({ length: concurrency }, () => worker(rows)));
+      // A stopped or failed job hands its range back at once (a crashed one by its lease expiring).
+      await rows.release().catch((err: unknown) => logger.warn({ err }, "could not release a rewrap range"));
       if (stopping()) break;
       left = await remaining();
-      if (left <= failedUsers.size || counts.rewrapped === settledBefore) break;
-      logger.info({ pass, remaining: left }, "rows appeared behind the rewrap cursor; another pass");
+      if (left <= failedUsers.size) break;
+      // Rows behind the walk (made by replicas still on the old key, or left by a crashed worker
+      // after its range was marked done): every range again, unless this pass moved nothing.
+      if (counts.rewrapped === settledBefore && pass > 1) break;
+      await reopenRewrapRanges(db, targetKeyId);
+      logger.info({ pass, remaining: left }, "rows appeared behind the rewrap ranges; another pass");
     }
     if (stopping()) left = await remaining().catch(() => left);
+    else
+      await deleteRewrapRateWindows(db, rateBucket(targetKeyId), Date.now() - 60_000).catch(() => undefined);
 
     const report: RewrapReport = {
       ...counts,

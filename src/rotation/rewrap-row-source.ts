@@ -9,6 +9,11 @@ export interface RewrapRowSourceOptions {
   readonly batchSize: number;
   /** Users (hex user refs) not to offer again: rows that failed earlier in this run. */
   readonly exclude: ReadonlySet<string>;
+  /** Only user refs in [from, before) (a leased range); the whole table when absent. */
+  readonly from?: Buffer | undefined;
+  readonly before?: Buffer | undefined;
+  /** Called before each page is read; false stops the walk (the range's lease was lost). */
+  readonly beforePage?: () => Promise<boolean>;
 }
 
 /** Hands out the next user row to rewrap, or undefined once the walk is done. */
@@ -29,10 +34,17 @@ export function createRewrapRowSource(
   let loading: Promise<void> | undefined;
 
   async function load(): Promise<void> {
+    if (options.beforePage !== undefined && !(await options.beforePage())) {
+      exhausted = true;
+      page = [];
+      return;
+    }
     const rows = await findUsersNotOnKey(db, {
       targetKeyId: options.targetKeyId,
       after,
       limit: options.batchSize,
+      from: options.from,
+      before: options.before,
     });
     if (rows.length < options.batchSize) exhausted = true;
     after = rows.at(-1)?.userRef ?? after;

@@ -35,7 +35,14 @@ export async function countUsersByMasterKey(
  */
 export async function findUsersNotOnKey(
   db: Kysely<Database>,
-  page: { readonly targetKeyId: string; readonly after: Buffer | undefined; readonly limit: number },
+  page: {
+    readonly targetKeyId: string;
+    readonly after: Buffer | undefined;
+    readonly limit: number;
+    /** A leased range's bounds: from (inclusive, used while `after` is unset) and before (exclusive). */
+    readonly from?: Buffer | undefined;
+    readonly before?: Buffer | undefined;
+  },
 ): Promise<WrappedUserKey[]> {
   let query = db
     .selectFrom("users")
@@ -44,6 +51,8 @@ export async function findUsersNotOnKey(
     .orderBy("user_ref")
     .limit(page.limit);
   if (page.after !== undefined) query = query.where("user_ref", ">", page.after);
+  else if (page.from !== undefined) query = query.where("user_ref", ">=", page.from);
+  if (page.before !== undefined) query = query.where("user_ref", "<", page.before);
   const rows = await query.execute();
   return rows.map((row) => ({
     userRef: asBuffer(row.user_ref),

@@ -135,6 +135,16 @@ export interface RateLimitLeasesTable {
   last_grant: number;
 }
 
+/** Disjoint user_ref ranges of one rewrap target, leased by its workers (issue 17 item 4). */
+export interface RewrapRangesTable {
+  target_key_id: string;
+  range_start: Uint8Array;
+  range_end: Uint8Array | null;
+  owner: string | null;
+  lease_expires_at: Date | null;
+  done_at: Date | null;
+}
+
 /** Wrong-PIN attempts per user, shared by every replica (issue 14 item 4). */
 export interface UserPinAttemptsTable {
   user_ref: Uint8Array;
@@ -158,6 +168,7 @@ export interface Database {
   dpop_proof_ids: DpopProofIdsTable;
   rate_limit_leases: RateLimitLeasesTable;
   user_pin_attempts: UserPinAttemptsTable;
+  rewrap_ranges: RewrapRangesTable;
 }
 
 export type CallerKeyRow = Selectable<CallerKeysTable>;

@@ -12,6 +12,7 @@
 import { fileURLToPath } from "node:url";
 import {
   type CallOptions,
+  type ChannelOptions,
   type Client,
   type ClientReadableStream,
   type ClientUnaryCall,
@@ -90,15 +91,21 @@ export function loadKeybrokerPackage(): GrpcObject {
  * Plaintext clients for `address` ("127.0.0.1:PORT"); close() them in afterAll. AdminService has
  * its own listener (L6): its client dials `adminAddress`, by default `address` too.
  */
-export function createGrpcClients(address: string, adminAddress = address): GrpcClients {
+export function createGrpcClients(
+  address: string,
+  adminAddress = address,
+  channelOptions: ChannelOptions = {},
+): GrpcClients {
   const v1 = (loadKeybrokerPackage().keybroker as GrpcObject).v1 as GrpcObject;
   const SecretsClient = v1.SecretService as ServiceClientConstructor;
   const ProxyClient = v1.ProxyService as ServiceClientConstructor;
-  const secrets = new SecretsClient(address, credentials.createInsecure());
-  const proxy = new ProxyClient(address, credentials.createInsecure());
-  const admin = new (v1.AdminService as ServiceClientConstructor)(adminAddress, credentials.createInsecure());
-  const sessions = new (v1.SessionService as ServiceClientConstructor)(address, credentials.createInsecure());
-  const pins = new (v1.PinService as ServiceClientConstructor)(address, credentials.createInsecure());
+  const insecure = credentials.createInsecure();
+  // Clients with equal options share one channel (connection); a test wanting several passes distinct options.
+  const secrets = new SecretsClient(address, insecure, channelOptions);
+  const proxy = new ProxyClient(address, insecure, channelOptions);
+  const admin = new (v1.AdminService as ServiceClientConstructor)(adminAddress, insecure, channelOptions);
+  const sessions = new (v1.SessionService as ServiceClientConstructor)(address, insecure, channelOptions);
+  const pins = new (v1.PinService as ServiceClientConstructor)(address, insecure, channelOptions);
   return {
     secrets,
     proxy,

@@ -367,6 +367,12 @@ export async function startHttpsUpstream(creds: UpstreamCredentials): Promise<Ht
       case "ok":
         json(res, 200, { ok: true, method: r.method });
         return;
+      case "slow-ok": {
+        // Answers after 1.5 s: a call that is surely in flight when a test stops or kills a broker.
+        const t = setTimeout(() => json(res, 200, { ok: true, method: r.method }), 1_500);
+        timers.add(t);
+        return;
+      }
       case "apiRestrictions": {
         const answer = state.binanceRestrictions;
         if (answer === "reset") rawByPort.get(res.socket?.remotePort ?? -1)?.resetAndDestroy();

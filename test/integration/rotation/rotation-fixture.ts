@@ -93,7 +93,9 @@ export function countCalls(inner: Keyring, calls: KeyringCalls): Keyring {
 
 /** Empties every table the rotation touches, the pepper included (each test seeds its own). */
 export async function emptyDatabase(database: Pick<TestDatabase, "db">): Promise<void> {
-  await sql`truncate table secret_versions, secrets, users, broker_state cascade`.execute(database.db);
+  await sql`truncate table secret_versions, secrets, users, broker_state, rewrap_ranges cascade`.execute(
+    database.db,
+  );
 }
 
 export async function createRotationFixture(
