@@ -12,7 +12,7 @@ export interface OAuthConfig {
   readonly listener: {
     readonly host: string;
     readonly port: number;
-    readonly tls: ServerTlsConfig | undefined;
+    readonly tls: PublicTlsFiles | undefined;
   };
   /** The callback's public URL, registered with each provider as the redirect URI. */
   readonly callbackUrl: string;
