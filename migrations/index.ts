@@ -12,6 +12,7 @@ import * as m0010 from "./0010_misuse_signals.js";
 import * as m0011 from "./0011_session_revocations.js";
 import * as m0012 from "./0012_dpop_proof_ids.js";
 import * as m0013 from "./0013_user_pins.js";
+import * as m0014 from "./0014_oauth_connections.js";
 import * as m0017 from "./0017_rewrap_ranges.js";
 
 /**
@@ -32,5 +33,6 @@ export const migrations: Record<string, Migration> = {
   "0011_session_revocations": m0011,
   "0012_dpop_proof_ids": m0012,
   "0013_user_pins": m0013,
+  "0014_oauth_connections": m0014,
   "0017_rewrap_ranges": m0017,
 };

@@ -26,7 +26,11 @@ export type AuditAction =
   | "integrity.failure"
   | "session.end"
   | "pin.set"
-  | "pin.unlock";
+  | "pin.unlock"
+  | "oauth.connect_start"
+  | "oauth.connect"
+  | "oauth_app.set"
+  | "oauth_app.rotate";
 
 /**
  * `started` is written before a sensitive operation touches any key (Vault's request entry):
