@@ -4,20 +4,24 @@
 # `docker run keybroker migrate`. Configuration comes only from the environment
 # (src/config/config.ts); production refuses the local keyring and PGlite.
 #
-# Expected size: ~300-330 MB uncompressed, ~100 MB compressed. Estimate: no Docker engine was
-# available where this was written. Parts: the node:24-slim base, ~200-230 MB (estimate); the
-# production node_modules, 95 MB, and dist/, 1 MB (measured: same lockfile, --omit=dev). Of the
-# 95 MB, tsx + esbuild (~12 MB) only run when dist/ is absent and PGlite (26 MB) only in
-# development: moving tsx to devDependencies and loading PGlite lazily would drop both.
+# Expected size: ~260-290 MB uncompressed, ~90 MB compressed. Estimate: no Docker engine was
+# available where this was written. Parts: the node slim base, ~200-230 MB (estimate); the
+# production node_modules, ~70 MB, and dist/, 1 MB (measured: same lockfile, the prod-deps
+# command below). tsx is a dev dependency and PGlite (26 MB) an optional one that this image
+# leaves out: a broker here runs on Postgres and never imports it (src/store/database.ts).
 #
-# Pin the base by digest in CI (node:24-slim@sha256:...) so a rebuild is reproducible.
-ARG NODE_IMAGE=node:24-slim
+# Node: the same release as development and CI (package.json `node` devDependency, engines;
+# test/unit/deploy/node-version.test.ts keeps them equal). Pinned by version tag; Renovate
+# (renovate.json) adds the digest: no registry could be reached to read it where this was written.
+ARG NODE_IMAGE=node:26.10.0-slim
 
 # --- build: dev dependencies, TypeScript -> dist/ ------------------------------------------
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+# --ignore-scripts: the compiler needs no install script, and the `node` devDependency's would
+# fetch a second Node binary the base image already provides.
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY migrations ./migrations
@@ -26,10 +30,12 @@ RUN npm run build
 # --- prod-deps: production dependencies only, exactly as locked ----------------------------
 # --ignore-scripts: no package gets to run code at install time; none of the production
 # dependencies needs an install script to work (checked by running the CLI from such a tree).
+# --omit=optional: leaves out PGlite and its dialect (development's embedded database) and pg's
+# Cloudflare-only socket shim.
 FROM ${NODE_IMAGE} AS prod-deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
 # --- runtime ---------------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime

@@ -100,7 +100,9 @@ try {
 
   await cpuPerCall("caller key: parse + lookup (prepared)", () => callers.authenticate(key, "secrets:read"));
   await cpuPerCall("token verify (cached)", () => tokens.verify(token));
-  await cpuPerCall("secrets.list (1 query, 1 hint)", () => secrets.list(user, undefined, signal));
+  await cpuPerCall("secrets.list (1 query, 1 hint)", () =>
+    secrets.list(user, { provider: undefined, pageSize: 0, pageToken: "" }, signal),
+  );
   await cpuPerCall("raw pg select 1", () => database.db.selectNoFrom((eb) => eb.val(1).as("one")).execute());
   client.destroy();
 } finally {

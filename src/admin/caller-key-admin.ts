@@ -4,14 +4,17 @@ import { generateCallerKey } from "../auth/caller-key-format.js";
 import { type CallerScope, isCallerScope } from "../auth/identity.js";
 import { BrokerError } from "../errors.js";
 import {
+  CALLER_KEYS_PAGE_KIND,
   type CallerKeySummary,
   expireCallerKeyBy,
   findCallerKeyById,
   insertCallerKey,
   listCallerKeys,
+  listCallerKeysPage,
   reinstateCallerKey,
   revokeCallerKey,
 } from "../store/caller-keys.repository.js";
+import { type PageLimits, type PageRequest, pageSizeOf, positionOfPageToken } from "../store/keyset-page.js";
 import type { Database } from "../store/schema.js";
 
 export type { CallerKeySummary } from "../store/caller-keys.repository.js";
@@ -33,7 +36,10 @@ export interface CallerKeyAdmin {
     /** Binds the key to one mTLS client certificate (its DER SHA-256); omitted or null: unbound. */
     clientCertSha256?: Buffer | null;
   }): Promise<CreatedCallerKey>;
+  /** Every key, oldest first (the CLI). */
   list(): Promise<CallerKeySummary[]>;
+  /** One page of keys, oldest first (AdminService.ListCallerKeys); page_size 0: the default. */
+  listPage(page: PageRequest): Promise<{ keys: CallerKeySummary[]; nextPageToken: string }>;
   revoke(id: string): Promise<void>;
   /**
    * A new key with the same name, scopes and certificate binding; the old one keeps working for
@@ -43,6 +49,9 @@ export interface CallerKeyAdmin {
   /** Lifts a suspension a misuse signal put on the key; NOT_FOUND when it is not suspended. */
   reinstate(id: string): Promise<void>;
 }
+
+/** Larger page sizes are clamped to the maximum, as for ListSecrets. */
+export const CALLER_KEYS_PAGE: PageLimits = { defaultSize: 100, maxSize: 500 };
 
 /** Long enough to roll a key out to every app instance; short enough that a leak is bounded. */
 export const MAX_ROTATION_OVERLAP_SECONDS = 7 * 24 * 3600;
@@ -117,6 +126,11 @@ export function createCallerKeyAdmin(deps: {
       };
     },
     list: () => listCallerKeys(deps.db),
+    async listPage(page) {
+      const size = pageSizeOf(page, CALLER_KEYS_PAGE);
+      const after = positionOfPageToken(CALLER_KEYS_PAGE_KIND, page.pageToken);
+      return listCallerKeysPage(deps.db, { after, size });
+    },
     async rotate(id, overlapSeconds) {
       if (
         !Number.isInteger(overlapSeconds) ||

@@ -15,7 +15,7 @@ export const DEFAULT_ATTEMPT_TIMEOUT_MS = 2_000;
 
 export interface KmsClientOptions {
   readonly region: string;
-  /** A KMS-compatible endpoint (LocalStack, the test server); AWS's own when absent. */
+  /** A KMS-compatible endpoint (local-kms in compose, the test server); AWS's own when absent. */
   readonly endpoint?: string;
   /** Total attempts per call, first one included. */
   readonly maxAttempts: number;

@@ -12,6 +12,7 @@ import { isOperationClass, type OperationClass } from "../policy/operation-class
 import { compareGrants, type GrantChange, normalizeGrant } from "../policy/operation-grant.js";
 import { asBuffer, isUniqueViolation } from "../store/bytes.js";
 import { setConnectionState } from "../store/oauth-connections.repository.js";
+import { type PageLimits, type PageRequest, pageSizeOf, positionOfPageToken } from "../store/keyset-page.js";
 import type { PreparedRunner } from "../store/prepared.js";
 import type { Database } from "../store/schema.js";
 import * as secretsRepo from "../store/secrets.repository.js";
@@ -60,9 +61,27 @@ export interface ProviderCatalog {
   isOAuth?(providerId: string): boolean;
 }
 
+/** ListSecrets: an optional provider filter and a page (page_size 0 means SECRETS_PAGE.defaultSize). */
+export interface SecretListQuery extends PageRequest {
+  readonly provider: string | undefined;
+}
+
+export interface SecretPage {
+  readonly secrets: SecretMetadata[];
+  /** Empty on the last page. */
+  readonly nextPageToken: string;
+}
+
+// Secret ids are uuids; a token naming anything else was not issued by ListSecrets.
+const SECRET_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Larger page sizes are clamped to the maximum, as for ListSecretUses. */
+export const SECRETS_PAGE: PageLimits = { defaultSize: 100, maxSize: 500 };
+
 export interface SecretService {
   put(user: UserIdentity, input: PutSecretInput, signal: AbortSignal): Promise<PutSecretOutcome>;
-  list(user: UserIdentity, provider: string | undefined, signal: AbortSignal): Promise<SecretMetadata[]>;
+  /** One page of the user's secrets, oldest first. */
+  list(user: UserIdentity, query: SecretListQuery, signal: AbortSignal): Promise<SecretPage>;
   delete(user: UserIdentity, secretId: string): Promise<void>;
   open(user: UserIdentity, secretId: string, signal: AbortSignal): Promise<OpenedSecret>;
   /**
@@ -330,12 +349,21 @@ export function createSecretService(deps: {
       }
     },
 
-    async list(user, provider, signal) {
-      const { secrets, userKey } = await secretsRepo.listSecretsWithUserKey(prepared, user.userRef, provider);
-      if (userKey === undefined) return [];
+    async list(user, query, signal) {
+      const size = pageSizeOf(query, SECRETS_PAGE);
+      const after = positionOfPageToken(secretsRepo.SECRETS_PAGE_KIND, query.pageToken);
+      if (after !== undefined && !SECRET_ID.test(after.id)) {
+        throw new BrokerError("invalid_argument", "page_token is not one this list issued");
+      }
+      const { secrets, userKey, nextPageToken } = await secretsRepo.listSecretsWithUserKey(
+        prepared,
+        user.userRef,
+        { provider: query.provider, after, size },
+      );
+      if (userKey === undefined) return { secrets: [], nextPageToken: "" };
       const { key } = await userDataKeys.unwrap(user.userRef, userKey, signal, pinSessionOf(user));
       try {
-        return secrets.map((secret) => toMetadata(key, user.userRef, secret));
+        return { secrets: secrets.map((secret) => toMetadata(key, user.userRef, secret)), nextPageToken };
       } finally {
         key.fill(0);
       }

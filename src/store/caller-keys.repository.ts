@@ -1,6 +1,7 @@
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import { createBatchedLookup } from "./batched-lookup.js";
 import { asBuffer } from "./bytes.js";
+import { createdAtMicros, type KeysetPosition, pageOf } from "./keyset-page.js";
 import type { PreparedRunner, PreparedStatement } from "./prepared.js";
 import type { CallerKeyRow, Database } from "./schema.js";
 
@@ -119,6 +120,36 @@ export function createCallerKeyLookup(prepared: PreparedRunner): {
 export async function listCallerKeys(db: Kysely<Database>): Promise<CallerKeySummary[]> {
   const rows = await db.selectFrom("caller_keys").selectAll().orderBy("created_at").orderBy("id").execute();
   return rows.map(toSummary);
+}
+
+/** Caller-key lists tell their page tokens apart from other lists' by this. */
+export const CALLER_KEYS_PAGE_KIND = "k";
+
+/** One page of caller keys in (created_at, id) order, after `after`; a handful of rows: no index. */
+export async function listCallerKeysPage(
+  db: Kysely<Database>,
+  query: { after: KeysetPosition | undefined; size: number },
+): Promise<{ keys: CallerKeySummary[]; nextPageToken: string }> {
+  const { after } = query;
+  const rows = await db
+    .selectFrom("caller_keys as k")
+    .selectAll()
+    .select(sql<number>`${sql.raw(createdAtMicros("k"))}`.as("created_at_micros"))
+    .$if(after !== undefined, (q) =>
+      q.where(
+        sql<boolean>`(k.created_at, k.id) > ('epoch'::timestamptz + ${after?.createdAtMicros}::int8 * interval '1 microsecond', ${after?.id}::text)`,
+      ),
+    )
+    .orderBy("k.created_at")
+    .orderBy("k.id")
+    .limit(query.size + 1)
+    .execute();
+  const page = pageOf(
+    CALLER_KEYS_PAGE_KIND,
+    rows.map((row) => ({ row, id: row.id, createdAtMicros: row.created_at_micros })),
+    query.size,
+  );
+  return { keys: page.rows.map(({ row }) => toSummary(row)), nextPageToken: page.nextPageToken };
 }
 
 /** Revokes a key that is not yet revoked; returns false when there is no such live key. */

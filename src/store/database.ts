@@ -1,10 +1,10 @@
-import { PGlite } from "@electric-sql/pglite";
 import { Kysely, PostgresDialect } from "kysely";
-import { PGliteDialect } from "kysely-pglite-dialect";
 import pg from "pg";
 import type { Logger } from "../log/logger.js";
 import type { Redacted } from "../log/redacted.js";
-import { type PreparedRunner, pgliteRunner, pgPreparedRunner } from "./prepared.js";
+import type { DatabaseHandle, NotificationSubscription } from "./database-handle.js";
+import { INT8_OID, parseInt8 } from "./int8.js";
+import { pgPreparedRunner } from "./prepared.js";
 import type { Database } from "./schema.js";
 import { translatingDialect } from "./translating-dialect.js";
 
@@ -21,74 +21,14 @@ export type DatabaseConfig =
     }
   | { readonly kind: "pglite"; readonly dataDir: string | undefined };
 
-/**
- * Both handles throw BrokerError "unavailable" (never a raw driver error) when the database cannot
- * be reached, times out a statement or has no free connection: see translating-dialect.ts and
- * prepared.ts. Every other database error passes through unchanged.
- */
-export interface DatabaseHandle {
-  readonly db: Kysely<Database>;
-  /** Prepared statements for the hot path (see prepared.ts). */
-  readonly prepared: PreparedRunner;
-  readonly kind: DatabaseConfig["kind"];
-  /**
-   * Subscribes to NOTIFY on `channel`: on Postgres over a dedicated connection (a pooled one would
-   * go back to the pool and miss notices), on PGlite in-process. `onLost` is called at most once,
-   * when that connection fails; the subscription is then dead and the caller re-subscribes.
-   */
-  listen(
-    channel: string,
-    onNotice: (payload: string) => void,
-    onLost: (err: unknown) => void,
-  ): Promise<NotificationSubscription>;
-  close(): Promise<void>;
-}
-
-/** A live LISTEN. */
-export interface NotificationSubscription {
-  /**
-   * One round trip on the listening connection. Postgres delivers a notice to an idle listener
-   * as its transaction commits, ahead of any later reply, so once this resolves every notice
-   * committed before the call has been handed to `onNotice`.
-   */
-  confirm(): Promise<void>;
-  close(): Promise<void>;
-}
-
-const INT8_OID = 20;
-// Counters are bigint in SQL but stay far below 2^53; both drivers must agree on numbers.
-const parseInt8 = (value: string): number => Number.parseInt(value, 10);
-
-/** Type parsers a PGlite instance must be created with, so it reads rows as pg does. */
-export const PGLITE_PARSERS = { [INT8_OID]: parseInt8 };
-
-/** A handle over an open PGlite instance (created with PGLITE_PARSERS); closing it closes PGlite. */
-export function pgliteHandle(pglite: PGlite): DatabaseHandle {
-  const db = new Kysely<Database>({ dialect: translatingDialect(new PGliteDialect(pglite)) });
-  return {
-    db,
-    prepared: pgliteRunner(db),
-    kind: "pglite",
-    async listen(channel, onNotice) {
-      // One process, one connection: a notice can be neither lost nor delayed, so there is
-      // nothing to confirm and the subscription is never lost.
-      const unsubscribe = await pglite.listen(channel, onNotice);
-      return { confirm: async () => undefined, close: () => unsubscribe() };
-    },
-    async close() {
-      await db.destroy();
-      if (!pglite.closed) await pglite.close();
-    },
-  };
-}
+export type { DatabaseHandle, NotificationSubscription } from "./database-handle.js";
 
 export async function openDatabase(config: DatabaseConfig, logger: Logger): Promise<DatabaseHandle> {
   if (config.kind === "pglite") {
-    const pglite = await PGlite.create({
-      ...(config.dataDir === undefined ? {} : { dataDir: config.dataDir }),
-      parsers: PGLITE_PARSERS,
-    });
-    return pgliteHandle(pglite);
+    // Loaded only here: PGlite (~26 MB, with its dialect) is an optional dependency that the
+    // production image leaves out, and a broker on a Postgres URL must never need it.
+    const { openPglite } = await import("./pglite-database.js");
+    return openPglite(config.dataDir);
   }
 
   const pool = new pg.Pool({

@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import { createBatchedLookup } from "./batched-lookup.js";
+import { createdAtMicros, type KeysetPosition, pageOf } from "./keyset-page.js";
 import type { PreparedRunner, PreparedStatement } from "./prepared.js";
 import type { Database, OAuthStatus } from "./schema.js";
 import type { StoredUserKey } from "./users.repository.js";
@@ -72,9 +73,15 @@ const FROM_WITH_KEY = `
     join users u on u.user_ref = s.user_ref
    where s.user_ref = $1`;
 
+// One page in (created_at, id) order, after the position $3/$4 (both null for the first page).
+// No index beyond the user_ref prefix of the unique key is needed: a page is one user's secrets.
 const LIST: PreparedStatement = {
-  name: "kb_list_secrets",
-  text: `${SELECT_WITH_KEY} ${FROM_WITH_KEY} and ($2::text is null or s.provider = $2) order by s.created_at, s.id`,
+  name: "kb_list_secrets_page",
+  text: `${SELECT_WITH_KEY}, ${createdAtMicros("s")} as created_at_micros ${FROM_WITH_KEY}
+     and ($2::text is null or s.provider = $2)
+     and ($3::int8 is null or (s.created_at, s.id) > ('epoch'::timestamptz + $3::int8 * interval '1 microsecond', $4::uuid))
+   order by s.created_at, s.id
+   limit $5`,
 };
 
 // A batch of (user, secret) pairs: a row comes back only for a pair that matches BOTH, so one
@@ -166,15 +173,36 @@ function toUserKey(row: SecretWithKeyRow): StoredUserKey {
   };
 }
 
-/** The user's secrets (current versions) and, if they have any, the user's wrapped data key. */
+/** Secrets lists tell their page tokens apart from other lists' by this. */
+export const SECRETS_PAGE_KIND = "s";
+
+/**
+ * One page of the user's secrets (current versions), after `after`, and, if the page has any,
+ * the user's wrapped data key. `nextPageToken` is empty on the last page.
+ */
 export async function listSecretsWithUserKey(
   prepared: PreparedRunner,
   userRef: Buffer,
-  provider: string | undefined,
-): Promise<{ secrets: StoredSecret[]; userKey: StoredUserKey | undefined }> {
-  const rows = await prepared.rows<SecretWithKeyRow>(LIST, [userRef, provider ?? null]);
-  const first = rows[0];
-  return { secrets: rows.map(toStoredSecret), userKey: first === undefined ? undefined : toUserKey(first) };
+  query: { provider: string | undefined; after: KeysetPosition | undefined; size: number },
+): Promise<{ secrets: StoredSecret[]; userKey: StoredUserKey | undefined; nextPageToken: string }> {
+  const rows = await prepared.rows<SecretWithKeyRow & { created_at_micros: number }>(LIST, [
+    userRef,
+    query.provider ?? null,
+    query.after?.createdAtMicros ?? null,
+    query.after?.id ?? null,
+    query.size + 1,
+  ]);
+  const page = pageOf(
+    SECRETS_PAGE_KIND,
+    rows.map((row) => ({ row, id: row.id, createdAtMicros: row.created_at_micros })),
+    query.size,
+  );
+  const first = page.rows[0];
+  return {
+    secrets: page.rows.map(({ row }) => toStoredSecret(row)),
+    userKey: first === undefined ? undefined : toUserKey(first.row),
+    nextPageToken: page.nextPageToken,
+  };
 }
 
 /** A secret ready to open: its current version's ciphertext and the owner's wrapped data key. */

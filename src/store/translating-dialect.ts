@@ -1,4 +1,5 @@
 import type {
+  AbortableOperationOptions,
   CompiledQuery,
   DatabaseConnection,
   Dialect,
@@ -17,9 +18,12 @@ import { toStoreError } from "./database-errors.js";
 class TranslatingConnection implements DatabaseConnection {
   constructor(readonly inner: DatabaseConnection) {}
 
-  async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+  async executeQuery<R>(
+    compiledQuery: CompiledQuery,
+    options?: AbortableOperationOptions,
+  ): Promise<QueryResult<R>> {
     try {
-      return await this.inner.executeQuery<R>(compiledQuery);
+      return await this.inner.executeQuery<R>(compiledQuery, options);
     } catch (err) {
       throw toStoreError(err);
     }
@@ -27,10 +31,11 @@ class TranslatingConnection implements DatabaseConnection {
 
   async *streamQuery<R>(
     compiledQuery: CompiledQuery,
-    chunkSize?: number,
+    chunkSize: number,
+    options?: AbortableOperationOptions,
   ): AsyncIterableIterator<QueryResult<R>> {
     try {
-      yield* this.inner.streamQuery<R>(compiledQuery, chunkSize);
+      yield* this.inner.streamQuery<R>(compiledQuery, chunkSize, options);
     } catch (err) {
       throw toStoreError(err);
     }
@@ -65,11 +70,11 @@ function translatingDriver(inner: Driver): Driver {
     };
   };
   return {
-    init: () => translated(inner.init()),
-    async acquireConnection() {
+    init: (options?: AbortableOperationOptions) => translated(inner.init(options)),
+    async acquireConnection(options?: AbortableOperationOptions) {
       let connection: DatabaseConnection;
       try {
-        connection = await inner.acquireConnection();
+        connection = await inner.acquireConnection(options);
       } catch (err) {
         throw toStoreError(err);
       }
@@ -89,8 +94,9 @@ function translatingDriver(inner: Driver): Driver {
     ...savepoints("savepoint"),
     ...savepoints("rollbackToSavepoint"),
     ...savepoints("releaseSavepoint"),
-    releaseConnection: (connection: DatabaseConnection) => inner.releaseConnection(unwrap(connection)),
-    destroy: () => inner.destroy(),
+    releaseConnection: (connection: DatabaseConnection, options?: AbortableOperationOptions) =>
+      inner.releaseConnection(unwrap(connection), options),
+    destroy: (options?: AbortableOperationOptions) => inner.destroy(options),
   };
 }
 

@@ -169,7 +169,14 @@ describe("F51 every RPC answers random input with a definite status, through the
     },
     "keybroker.v1.SecretService/ListSecrets": {
       client: () => broker.clients.secrets,
-      arb: () => fc.record({ provider: text("test-upstream", "binance") }),
+      arb: () =>
+        fc.record({
+          provider: text("test-upstream", "binance"),
+          pageSize: uint32,
+          // Real-looking tokens too: a secrets list's ("s1."), a caller-key list's ("k1.").
+          pageToken: fc.oneof(fc.constant(""), text("czEuMS54", "azEuMS5ja194", "s1.1.x")),
+        }),
+      examples: [{ provider: "", pageSize: 2 ** 32 - 1, pageToken: "" }],
     },
     "keybroker.v1.SecretService/DeleteSecret": {
       client: () => broker.clients.secrets,
@@ -244,7 +251,12 @@ describe("F51 every RPC answers random input with a definite status, through the
     "keybroker.v1.AdminService/ListCallerKeys": {
       client: () => broker.clients.admin,
       admin: true,
-      arb: () => fc.constant({}),
+      arb: () =>
+        fc.record({
+          pageSize: uint32,
+          pageToken: fc.oneof(fc.constant(""), text("azEuMS5ja194", "czEuMS54", "k1.1.ck_x")),
+        }),
+      examples: [{ pageSize: 2 ** 32 - 1, pageToken: "" }],
     },
     "keybroker.v1.AdminService/RevokeCallerKey": {
       client: () => broker.clients.admin,

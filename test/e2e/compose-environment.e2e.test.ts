@@ -21,7 +21,7 @@ const BIN = repoPath("bin/keybroker.js");
 /**
  * Issue 5: the broker starts with EXACTLY the docker-compose broker service's environment,
  * except the values that name compose hosts, which point at local equivalents: a real
- * Postgres, the local KMS-protocol server (for LocalStack) and an https JWKS issuer with a
+ * Postgres, the local KMS-protocol server (for local-kms) and an https JWKS issuer with a
  * throwaway CA (for the mock OIDC server behind its TLS edge). It then serves a call.
  * Needs a Postgres server (production refuses PGlite), so it runs when TEST_DATABASE_URL is set.
  */

@@ -13,7 +13,7 @@ import type { AddressInfo, Socket } from "node:net";
  * A local stand-in for AWS KMS, speaking the JSON protocol exactly as `@aws-sdk/client-kms`
  * sends it (POST /, `x-amz-target: TrentService.<Op>`, application/x-amz-json-1.1, base64
  * blobs), so tests exercise the real SDK: signing, retries, error deserialisation, abort.
- * No npm package emulates KMS; in docker-compose, LocalStack plays this role.
+ * No npm package emulates KMS; in docker-compose, nsmithuk/local-kms plays this role.
  *
  * Faithful where the broker depends on it: ciphertext blobs name their key, the encryption
  * context is authenticated as AAD (a mismatch is InvalidCiphertextException), disabled keys

@@ -41,9 +41,10 @@ export function createAdminServiceHandlers(deps: {
       );
       return { key: created.key, callerKey: toProto(created.summary) };
     },
-    async listCallerKeys(_request, ctx) {
+    async listCallerKeys(request, ctx) {
       await admin(ctx);
-      return { callerKeys: (await callerKeys.list()).map(toProto) };
+      const page = await callerKeys.listPage({ pageSize: request.pageSize, pageToken: request.pageToken });
+      return { callerKeys: page.keys.map(toProto), nextPageToken: page.nextPageToken };
     },
     async revokeCallerKey(request, ctx) {
       const caller = await admin(ctx);

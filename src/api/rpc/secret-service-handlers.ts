@@ -81,12 +81,13 @@ export function createSecretServiceHandlers(deps: {
     async listSecrets(request, ctx) {
       const { caller, user } = await guard.authorize(ctx, "secrets:read");
       const provider = request.provider === "" ? undefined : parseProviderId(request.provider);
-      const list = await audited.run(
+      const query = { provider, pageSize: request.pageSize, pageToken: request.pageToken };
+      const page = await audited.run(
         actorOf(ctx, caller, user),
-        { action: "secret.list", sensitive: false, resultDetail: (l) => ({ count: l.length }) },
-        () => secrets.list(user, provider, ctx.signal),
+        { action: "secret.list", sensitive: false, resultDetail: (p) => ({ count: p.secrets.length }) },
+        () => secrets.list(user, query, ctx.signal),
       );
-      return { secrets: list.map(toProto) };
+      return { secrets: page.secrets.map(toProto), nextPageToken: page.nextPageToken };
     },
     async deleteSecret(request, ctx) {
       const { caller, user } = await guard.authorize(ctx, "secrets:write");

@@ -84,7 +84,7 @@ function answer(
   if (res.headersSent) return;
   const headers: Record<string, string> = { "cache-control": "no-store", ...extra };
   if (body === undefined) {
-    res.writeHead(status, headers);
+    (res as http.ServerResponse).writeHead(status, headers);
     res.end();
     return;
   }

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { EventEmitter } from "node:events";
 import type { Metadata, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
 import { certificateSha256 } from "../../auth/client-certificate.js";
 import { BrokerError } from "../../errors.js";
@@ -74,7 +75,8 @@ export class GrpcCallContext implements CallContext {
       if (this.#call.cancelled) {
         controller.abort(this.#endReason());
       } else {
-        this.#call.once("cancelled", () => controller.abort(this.#endReason()));
+        // Both call kinds are EventEmitters; @types/node 26 no longer unifies their overloads.
+        (this.#call as EventEmitter).once("cancelled", () => controller.abort(this.#endReason()));
       }
     }
     return this.#controller.signal;

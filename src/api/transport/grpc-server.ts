@@ -1,4 +1,4 @@
-import { once } from "node:events";
+import { type EventEmitter, once } from "node:events";
 import type net from "node:net";
 import type { DescMessage, Message } from "@bufbuild/protobuf";
 import {
@@ -121,7 +121,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         ...implementation,
         watch(call: GrpcServerCall) {
           healthWatches.add(call);
-          call.once("cancelled", () => healthWatches.delete(call));
+          (call as EventEmitter).once("cancelled", () => healthWatches.delete(call));
           watch(call);
         },
       });

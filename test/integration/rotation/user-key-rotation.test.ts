@@ -23,6 +23,9 @@ import {
   unreadableSecrets,
 } from "./rotation-fixture.js";
 
+/** The first page at the default size: every secret these tests store. */
+const ALL = { provider: undefined, pageSize: 0, pageToken: "" };
+
 interface StoredVersion {
   secret_id: string;
   provider: string;
@@ -153,7 +156,7 @@ describeOnEachDatabase("user data-key rotation on %s", (databaseKind) => {
     const bob = users[1];
     if (bob === undefined) throw new Error("no second user");
     const bobBefore = await versionsOf(bob);
-    const listedBefore = await fixture.replica().list(alice.identity, undefined, signal);
+    const listedBefore = (await fixture.replica().list(alice.identity, ALL, signal)).secrets;
 
     await rotateUserDataKey({
       db: database.db,
@@ -163,7 +166,7 @@ describeOnEachDatabase("user data-key rotation on %s", (databaseKind) => {
     });
 
     expect(await unreadableSecrets(fixture.replica(), users)).toEqual([]);
-    const listedAfter = await fixture.replica().list(alice.identity, undefined, signal);
+    const listedAfter = (await fixture.replica().list(alice.identity, ALL, signal)).secrets;
     expect(listedAfter.map((s) => [s.id, s.version, s.hint, s.fingerprint])).toEqual(
       listedBefore.map((s) => [s.id, s.version, s.hint, s.fingerprint]),
     );

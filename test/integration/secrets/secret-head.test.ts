@@ -15,6 +15,9 @@ import {
   type TestDatabase,
 } from "../../support/test-database.js";
 
+/** The first page at the default size: every secret these tests store. */
+const ALL = { provider: undefined, pageSize: 0, pageToken: "" };
+
 /**
  * Catalogue L1: a database writer must not be able to roll a secret back to an older version
  * (each older ciphertext is still validly sealed for its own version number).
@@ -131,7 +134,7 @@ describeOnEachDatabase("secret heads (catalogue L1) on %s", (kind) => {
     await setPointer(id, { current_version: 1 });
 
     await expectIntegrityFailure(fixture.newReplica().open(alice, id, signal));
-    await expectIntegrityFailure(fixture.newReplica().list(alice, undefined, signal));
+    await expectIntegrityFailure(fixture.newReplica().list(alice, ALL, signal));
     // A new version is not built on a rolled-back pointer either (nor is the rollback re-signed).
     await expectIntegrityFailure(put(KEY_V3, id));
     expect(
@@ -164,7 +167,7 @@ describeOnEachDatabase("secret heads (catalogue L1) on %s", (kind) => {
     await makeLegacy(id);
     expect(await headOf(id)).toBeNull();
     expect(await openedKey(id)).toBe(KEY_V1);
-    expect((await fixture.newReplica().list(alice, undefined, signal)).map((s) => s.version)).toEqual([1]);
+    expect((await fixture.newReplica().list(alice, ALL, signal)).secrets.map((s) => s.version)).toEqual([1]);
 
     await put(KEY_V2, id);
     expect(await headOf(id)).not.toBeNull();
@@ -204,7 +207,7 @@ describeOnEachDatabase("secret heads (catalogue L1) on %s", (kind) => {
 
       const replica = fixture.newReplica(catalog);
       expect(await openedKey(id)).toBe(KEY_V1);
-      expect((await replica.list(alice, undefined, signal)).map((s) => s.grant)).toEqual([
+      expect((await replica.list(alice, ALL, signal)).secrets.map((s) => s.grant)).toEqual([
         ["read", "trade", "write"],
       ]);
 

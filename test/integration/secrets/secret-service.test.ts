@@ -11,6 +11,9 @@ import {
   type TestDatabase,
 } from "../../support/test-database.js";
 
+/** The first page at the default size: every secret these tests store. */
+const ALL = { provider: undefined, pageSize: 0, pageToken: "" };
+
 const CANARY_KEY = "CANARYkey0123456789abcdefghijklmnop";
 const CANARY_SECRET = "CANARYsecret9876543210zyxwvutsrqpo";
 const ALICE_SUB = "google-oauth2|alice-canary-sub-1234";
@@ -59,7 +62,7 @@ describeOnEachDatabase("secret service on %s", (kind) => {
 
   it("stores a secret and lists only its metadata, with a masked hint and a fingerprint", async () => {
     const created = await put(alice, { api_key: CANARY_KEY, api_secret: CANARY_SECRET });
-    const list = await fixture.secrets.list(alice, undefined, signal);
+    const { secrets: list } = await fixture.secrets.list(alice, ALL, signal);
     expect(list).toHaveLength(1);
     expect(list[0]).toMatchObject({
       id: created.id,
@@ -114,7 +117,7 @@ describeOnEachDatabase("secret service on %s", (kind) => {
       "not_found",
     );
     expect((await brokerErrorOf(fixture.secrets.delete(bob, mine.id))).code).toBe("not_found");
-    expect(await fixture.secrets.list(bob, undefined, signal)).toEqual([]);
+    expect((await fixture.secrets.list(bob, ALL, signal)).secrets).toEqual([]);
     const unknown = await brokerErrorOf(
       fixture.secrets.delete(alice, "00000000-0000-4000-8000-000000000000"),
     );
@@ -129,7 +132,7 @@ describeOnEachDatabase("secret service on %s", (kind) => {
     const mine = await put(alice, { api_key: CANARY_KEY });
     await put(alice, { api_key: `${CANARY_KEY}2` }, { secretId: mine.id });
     await fixture.secrets.delete(alice, mine.id);
-    expect(await fixture.secrets.list(alice, undefined, signal)).toEqual([]);
+    expect((await fixture.secrets.list(alice, ALL, signal)).secrets).toEqual([]);
     const left = await database.db.selectFrom("secret_versions").selectAll().execute();
     expect(left).toHaveLength(0);
   });
@@ -219,7 +222,7 @@ describeOnEachDatabase("secret service on %s", (kind) => {
     const replica = fixture.newReplica();
     fixture.kms.resetCounts();
     for (let i = 0; i < 1000; i++) {
-      const list = await replica.list(alice, undefined, signal);
+      const { secrets: list } = await replica.list(alice, ALL, signal);
       expect(list[0]?.hint).toBe(`…${CANARY_KEY.slice(-4)}`);
     }
     expect(fixture.kms.callCount("Decrypt")).toBe(1);

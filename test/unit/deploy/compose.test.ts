@@ -1,4 +1,3 @@
-import { statSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
 import { envSchema, loadConfig, loadDatabaseConfig } from "../../../src/config/config.js";
 import {
@@ -13,13 +12,13 @@ import {
   healthcheckDisabled,
   type JsonObject,
   mountsOf,
+  parseYamlDocuments,
   portsOf,
   RUNTIME_VARIABLES,
   readRepoFile,
-  repoPath,
 } from "./deploy-files.js";
 
-const LONG_RUNNING = ["postgres", "localstack", "mock-oauth2", "edge", "broker"];
+const LONG_RUNNING = ["postgres", "local-kms", "mock-oauth2", "edge", "broker"];
 const ONE_SHOTS = ["dev-ca", "migrate"];
 
 let model: JsonObject;
@@ -62,7 +61,7 @@ describe("docker-compose.yml", () => {
   it("gives the broker a configuration loadConfig accepts for production: KMS, Postgres, https issuer", () => {
     const config = loadConfig(brokerEnv);
     expect(config.production).toBe(true);
-    expect(config.keyring).toMatchObject({ kind: "aws-kms", endpoint: "http://localstack:4566" });
+    expect(config.keyring).toMatchObject({ kind: "aws-kms", endpoint: "http://local-kms:8080" });
     expect(config.database.kind).toBe("postgres");
     expect(new URL(config.auth.issuer).protocol).toBe("https:");
     expect(new URL(config.auth.jwksUrl).protocol).toBe("https:");
@@ -100,7 +99,7 @@ describe("docker-compose.yml", () => {
     expect(broker.command).toEqual(["serve"]);
     expect(dependency(broker, "migrate")).toBe("service_completed_successfully");
     expect(dependency(broker, "dev-ca")).toBe("service_completed_successfully");
-    for (const name of ["postgres", "localstack", "edge"]) {
+    for (const name of ["postgres", "local-kms", "edge"]) {
       expect(dependency(broker, name), `broker -> ${name}`).toBe("service_healthy");
     }
   });
@@ -163,26 +162,45 @@ describe("docker-compose.yml", () => {
     ).not.toContain("edge-data");
   });
 
-  it("creates the configured KMS key alias in a mounted, executable LocalStack READY hook", () => {
-    const localstack = composeService(model, "localstack");
-    const env = environmentOf(localstack);
-    expect(env.SERVICES).toBe("kms");
-    expect(brokerEnv.AWS_REGION).toBe(env.AWS_DEFAULT_REGION);
-    expect(new URL(brokerEnv.KEYBROKER_KMS_ENDPOINT ?? "").hostname).toBe("localstack");
+  it("K238 seeds local-kms with the broker's master key and checkpoint HMAC key under the configured aliases", () => {
+    const kms = composeService(model, "local-kms");
+    expect(String(kms.image)).toMatch(/^nsmithuk\/local-kms:\d+\.\d+\.\d+/);
+    const env = environmentOf(kms);
+    // local-kms names keys by ARN, with its region in them: the broker must ask in the same one.
+    expect(brokerEnv.AWS_REGION).toBe(env.KMS_REGION);
+    const endpoint = new URL(brokerEnv.KEYBROKER_KMS_ENDPOINT ?? "");
+    expect(endpoint.hostname).toBe("local-kms");
+    expect(endpoint.port).toBe(env.PORT);
 
-    const hook = mountsOf(localstack).find((m) => m.target.startsWith("/etc/localstack/init/ready.d/"));
-    expect(hook?.source.endsWith("deploy/compose/localstack/init-kms.sh")).toBe(true);
-    const script = "deploy/compose/localstack/init-kms.sh";
-    expect(statSync(repoPath(script)).mode & 0o111, "LocalStack runs only executable hooks").not.toBe(0);
+    const seedMount = mountsOf(kms).find((m) => m.target === env.KMS_SEED_PATH);
+    expect(seedMount?.source.endsWith("deploy/compose/local-kms/seed.yaml")).toBe(true);
+    const seed = asObject(
+      parseYamlDocuments(readRepoFile("deploy/compose/local-kms/seed.yaml"))[0] ?? null,
+      "seed",
+    );
+    const keysOf = (kind: "Aes" | "Hmac") =>
+      asArray(at(seed, "Keys", "Symmetric", kind), `${kind} keys`).map((k) => asObject(k, "key"));
+    const aliasTarget = (name: string) =>
+      asArray(seed.Aliases, "Aliases")
+        .map((a) => asObject(a, "alias"))
+        .find((a) => a.AliasName === name)?.TargetKeyId;
+
+    const [master] = keysOf("Aes");
     expect(brokerEnv.KEYBROKER_KMS_KEY_ID).toBe("alias/keybroker");
-    expect(readRepoFile(script)).toMatch(
-      /ALIAS="alias\/keybroker"[\s\S]*create-alias --alias-name "\$ALIAS"/,
-    );
-    // M1: the checkpoint MAC key, an HMAC key, under the alias the broker is configured with.
+    expect(aliasTarget("alias/keybroker")).toBe(at(master ?? {}, "Metadata", "KeyId"));
+    // M1: the checkpoint MAC key, an HMAC_256 key, under the alias the broker is configured with.
+    const [mac] = keysOf("Hmac");
+    expect(at(mac ?? {}, "Metadata", "KeySpec")).toBe("HMAC_256");
     expect(brokerEnv.KEYBROKER_AUDIT_CHECKPOINT_KEY_ID).toBe("alias/keybroker-audit-checkpoints");
-    expect(readRepoFile(script)).toMatch(
-      /MAC_ALIAS="alias\/keybroker-audit-checkpoints"[\s\S]*--key-spec HMAC_256[\s\S]*create-alias --alias-name "\$MAC_ALIAS"/,
-    );
+    expect(aliasTarget("alias/keybroker-audit-checkpoints")).toBe(at(mac ?? {}, "Metadata", "KeyId"));
+    // Backing keys are 32 bytes of hex (AES-256, HMAC_256): local-kms refuses any other length.
+    for (const key of [master, mac]) {
+      for (const material of asArray(key?.BackingKeys, "BackingKeys")) {
+        expect(String(material)).toMatch(/^[0-9a-f]{64}$/);
+      }
+    }
+    // Keys survive a recreated container: the data directory is a named volume.
+    expect(mountsOf(kms).find((m) => m.target === env.KMS_DATA_PATH)?.source).toBe("kms-data");
   });
 
   it("runs the broker hardened and lets it drain before the stop timeout", () => {

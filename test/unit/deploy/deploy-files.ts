@@ -264,6 +264,6 @@ export function manifest(all: readonly Manifest[], kind: string, name: string): 
  */
 export const RUNTIME_VARIABLES: Readonly<Record<string, string>> = {
   NODE_EXTRA_CA_CERTS: "Node: extra CA roots (the dev stack's TLS edge)",
-  AWS_ACCESS_KEY_ID: "AWS SDK credential chain (LocalStack's dummy credentials)",
-  AWS_SECRET_ACCESS_KEY: "AWS SDK credential chain (LocalStack's dummy credentials)",
+  AWS_ACCESS_KEY_ID: "AWS SDK credential chain (local-kms's dummy credentials)",
+  AWS_SECRET_ACCESS_KEY: "AWS SDK credential chain (local-kms's dummy credentials)",
 };

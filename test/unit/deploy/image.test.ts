@@ -104,8 +104,26 @@ describe("Dockerfile", () => {
     expect(instructions(runtime, "RUN").join(" ")).not.toMatch(/npm (ci|install)/);
   });
 
-  it("runs on a Node 24 slim (or distroless nodejs24) base", () => {
-    expect(resolveImage(runtime?.from ?? "")).toMatch(/^(node:24-slim|gcr\.io\/distroless\/nodejs24)/);
+  it("runs on the project's Node release, a slim base, in every stage", () => {
+    const node = (JSON.parse(readRepoFile("package.json")) as { devDependencies: Record<string, string> })
+      .devDependencies.node;
+    for (const stage of dockerfile.stages) {
+      expect(resolveImage(stage.from)).toMatch(
+        new RegExp(`^node:${node?.replaceAll(".", "\\.")}-slim(@sha256:[0-9a-f]{64})?$`),
+      );
+    }
+  });
+
+  it("K239 installs production dependencies without dev or optional ones, so PGlite is not in the image", () => {
+    const prod = dockerfile.stages.find((s) => instructions(s, "RUN").some((r) => r.includes("--omit=dev")));
+    const install = instructions(prod, "RUN").find((r) => r.includes("npm ci")) ?? "";
+    expect(install).toContain("--omit=optional");
+    expect(install).toContain("--ignore-scripts");
+    const pkg = JSON.parse(readRepoFile("package.json")) as Record<string, Record<string, string>>;
+    for (const embedded of ["@electric-sql/pglite", "kysely-pglite-dialect"]) {
+      expect(pkg.optionalDependencies?.[embedded], embedded).toBeDefined();
+      expect(pkg.dependencies?.[embedded], embedded).toBeUndefined();
+    }
   });
 
   it("runs as a numeric, non-root user", () => {
