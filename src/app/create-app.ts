@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
 import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
 import { createUserShredder } from "../admin/user-shredder.js";
 import { createAdminServiceHandlers } from "../api/rpc/admin-service-handlers.js";
@@ -11,6 +12,7 @@ import {
 } from "../api/rpc/session-service-handlers.js";
 import { routeGrpcLibraryLogs } from "../api/transport/grpc-library-logs.js";
 import { registerService, type ServiceRegistration } from "../api/transport/handlers.js";
+import { tracedRegistrations } from "../api/transport/traced-handlers.js";
 import { createAuditReader } from "../audit/audit-reader.js";
 import { createSessionRevocations } from "../auth/session-revocations.js";
 import type { Config } from "../config/config.js";
@@ -23,12 +25,14 @@ import { deriveUserRef } from "../keys/user-ref.js";
 import type { Logger } from "../log/logger.js";
 import { createMetrics } from "../observability/metrics.js";
 import { createReadiness } from "../observability/readiness.js";
+import { tracedDatabase } from "../observability/traced-database.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
 import { createSecretUses } from "../secrets/secret-uses.js";
 import type { DatabaseHandle } from "../store/database.js";
 import { type Audit, openAudit } from "./audit.js";
 import { openAuditCheckpoints } from "./audit-checkpoints.js";
 import { createAuth } from "./auth.js";
+import { readBuildInfo } from "./build-info.js";
 import { type Keys, openDataKeyCache, openKeys } from "./keys.js";
 import { createLifecycle, unwindOnFailure } from "./lifecycle.js";
 import { registerPinService } from "./pins.js";
@@ -37,6 +41,7 @@ import { createServices, type Services } from "./services.js";
 import { openSessions } from "./sessions.js";
 import { createSignals, type Signals } from "./signals.js";
 import { openStorage, prepareSchema } from "./storage.js";
+import { openTracing } from "./tracing.js";
 
 /** Parts a test or the dev command may supply instead of building them from config. */
 export interface AppOverrides {
@@ -44,6 +49,8 @@ export interface AppOverrides {
   readonly keyring?: Keyring;
   /** DNS for the egress guard (tests resolve fake hostnames to loopback). */
   readonly resolve?: Resolver;
+  /** Where spans go when tracing is on (tests: the SDK's in-memory exporter) instead of OTLP. */
+  readonly spanExporter?: SpanExporter;
 }
 
 export interface App {
@@ -83,11 +90,20 @@ export async function createApp(
     const readiness = createReadiness({
       parts: { migrations: "migrations pending", pepper: "pepper not loaded", serving: "not serving yet" },
     });
-    const database = await openStorage(lifecycle, {
+    const buildInfo = readBuildInfo(config.gitCommit);
+    // First, so it stops last. Undefined when off: then nothing below is wrapped for it.
+    const tracing = await openTracing(lifecycle, {
+      config,
+      version: buildInfo.version,
+      logger,
+      exporter: overrides.spanExporter,
+    });
+    const opened = await openStorage(lifecycle, {
       config: config.database,
       logger,
       database: overrides.database,
     });
+    const database = tracing === undefined ? opened : tracedDatabase(opened, tracing);
     await prepareSchema(database, options.migrate ? "migrate" : "require-current", logger);
     readiness.markReady("migrations");
 
@@ -95,6 +111,7 @@ export async function createApp(
     const metrics = createMetrics({
       dataKeyCacheStats: () => dataKeyCache.stats(),
       processMetrics: config.processMetrics,
+      buildInfo,
     });
     const keys = await openKeys(lifecycle, {
       config,
@@ -103,6 +120,7 @@ export async function createApp(
       dataKeyCache,
       logger,
       keyring: overrides.keyring,
+      tracing,
     });
     readiness.markReady("pepper");
 
@@ -116,6 +134,7 @@ export async function createApp(
       logger,
       metrics,
       onAppended: checkpoints && ((lastSeq) => checkpoints.noteAppended(lastSeq)),
+      tracing,
     });
     const revocations = createSessionRevocations({
       maxStalenessMs: config.sessions.revocationMaxStalenessMs,
@@ -131,6 +150,7 @@ export async function createApp(
       revocations,
       isSuspensionHeld: signals.suspender.isHeld,
       forgetUserKeys: (userRef) => keys.userDataKeys.forgetUser(userRef),
+      tracing,
     });
     const sessions = await openSessions(lifecycle, {
       config,
@@ -147,16 +167,19 @@ export async function createApp(
       metrics,
       logger,
       resolve: overrides.resolve,
+      tracing,
     });
     const rpc = registerRpcServices({ config, database, keys, guard, audit, services, signals });
+    const traced = (registrations: ServiceRegistration[]) =>
+      tracing === undefined ? registrations : tracedRegistrations(registrations, tracing);
     const servers = await createServers(lifecycle, {
       config,
-      services: [
+      services: traced([
         ...rpc.app,
         registerService(SessionService, createSessionServiceHandlers({ guard, sessions })),
         registerPinService({ config, database, keys, guard, audit: audit.log }),
-      ],
-      adminServices: rpc.admin,
+      ]),
+      adminServices: traced(rpc.admin),
       largestRequestBodyBytes: services.largestRequestBodyBytes,
       // The issuer's back-channel logout, beside the RPCs (Connect port); only with audiences set.
       formRoutes:

@@ -2,13 +2,17 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 import type { BrokerErrorCode, RefusalReason } from "../errors.js";
 import type { DataKeyCacheStats } from "../keys/data-key-cache.js";
 import type { UpstreamCallEvent } from "../outbound/outbound-client.js";
-import type { CallEndEvent } from "./call-end.js";
+import type { CallEndEvent, GrpcMethodType } from "./call-end.js";
 
 /**
  * The broker's Prometheus metrics (SPEC I7: never a secret, token or raw user id).
  *
- *   keybroker_rpc_requests_total{service,method,code}          finished RPCs; code is the gRPC name
- *   keybroker_rpc_duration_seconds{service,method}             histogram, 0.1 ms – 10 s
+ *   grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}
+ *                                                              finished RPCs, go-grpc-prometheus's names
+ *   grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}   histogram, 0.1 ms – 10 s
+ *   keybroker_rpc_requests_total{service,method,code}          the same count under its older name
+ *   keybroker_rpc_duration_seconds{service,method}             the same histogram under its older name
+ *   keybroker_build_info{version,node_version,commit}          always 1: which build is running
  *   keybroker_kms_requests_total{op,outcome}                   keyring calls (SDK retries are inside one)
  *   keybroker_kms_duration_seconds{op}                         histogram
  *   keybroker_data_key_cache_hits_total                        read from the cache's own counters
@@ -58,6 +62,8 @@ export interface MetricsDeps {
   /** Also export process_* and nodejs_* metrics (CPU, heap, event-loop lag). Off in tests: the
    * event-loop monitor they start cannot be stopped. */
   readonly processMetrics?: boolean;
+  /** Labels of keybroker_build_info; without it the metric reads "unknown". */
+  readonly buildInfo?: { readonly version: string; readonly nodeVersion: string; readonly commit: string };
 }
 
 // 0.1 ms (a cache hit) to 10 s (a slow upstream at its timeout), roughly ×2.5 per step.
@@ -109,9 +115,15 @@ const OVERFLOW = "_other";
 interface RpcSeries {
   readonly duration: Histogram.Internal<"service" | "method">;
   readonly byCode: Array<Counter.Internal | undefined>;
+  /** The same call under go-grpc-prometheus's names (grpc_server_*). */
+  readonly handlingSeconds: Histogram.Internal<GrpcLabel>;
+  readonly handledByCode: Array<Counter.Internal | undefined>;
+  readonly type: GrpcMethodType;
   readonly service: string;
   readonly method: string;
 }
+
+type GrpcLabel = "grpc_type" | "grpc_service" | "grpc_method";
 
 interface UpstreamSeries {
   readonly provider: string;
@@ -130,6 +142,34 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
   const registry = new Registry();
   const registers = [registry];
   if (deps.processMetrics === true) collectDefaultMetrics({ register: registry });
+
+  const info = deps.buildInfo ?? {
+    version: "unknown",
+    nodeVersion: process.versions.node,
+    commit: "unknown",
+  };
+  new Gauge({
+    name: "keybroker_build_info",
+    help: "Always 1; the labels say which build runs (package version, Node version, git commit).",
+    labelNames: ["version", "node_version", "commit"] as const,
+    registers,
+  }).set({ version: info.version, node_version: info.nodeVersion, commit: info.commit }, 1);
+
+  // The standard names first (dashboards and alerts use them); the keybroker_rpc_* pair below
+  // counts the same calls under the names earlier releases exported.
+  const grpcHandled = new Counter({
+    name: "grpc_server_handled_total",
+    help: "Total number of RPCs completed on the server, regardless of success or failure.",
+    labelNames: ["grpc_type", "grpc_service", "grpc_method", "grpc_code"] as const,
+    registers,
+  });
+  const grpcHandling = new Histogram({
+    name: "grpc_server_handling_seconds",
+    help: "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+    labelNames: ["grpc_type", "grpc_service", "grpc_method"] as const,
+    buckets: DURATION_BUCKETS,
+    registers,
+  });
 
   const rpcTotal = new Counter({
     name: "keybroker_rpc_requests_total",
@@ -214,22 +254,25 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
   // Hot path: label children are bound once per route / provider / outcome and reused, so a
   // recorded event is a map lookup and two increments, not a label hash per metric.
   const rpcSeries = new Map<string, RpcSeries>();
-  const newRpcSeries = (service: string, method: string): RpcSeries => ({
+  const newRpcSeries = (type: GrpcMethodType, service: string, method: string): RpcSeries => ({
+    type,
     service,
     method,
     duration: rpcDuration.labels(service, method),
     byCode: [],
+    handlingSeconds: grpcHandling.labels(type, service, method),
+    handledByCode: [],
   });
   let rpcOverflow: RpcSeries | undefined;
-  const rpcSeriesFor = (service: string, method: string): RpcSeries => {
+  const rpcSeriesFor = (type: GrpcMethodType, service: string, method: string): RpcSeries => {
     const key = `${service}/${method}`;
     const known = rpcSeries.get(key);
     if (known !== undefined) return known;
     if (rpcSeries.size >= MAX_LABEL_SETS) {
-      rpcOverflow ??= newRpcSeries(OVERFLOW, OVERFLOW);
+      rpcOverflow ??= newRpcSeries(type, OVERFLOW, OVERFLOW);
       return rpcOverflow;
     }
-    const created = newRpcSeries(service, method);
+    const created = newRpcSeries(type === "server_stream" ? type : "unary", service, method);
     rpcSeries.set(key, created);
     return created;
   };
@@ -267,15 +310,22 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
     registry,
 
     rpcCompleted(event) {
-      const series = rpcSeriesFor(event.service, event.method);
+      const series = rpcSeriesFor(event.type, event.service, event.method);
       const index = Number.isInteger(event.code) && event.code >= 0 && event.code <= 16 ? event.code : 2;
       let counter = series.byCode[index];
-      if (counter === undefined) {
-        counter = rpcTotal.labels(series.service, series.method, GRPC_CODE_NAMES[index] ?? "UNKNOWN");
+      let handled = series.handledByCode[index];
+      if (counter === undefined || handled === undefined) {
+        const code = GRPC_CODE_NAMES[index] ?? "UNKNOWN";
+        counter = rpcTotal.labels(series.service, series.method, code);
+        handled = grpcHandled.labels(series.type, series.service, series.method, code);
         series.byCode[index] = counter;
+        series.handledByCode[index] = handled;
       }
+      const elapsed = seconds(event.durationMs);
       counter.inc();
-      series.duration.observe(seconds(event.durationMs));
+      handled.inc();
+      series.duration.observe(elapsed);
+      series.handlingSeconds.observe(elapsed);
     },
 
     kmsCall(op, outcome, durationMs) {
