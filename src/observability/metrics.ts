@@ -9,6 +9,7 @@ import type { CallEndEvent, GrpcMethodType } from "./call-end.js";
  *
  *   grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}
  *                                                              finished RPCs, go-grpc-prometheus's names
+ *                                                              and code spellings (OK, NotFound, Internal...)
  *   grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}   histogram, 0.1 ms – 10 s
  *   keybroker_rpc_requests_total{service,method,code}          the same count under its older name
  *   keybroker_rpc_duration_seconds{service,method}             the same histogram under its older name
@@ -90,6 +91,28 @@ const GRPC_CODE_NAMES = [
   "UNAVAILABLE",
   "DATA_LOSS",
   "UNAUTHENTICATED",
+] as const;
+
+// The same codes as go-grpc-prometheus spells `grpc_code` (Go's codes.Code.String()), so
+// dashboards and alerts written for it work unchanged.
+const GO_GRPC_CODE_NAMES = [
+  "OK",
+  "Canceled",
+  "Unknown",
+  "InvalidArgument",
+  "DeadlineExceeded",
+  "NotFound",
+  "AlreadyExists",
+  "PermissionDenied",
+  "ResourceExhausted",
+  "FailedPrecondition",
+  "Aborted",
+  "OutOfRange",
+  "Unimplemented",
+  "Internal",
+  "Unavailable",
+  "DataLoss",
+  "Unauthenticated",
 ] as const;
 
 const UPSTREAM_CODES: ReadonlySet<string> = new Set<BrokerErrorCode | "abandoned">([
@@ -315,9 +338,13 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
       let counter = series.byCode[index];
       let handled = series.handledByCode[index];
       if (counter === undefined || handled === undefined) {
-        const code = GRPC_CODE_NAMES[index] ?? "UNKNOWN";
-        counter = rpcTotal.labels(series.service, series.method, code);
-        handled = grpcHandled.labels(series.type, series.service, series.method, code);
+        counter = rpcTotal.labels(series.service, series.method, GRPC_CODE_NAMES[index] ?? "UNKNOWN");
+        handled = grpcHandled.labels(
+          series.type,
+          series.service,
+          series.method,
+          GO_GRPC_CODE_NAMES[index] ?? "Unknown",
+        );
         series.byCode[index] = counter;
         series.handledByCode[index] = handled;
       }

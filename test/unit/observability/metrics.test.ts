@@ -226,7 +226,7 @@ describe("metrics", () => {
     );
   });
 
-  it("K252 also counts finished RPCs under go-grpc-prometheus's names, with grpc_type unary or server_stream", async () => {
+  it("K252 also counts finished RPCs under go-grpc-prometheus's names and code spellings, with grpc_type unary or server_stream", async () => {
     const metrics = createMetrics();
     const proxy = "keybroker.v1.ProxyService";
     metrics.rpcCompleted({ type: "unary", service: proxy, method: "Call", code: status.OK, durationMs: 2 });
@@ -241,7 +241,7 @@ describe("metrics", () => {
     const call = `grpc_type="unary",grpc_service="${proxy}",grpc_method="Call"`;
     const stream = `grpc_type="server_stream",grpc_service="${proxy}",grpc_method="CallStream"`;
     expect(sample(text, `grpc_server_handled_total{${call},grpc_code="OK"}`)).toBe(1);
-    expect(sample(text, `grpc_server_handled_total{${stream},grpc_code="UNAVAILABLE"}`)).toBe(1);
+    expect(sample(text, `grpc_server_handled_total{${stream},grpc_code="Unavailable"}`)).toBe(1);
     expect(sample(text, `grpc_server_handling_seconds_count{${call}}`)).toBe(1);
     expect(sample(text, `grpc_server_handling_seconds_sum{${stream}}`)).toBeCloseTo(0.03, 6);
     // The older names count the same calls.
