@@ -258,7 +258,7 @@ export const envSchema = z.object({
   /** Set by the image build (Dockerfile ARG GIT_COMMIT); shown as a label of keybroker_build_info. */
   KEYBROKER_GIT_COMMIT: z
     .string()
-    .regex(/^[0-9a-f]{7,40}$/, "7 to 40 lowercase hex digits")
+    .regex(/^([0-9a-f]{7,40})?$/, "7 to 40 lowercase hex digits (or empty: unknown)")
     .optional(),
   ...tracingEnvShape,
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -572,7 +572,7 @@ export function loadConfig(
     relaxations: Object.freeze(relaxations),
     processMetrics: e.KEYBROKER_PROCESS_METRICS === "on",
     tracing,
-    gitCommit: e.KEYBROKER_GIT_COMMIT ?? "unknown",
+    gitCommit: e.KEYBROKER_GIT_COMMIT || "unknown",
     grpc: { host: e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_GRPC_PORT },
     connect,
     ops:

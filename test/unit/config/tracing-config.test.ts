@@ -70,6 +70,8 @@ describe("tracing configuration (standard OTEL_* variables)", () => {
 
   it("K251 accepts only a hex git commit for keybroker_build_info", () => {
     expect(loadConfig(PRODUCTION_ENV).gitCommit).toBe("unknown");
+    // The image's ENV is empty when the build passed no GIT_COMMIT.
+    expect(loadConfig({ ...PRODUCTION_ENV, KEYBROKER_GIT_COMMIT: "" }).gitCommit).toBe("unknown");
     expect(loadConfig({ ...PRODUCTION_ENV, KEYBROKER_GIT_COMMIT: "0123abcd" }).gitCommit).toBe("0123abcd");
     expect(configProblemsOf({ ...PRODUCTION_ENV, KEYBROKER_GIT_COMMIT: 'main",evil="1' })).toEqual([
       expect.stringMatching(/^KEYBROKER_GIT_COMMIT: /),
