@@ -13,6 +13,7 @@ import type { CallEndEvent, GrpcMethodType } from "./call-end.js";
  *   grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}   histogram, 0.1 ms – 10 s
  *   keybroker_rpc_requests_total{service,method,code}          the same count under its older name
  *   keybroker_rpc_duration_seconds{service,method}             the same histogram under its older name
+ *                                                              (both views computed at scrape time)
  *   keybroker_build_info{version,node_version,commit}          always 1: which build is running
  *   keybroker_kms_requests_total{op,outcome}                   keyring calls (SDK retries are inside one)
  *   keybroker_kms_duration_seconds{op}                         histogram
@@ -136,9 +137,6 @@ const MAX_LABEL_SETS = 256;
 const OVERFLOW = "_other";
 
 interface RpcSeries {
-  readonly duration: Histogram.Internal<"service" | "method">;
-  readonly byCode: Array<Counter.Internal | undefined>;
-  /** The same call under go-grpc-prometheus's names (grpc_server_*). */
   readonly handlingSeconds: Histogram.Internal<GrpcLabel>;
   readonly handledByCode: Array<Counter.Internal | undefined>;
   readonly type: GrpcMethodType;
@@ -194,19 +192,7 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
     registers,
   });
 
-  const rpcTotal = new Counter({
-    name: "keybroker_rpc_requests_total",
-    help: "Finished RPCs by service, method and gRPC status code.",
-    labelNames: ["service", "method", "code"] as const,
-    registers,
-  });
-  const rpcDuration = new Histogram({
-    name: "keybroker_rpc_duration_seconds",
-    help: "RPC duration from admission to the status being sent.",
-    labelNames: ["service", "method"] as const,
-    buckets: DURATION_BUCKETS,
-    registers,
-  });
+  registerOlderRpcNames(registry, grpcHandled, grpcHandling);
   const kmsTotal = new Counter({
     name: "keybroker_kms_requests_total",
     help: "Keyring calls by operation and outcome (ok or the broker error code).",
@@ -281,8 +267,6 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
     type,
     service,
     method,
-    duration: rpcDuration.labels(service, method),
-    byCode: [],
     handlingSeconds: grpcHandling.labels(type, service, method),
     handledByCode: [],
   });
@@ -335,24 +319,14 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
     rpcCompleted(event) {
       const series = rpcSeriesFor(event.type, event.service, event.method);
       const index = Number.isInteger(event.code) && event.code >= 0 && event.code <= 16 ? event.code : 2;
-      let counter = series.byCode[index];
       let handled = series.handledByCode[index];
-      if (counter === undefined || handled === undefined) {
-        counter = rpcTotal.labels(series.service, series.method, GRPC_CODE_NAMES[index] ?? "UNKNOWN");
-        handled = grpcHandled.labels(
-          series.type,
-          series.service,
-          series.method,
-          GO_GRPC_CODE_NAMES[index] ?? "Unknown",
-        );
-        series.byCode[index] = counter;
+      if (handled === undefined) {
+        const code = GO_GRPC_CODE_NAMES[index] ?? "Unknown";
+        handled = grpcHandled.labels(series.type, series.service, series.method, code);
         series.handledByCode[index] = handled;
       }
-      const elapsed = seconds(event.durationMs);
-      counter.inc();
       handled.inc();
-      series.duration.observe(elapsed);
-      series.handlingSeconds.observe(elapsed);
+      series.handlingSeconds.observe(seconds(event.durationMs));
     },
 
     kmsCall(op, outcome, durationMs) {
@@ -411,6 +385,73 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
       alertWebhookDeliveries.labels(outcome).inc();
     },
   };
+}
+
+type LabelValues = Record<string, string | number>;
+
+/**
+ * keybroker_rpc_requests_total and keybroker_rpc_duration_seconds, the names earlier releases
+ * exported, as views of the grpc_server_* metrics computed at scrape time: the same series with
+ * `service`, `method` and an upper-case `code`, at no cost per call (recording both cost about
+ * 1 µs more per call, bench/tools/call-end-cost.ts).
+ */
+function registerOlderRpcNames(registry: Registry, handled: Counter, handling: Histogram): void {
+  const upper = new Map<string, string>(
+    GO_GRPC_CODE_NAMES.map((name, i) => [name, GRPC_CODE_NAMES[i] ?? "UNKNOWN"]),
+  );
+  // Same label order as before (le first on buckets), grpc_type dropped.
+  const relabel = (labels: LabelValues): LabelValues => {
+    const out: LabelValues = {};
+    for (const [key, value] of Object.entries(labels)) {
+      if (key === "grpc_service") out.service = value;
+      else if (key === "grpc_method") out.method = value;
+      else if (key === "grpc_code") out.code = upper.get(String(value)) ?? "UNKNOWN";
+      else if (key !== "grpc_type") out[key] = value;
+    }
+    return out;
+  };
+  const view = (name: string, help: string, source: Counter | Histogram, sourceName: string) => ({
+    name,
+    help,
+    type: source === handled ? "counter" : "histogram",
+    aggregator: "sum",
+    reset() {},
+    async get() {
+      const metric = await source.get();
+      return {
+        name,
+        help,
+        type: metric.type,
+        aggregator: metric.aggregator,
+        values: metric.values.map((v) => ({
+          ...v,
+          labels: relabel(v.labels as LabelValues),
+          ...("metricName" in v && typeof v.metricName === "string"
+            ? { metricName: v.metricName.replace(sourceName, name) }
+            : {}),
+        })),
+      };
+    },
+  });
+  // prom-client reads any object with name, type and get() as a metric (registry.js).
+  const register = (metric: ReturnType<typeof view>) =>
+    registry.registerMetric(metric as unknown as Parameters<Registry["registerMetric"]>[0]);
+  register(
+    view(
+      "keybroker_rpc_requests_total",
+      "Finished RPCs by service, method and gRPC status code (grpc_server_handled_total under its older name).",
+      handled,
+      "grpc_server_handled_total",
+    ),
+  );
+  register(
+    view(
+      "keybroker_rpc_duration_seconds",
+      "RPC duration from admission to the status being sent (grpc_server_handling_seconds under its older name).",
+      handling,
+      "grpc_server_handling_seconds",
+    ),
+  );
 }
 
 // Read at scrape time: the cache keeps its own counters, so the hot path pays nothing here.
