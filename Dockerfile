@@ -48,6 +48,10 @@ RUN rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack 
   && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin keybroker
 ENV NODE_ENV=production
+# The commit the image is built from (docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD)),
+# a label of the keybroker_build_info metric; left empty it reads "unknown".
+ARG GIT_COMMIT=""
+ENV KEYBROKER_GIT_COMMIT=${GIT_COMMIT}
 WORKDIR /app
 # Everything below stays owned by root and read-only to the broker, which writes nothing to
 # disk: the image runs with a read-only root filesystem (writable /tmp only if mounted).

@@ -13,3 +13,5 @@ export const DPOP_HEADER = "dpop";
 export const REQUEST_ID_HEADER = "x-request-id";
 /** gRPC's trailer carrying a serialized google.rpc.Status with structured error details. */
 export const STATUS_DETAILS_HEADER = "grpc-status-details-bin";
+/** W3C Trace Context: the main app's trace, continued by the broker's spans when tracing is on. */
+export const TRACEPARENT_HEADER = "traceparent";

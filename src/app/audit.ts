@@ -2,6 +2,8 @@ import { type AuditLog, createAuditLog } from "../audit/audit-log.js";
 import { type AuditedRunner, createAuditedRunner } from "../audit/audited-operation.js";
 import type { Logger } from "../log/logger.js";
 import type { Metrics } from "../observability/metrics.js";
+import { tracedAuditLog } from "../observability/traced-parts.js";
+import type { Tracing } from "../observability/tracing.js";
 import type { DatabaseHandle } from "../store/database.js";
 import type { Lifecycle } from "./lifecycle.js";
 
@@ -12,6 +14,8 @@ export interface AuditDeps {
   readonly metrics?: Pick<Metrics, "auditWriteFailed"> | undefined;
   /** Told the chain's last seq after each committed batch (the checkpointer's row count, M1). */
   readonly onAppended?: ((lastSeq: number) => void) | undefined;
+  /** When tracing is on: every record inside a span. */
+  readonly tracing?: Tracing | undefined;
 }
 
 export interface Audit {
@@ -23,7 +27,7 @@ export interface Audit {
 /** The audit trail; the lifecycle flushes it before the database it writes to is closed. */
 export function openAudit(lifecycle: Lifecycle, deps: AuditDeps): Audit {
   const { database, logger, metrics, onAppended } = deps;
-  const log = createAuditLog({
+  const written = createAuditLog({
     prepared: database.prepared,
     // Flush in the same event-loop turn: at low load a 2 ms batching delay would sit on
     // every sensitive call's latency; under load batches still form while one is in flight.
@@ -34,6 +38,7 @@ export function openAudit(lifecycle: Lifecycle, deps: AuditDeps): Audit {
       logger.error({ err }, "audit trail write failed");
     },
   });
-  lifecycle.defer("audit log", () => log.close());
+  lifecycle.defer("audit log", () => written.close());
+  const log = deps.tracing === undefined ? written : tracedAuditLog(written, deps.tracing);
   return { log, audited: createAuditedRunner({ audit: log, logger }) };
 }

@@ -12,6 +12,8 @@ import type { Config } from "../config/config.js";
 import { deriveSessionRef, deriveUserRef } from "../keys/user-ref.js";
 import type { Logger } from "../log/logger.js";
 import type { Metrics } from "../observability/metrics.js";
+import { tracedCallerAuthenticator, tracedTokenVerifier } from "../observability/traced-parts.js";
+import type { Tracing } from "../observability/tracing.js";
 import { createCallerKeyLookup, markCallerKeyUsed } from "../store/caller-keys.repository.js";
 import type { DatabaseHandle } from "../store/database.js";
 import { claimDpopProofId, deleteExpiredDpopProofIds } from "../store/dpop-proof-ids.repository.js";
@@ -30,6 +32,8 @@ export interface AuthDeps {
   readonly forgetUserKeys: (userRef: Buffer) => void;
   /** A caller key this replica has suspended but not yet written as such (misuse signals). */
   readonly isSuspensionHeld?: (callerKeyId: string) => boolean;
+  /** When tracing is on: the token and caller key checks inside spans. */
+  readonly tracing?: Tracing | undefined;
 }
 
 /**
@@ -81,7 +85,15 @@ export async function createAuth(lifecycle: Lifecycle, deps: AuthDeps): Promise<
     intervalMs: config.authFailureSummaryIntervalMs,
   });
   lifecycle.defer("auth failure summary", () => unauthenticated.close());
-  return createUserCallGuard({ callers, tokens, audit, unauthenticated, metrics, logger });
+  const { tracing } = deps;
+  return createUserCallGuard({
+    callers: tracing === undefined ? callers : tracedCallerAuthenticator(callers, tracing),
+    tokens: tracing === undefined ? tokens : tracedTokenVerifier(tokens, tracing),
+    audit,
+    unauthenticated,
+    metrics,
+    logger,
+  });
 }
 
 // Ids this replica remembers itself (about 100 B each): enough for a busy replica's proof window.

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Registry } from "prom-client";
+import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
 import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
 import { createUserShredder } from "../admin/user-shredder.js";
 import { createAdminServiceHandlers } from "../api/rpc/admin-service-handlers.js";
@@ -12,6 +13,7 @@ import {
 } from "../api/rpc/session-service-handlers.js";
 import { routeGrpcLibraryLogs } from "../api/transport/grpc-library-logs.js";
 import { registerService, type ServiceRegistration } from "../api/transport/handlers.js";
+import { tracedRegistrations } from "../api/transport/traced-handlers.js";
 import { createAuditReader } from "../audit/audit-reader.js";
 import { createSessionRevocations } from "../auth/session-revocations.js";
 import type { Config } from "../config/config.js";
@@ -25,12 +27,14 @@ import { deriveUserRef } from "../keys/user-ref.js";
 import type { Logger } from "../log/logger.js";
 import { createMetrics } from "../observability/metrics.js";
 import { createReadiness } from "../observability/readiness.js";
+import { tracedDatabase } from "../observability/traced-database.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
 import { createSecretUses } from "../secrets/secret-uses.js";
 import type { DatabaseHandle } from "../store/database.js";
 import { type Audit, openAudit } from "./audit.js";
 import { openAuditCheckpoints } from "./audit-checkpoints.js";
 import { createAuth } from "./auth.js";
+import { readBuildInfo } from "./build-info.js";
 import { type Keys, openDataKeyCache, openKeys } from "./keys.js";
 import { createLifecycle, unwindOnFailure } from "./lifecycle.js";
 import { openOAuth } from "./oauth.js";
@@ -40,6 +44,7 @@ import { createServices, type Services } from "./services.js";
 import { openSessions } from "./sessions.js";
 import { createSignals, type Signals } from "./signals.js";
 import { openStorage, prepareSchema } from "./storage.js";
+import { openTracing } from "./tracing.js";
 
 /** Parts a test or the dev command may supply instead of building them from config. */
 export interface AppOverrides {
@@ -47,6 +52,8 @@ export interface AppOverrides {
   readonly keyring?: Keyring;
   /** DNS for the egress guard (tests resolve fake hostnames to loopback). */
   readonly resolve?: Resolver;
+  /** Where spans go when tracing is on (tests: the SDK's in-memory exporter) instead of OTLP. */
+  readonly spanExporter?: SpanExporter;
 }
 
 export interface App {
@@ -88,11 +95,20 @@ export async function createApp(
     const readiness = createReadiness({
       parts: { migrations: "migrations pending", pepper: "pepper not loaded", serving: "not serving yet" },
     });
-    const database = await openStorage(lifecycle, {
+    const buildInfo = readBuildInfo(config.gitCommit);
+    // First, so it stops last. Undefined when off: then nothing below is wrapped for it.
+    const tracing = await openTracing(lifecycle, {
+      config,
+      version: buildInfo.version,
+      logger,
+      exporter: overrides.spanExporter,
+    });
+    const opened = await openStorage(lifecycle, {
       config: config.database,
       logger,
       database: overrides.database,
     });
+    const database = tracing === undefined ? opened : tracedDatabase(opened, tracing);
     await prepareSchema(database, options.migrate ? "migrate" : "require-current", logger);
     readiness.markReady("migrations");
 
@@ -100,6 +116,7 @@ export async function createApp(
     const metrics = createMetrics({
       dataKeyCacheStats: () => dataKeyCache.stats(),
       processMetrics: config.processMetrics,
+      buildInfo,
     });
     const keys = await openKeys(lifecycle, {
       config,
@@ -108,6 +125,7 @@ export async function createApp(
       dataKeyCache,
       logger,
       keyring: overrides.keyring,
+      tracing,
     });
     readiness.markReady("pepper");
 
@@ -121,6 +139,7 @@ export async function createApp(
       logger,
       metrics,
       onAppended: checkpoints && ((lastSeq) => checkpoints.checkpointer.noteAppended(lastSeq)),
+      tracing,
     });
     const revocations = createSessionRevocations({
       maxStalenessMs: config.sessions.revocationMaxStalenessMs,
@@ -136,6 +155,7 @@ export async function createApp(
       revocations,
       isSuspensionHeld: signals.suspender.isHeld,
       forgetUserKeys: (userRef) => keys.userDataKeys.forgetUser(userRef),
+      tracing,
     });
     const sessions = await openSessions(lifecycle, {
       config,
@@ -152,6 +172,7 @@ export async function createApp(
       metrics,
       logger,
       resolve: overrides.resolve,
+      tracing,
     });
     const rpc = registerRpcServices({
       config,
@@ -173,15 +194,17 @@ export async function createApp(
       logger,
       resolve: overrides.resolve,
     });
+    const traced = (registrations: ServiceRegistration[]) =>
+      tracing === undefined ? registrations : tracedRegistrations(registrations, tracing);
     const servers = await createServers(lifecycle, {
       config,
-      services: [
+      services: traced([
         ...rpc.app,
         registerService(SessionService, createSessionServiceHandlers({ guard, sessions })),
         registerPinService({ config, database, keys, guard, audit: audit.log }),
         oauth.service,
-      ],
-      adminServices: rpc.admin,
+      ]),
+      adminServices: traced(rpc.admin),
       largestRequestBodyBytes: services.largestRequestBodyBytes,
       // The issuer's back-channel logout, beside the RPCs (Connect port); only with audiences set.
       formRoutes:

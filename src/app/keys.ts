@@ -10,6 +10,8 @@ import { deriveFingerprintKey } from "../keys/user-ref.js";
 import type { Logger } from "../log/logger.js";
 import { createInstrumentedKeyring } from "../observability/instrumented-keyring.js";
 import type { Metrics } from "../observability/metrics.js";
+import { tracedKeyring } from "../observability/traced-parts.js";
+import type { Tracing } from "../observability/tracing.js";
 import type { DatabaseHandle } from "../store/database.js";
 import { type ConfiguredKeyring, openKeyringFromConfig } from "./keyring-from-config.js";
 import type { Lifecycle } from "./lifecycle.js";
@@ -63,6 +65,8 @@ export interface KeysDeps {
   readonly dataKeyCache: DataKeyCache;
   /** A keyring the caller built (tests, benches): used as is, and the caller closes it. */
   readonly keyring?: Keyring | undefined;
+  /** When tracing is on: every keyring call inside a span. */
+  readonly tracing?: Tracing | undefined;
 }
 
 /** The key hierarchy the broker serves with. */
@@ -102,10 +106,12 @@ export async function openKeys(lifecycle: Lifecycle, deps: KeysDeps): Promise<Ke
   // Only the configured master key unless more are listed (a rotation in progress): a row naming
   // any other key fails closed before the KMS is asked (M2). The configured key is already an
   // ARN (resolved once at start-up), as every row records it.
-  const keyring = createRetiredKeyGuard(instrumented, {
+  const guarded = createRetiredKeyGuard(instrumented, {
     acceptedKeyIds: config.acceptedMasterKeys ?? [raw.currentKeyId()],
     acceptCurrentKey: config.acceptedMasterKeys === undefined,
   });
+  // Outermost, so a span also shows a refusal by the guard or the open breaker.
+  const keyring = deps.tracing === undefined ? guarded : tracedKeyring(guarded, deps.tracing);
   const pepper = await loadOrCreatePepper(database.db, keyring);
   const fingerprintKey = deriveFingerprintKey(pepper);
   lifecycle.defer("pepper", () => {

@@ -3,6 +3,8 @@ import type { Config } from "../config/config.js";
 import { BrokerError } from "../errors.js";
 import type { Logger } from "../log/logger.js";
 import type { Metrics } from "../observability/metrics.js";
+import { tracedOutboundClient } from "../observability/traced-parts.js";
+import type { Tracing } from "../observability/tracing.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
 import { createOutboundClient } from "../outbound/outbound-client.js";
 import {
@@ -37,6 +39,8 @@ export interface ServicesDeps {
   readonly logger: Logger;
   /** DNS for the egress guard (tests resolve fake hostnames to loopback). */
   readonly resolve?: Resolver | undefined;
+  /** When tracing is on: every provider call inside a span. */
+  readonly tracing?: Tracing | undefined;
 }
 
 export interface Services {
@@ -74,7 +78,7 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
             withNextOutboundNonce(database.db, id, floor, maxWaitMs, send),
         }
       : undefined;
-  const outbound = createOutboundClient({
+  const client = createOutboundClient({
     registry,
     logger,
     sharedNonces,
@@ -82,7 +86,8 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
     ...(resolve === undefined ? {} : { resolve }),
     ...(ca === undefined ? {} : { ca }),
   });
-  lifecycle.defer("outbound client", () => outbound.close());
+  lifecycle.defer("outbound client", () => client.close());
+  const outbound = deps.tracing === undefined ? client : tracedOutboundClient(client, deps.tracing);
   const secrets = createSecretService({
     db: database.db,
     prepared: database.prepared,

@@ -2,9 +2,11 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { parseAcceptedMasterKeys } from "../keys/key-ids.js";
 import { Redacted } from "../log/redacted.js";
+import type { TracingSettings } from "../observability/tracing-sdk.js";
 import { isMisuseSignalName, MISUSE_SIGNALS, type MisuseSignalName } from "../signals/signal-event.js";
 import type { DatabaseConfig } from "../store/database.js";
 import { type OAuthConfig, oauthEnvSchema, parseOAuthConfig } from "./oauth-config.js";
+import { parseTracing, tracingEnvShape } from "./tracing-config.js";
 
 /**
  * A production guard switched off by its own variable (review L7). `keybroker serve` applies every
@@ -85,6 +87,10 @@ export interface Config {
   readonly relaxations: readonly Relaxation[];
   /** Export process_* and nodejs_* metrics (off for in-process test brokers). */
   readonly processMetrics: boolean;
+  /** OpenTelemetry tracing (OTEL_TRACES_EXPORTER=otlp); undefined, the default, when off. */
+  readonly tracing: TracingSettings | undefined;
+  /** The build's git commit, for the `keybroker_build_info` metric; "unknown" when not set. */
+  readonly gitCommit: string;
   readonly grpc: { readonly host: string; readonly port: number };
   /** Connect/gRPC-Web/gRPC over connect-node; undefined when disabled (port 0 means "any"). */
   readonly connect: { readonly host: string; readonly port: number } | undefined;
@@ -252,6 +258,12 @@ export const envSchema = z.object({
   KEYBROKER_ALLOW_EMBEDDED_DATABASE: flag,
   KEYBROKER_ALLOW_HTTP_ALERT_WEBHOOK: flag,
   KEYBROKER_PROCESS_METRICS: z.enum(["on", "off"]).default("on"),
+  /** Set by the image build (Dockerfile ARG GIT_COMMIT); shown as a label of keybroker_build_info. */
+  KEYBROKER_GIT_COMMIT: z
+    .string()
+    .regex(/^([0-9a-f]{7,40})?$/, "7 to 40 lowercase hex digits (or empty: unknown)")
+    .optional(),
+  ...tracingEnvShape,
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   // Loopback unless told otherwise: exposing a port is a decision, with TLS or the mesh opt-out (M3).
   KEYBROKER_GRPC_HOST: z.string().min(1).default("127.0.0.1"),
@@ -561,6 +573,7 @@ export function loadConfig(
     { allowHttp: !production || relaxations.includes("loopback_providers"), isLoopbackHost },
     problems,
   );
+  const tracing = parseTracing(e, problems);
 
   if (problems.length > 0) throw new ConfigError(problems);
 
@@ -568,6 +581,8 @@ export function loadConfig(
     production,
     relaxations: Object.freeze(relaxations),
     processMetrics: e.KEYBROKER_PROCESS_METRICS === "on",
+    tracing,
+    gitCommit: e.KEYBROKER_GIT_COMMIT || "unknown",
     grpc: { host: e.KEYBROKER_GRPC_HOST, port: e.KEYBROKER_GRPC_PORT },
     connect,
     ops:

@@ -2,13 +2,19 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 import type { BrokerErrorCode, RefusalReason } from "../errors.js";
 import type { DataKeyCacheStats } from "../keys/data-key-cache.js";
 import type { UpstreamCallEvent } from "../outbound/outbound-client.js";
-import type { CallEndEvent } from "./call-end.js";
+import type { CallEndEvent, GrpcMethodType } from "./call-end.js";
 
 /**
  * The broker's Prometheus metrics (SPEC I7: never a secret, token or raw user id).
  *
- *   keybroker_rpc_requests_total{service,method,code}          finished RPCs; code is the gRPC name
- *   keybroker_rpc_duration_seconds{service,method}             histogram, 0.1 ms – 10 s
+ *   grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}
+ *                                                              finished RPCs, go-grpc-prometheus's names
+ *                                                              and code spellings (OK, NotFound, Internal...)
+ *   grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}   histogram, 0.1 ms – 10 s
+ *   keybroker_rpc_requests_total{service,method,code}          the same count under its older name
+ *   keybroker_rpc_duration_seconds{service,method}             the same histogram under its older name
+ *                                                              (both views computed at scrape time)
+ *   keybroker_build_info{version,node_version,commit}          always 1: which build is running
  *   keybroker_kms_requests_total{op,outcome}                   keyring calls (SDK retries are inside one)
  *   keybroker_kms_duration_seconds{op}                         histogram
  *   keybroker_data_key_cache_hits_total                        read from the cache's own counters
@@ -58,6 +64,8 @@ export interface MetricsDeps {
   /** Also export process_* and nodejs_* metrics (CPU, heap, event-loop lag). Off in tests: the
    * event-loop monitor they start cannot be stopped. */
   readonly processMetrics?: boolean;
+  /** Labels of keybroker_build_info; without it the metric reads "unknown". */
+  readonly buildInfo?: { readonly version: string; readonly nodeVersion: string; readonly commit: string };
 }
 
 // 0.1 ms (a cache hit) to 10 s (a slow upstream at its timeout), roughly ×2.5 per step.
@@ -86,6 +94,28 @@ const GRPC_CODE_NAMES = [
   "UNAUTHENTICATED",
 ] as const;
 
+// The same codes as go-grpc-prometheus spells `grpc_code` (Go's codes.Code.String()), so
+// dashboards and alerts written for it work unchanged.
+const GO_GRPC_CODE_NAMES = [
+  "OK",
+  "Canceled",
+  "Unknown",
+  "InvalidArgument",
+  "DeadlineExceeded",
+  "NotFound",
+  "AlreadyExists",
+  "PermissionDenied",
+  "ResourceExhausted",
+  "FailedPrecondition",
+  "Aborted",
+  "OutOfRange",
+  "Unimplemented",
+  "Internal",
+  "Unavailable",
+  "DataLoss",
+  "Unauthenticated",
+] as const;
+
 const UPSTREAM_CODES: ReadonlySet<string> = new Set<BrokerErrorCode | "abandoned">([
   "invalid_argument",
   "unauthenticated",
@@ -107,11 +137,14 @@ const MAX_LABEL_SETS = 256;
 const OVERFLOW = "_other";
 
 interface RpcSeries {
-  readonly duration: Histogram.Internal<"service" | "method">;
-  readonly byCode: Array<Counter.Internal | undefined>;
+  readonly handlingSeconds: Histogram.Internal<GrpcLabel>;
+  readonly handledByCode: Array<Counter.Internal | undefined>;
+  readonly type: GrpcMethodType;
   readonly service: string;
   readonly method: string;
 }
+
+type GrpcLabel = "grpc_type" | "grpc_service" | "grpc_method";
 
 interface UpstreamSeries {
   readonly provider: string;
@@ -131,19 +164,35 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
   const registers = [registry];
   if (deps.processMetrics === true) collectDefaultMetrics({ register: registry });
 
-  const rpcTotal = new Counter({
-    name: "keybroker_rpc_requests_total",
-    help: "Finished RPCs by service, method and gRPC status code.",
-    labelNames: ["service", "method", "code"] as const,
+  const info = deps.buildInfo ?? {
+    version: "unknown",
+    nodeVersion: process.versions.node,
+    commit: "unknown",
+  };
+  new Gauge({
+    name: "keybroker_build_info",
+    help: "Always 1; the labels say which build runs (package version, Node version, git commit).",
+    labelNames: ["version", "node_version", "commit"] as const,
+    registers,
+  }).set({ version: info.version, node_version: info.nodeVersion, commit: info.commit }, 1);
+
+  // The standard names first (dashboards and alerts use them); the keybroker_rpc_* pair below
+  // counts the same calls under the names earlier releases exported.
+  const grpcHandled = new Counter({
+    name: "grpc_server_handled_total",
+    help: "Total number of RPCs completed on the server, regardless of success or failure.",
+    labelNames: ["grpc_type", "grpc_service", "grpc_method", "grpc_code"] as const,
     registers,
   });
-  const rpcDuration = new Histogram({
-    name: "keybroker_rpc_duration_seconds",
-    help: "RPC duration from admission to the status being sent.",
-    labelNames: ["service", "method"] as const,
+  const grpcHandling = new Histogram({
+    name: "grpc_server_handling_seconds",
+    help: "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+    labelNames: ["grpc_type", "grpc_service", "grpc_method"] as const,
     buckets: DURATION_BUCKETS,
     registers,
   });
+
+  registerOlderRpcNames(registry, grpcHandled, grpcHandling);
   const kmsTotal = new Counter({
     name: "keybroker_kms_requests_total",
     help: "Keyring calls by operation and outcome (ok or the broker error code).",
@@ -214,22 +263,23 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
   // Hot path: label children are bound once per route / provider / outcome and reused, so a
   // recorded event is a map lookup and two increments, not a label hash per metric.
   const rpcSeries = new Map<string, RpcSeries>();
-  const newRpcSeries = (service: string, method: string): RpcSeries => ({
+  const newRpcSeries = (type: GrpcMethodType, service: string, method: string): RpcSeries => ({
+    type,
     service,
     method,
-    duration: rpcDuration.labels(service, method),
-    byCode: [],
+    handlingSeconds: grpcHandling.labels(type, service, method),
+    handledByCode: [],
   });
   let rpcOverflow: RpcSeries | undefined;
-  const rpcSeriesFor = (service: string, method: string): RpcSeries => {
+  const rpcSeriesFor = (type: GrpcMethodType, service: string, method: string): RpcSeries => {
     const key = `${service}/${method}`;
     const known = rpcSeries.get(key);
     if (known !== undefined) return known;
     if (rpcSeries.size >= MAX_LABEL_SETS) {
-      rpcOverflow ??= newRpcSeries(OVERFLOW, OVERFLOW);
+      rpcOverflow ??= newRpcSeries(type, OVERFLOW, OVERFLOW);
       return rpcOverflow;
     }
-    const created = newRpcSeries(service, method);
+    const created = newRpcSeries(type === "server_stream" ? type : "unary", service, method);
     rpcSeries.set(key, created);
     return created;
   };
@@ -267,15 +317,16 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
     registry,
 
     rpcCompleted(event) {
-      const series = rpcSeriesFor(event.service, event.method);
+      const series = rpcSeriesFor(event.type, event.service, event.method);
       const index = Number.isInteger(event.code) && event.code >= 0 && event.code <= 16 ? event.code : 2;
-      let counter = series.byCode[index];
-      if (counter === undefined) {
-        counter = rpcTotal.labels(series.service, series.method, GRPC_CODE_NAMES[index] ?? "UNKNOWN");
-        series.byCode[index] = counter;
+      let handled = series.handledByCode[index];
+      if (handled === undefined) {
+        const code = GO_GRPC_CODE_NAMES[index] ?? "Unknown";
+        handled = grpcHandled.labels(series.type, series.service, series.method, code);
+        series.handledByCode[index] = handled;
       }
-      counter.inc();
-      series.duration.observe(seconds(event.durationMs));
+      handled.inc();
+      series.handlingSeconds.observe(seconds(event.durationMs));
     },
 
     kmsCall(op, outcome, durationMs) {
@@ -334,6 +385,73 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
       alertWebhookDeliveries.labels(outcome).inc();
     },
   };
+}
+
+type LabelValues = Record<string, string | number>;
+
+/**
+ * keybroker_rpc_requests_total and keybroker_rpc_duration_seconds, the names earlier releases
+ * exported, as views of the grpc_server_* metrics computed at scrape time: the same series with
+ * `service`, `method` and an upper-case `code`, at no cost per call (recording both cost about
+ * 1 µs more per call, bench/tools/call-end-cost.ts).
+ */
+function registerOlderRpcNames(registry: Registry, handled: Counter, handling: Histogram): void {
+  const upper = new Map<string, string>(
+    GO_GRPC_CODE_NAMES.map((name, i) => [name, GRPC_CODE_NAMES[i] ?? "UNKNOWN"]),
+  );
+  // Same label order as before (le first on buckets), grpc_type dropped.
+  const relabel = (labels: LabelValues): LabelValues => {
+    const out: LabelValues = {};
+    for (const [key, value] of Object.entries(labels)) {
+      if (key === "grpc_service") out.service = value;
+      else if (key === "grpc_method") out.method = value;
+      else if (key === "grpc_code") out.code = upper.get(String(value)) ?? "UNKNOWN";
+      else if (key !== "grpc_type") out[key] = value;
+    }
+    return out;
+  };
+  const view = (name: string, help: string, source: Counter | Histogram, sourceName: string) => ({
+    name,
+    help,
+    type: source === handled ? "counter" : "histogram",
+    aggregator: "sum",
+    reset() {},
+    async get() {
+      const metric = await source.get();
+      return {
+        name,
+        help,
+        type: metric.type,
+        aggregator: metric.aggregator,
+        values: metric.values.map((v) => ({
+          ...v,
+          labels: relabel(v.labels as LabelValues),
+          ...("metricName" in v && typeof v.metricName === "string"
+            ? { metricName: v.metricName.replace(sourceName, name) }
+            : {}),
+        })),
+      };
+    },
+  });
+  // prom-client reads any object with name, type and get() as a metric (registry.js).
+  const register = (metric: ReturnType<typeof view>) =>
+    registry.registerMetric(metric as unknown as Parameters<Registry["registerMetric"]>[0]);
+  register(
+    view(
+      "keybroker_rpc_requests_total",
+      "Finished RPCs by service, method and gRPC status code (grpc_server_handled_total under its older name).",
+      handled,
+      "grpc_server_handled_total",
+    ),
+  );
+  register(
+    view(
+      "keybroker_rpc_duration_seconds",
+      "RPC duration from admission to the status being sent (grpc_server_handling_seconds under its older name).",
+      handling,
+      "grpc_server_handling_seconds",
+    ),
+  );
 }
 
 // Read at scrape time: the cache keeps its own counters, so the hot path pays nothing here.

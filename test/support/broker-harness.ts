@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
 import type { JWTPayload } from "jose";
 import { createCallerKeyAdmin } from "../../src/admin/caller-key-admin.js";
 import { type App, createApp } from "../../src/app/create-app.js";
@@ -65,9 +66,16 @@ export interface BrokerReplica {
   close(): Promise<void>;
 }
 
+/** What a test may hand the broker besides its environment. */
+export interface BrokerOptions {
+  /** With OTEL_TRACES_EXPORTER=otlp in `env`: spans go here (the SDK's InMemorySpanExporter). */
+  readonly spanExporter?: SpanExporter;
+}
+
 export async function startBroker(
   kind: TestDatabaseKind,
   env: Readonly<Record<string, string>> = {},
+  options: BrokerOptions = {},
 ): Promise<BrokerHarness> {
   const database = await createTestDatabase(kind);
   const issuer = await startTestIssuer();
@@ -117,7 +125,13 @@ export async function startBroker(
     ...env,
   };
   const config = loadConfig(baseEnv);
-  const app = await createApp(config, logs.logger, { migrate: false, overrides: { database } });
+  const app = await createApp(config, logs.logger, {
+    migrate: false,
+    overrides: {
+      database,
+      ...(options.spanExporter === undefined ? {} : { spanExporter: options.spanExporter }),
+    },
+  });
   const { grpcPort, connectPort, adminPort, opsPort } = await app.start();
   const grpcAddress = `127.0.0.1:${grpcPort}`;
   const adminAddress = `127.0.0.1:${adminPort}`;

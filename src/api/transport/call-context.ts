@@ -11,6 +11,11 @@ export interface CallContext {
   readonly bearerToken: string | undefined;
   /** The `dpop` metadata (a DPoP proof, RFC 9449), if exactly one well-formed value was sent. */
   readonly dpopProof?: string | undefined;
+  /**
+   * The W3C `traceparent` metadata, if sent exactly once; read only when tracing is on, and then
+   * only parsed for its ids (tracing.ts), never logged or recorded.
+   */
+  readonly traceparent?: string | undefined;
   /** "/<package.Service>/<Method>", the path every transport POSTs the call to. */
   readonly rpcPath?: string | undefined;
   /** Aborted when the client cancels, the deadline passes or the server shuts down. */

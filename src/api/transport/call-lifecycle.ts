@@ -2,7 +2,7 @@ import { performance } from "node:perf_hooks";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { BrokerError } from "../../errors.js";
 import type { Logger } from "../../log/logger.js";
-import type { CallEndListener } from "../../observability/call-end.js";
+import type { CallEndListener, GrpcMethodType } from "../../observability/call-end.js";
 import { type CallStatus, reportCallFailure } from "./error-status.js";
 import { settlesWithin } from "./settles-within.js";
 
@@ -27,12 +27,14 @@ export interface CallRoute {
   readonly method: string;
   /** `keybroker.v1.SecretService/PutSecret`, for logs. */
   readonly path: string;
+  readonly type: GrpcMethodType;
 }
 
 /** The route of `method`. */
 export function routeOf(method: DescMethod): CallRoute {
   const service = method.parent.typeName;
-  return { service, method: method.name, path: `${service}/${method.name}` };
+  const type = method.methodKind === "server_streaming" ? "server_stream" : "unary";
+  return { service, method: method.name, path: `${service}/${method.name}`, type };
 }
 
 /** A call being served, as the lifecycle sees it. */
@@ -157,6 +159,7 @@ export function createCallLifecycle(options: CallLifecycleOptions): CallLifecycl
       onCallEnd({
         service: call.route.service,
         method: call.route.method,
+        type: call.route.type,
         code,
         durationMs: performance.now() - call.started,
       });

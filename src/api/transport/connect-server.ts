@@ -22,7 +22,13 @@ import { ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_det
 import type { Logger } from "../../log/logger.js";
 import type { CallEndListener } from "../../observability/call-end.js";
 import { errorInfoOf, retryInfoOf } from "../error-info.js";
-import { AUTHORIZATION_HEADER, CALLER_KEY_HEADER, DPOP_HEADER, REQUEST_ID_HEADER } from "../wire-headers.js";
+import {
+  AUTHORIZATION_HEADER,
+  CALLER_KEY_HEADER,
+  DPOP_HEADER,
+  REQUEST_ID_HEADER,
+  TRACEPARENT_HEADER,
+} from "../wire-headers.js";
 import type { CallContext } from "./call-context.js";
 import {
   type CallAbort,
@@ -238,6 +244,11 @@ function callContextOf(hctx: HandlerContext): CallContext {
     bearerToken: bearerTokenFrom(header.get(AUTHORIZATION_HEADER) ?? undefined),
     dpopProof: dpopProofFrom(header.get(DPOP_HEADER) ?? undefined),
     rpcPath: `/${hctx.service.typeName}/${hctx.method.name}`,
+    // A getter: only read when tracing is on. Repeated headers are joined by ", " and then
+    // fail the strict parse, like the credentials above.
+    get traceparent() {
+      return header.get(TRACEPARENT_HEADER) ?? undefined;
+    },
     signal: hctx.signal,
     deadline: timeoutMs === undefined ? undefined : Date.now() + timeoutMs,
     // Only under mTLS: a certificate the handshake verified (caller keys bound to one need it).

@@ -3,7 +3,7 @@ import type { EventEmitter } from "node:events";
 import type { Metadata, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
 import { certificateSha256 } from "../../auth/client-certificate.js";
 import { BrokerError } from "../../errors.js";
-import { AUTHORIZATION_HEADER, CALLER_KEY_HEADER, DPOP_HEADER } from "../wire-headers.js";
+import { AUTHORIZATION_HEADER, CALLER_KEY_HEADER, DPOP_HEADER, TRACEPARENT_HEADER } from "../wire-headers.js";
 import type { CallContext } from "./call-context.js";
 import { bearerTokenFrom, callerKeyFrom, dpopProofFrom } from "./credential-headers.js";
 import type { DecodedRequest } from "./grpc-service-definition.js";
@@ -47,6 +47,11 @@ export class GrpcCallContext implements CallContext {
     const deadline = call.getDeadline();
     const ms = deadline instanceof Date ? deadline.getTime() : deadline;
     this.deadline = Number.isFinite(ms) ? ms : undefined;
+  }
+
+  /** Read only when tracing is on: with it off, no call pays for the lookup. */
+  get traceparent(): string | undefined {
+    return singleValue(this.#call.metadata, TRACEPARENT_HEADER);
   }
 
   /** "/<package.Service>/<Method>"; read only for DPoP-bound tokens. */

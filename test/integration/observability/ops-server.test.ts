@@ -125,6 +125,7 @@ describe("ops server", () => {
     metrics.rpcCompleted({
       service: "keybroker.v1.SecretService",
       method: "PutSecret",
+      type: "unary",
       code: 0,
       durationMs: 4,
     });

@@ -235,7 +235,8 @@ export interface Manifest {
 export function loadK8sManifests(): Manifest[] {
   const dir = "deploy/k8s";
   const files = readdirSync(repoPath(dir))
-    .filter((f) => f.endsWith(".yaml"))
+    // kustomization.yaml lists these files; it is not itself a manifest (k8s-render.test.ts).
+    .filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml")
     .sort();
   return files.flatMap((f) =>
     parseYamlDocuments(readRepoFile(`${dir}/${f}`))

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { createMetrics } from "../../../src/observability/metrics.js";
 import { MISUSE_SIGNALS } from "../../../src/signals/signal-event.js";
 import { asArray, asObject, asString, parseYamlDocuments, readRepoFile } from "./deploy-files.js";
+import { metricNamesIn } from "./promql.js";
 
 function rules() {
   const [doc] = parseYamlDocuments(readRepoFile("deploy/prometheus-alerts.yml"));
@@ -22,7 +23,7 @@ describe("deploy/prometheus-alerts.yml", () => {
     expect(all.length).toBeGreaterThan(0);
     for (const rule of all) {
       const expr = asString(rule.expr, "expr");
-      const used = [...expr.matchAll(/\b(keybroker_[a-z_]+)\b/g)].map((m) => m[1] ?? "");
+      const used = metricNamesIn(expr, exported);
       expect(used.length, `${String(rule.alert)} uses a metric`).toBeGreaterThan(0);
       for (const name of used) expect(exported, `${String(rule.alert)}: ${name}`).toContain(name);
     }

@@ -23,10 +23,22 @@ describe("metrics", () => {
   it("counts finished RPCs by service, method and gRPC code name, with a duration histogram", async () => {
     const metrics = createMetrics();
     const service = "keybroker.v1.SecretService";
-    metrics.rpcCompleted({ service, method: "PutSecret", code: status.OK, durationMs: 2 });
-    metrics.rpcCompleted({ service, method: "PutSecret", code: status.OK, durationMs: 40 });
-    metrics.rpcCompleted({ service, method: "PutSecret", code: status.NOT_FOUND, durationMs: 1 });
-    metrics.rpcCompleted({ service, method: "ListSecrets", code: status.UNAUTHENTICATED, durationMs: 0.05 });
+    metrics.rpcCompleted({ type: "unary", service, method: "PutSecret", code: status.OK, durationMs: 2 });
+    metrics.rpcCompleted({ type: "unary", service, method: "PutSecret", code: status.OK, durationMs: 40 });
+    metrics.rpcCompleted({
+      type: "unary",
+      service,
+      method: "PutSecret",
+      code: status.NOT_FOUND,
+      durationMs: 1,
+    });
+    metrics.rpcCompleted({
+      type: "unary",
+      service,
+      method: "ListSecrets",
+      code: status.UNAUTHENTICATED,
+      durationMs: 0.05,
+    });
 
     const text = await metrics.registry.metrics();
     const put = `service="${service}",method="PutSecret"`;
@@ -53,8 +65,8 @@ describe("metrics", () => {
 
   it("records a status number outside the gRPC range as UNKNOWN and a non-finite duration as zero", async () => {
     const metrics = createMetrics();
-    metrics.rpcCompleted({ service: "s", method: "m", code: 99, durationMs: Number.NaN });
-    metrics.rpcCompleted({ service: "s", method: "m", code: -1, durationMs: -5 });
+    metrics.rpcCompleted({ type: "unary", service: "s", method: "m", code: 99, durationMs: Number.NaN });
+    metrics.rpcCompleted({ type: "unary", service: "s", method: "m", code: -1, durationMs: -5 });
 
     const text = await metrics.registry.metrics();
     expect(sample(text, `keybroker_rpc_requests_total{service="s",method="m",code="UNKNOWN"}`)).toBe(2);
@@ -152,7 +164,7 @@ describe("metrics", () => {
   it("caps distinct route and provider label sets, folding the excess into _other", async () => {
     const metrics = createMetrics();
     for (let i = 0; i < 300; i++) {
-      metrics.rpcCompleted({ service: "s", method: `m${i}`, code: status.OK, durationMs: 1 });
+      metrics.rpcCompleted({ type: "unary", service: "s", method: `m${i}`, code: status.OK, durationMs: 1 });
       metrics.upstreamCall({ provider: `p${i}`, status: 200, code: undefined, durationMs: 1 });
     }
 
@@ -172,6 +184,7 @@ describe("metrics", () => {
     metrics.rpcCompleted({
       service: "keybroker.v1.ProxyService",
       method: "Call",
+      type: "unary",
       code: 0,
       durationMs: 3,
       ...leaky,
@@ -191,7 +204,64 @@ describe("metrics", () => {
     }
     const labelNames = new Set([...text.matchAll(/[{,]([a-z_]+)="/g)].map((m) => m[1]));
     expect([...labelNames].sort()).toEqual(
-      ["code", "le", "method", "op", "outcome", "provider", "service", "status_class"].sort(),
+      [
+        "code",
+        "le",
+        "method",
+        "op",
+        "outcome",
+        "provider",
+        "service",
+        "status_class",
+        // The standard gRPC server metrics' labels (route names and code names only).
+        "grpc_code",
+        "grpc_method",
+        "grpc_service",
+        "grpc_type",
+        // keybroker_build_info's.
+        "commit",
+        "node_version",
+        "version",
+      ].sort(),
     );
+  });
+
+  it("K252 also counts finished RPCs under go-grpc-prometheus's names and code spellings, with grpc_type unary or server_stream", async () => {
+    const metrics = createMetrics();
+    const proxy = "keybroker.v1.ProxyService";
+    metrics.rpcCompleted({ type: "unary", service: proxy, method: "Call", code: status.OK, durationMs: 2 });
+    metrics.rpcCompleted({
+      type: "server_stream",
+      service: proxy,
+      method: "CallStream",
+      code: status.UNAVAILABLE,
+      durationMs: 30,
+    });
+    const text = await metrics.registry.metrics();
+    const call = `grpc_type="unary",grpc_service="${proxy}",grpc_method="Call"`;
+    const stream = `grpc_type="server_stream",grpc_service="${proxy}",grpc_method="CallStream"`;
+    expect(sample(text, `grpc_server_handled_total{${call},grpc_code="OK"}`)).toBe(1);
+    expect(sample(text, `grpc_server_handled_total{${stream},grpc_code="Unavailable"}`)).toBe(1);
+    expect(sample(text, `grpc_server_handling_seconds_count{${call}}`)).toBe(1);
+    expect(sample(text, `grpc_server_handling_seconds_sum{${stream}}`)).toBeCloseTo(0.03, 6);
+    // The older names count the same calls.
+    expect(sample(text, `keybroker_rpc_requests_total{service="${proxy}",method="Call",code="OK"}`)).toBe(1);
+  });
+
+  it("K251 exports keybroker_build_info = 1 labelled with the version, Node version and commit only", async () => {
+    const metrics = createMetrics({
+      buildInfo: { version: "1.2.3", nodeVersion: "24.1.0", commit: "0123abc" },
+    });
+    const text = await metrics.registry.metrics();
+    expect(seriesOf(text, "keybroker_build_info")).toEqual([
+      'keybroker_build_info{version="1.2.3",node_version="24.1.0",commit="0123abc"} 1',
+    ]);
+    const fallback = await createMetrics().registry.metrics();
+    expect(
+      sample(
+        fallback,
+        `keybroker_build_info{version="unknown",node_version="${process.versions.node}",commit="unknown"}`,
+      ),
+    ).toBe(1);
   });
 });

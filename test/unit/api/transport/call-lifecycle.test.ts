@@ -10,7 +10,8 @@ const ROUTE = {
   service: "keybroker.v1.SecretService",
   method: "ListSecrets",
   path: "keybroker.v1.SecretService/ListSecrets",
-};
+  type: "unary",
+} as const;
 
 function capturingLogger() {
   const lines: Array<Record<string, unknown>> = [];
@@ -52,6 +53,7 @@ describe("call lifecycle", () => {
       {
         service: ROUTE.service,
         method: ROUTE.method,
+        type: "unary",
         code: status.NOT_FOUND,
         durationMs: expect.any(Number),
       },
