@@ -19,6 +19,7 @@ const LAYERS = [
       "^src/rotation/",
       "^src/sessions/",
       "^src/signals/",
+      "^src/oauth/",
     ],
   },
   { name: "observability", paths: ["^src/observability/"] },

@@ -12,6 +12,7 @@ import * as m0010 from "./0010_misuse_signals.js";
 import * as m0011 from "./0011_session_revocations.js";
 import * as m0012 from "./0012_dpop_proof_ids.js";
 import * as m0013 from "./0013_user_pins.js";
+import * as m0014 from "./0014_oauth_connections.js";
 
 /**
  * Every migration, by name, in order. Imported statically (not read from the directory)
@@ -31,4 +32,5 @@ export const migrations: Record<string, Migration> = {
   "0011_session_revocations": m0011,
   "0012_dpop_proof_ids": m0012,
   "0013_user_pins": m0013,
+  "0014_oauth_connections": m0014,
 };

@@ -5,7 +5,11 @@ import type { Logger } from "../log/logger.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { Resolver } from "../outbound/guarded-connector.js";
 import { createOutboundClient } from "../outbound/outbound-client.js";
-import { largestRequestBodyBytes, loadProviderRegistry } from "../outbound/provider-registry.js";
+import {
+  largestRequestBodyBytes,
+  loadProviderRegistry,
+  type ProviderRegistry,
+} from "../outbound/provider-registry.js";
 import { createOperationPolicy } from "../policy/operation-policy.js";
 import { createCallRateLimiter } from "../proxy/call-rate-limiter.js";
 import { createConcurrencyLimit } from "../proxy/concurrency-limit.js";
@@ -40,6 +44,8 @@ export interface Services {
   readonly proxy: ProxyService;
   /** The largest request body a provider accepts: the RPC receive cap derives from it (F3). */
   readonly largestRequestBodyBytes: number;
+  /** The validated provider registry (the OAuth flows read providers' `oauth` settings). */
+  readonly registry: ProviderRegistry;
 }
 
 /** The domain services behind the RPCs: the secret store and the outbound proxy. */
@@ -85,6 +91,7 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
     providers: {
       requiredFields: (id) => registry.get(id)?.definition.requiredFields,
       defaultGrant: (id) => registry.get(id)?.definition.defaultGrant,
+      isOAuth: (id) => registry.get(id)?.definition.oauth !== undefined,
     },
     inspector: createKeyInspector({ registry, outbound, relaxed: new Set(relaxed), logger }),
     onInspected: (provider, verdict) => metrics.keyInspected?.(provider, verdict),
@@ -126,5 +133,6 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
     secrets,
     proxy: createProxyService({ secrets, outbound, operations, markUsed, limits, rates }),
     largestRequestBodyBytes: largestRequestBodyBytes(registry),
+    registry,
   };
 }

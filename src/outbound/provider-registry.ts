@@ -10,6 +10,7 @@ import {
 } from "../policy/operation-class.js";
 import { authSchemeProblems, credentialFields, type ReservedNames, reservedNames } from "./auth-schemes.js";
 import { inspectionProblems } from "./inspection-recipe.js";
+import { oauthProblems } from "./oauth-registry-checks.js";
 import { checkCallerPath, compilePathPattern, type PathPattern, pathPatternProblem } from "./path-guard.js";
 import { type ProviderDefinition, providerSchema, registryFileSchema } from "./provider-schema.js";
 import { compileRedactionRules, type ResponseRedaction } from "./redaction-rules.js";
@@ -235,5 +236,6 @@ function checkProvider(p: ProviderDefinition, { production }: RegistryOptions): 
   }
 
   problems.push(...authSchemeProblems(p));
+  problems.push(...oauthProblems(p, production));
   return problems;
 }

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { OPERATION_CLASSES } from "../policy/operation-class.js";
 import { inspectionSchema } from "./inspection-recipe.js";
+import { oauthSchema } from "./oauth-schema.js";
 import { rateLimitsSchema } from "./rate-limit-schema.js";
 
 // Shapes of a provider definition. Cross-field rules (host in allowedHosts, fields covered,
@@ -171,6 +172,11 @@ export const providerSchema = z.strictObject({
   defaultGrant: z.array(z.enum(OPERATION_CLASSES)).max(OPERATION_CLASSES.length),
   /** Calls per secret and per caller key, provider-wide and per operation class (rate-limit-schema.ts). */
   rateLimits: z.optional(rateLimitsSchema),
+  /**
+   * OAuth connections (issue 15): the broker runs the authorization-code flow and stores the
+   * tokens as the user's secret (fields `access_token` and optional `refresh_token`).
+   */
+  oauth: z.optional(oauthSchema),
 });
 
 export const registryFileSchema = z.strictObject({

@@ -1,6 +1,7 @@
 import { invalidArgument } from "../errors.js";
 import type { OperationClass } from "../policy/operation-class.js";
 import { parseGrant } from "../policy/operation-grant.js";
+import type { StoredConnection } from "../store/secrets.repository.js";
 
 /** Input limits. Exported so tests and docs state the same numbers the code enforces. */
 export const SECRET_LIMITS = {
@@ -27,6 +28,11 @@ export interface PutSecretInput {
   readonly fields: ReadonlyMap<string, Buffer>;
   /** The operation classes the key may be used for; absent: the provider's default grant. */
   readonly grant?: readonly OperationClass[];
+  /**
+   * Set only by the OAuth connect and refresh flows (never parsed from a request): the fields are
+   * a connection's tokens and this is its state, written with the version (issue 15).
+   */
+  readonly connection?: StoredConnection;
 }
 
 export function parseProviderId(value: string): string {

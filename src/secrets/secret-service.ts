@@ -11,6 +11,7 @@ import { fingerprintFields, maskedHint } from "../keys/user-ref.js";
 import { isOperationClass, type OperationClass } from "../policy/operation-class.js";
 import { compareGrants, type GrantChange, normalizeGrant } from "../policy/operation-grant.js";
 import { asBuffer, isUniqueViolation } from "../store/bytes.js";
+import { setConnectionState } from "../store/oauth-connections.repository.js";
 import type { PreparedRunner } from "../store/prepared.js";
 import type { Database } from "../store/schema.js";
 import * as secretsRepo from "../store/secrets.repository.js";
@@ -34,6 +35,8 @@ export interface SecretMetadata {
   readonly inspection: secretsRepo.StoredInspection;
   /** The operation classes the secret may be used for (its sealed grant, SPEC I10). */
   readonly grant: readonly OperationClass[];
+  /** An OAuth connection's state and granted scopes (issue 15); null for other secrets. */
+  readonly connection: secretsRepo.StoredConnection | null;
 }
 
 /** What PutSecret stored, and how its grant compares with the one it replaced (for the audit row). */
@@ -53,6 +56,8 @@ export interface ProviderCatalog {
   requiredFields(providerId: string): readonly string[] | undefined;
   /** The grant of a secret stored without one (never a dangerous class; the registry checks). */
   defaultGrant(providerId: string): readonly OperationClass[] | undefined;
+  /** Whether the provider's secrets are OAuth connections, stored only by the connect flow. */
+  isOAuth?(providerId: string): boolean;
 }
 
 export interface SecretService {
@@ -107,6 +112,20 @@ export function createSecretService(deps: {
 
   function checkProvider(input: PutSecretInput): void {
     if (deps.providers === undefined) return;
+    // An OAuth provider's secrets are connections: their tokens come from the provider through
+    // the connect flow (with their state beside them), never pasted in by a caller.
+    const oauth = deps.providers.isOAuth?.(input.provider) === true;
+    if (oauth && input.connection === undefined) {
+      throw new BrokerError(
+        "failed_precondition",
+        `provider ${input.provider} is connected with OAuth (StartConnection); its tokens cannot be stored directly`,
+      );
+    }
+    if (!oauth && input.connection !== undefined) {
+      throw new BrokerError("internal", "internal error", {
+        cause: new Error("a connection for a provider without oauth settings"),
+      });
+    }
     const required = deps.providers.requiredFields(input.provider);
     if (required === undefined) throw new BrokerError("invalid_argument", "unknown provider");
     const missing = required.filter((name) => !input.fields.has(name));
@@ -139,6 +158,7 @@ export function createSecretService(deps: {
       lastUsedAt: secret.lastUsedAt,
       inspection: secret.inspection,
       grant: grantOf(secret),
+      connection: secret.connection,
     };
   }
 
@@ -274,6 +294,10 @@ export function createSecretService(deps: {
                 ...(inspection === undefined ? {} : { inspection }),
               });
               await secretsRepo.pruneVersions(trx, id, version, SECRET_LIMITS.versionsKept);
+            }
+            // The connection state describes the version just written, in its transaction.
+            if (input.connection !== undefined) {
+              await setConnectionState(trx, id, version, input.connection);
             }
             const upgraded = wasBound
               ? 0

@@ -56,7 +56,15 @@ export interface SecretsTable {
   inspection_permissions: ColumnType<string[], string[] | undefined, string[]>;
   inspection_dangerous: ColumnType<string[], string[] | undefined, string[]>;
   inspected_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  /** Migration 0014 (issue 15): an OAuth connection's state; all null for other secrets. */
+  oauth_status: ColumnType<OAuthStatus | null, OAuthStatus | null | undefined, OAuthStatus | null>;
+  oauth_expires_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  oauth_scopes: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
+  oauth_refresh_lease_until: ColumnType<Date | null, Date | null | undefined, Date | null>;
 }
+
+/** An OAuth connection's state: usable, or the user must consent again (invalid_grant). */
+export type OAuthStatus = "active" | "needs_reconsent";
 
 export interface SecretVersionsTable {
   secret_id: string;
@@ -143,6 +151,39 @@ export interface UserPinAttemptsTable {
   updated_at: Timestamp;
 }
 
+/** The broker's OAuth client registration per provider (issue 15 item 2); the secret is sealed. */
+export interface OAuthAppsTable {
+  provider: string;
+  version: number;
+  client_id: string;
+  wrapped_key: Uint8Array;
+  master_key_id: string;
+  secret_ciphertext: Uint8Array;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+/** A pending authorization (StartConnection → callback), keyed by SHA-256 of its `state`. */
+export interface OAuthAuthorizationsTable {
+  state_hash: Uint8Array;
+  user_ref: Uint8Array;
+  session_ref: Uint8Array | null;
+  /** Epoch seconds (int8). */
+  token_issued_at: number | null;
+  token_expires_at: number;
+  caller_key_id: string;
+  provider: string;
+  scopes: string[];
+  return_url: string;
+  secret_id: string | null;
+  label: string | null;
+  wrapped_key: Uint8Array;
+  master_key_id: string;
+  verifier_ciphertext: Uint8Array;
+  created_at: Generated<Date>;
+  expires_at: Date;
+}
+
 export interface Database {
   broker_state: BrokerStateTable;
   caller_keys: CallerKeysTable;
@@ -158,6 +199,8 @@ export interface Database {
   dpop_proof_ids: DpopProofIdsTable;
   rate_limit_leases: RateLimitLeasesTable;
   user_pin_attempts: UserPinAttemptsTable;
+  oauth_apps: OAuthAppsTable;
+  oauth_authorizations: OAuthAuthorizationsTable;
 }
 
 export type CallerKeyRow = Selectable<CallerKeysTable>;

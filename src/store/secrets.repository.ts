@@ -1,7 +1,7 @@
 import type { Kysely } from "kysely";
 import { createBatchedLookup } from "./batched-lookup.js";
 import type { PreparedRunner, PreparedStatement } from "./prepared.js";
-import type { Database } from "./schema.js";
+import type { Database, OAuthStatus } from "./schema.js";
 import type { StoredUserKey } from "./users.repository.js";
 
 /** A secret's row joined with its current version. Ciphertexts are opaque here: store/ never decrypts. */
@@ -21,6 +21,17 @@ export interface StoredSecret {
   readonly updatedAt: Date;
   readonly lastUsedAt: Date | null;
   readonly inspection: StoredInspection;
+  /** Migration 0014: the OAuth connection state, or null for a secret that is not a connection. */
+  readonly connection: StoredConnection | null;
+}
+
+/** An OAuth connection's non-secret state (issue 15); it describes the secret's current version. */
+export interface StoredConnection {
+  readonly status: OAuthStatus;
+  /** When the current access token expires; null when the provider gave no lifetime. */
+  readonly expiresAt: Date | null;
+  /** The scopes the provider granted. */
+  readonly scopes: readonly string[];
 }
 
 /** The last key inspection of a secret's current key (migration 0008); names only, never a value. */
@@ -53,6 +64,7 @@ const SELECT_WITH_KEY = `
   select s.id, s.provider, s.label, s.current_version, s.head_mac, s.operation_grant, s.created_at, s.updated_at, s.last_used_at,
          v.hint_ciphertext, v.fingerprint, v.field_names,
          s.inspection_verdict, s.inspection_permissions, s.inspection_dangerous, s.inspected_at,
+         s.oauth_status, s.oauth_expires_at, s.oauth_scopes,
          u.wrapped_data_key, u.master_key_id, u.data_key_version, u.encryptions`;
 const FROM_WITH_KEY = `
     from secrets s
@@ -93,6 +105,9 @@ interface SecretWithKeyRow {
   inspection_permissions: string[];
   inspection_dangerous: string[];
   inspected_at: Date | null;
+  oauth_status: string | null;
+  oauth_expires_at: Date | null;
+  oauth_scopes: string[] | null;
   wrapped_data_key: Uint8Array;
   master_key_id: string;
   data_key_version: number;
@@ -124,6 +139,21 @@ function toStoredSecret(row: SecretWithKeyRow): StoredSecret {
       dangerous: row.inspection_dangerous,
       checkedAt: row.inspected_at,
     },
+    connection: toStoredConnection(row),
+  };
+}
+
+/** The check constraint allows only these two statuses, and scopes exactly with a status. */
+export function toStoredConnection(row: {
+  oauth_status: string | null;
+  oauth_expires_at: Date | null;
+  oauth_scopes: string[] | null;
+}): StoredConnection | null {
+  if (row.oauth_status === null || row.oauth_scopes === null) return null;
+  return {
+    status: row.oauth_status === "active" ? "active" : "needs_reconsent",
+    expiresAt: row.oauth_expires_at,
+    scopes: row.oauth_scopes,
   };
 }
 

@@ -38,7 +38,19 @@ describe("provider registry", () => {
   it("loads the shipped definitions in production mode", async () => {
     const registry = await loadProviderRegistry(SHIPPED, { production: true });
     expect([...registry.ids()].sort()).toEqual(
-      ["binance", "coinbase-exchange", "facebook-graph", "github", "kraken", "openai", "stripe"].sort(),
+      [
+        "binance",
+        "coinbase-exchange",
+        "facebook-graph",
+        "facebook-login",
+        "github",
+        "github-oauth",
+        "google",
+        "kraken",
+        "openai",
+        "slack",
+        "stripe",
+      ].sort(),
     );
     expect(registry.get("kraken")?.definition.auth.type).toBe("hmac");
     expect(registry.get("nope")).toBeUndefined();
