@@ -147,6 +147,7 @@ export async function createApp(
       metrics,
       logger,
       resolve: overrides.resolve,
+      audited: audit.audited,
     });
     const rpc = registerRpcServices({ config, database, keys, guard, audit, services, signals });
     const servers = await createServers(lifecycle, {
@@ -214,6 +215,7 @@ function registerRpcServices(parts: RpcParts): {
     createSecretServiceHandlers({
       guard,
       secrets: services.secrets,
+      deleter: services.deleter,
       // A secret's uses, from the trail; ownership is proven by reading the (still sealed) secret.
       uses: createSecretUses({
         db: database.db,

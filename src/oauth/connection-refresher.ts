@@ -88,9 +88,15 @@ export function createConnectionRefresher(deps: ConnectionRefresherDeps): Connec
   const isExpired = (connection: StoredConnection): boolean =>
     connection.expiresAt !== null && connection.expiresAt.getTime() <= now();
 
-  /** Facebook renews by exchange; others need a stored refresh token (field names are not secret). */
-  const isRenewable = (sealed: SealedSecret, oauth: OAuthSettings | undefined): boolean =>
-    oauth?.longLivedExchange === "facebook" || sealed.secret.fieldNames.includes("refresh_token");
+  /** Facebook renews a live token by exchange; others need a stored refresh token (names are not secret). */
+  const isRenewable = (
+    sealed: SealedSecret,
+    connection: StoredConnection,
+    oauth: OAuthSettings | undefined,
+  ): boolean =>
+    oauth?.longLivedExchange === "facebook"
+      ? !isExpired(connection)
+      : sealed.secret.fieldNames.includes("refresh_token");
 
   return {
     async fresh(user, sealed, scope) {
@@ -99,11 +105,13 @@ export function createConnectionRefresher(deps: ConnectionRefresherDeps): Connec
       if (connection.status === "needs_reconsent") throw needsReconsent();
       const oauth = oauthOf(sealed.secret.provider);
       if (!isDue(connection, oauth)) return sealed;
-      if (!isRenewable(sealed, oauth)) {
-        // No refresh token and no exchange: the token works until it expires, then only a new
-        // consent helps.
-        if (isExpired(connection)) throw needsReconsent();
-        return sealed;
+      if (!isRenewable(sealed, connection, oauth)) {
+        // No refresh token, or a Facebook token already expired (it can only be exchanged while
+        // valid): the token works until it expires, then only a new consent helps — recorded,
+        // so ListSecrets says so and the provider is not asked again.
+        if (!isExpired(connection)) return sealed;
+        await markNeedsReconsent(db, sealed.secret.id, sealed.secret.version);
+        throw needsReconsent();
       }
       const id = sealed.secret.id;
       let shared = inFlight.get(id);
@@ -115,7 +123,11 @@ export function createConnectionRefresher(deps: ConnectionRefresherDeps): Connec
         shared.catch(() => undefined);
         inFlight.set(id, shared);
       }
-      return untilAborted(shared, scope.signal, () => new BrokerError("unavailable", "the call was cancelled"));
+      return untilAborted(
+        shared,
+        scope.signal,
+        () => new BrokerError("unavailable", "the call was cancelled"),
+      );
     },
   };
 
@@ -125,7 +137,11 @@ export function createConnectionRefresher(deps: ConnectionRefresherDeps): Connec
    * UPDATE, re-checking the version and status under it), held across the token request without
    * a transaction open over the network.
    */
-  async function refreshOrWait(user: UserIdentity, first: SealedSecret, actor: AuditActor): Promise<SealedSecret> {
+  async function refreshOrWait(
+    user: UserIdentity,
+    first: SealedSecret,
+    actor: AuditActor,
+  ): Promise<SealedSecret> {
     const id = first.secret.id;
     const deadline = now() + leaseMs;
     const version = first.secret.version;
@@ -174,7 +190,10 @@ export function createConnectionRefresher(deps: ConnectionRefresherDeps): Connec
         // The refresh token (or Facebook's token) is revoked or expired: nothing but a new
         // consent helps, so later calls are refused at once without asking the provider again.
         await markNeedsReconsent(db, id, version);
-        logger.warn({ provider, secretId: id }, "oauth: the provider refused the grant; the connection needs re-consent");
+        logger.warn(
+          { provider, secretId: id },
+          "oauth: the provider refused the grant; the connection needs re-consent",
+        );
         throw needsReconsent(err);
       }
       await releaseRefreshLease(db, id, version).catch((releaseErr: unknown) =>
@@ -223,6 +242,7 @@ export function createConnectionRefresher(deps: ConnectionRefresherDeps): Connec
         {
           secretId: sealed.secret.id,
           provider: sealed.secret.provider,
+          label: undefined,
           fields,
           ...(grant === undefined ? {} : { grant }),
           connection: { status: "active", expiresAt, scopes: tokens.scopes ?? connection.scopes },

@@ -35,7 +35,11 @@ export function createSecretDeleter(deps: SecretDeleterDeps): SecretDeleter {
   const { secrets, registry, logger } = deps;
   const timeoutMs = deps.revokeTimeoutMs ?? DEFAULT_REVOKE_TIMEOUT_MS;
 
-  async function revokeAtProvider(user: UserIdentity, sealed: SealedSecret, actor: AuditActor): Promise<void> {
+  async function revokeAtProvider(
+    user: UserIdentity,
+    sealed: SealedSecret,
+    actor: AuditActor,
+  ): Promise<void> {
     const { id, provider: providerId } = sealed.secret;
     const provider = registry.get(providerId);
     if (provider?.definition.oauth?.revocationEndpoint === undefined) return;

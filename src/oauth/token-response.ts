@@ -35,6 +35,10 @@ export function parseTokenResponse(status: number, body: Buffer, oauth: OAuthSet
   try {
     parsed = JSON.parse(body.toString("utf8"));
   } catch {
+    // An outage rarely answers JSON (a proxy's HTML 502/503 page): the status decides.
+    if (status >= 500 || status === 429) {
+      throw new ProviderUnavailable({ cause: new Error(`token endpoint answered ${status} without JSON`) });
+    }
     throw new ProviderError({
       cause: new Error(`token endpoint answered ${status} with a body that is not JSON`),
     });

@@ -51,6 +51,14 @@ export interface OAuthThirdParty {
   exchangeCode(client: OAuthClient, code: string, redirectUri: string, verifier: string): Promise<TokenSet>;
   /** The user revokes the app at the provider: every grant of `user`, with its tokens, is gone. */
   revokeGrants(user: string): Promise<number>;
+  /**
+   * Facebook Login's renewal, played on the same server: `GET /fb/oauth/access_token` with
+   * grant_type=fb_exchange_token swaps a live token for a new one (with the client in the query,
+   * as Facebook documents it); the protected resource accepts these tokens too. Seeds one.
+   */
+  issueFacebookToken(client: OAuthClient, user: string, ttlSeconds: number): string;
+  /** `https://127.0.0.1:<port>/fb/oauth/access_token`. */
+  readonly facebookTokenEndpoint: string;
   /** While down, the token and revocation endpoints answer 503 (a provider outage). */
   setDown(down: boolean): void;
   /** Holds each token-endpoint request this long before answering (widens a race window). */
@@ -109,6 +117,8 @@ export interface RecordedResourceCall {
 export interface OAuthThirdPartyOptions {
   /** Access-token lifetime in seconds (default 5): short, so a test can wait for expiry. */
   readonly accessTokenTtlSeconds?: number;
+  /** Lifetime of the tokens the Facebook-style exchange issues (default one hour). */
+  readonly facebookTokenTtlSeconds?: number;
   /** Refresh-token lifetime in seconds (default one day). */
   readonly refreshTokenTtlSeconds?: number;
   readonly scopes?: readonly string[];
@@ -214,6 +224,14 @@ export async function startOAuthThirdParty(options: OAuthThirdPartyOptions = {})
     try {
       if (path.startsWith("/interaction/")) return await interact(req, res, path);
       if (path.startsWith("/api/")) return await serveResource(req, res);
+      if (path === "/fb/oauth/access_token") {
+        if (down) {
+          res.writeHead(503, { "content-type": "text/plain" }).end("temporarily unavailable");
+          return;
+        }
+        if (tokenDelayMs > 0) await new Promise((r) => setTimeout(r, tokenDelayMs));
+        return exchangeFacebookToken(req, res);
+      }
       if (path === "/token" || path === "/token/revocation") {
         if (down) {
           res.writeHead(503, { "content-type": "text/plain" }).end("temporarily unavailable");
@@ -335,12 +353,57 @@ export async function startOAuthThirdParty(options: OAuthThirdPartyOptions = {})
     return grant.save();
   }
 
+  const facebookTokens = new Map<string, { user: string; clientId: string; expiresAt: number }>();
+  const facebookTtl = options.facebookTokenTtlSeconds ?? 3_600;
+
+  function issueFacebookToken(client: OAuthClient, user: string, ttlSeconds: number): string {
+    const value = `EAAfb${randomBytes(24).toString("base64url")}`;
+    facebookTokens.set(value, { user, clientId: client.clientId, expiresAt: Date.now() + ttlSeconds * 1000 });
+    issuedValues.add(value);
+    return value;
+  }
+
+  /** Facebook's answers: a new token for a live one, its OAuthException (code 190) otherwise. */
+  function exchangeFacebookToken(req: IncomingMessage, res: ServerResponse): void {
+    const query = new URL(req.url ?? "/", issuer).searchParams;
+    const clientId = query.get("client_id") ?? "";
+    const registered = storage.clientSecret(clientId);
+    const presented = facebookTokens.get(query.get("fb_exchange_token") ?? "");
+    const live =
+      query.get("grant_type") === "fb_exchange_token" &&
+      registered !== undefined &&
+      registered === query.get("client_secret") &&
+      presented !== undefined &&
+      presented.clientId === clientId &&
+      presented.expiresAt > Date.now();
+    if (!live) {
+      grants.push({ grantType: "fb_exchange_token", error: "OAuthException", clientId });
+      res.writeHead(400, { "content-type": "application/json" }).end(
+        JSON.stringify({
+          error: { message: "Error validating access token", type: "OAuthException", code: 190 },
+        }),
+      );
+      return;
+    }
+    grants.push({ grantType: "fb_exchange_token", error: undefined, clientId });
+    const value = issueFacebookToken({ clientId, clientSecret: "" }, presented.user, facebookTtl);
+    res
+      .writeHead(200, { "content-type": "application/json" })
+      .end(JSON.stringify({ access_token: value, token_type: "bearer", expires_in: facebookTtl }));
+  }
+
   /** The protected API: answers only to a live access token, and never echoes it. */
   async function serveResource(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const header = req.headers.authorization ?? "";
     const value = header.startsWith("Bearer ") ? header.slice("Bearer ".length) : "";
     const models = provider as unknown as ProviderModels;
-    const token = value === "" ? undefined : await models.AccessToken.find(value);
+    const facebook = facebookTokens.get(value);
+    const token =
+      facebook !== undefined
+        ? { accountId: facebook.user, scope: "public_profile", isExpired: facebook.expiresAt <= Date.now() }
+        : value === ""
+          ? undefined
+          : await models.AccessToken.find(value);
     if (token === undefined || token.isExpired) {
       resourceCalls.push({ status: 401, user: undefined });
       res
@@ -367,6 +430,8 @@ export async function startOAuthThirdParty(options: OAuthThirdPartyOptions = {})
     tokenEndpoint: `${issuer}/token`,
     revocationEndpoint: `${issuer}/token/revocation`,
     resourceUrl: `${issuer}/api/me`,
+    facebookTokenEndpoint: `${issuer}/fb/oauth/access_token`,
+    issueFacebookToken,
     scopes,
     registerClient(registration) {
       const client = {
@@ -433,7 +498,14 @@ export async function startOAuthThirdParty(options: OAuthThirdPartyOptions = {})
       return body;
     },
     async revokeGrants(user) {
-      return storage.revokeAccount(user);
+      let revoked = storage.revokeAccount(user);
+      for (const [value, token] of facebookTokens) {
+        if (token.user === user) {
+          facebookTokens.delete(value);
+          revoked += 1;
+        }
+      }
+      return revoked;
     },
     setDown(value) {
       down = value;
@@ -560,6 +632,10 @@ function createMemoryStorage() {
     put(model: string, id: string, payload: Payload): void {
       table(model).set(id, payload);
     },
+    clientSecret(clientId: string): string | undefined {
+      const secret = table("Client").get(clientId)?.client_secret;
+      return typeof secret === "string" ? secret : undefined;
+    },
     clientMethod(clientId: string): string | undefined {
       const method = table("Client").get(clientId)?.token_endpoint_auth_method;
       return typeof method === "string" ? method : undefined;
@@ -607,6 +683,60 @@ function cookieJar(send: (url: string, init?: RequestInit) => Promise<Response>)
         else cookies.set(name, value);
       }
       return response;
+    },
+  };
+}
+
+/**
+ * A provider registry entry for this third party, as an operator would write one for Google:
+ * calls go to `/api/**` with the access token as a bearer token, OAuth endpoints are its own.
+ * Loopback is allowed only outside production (KEYBROKER_ALLOW_LOOPBACK_PROVIDERS).
+ */
+export function thirdPartyProviderDefinition(
+  party: Pick<OAuthThirdParty, "issuer" | "scopes" | "port">,
+  options: {
+    readonly id: string;
+    /** Refresh a token this many seconds before it expires (default 1). */
+    readonly marginSeconds?: number;
+    /** Whether the registry names the revocation endpoint (default true). */
+    readonly revocation?: boolean;
+    readonly tokenAuthMethod?: "client_secret_post" | "client_secret_basic";
+    /** Facebook Login's shape: no refresh tokens, renewal by fb_exchange_token. */
+    readonly facebook?: boolean;
+  },
+): unknown {
+  const facebook = options.facebook === true;
+  return {
+    id: options.id,
+    displayName: `test ${options.id}`,
+    baseUrl: `${party.issuer}/api`,
+    allowedHosts: ["127.0.0.1"],
+    allowedMethods: ["GET", "POST"],
+    pathPatterns: ["/**"],
+    requiredFields: ["access_token"],
+    auth: { type: "bearer", field: "access_token" },
+    timeoutMs: 5_000,
+    maxResponseBytes: 1024 * 1024,
+    allowLoopback: true,
+    operations: [
+      { class: "read", methods: ["GET", "HEAD"], paths: ["/**"] },
+      { class: "write", methods: ["POST"], paths: ["/**"] },
+    ],
+    defaultGrant: ["read", "write"],
+    oauth: {
+      authorizationEndpoint: `${party.issuer}/auth`,
+      tokenEndpoint: facebook ? `${party.issuer}/fb/oauth/access_token` : `${party.issuer}/token`,
+      ...(options.revocation === false || facebook
+        ? {}
+        : { revocationEndpoint: `${party.issuer}/token/revocation` }),
+      scopes: [...party.scopes],
+      scopeSeparator: facebook ? "," : " ",
+      pkce: "S256",
+      tokenAuthMethod: options.tokenAuthMethod ?? "client_secret_post",
+      refresh: facebook
+        ? { refreshTokens: false, rotation: false, marginSeconds: options.marginSeconds ?? 1 }
+        : { refreshTokens: true, rotation: true, marginSeconds: options.marginSeconds ?? 1 },
+      ...(facebook ? { longLivedExchange: "facebook" } : {}),
     },
   };
 }

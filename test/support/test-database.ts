@@ -48,6 +48,8 @@ const TABLES = [
   "logout_token_ids",
   "dpop_proof_ids",
   "rate_limit_leases",
+  "oauth_apps",
+  "oauth_authorizations",
 ] as const;
 
 /** A throwaway, migrated database of the given kind; `close()` destroys it. */
