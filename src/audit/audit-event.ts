@@ -27,6 +27,10 @@ export type AuditAction =
   | "session.end"
   | "pin.set"
   | "pin.unlock"
+  | "oauth.connect_start"
+  | "oauth.connect"
+  | "oauth_app.set"
+  | "oauth_app.rotate"
   // Issue 15: an OAuth connection's tokens renewed at the provider on use (a new version), and
   // a deleted connection's grant revoked at the provider (RFC 7009, best effort).
   | "secret.refresh"

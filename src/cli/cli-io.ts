@@ -11,10 +11,12 @@ export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly stdout: Output;
   readonly stderr: Output;
+  /** Where a command reads a secret it must never take from argv (oauth-apps); absent: none. */
+  readonly stdin?: AsyncIterable<Buffer | string>;
 }
 
 export function processIo(): CliIo {
-  return { env: process.env, stdout: process.stdout, stderr: process.stderr };
+  return { env: process.env, stdout: process.stdout, stderr: process.stderr, stdin: process.stdin };
 }
 
 /**

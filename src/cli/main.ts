@@ -7,6 +7,7 @@ import { runDev } from "./dev-command.js";
 import { runDevToken } from "./dev-token-command.js";
 import { runKeys } from "./keys-command.js";
 import { runMigrate } from "./migrate-command.js";
+import { runOAuthApps } from "./oauth-apps-command.js";
 import { runRewrap } from "./rewrap-command.js";
 import { runServe } from "./serve-command.js";
 import { runUser } from "./user-command.js";
@@ -20,6 +21,9 @@ const USAGE = `keybroker <command>
   caller-keys list
   caller-keys revoke <id>
   caller-keys rotate <id> [--overlap-hours H]   new key, same name and scopes; old one expires after H
+  oauth-apps set <provider> --client-id ID    the broker's OAuth client; secret on stdin, never argv
+  oauth-apps rotate <provider> [--client-id ID]  new client secret on stdin
+  oauth-apps list
   user rotate-key (--user-ref HEX | --sub S)   new data key for one user, every secret re-sealed
   user shred (--user-ref HEX | --sub S) --yes  destroy a user's data key and secrets for good
   audit verify               walk the hash chain, then check it against the newest signed checkpoint;
@@ -42,6 +46,7 @@ const commands: Record<string, (args: string[], io: CliIo) => Promise<number>> =
   keys: runKeys,
   audit: runAudit,
   user: runUser,
+  "oauth-apps": runOAuthApps,
 };
 
 async function main(argv: string[], io: CliIo): Promise<number> {

@@ -31,6 +31,8 @@ export interface OAuthAppStore {
   /** Replaces the secret (and, if given, the client id) of an existing client; not_found if none. */
   rotate(provider: string, clientSecret: Buffer, clientId?: string): Promise<OAuthAppSummary>;
   list(): Promise<OAuthAppSummary[]>;
+  /** The provider's client without opening its secret (no KMS call); undefined when none. */
+  describe(provider: string): Promise<OAuthAppSummary | undefined>;
 }
 
 /** Limits and shapes of client credentials (RFC 6749 appendix A.1/A.2: VSCHAR). */
@@ -68,6 +70,11 @@ function appContext(provider: string, version: number, clientId: string): Encryp
 }
 
 const WRITE_RETRIES = 3;
+
+function summaryOf(app: OAuthAppSummary): OAuthAppSummary {
+  const { provider, version, clientId, createdAt, updatedAt } = app;
+  return { provider, version, clientId, createdAt, updatedAt };
+}
 
 export function createOAuthAppStore(deps: {
   readonly db: Kysely<Database>;
@@ -151,13 +158,11 @@ export function createOAuthAppStore(deps: {
     rotate: (provider, clientSecret, clientId) =>
       write(provider, clientSecret, (current) => clientId ?? current ?? "", true),
     async list() {
-      return (await listOAuthApps(deps.db)).map(({ provider, version, clientId, createdAt, updatedAt }) => ({
-        provider,
-        version,
-        clientId,
-        createdAt,
-        updatedAt,
-      }));
+      return (await listOAuthApps(deps.db)).map(summaryOf);
+    },
+    async describe(provider) {
+      const stored = await findOAuthApp(deps.db, provider);
+      return stored === undefined ? undefined : summaryOf(stored);
     },
   };
 }

@@ -31,14 +31,14 @@ const MAX_EXPIRES_IN = 10 * 365 * 86_400;
  * Slack's HTTP 200 errors) throws; only its registered `error` code is kept, never its text.
  */
 export function parseTokenResponse(status: number, body: Buffer, oauth: OAuthSettings): TokenSet {
+  // An outage answers whatever it likes (an HTML page, nothing): the status alone decides.
+  if (status >= 500 || status === 429) {
+    throw new ProviderUnavailable({ cause: new Error(`token endpoint answered ${status}`) });
+  }
   let parsed: unknown;
   try {
     parsed = JSON.parse(body.toString("utf8"));
   } catch {
-    // An outage rarely answers JSON (a proxy's HTML 502/503 page): the status decides.
-    if (status >= 500 || status === 429) {
-      throw new ProviderUnavailable({ cause: new Error(`token endpoint answered ${status} without JSON`) });
-    }
     throw new ProviderError({
       cause: new Error(`token endpoint answered ${status} with a body that is not JSON`),
     });
