@@ -31,6 +31,7 @@ import { openAuditCheckpoints } from "./audit-checkpoints.js";
 import { createAuth } from "./auth.js";
 import { type Keys, openDataKeyCache, openKeys } from "./keys.js";
 import { createLifecycle, unwindOnFailure } from "./lifecycle.js";
+import { openOAuth } from "./oauth.js";
 import { registerPinService } from "./pins.js";
 import { type BoundPorts, createServers } from "./servers.js";
 import { createServices, type Services } from "./services.js";
@@ -150,12 +151,23 @@ export async function createApp(
       audited: audit.audited,
     });
     const rpc = registerRpcServices({ config, database, keys, guard, audit, services, signals });
+    const oauth = await openOAuth(lifecycle, {
+      config,
+      database,
+      keys,
+      services,
+      audit,
+      guard,
+      logger,
+      resolve: overrides.resolve,
+    });
     const servers = await createServers(lifecycle, {
       config,
       services: [
         ...rpc.app,
         registerService(SessionService, createSessionServiceHandlers({ guard, sessions })),
         registerPinService({ config, database, keys, guard, audit: audit.log }),
+        oauth.service,
       ],
       adminServices: rpc.admin,
       largestRequestBodyBytes: services.largestRequestBodyBytes,
@@ -176,7 +188,7 @@ export async function createApp(
       flushAudit: () => audit.log.flush(),
       start: () =>
         unwindOnFailure(lifecycle, async () => {
-          const ports = await servers.listen();
+          const ports = { ...(await servers.listen()), publicPort: await oauth.listen() };
           readiness.markReady("serving");
           logger.info(ports, "keybroker serving");
           return ports;

@@ -43,6 +43,8 @@ export interface BoundPorts {
   readonly connectPort: number | undefined;
   readonly adminPort: number | undefined;
   readonly opsPort: number | undefined;
+  /** The public OAuth callback listener (issue 15), when configured. */
+  readonly publicPort?: number | undefined;
 }
 
 export interface Servers {

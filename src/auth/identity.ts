@@ -16,6 +16,8 @@ export const CALLER_SCOPES = [
   "proxy:webhooks",
   "admin",
   "session:end",
+  // Issue 15: StartConnection (the OAuth flow); the tokens themselves never reach the caller.
+  "oauth:connect",
 ] as const;
 export type CallerScope = (typeof CALLER_SCOPES)[number];
 

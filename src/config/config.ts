@@ -4,6 +4,7 @@ import { parseAcceptedMasterKeys } from "../keys/key-ids.js";
 import { Redacted } from "../log/redacted.js";
 import { isMisuseSignalName, MISUSE_SIGNALS, type MisuseSignalName } from "../signals/signal-event.js";
 import type { DatabaseConfig } from "../store/database.js";
+import { type OAuthConfig, oauthEnvSchema, parseOAuthConfig } from "./oauth-config.js";
 
 /**
  * A production guard switched off by its own variable (review L7). `keybroker serve` applies every
@@ -189,6 +190,8 @@ export interface Config {
   };
   /** The provider registry (JSON); defaults to the definitions shipped in providers/. */
   readonly providersFile: string;
+  /** OAuth connections (issue 15); undefined when the public callback listener is off. */
+  readonly oauth: OAuthConfig | undefined;
   /**
    * Providers whose keys with dangerous permissions (inspection) are stored with a warning
    * instead of refused (KEYBROKER_INSPECTION_RELAX); checked against the registry at start-up.
@@ -353,6 +356,8 @@ export const envSchema = z.object({
     .union([z.literal("off"), int(1, 10_000_000)])
     .default("off"),
   KEYBROKER_PROVIDERS_FILE: z.string().min(1).optional(),
+  // Issue 15: OAuth connections (src/config/oauth-config.ts).
+  ...oauthEnvSchema,
   // Comma-separated provider ids, e.g. "binance,github": record-and-warn instead of refuse.
   KEYBROKER_INSPECTION_RELAX: z
     .string()
@@ -551,6 +556,11 @@ export function loadConfig(
   }
   const alerts = parseAlerts(e, allowHttpAlertWebhook, loopback, problems);
   const dpop = parseDpop(e, problems);
+  const oauth = parseOAuthConfig(
+    e,
+    { allowHttp: !production || relaxations.includes("loopback_providers"), isLoopbackHost },
+    problems,
+  );
 
   if (problems.length > 0) throw new ConfigError(problems);
 
@@ -626,6 +636,7 @@ export function loadConfig(
       scryptLogN: e.KEYBROKER_PIN_SCRYPT_LOG_N,
     },
     providersFile: e.KEYBROKER_PROVIDERS_FILE ?? SHIPPED_PROVIDERS_FILE,
+    oauth,
     inspectionRelaxed: Object.freeze(
       [...new Set((e.KEYBROKER_INSPECTION_RELAX ?? "").split(",").map((id) => id.trim()))].filter(
         (id) => id !== "",

@@ -1,9 +1,11 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AuditedRunner } from "../../audit/audited-operation.js";
-import type {
-  KeyInspection as ProtoKeyInspection,
-  SecretMetadata as ProtoSecretMetadata,
-  SecretService,
+import {
+  ConnectionStatus,
+  type KeyInspection as ProtoKeyInspection,
+  type OAuthConnection as ProtoOAuthConnection,
+  type SecretMetadata as ProtoSecretMetadata,
+  type SecretService,
 } from "../../gen/keybroker/v1/secrets_pb.js";
 import type { SecretDeleter } from "../../oauth/secret-deleter.js";
 import { grantLabel } from "../../policy/operation-grant.js";
@@ -16,11 +18,12 @@ import type { UserCallGuard } from "./call-guard.js";
 
 type ProtoMetadataInit = Omit<
   ProtoSecretMetadata,
-  "$typeName" | "$unknown" | "fieldNames" | "grant" | "inspection"
+  "$typeName" | "$unknown" | "fieldNames" | "grant" | "inspection" | "connection"
 > & {
   fieldNames: string[];
   grant: string[];
   inspection: Omit<ProtoKeyInspection, "$typeName" | "$unknown">;
+  connection?: Omit<ProtoOAuthConnection, "$typeName" | "$unknown">;
 };
 
 /** Thin handlers: authorize, parse, delegate (audited), convert. Logic lives in secrets/. */
@@ -137,6 +140,17 @@ function toProto(m: SecretMetadata): ProtoMetadataInit {
       dangerousPermissions: [...m.inspection.dangerous],
       checkedAt: m.inspection.checkedAt === null ? undefined : timestampFromDate(m.inspection.checkedAt),
     },
+    ...(m.connection === null
+      ? {}
+      : {
+          connection: {
+            status:
+              m.connection.status === "active" ? ConnectionStatus.ACTIVE : ConnectionStatus.NEEDS_RECONSENT,
+            expiresAt:
+              m.connection.expiresAt === null ? undefined : timestampFromDate(m.connection.expiresAt),
+            grantedScopes: [...m.connection.scopes],
+          },
+        }),
   };
 }
 

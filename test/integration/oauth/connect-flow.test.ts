@@ -1,5 +1,7 @@
 import { sql } from "kysely";
+import { Agent, request } from "undici";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { createOAuthCallbackServer } from "../../../src/api/transport/oauth-callback-server.js";
 import { createAuditLog } from "../../../src/audit/audit-log.js";
 import { createAuditedRunner } from "../../../src/audit/audited-operation.js";
 import type { CallerIdentity, UserIdentity } from "../../../src/auth/identity.js";
@@ -368,5 +370,49 @@ describe("OAuth connect flow (StartConnection and the callback)", () => {
       ),
     ).toEqual([]);
     expect(findLeaks(await dumpAllRows(database.db), needles)).toEqual([]);
+  });
+
+  it("J179 the HTTPS callback answers 303 to the return URL with only the secret id, and a plain 400 for a bad state", async () => {
+    const server = createOAuthCallbackServer({
+      complete: (q, s) => flow().complete(q, s),
+      tls: { cert: Buffer.from(as.certs.cert), key: Buffer.from(as.certs.key), clientCa: undefined },
+      logger: logs.logger,
+    });
+    const port = await server.listen("127.0.0.1", 0);
+    const dispatcher = new Agent({ connect: { ca: as.certs.ca } });
+    try {
+      const { state, code } = await consent(alice);
+      const ok = await request(`https://127.0.0.1:${port}/oauth/callback?code=${code}&state=${state}`, {
+        dispatcher,
+      });
+      await ok.body.dump();
+      expect(ok.statusCode).toBe(303);
+      const location = new URL(String(ok.headers.location));
+      expect([...location.searchParams.keys()]).toEqual(["secret_id"]);
+      expect(ok.headers["cache-control"]).toBe("no-store");
+      expect(ok.headers["referrer-policy"]).toBe("no-referrer");
+
+      const replay = await request(`https://127.0.0.1:${port}/oauth/callback?code=${code}&state=${state}`, {
+        dispatcher,
+      });
+      expect(replay.statusCode).toBe(400);
+      const page = await replay.body.text();
+      expect(page).not.toContain(code);
+      expect(replay.headers.location).toBeUndefined();
+
+      const doubled = await request(
+        `https://127.0.0.1:${port}/oauth/callback?code=${code}&state=${state}&state=${state}`,
+        { dispatcher },
+      );
+      await doubled.body.dump();
+      expect(doubled.statusCode).toBe(400);
+      const other = await request(`https://127.0.0.1:${port}/elsewhere`, { dispatcher });
+      await other.body.dump();
+      expect(other.statusCode).toBe(404);
+      expect(findLeaks(logs.text(), [code, state])).toEqual([]);
+    } finally {
+      await dispatcher.close();
+      await server.close();
+    }
   });
 });

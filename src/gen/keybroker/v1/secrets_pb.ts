@@ -2,8 +2,8 @@
 // @generated from file keybroker/v1/secrets.proto (package keybroker.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keybroker/v1/secrets.proto.
  */
 export const file_keybroker_v1_secrets: GenFile = /*@__PURE__*/
-  fileDesc("ChprZXlicm9rZXIvdjEvc2VjcmV0cy5wcm90bxIMa2V5YnJva2VyLnYxIikKFEluc3BlY3RTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCSJFChVJbnNwZWN0U2VjcmV0UmVzcG9uc2USLAoGc2VjcmV0GAEgASgLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIoQBCg1LZXlJbnNwZWN0aW9uEg8KB3ZlcmRpY3QYASABKAkSEwoLcGVybWlzc2lvbnMYAiADKAkSHQoVZGFuZ2Vyb3VzX3Blcm1pc3Npb25zGAMgAygJEi4KCmNoZWNrZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIsABChBQdXRTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRI6CgZmaWVsZHMYBCADKAsyKi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdC5GaWVsZHNFbnRyeRINCgVncmFudBgFIAMoCRotCgtGaWVsZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKEVB1dFNlY3JldFJlc3BvbnNlEiwKBnNlY3JldBgBIAEoCzIcLmtleWJyb2tlci52MS5TZWNyZXRNZXRhZGF0YSImChJMaXN0U2VjcmV0c1JlcXVlc3QSEAoIcHJvdmlkZXIYASABKAkiRAoTTGlzdFNlY3JldHNSZXNwb25zZRItCgdzZWNyZXRzGAEgAygLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIigKE0RlbGV0ZVNlY3JldFJlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJIhYKFERlbGV0ZVNlY3JldFJlc3BvbnNlIlEKFUxpc3RTZWNyZXRVc2VzUmVxdWVzdBIRCglzZWNyZXRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiWAoWTGlzdFNlY3JldFVzZXNSZXNwb25zZRIlCgR1c2VzGAEgAygLMhcua2V5YnJva2VyLnYxLlNlY3JldFVzZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkirwEKCVNlY3JldFVzZRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9vcGVyYXRpb25fY2xhc3MYAiABKAkSDgoGbWV0aG9kGAMgASgJEhcKD3Vwc3RyZWFtX3N0YXR1cxgEIAEoDRIXCg9jYWxsZXJfa2V5X25hbWUYBSABKAkSDwoHb3V0Y29tZRgGIAEoCRIMCgRjb2RlGAcgASgJItgCCg5TZWNyZXRNZXRhZGF0YRIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgNEhMKC2ZpZWxkX25hbWVzGAUgAygJEgwKBGhpbnQYBiABKAkSEwoLZmluZ2VycHJpbnQYByABKAkSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVncmFudBgLIAMoCRIvCgppbnNwZWN0aW9uGBQgASgLMhsua2V5YnJva2VyLnYxLktleUluc3BlY3Rpb24yvwMKDVNlY3JldFNlcnZpY2USTAoJUHV0U2VjcmV0Eh4ua2V5YnJva2VyLnYxLlB1dFNlY3JldFJlcXVlc3QaHy5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVzcG9uc2USUgoLTGlzdFNlY3JldHMSIC5rZXlicm9rZXIudjEuTGlzdFNlY3JldHNSZXF1ZXN0GiEua2V5YnJva2VyLnYxLkxpc3RTZWNyZXRzUmVzcG9uc2USVQoMRGVsZXRlU2VjcmV0EiEua2V5YnJva2VyLnYxLkRlbGV0ZVNlY3JldFJlcXVlc3QaIi5rZXlicm9rZXIudjEuRGVsZXRlU2VjcmV0UmVzcG9uc2USWwoOTGlzdFNlY3JldFVzZXMSIy5rZXlicm9rZXIudjEuTGlzdFNlY3JldFVzZXNSZXF1ZXN0GiQua2V5YnJva2VyLnYxLkxpc3RTZWNyZXRVc2VzUmVzcG9uc2USWAoNSW5zcGVjdFNlY3JldBIiLmtleWJyb2tlci52MS5JbnNwZWN0U2VjcmV0UmVxdWVzdBojLmtleWJyb2tlci52MS5JbnNwZWN0U2VjcmV0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChprZXlicm9rZXIvdjEvc2VjcmV0cy5wcm90bxIMa2V5YnJva2VyLnYxIikKFEluc3BlY3RTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCSJFChVJbnNwZWN0U2VjcmV0UmVzcG9uc2USLAoGc2VjcmV0GAEgASgLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIoQBCg1LZXlJbnNwZWN0aW9uEg8KB3ZlcmRpY3QYASABKAkSEwoLcGVybWlzc2lvbnMYAiADKAkSHQoVZGFuZ2Vyb3VzX3Blcm1pc3Npb25zGAMgAygJEi4KCmNoZWNrZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIsABChBQdXRTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRI6CgZmaWVsZHMYBCADKAsyKi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdC5GaWVsZHNFbnRyeRINCgVncmFudBgFIAMoCRotCgtGaWVsZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKEVB1dFNlY3JldFJlc3BvbnNlEiwKBnNlY3JldBgBIAEoCzIcLmtleWJyb2tlci52MS5TZWNyZXRNZXRhZGF0YSImChJMaXN0U2VjcmV0c1JlcXVlc3QSEAoIcHJvdmlkZXIYASABKAkiRAoTTGlzdFNlY3JldHNSZXNwb25zZRItCgdzZWNyZXRzGAEgAygLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIigKE0RlbGV0ZVNlY3JldFJlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJIhYKFERlbGV0ZVNlY3JldFJlc3BvbnNlIlEKFUxpc3RTZWNyZXRVc2VzUmVxdWVzdBIRCglzZWNyZXRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiWAoWTGlzdFNlY3JldFVzZXNSZXNwb25zZRIlCgR1c2VzGAEgAygLMhcua2V5YnJva2VyLnYxLlNlY3JldFVzZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkirwEKCVNlY3JldFVzZRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9vcGVyYXRpb25fY2xhc3MYAiABKAkSDgoGbWV0aG9kGAMgASgJEhcKD3Vwc3RyZWFtX3N0YXR1cxgEIAEoDRIXCg9jYWxsZXJfa2V5X25hbWUYBSABKAkSDwoHb3V0Y29tZRgGIAEoCRIMCgRjb2RlGAcgASgJIosDCg5TZWNyZXRNZXRhZGF0YRIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgNEhMKC2ZpZWxkX25hbWVzGAUgAygJEgwKBGhpbnQYBiABKAkSEwoLZmluZ2VycHJpbnQYByABKAkSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVncmFudBgLIAMoCRIvCgppbnNwZWN0aW9uGBQgASgLMhsua2V5YnJva2VyLnYxLktleUluc3BlY3Rpb24SMQoKY29ubmVjdGlvbhgVIAEoCzIdLmtleWJyb2tlci52MS5PQXV0aENvbm5lY3Rpb24iiQEKD09BdXRoQ29ubmVjdGlvbhIuCgZzdGF0dXMYASABKA4yHi5rZXlicm9rZXIudjEuQ29ubmVjdGlvblN0YXR1cxIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5ncmFudGVkX3Njb3BlcxgDIAMoCSp6ChBDb25uZWN0aW9uU3RhdHVzEiEKHUNPTk5FQ1RJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASHAoYQ09OTkVDVElPTl9TVEFUVVNfQUNUSVZFEAESJQohQ09OTkVDVElPTl9TVEFUVVNfTkVFRFNfUkVDT05TRU5UEAIyvwMKDVNlY3JldFNlcnZpY2USTAoJUHV0U2VjcmV0Eh4ua2V5YnJva2VyLnYxLlB1dFNlY3JldFJlcXVlc3QaHy5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVzcG9uc2USUgoLTGlzdFNlY3JldHMSIC5rZXlicm9rZXIudjEuTGlzdFNlY3JldHNSZXF1ZXN0GiEua2V5YnJva2VyLnYxLkxpc3RTZWNyZXRzUmVzcG9uc2USVQoMRGVsZXRlU2VjcmV0EiEua2V5YnJva2VyLnYxLkRlbGV0ZVNlY3JldFJlcXVlc3QaIi5rZXlicm9rZXIudjEuRGVsZXRlU2VjcmV0UmVzcG9uc2USWwoOTGlzdFNlY3JldFVzZXMSIy5rZXlicm9rZXIudjEuTGlzdFNlY3JldFVzZXNSZXF1ZXN0GiQua2V5YnJva2VyLnYxLkxpc3RTZWNyZXRVc2VzUmVzcG9uc2USWAoNSW5zcGVjdFNlY3JldBIiLmtleWJyb2tlci52MS5JbnNwZWN0U2VjcmV0UmVxdWVzdBojLmtleWJyb2tlci52MS5JbnNwZWN0U2VjcmV0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keybroker.v1.InspectSecretRequest
@@ -420,6 +420,13 @@ export type SecretMetadata = Message<"keybroker.v1.SecretMetadata"> & {
    * @generated from field: keybroker.v1.KeyInspection inspection = 20;
    */
   inspection?: KeyInspection | undefined;
+
+  /**
+   * Set for an OAuth connection (issue 15): its state and granted scopes. Never a token.
+   *
+   * @generated from field: keybroker.v1.OAuthConnection connection = 21;
+   */
+  connection?: OAuthConnection | undefined;
 };
 
 /**
@@ -428,6 +435,69 @@ export type SecretMetadata = Message<"keybroker.v1.SecretMetadata"> & {
  */
 export const SecretMetadataSchema: GenMessage<SecretMetadata> = /*@__PURE__*/
   messageDesc(file_keybroker_v1_secrets, 12);
+
+/**
+ * The state of an OAuth connection, a secret whose tokens the broker got from the provider.
+ *
+ * @generated from message keybroker.v1.OAuthConnection
+ */
+export type OAuthConnection = Message<"keybroker.v1.OAuthConnection"> & {
+  /**
+   * @generated from field: keybroker.v1.ConnectionStatus status = 1;
+   */
+  status: ConnectionStatus;
+
+  /**
+   * When the current access token expires; unset when the provider gave no lifetime.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 2;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * The scopes the provider granted (sorted).
+   *
+   * @generated from field: repeated string granted_scopes = 3;
+   */
+  grantedScopes: string[];
+};
+
+/**
+ * Describes the message keybroker.v1.OAuthConnection.
+ * Use `create(OAuthConnectionSchema)` to create a new message.
+ */
+export const OAuthConnectionSchema: GenMessage<OAuthConnection> = /*@__PURE__*/
+  messageDesc(file_keybroker_v1_secrets, 13);
+
+/**
+ * @generated from enum keybroker.v1.ConnectionStatus
+ */
+export enum ConnectionStatus {
+  /**
+   * @generated from enum value: CONNECTION_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Usable: the broker refreshes the token as needed.
+   *
+   * @generated from enum value: CONNECTION_STATUS_ACTIVE = 1;
+   */
+  ACTIVE = 1,
+
+  /**
+   * The provider refused the grant (revoked, expired): the user must connect again.
+   *
+   * @generated from enum value: CONNECTION_STATUS_NEEDS_RECONSENT = 2;
+   */
+  NEEDS_RECONSENT = 2,
+}
+
+/**
+ * Describes the enum keybroker.v1.ConnectionStatus.
+ */
+export const ConnectionStatusSchema: GenEnum<ConnectionStatus> = /*@__PURE__*/
+  enumDesc(file_keybroker_v1_secrets, 0);
 
 /**
  * SecretService stores a user's third-party credentials. Every call needs two
