@@ -1,22 +1,20 @@
-import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { fromBinary } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
-import { status } from "@grpc/grpc-js";
+import { type Client, credentials, type GrpcObject, loadPackageDefinition, status } from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createCallerKeyAdmin } from "../../src/admin/caller-key-admin.js";
 import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../../src/gen/google/rpc/status_pb.js";
 import { createAwsKmsKeyring, createKmsClient } from "../../src/keys/aws-kms-keyring.js";
-import { createDataKeyCache } from "../../src/keys/data-key-cache.js";
-import { loadOrCreatePepper } from "../../src/keys/pepper.js";
-import { createUserDataKeys } from "../../src/keys/user-data-keys.js";
-import { deriveFingerprintKey, deriveUserRef } from "../../src/keys/user-ref.js";
 import { createLogger } from "../../src/log/logger.js";
 import { Redacted } from "../../src/log/redacted.js";
 import { createOAuthAppStore } from "../../src/oauth/oauth-app-store.js";
-import { createSecretService } from "../../src/secrets/secret-service.js";
 import { type DatabaseHandle, openDatabase } from "../../src/store/database.js";
 import {
   type BrokerChild,
@@ -24,7 +22,13 @@ import {
   spawnBroker,
   startBrokerDependencies,
 } from "../faults/fault-fixture.js";
-import { asServiceError, createGrpcClients, type GrpcClients, unary } from "../support/grpc-client.js";
+import {
+  asServiceError,
+  createGrpcClients,
+  type GrpcClients,
+  PROTO_LOADER_OPTIONS,
+  unary,
+} from "../support/grpc-client.js";
 import { createCanaryRegistry, describeLeaks } from "../support/leak-sweep.js";
 import { bearerUpstreamProvider } from "../support/loopback-providers.js";
 import {
@@ -40,17 +44,14 @@ import { createTestDatabase, dumpAllRows, type TestDatabase } from "../support/t
 // connection to a real authorization server (oidc-provider: PKCE, access tokens of a few
 // seconds, refresh tokens that rotate with reuse detection, RFC 7009 revocation), and proxied
 // calls to its protected resource, which answers only to a live access token. The tests run in
-// order and follow one user: call, expiry and refresh, a race of both processes, revocation at
-// the provider, DeleteSecret, and the leak sweep over everything.
-//
-// The connection is made by the real authorization-code flow with PKCE against the provider and
-// stored through the broker's own secret service in this process (same database, same KMS key),
-// because the connect RPCs (StartConnection + callback, issue 15 item 3) are on another branch.
+// order and follow one user: connect (StartConnection, the provider's login and consent driven
+// headlessly, the broker's public callback), call, expiry and refresh, a race of both processes,
+// revocation at the provider, DeleteSecret, and the leak sweep over everything.
 
 const missing = !process.env.TEST_DATABASE_URL;
 // Long enough for the first calls to finish on a loaded machine before the token expires.
 const TTL_S = 8;
-const REDIRECT_URI = "https://broker.oauth.test/oauth/callback";
+const RETURN_URL = "https://app.oauth.test/connected";
 const SUBJECT = "oauth|refresh-replicas-user";
 
 describe.skipIf(missing)(
@@ -70,11 +71,16 @@ describe.skipIf(missing)(
     const canaries = createCanaryRegistry();
     let token: string;
     let secretId: string;
+    let appKey: string;
+    let connections: Client;
 
     beforeAll(async () => {
       deps = await startBrokerDependencies();
       party = await startOAuthThirdParty({ accessTokenTtlSeconds: TTL_S });
-      client = party.registerClient({ redirectUris: [REDIRECT_URI] });
+      // Process A serves the public callback; the provider knows it as the app's redirect URI.
+      const publicPort = await freePort();
+      const callbackUrl = `http://127.0.0.1:${publicPort}/oauth/callback`;
+      client = party.registerClient({ redirectUris: [callbackUrl] });
       canaries.register("client-secret", client.clientSecret);
       database = await createTestDatabase("postgres");
       dir = await mkdtemp(join(tmpdir(), "keybroker-oauth-"));
@@ -92,8 +98,15 @@ describe.skipIf(missing)(
       // One bundle: the test upstream's CA and the provider's.
       await writeFile(caFile, `${deps.upstream.ca}\n${party.ca}`);
       const env = { KEYBROKER_PROVIDERS_FILE: providersFile, KEYBROKER_OUTBOUND_CA_FILE: caFile };
+      // Plain http on loopback only outside production (the loopback relaxation is on here).
+      const publicEnv = {
+        KEYBROKER_PUBLIC_HOST: "127.0.0.1",
+        KEYBROKER_PUBLIC_PORT: String(publicPort),
+        KEYBROKER_OAUTH_CALLBACK_URL: callbackUrl,
+        KEYBROKER_OAUTH_RETURN_URLS: JSON.stringify({ "main-app": [RETURN_URL] }),
+      };
       for (let i = 0; i < 2; i++) {
-        const child = await spawnBroker(deps, database.url ?? "", env);
+        const child = await spawnBroker(deps, database.url ?? "", i === 0 ? { ...env, ...publicEnv } : env);
         brokers.push(child);
         clients.push(createGrpcClients(child.grpcAddress));
       }
@@ -108,9 +121,20 @@ describe.skipIf(missing)(
         createLogger({ level: "silent" }),
       );
       token = await deps.issuer.sign({ sub: SUBJECT });
+      // The operator's part: the main app's caller key (with oauth:connect) and the OAuth app.
+      appKey = (
+        await createCallerKeyAdmin({ db: seeding.db }).create({
+          name: "main-app",
+          scopes: ["secrets:read", "secrets:write", "proxy:call", "oauth:connect"],
+          expiresAt: null,
+        })
+      ).key;
+      await setOAuthApp();
+      connections = connectionClient(brokers[0]?.grpcAddress ?? "");
     }, 180_000);
 
     afterAll(async () => {
+      connections?.close();
       for (const c of clients) c.close();
       await Promise.all(brokers.map((b) => b.close()));
       await seeding?.close();
@@ -120,8 +144,8 @@ describe.skipIf(missing)(
       if (dir !== undefined) await rm(dir, { recursive: true, force: true });
     });
 
-    /** The operator's and the user's part, done against the brokers' own database and KMS key. */
-    async function connectThroughProvider(): Promise<string> {
+    /** `keybroker oauth-apps set` does this; here through the same store, same database and KMS key. */
+    async function setOAuthApp(): Promise<void> {
       const kms = createKmsClient({
         region: deps.kms.region,
         endpoint: deps.kms.endpoint,
@@ -132,63 +156,34 @@ describe.skipIf(missing)(
         const keyring = createAwsKmsKeyring({ client: kms, keyId: deps.keyArn });
         const apps = createOAuthAppStore({ db: seeding.db, keyring, isOAuthProvider: (id) => id === "tp" });
         await apps.set("tp", client.clientId, Buffer.from(client.clientSecret, "latin1"));
-
-        const verifier = canaries.register("pkce-verifier", randomBytes(32).toString("base64url"));
-        const url = new URL(party.authorizationEndpoint);
-        url.search = new URLSearchParams({
-          client_id: client.clientId,
-          response_type: "code",
-          redirect_uri: REDIRECT_URI,
-          scope: "profile:read files:read",
-          state: randomBytes(16).toString("base64url"),
-          code_challenge: createHash("sha256").update(verifier).digest("base64url"),
-          code_challenge_method: "S256",
-        }).toString();
-        const redirect = await party.authorize(url.href, { user: SUBJECT });
-        const code = canaries.register("code", redirect.searchParams.get("code") ?? "");
-        const tokens = await party.exchangeCode(client, code, REDIRECT_URI, verifier);
-
-        const pepper = await loadOrCreatePepper(seeding.db, keyring);
-        const secrets = createSecretService({
-          db: seeding.db,
-          prepared: seeding.prepared,
-          userDataKeys: createUserDataKeys({
-            keyring,
-            cache: createDataKeyCache({ maxAgeMs: 60_000, maxUses: 1_000, maxEntries: 10 }),
-          }),
-          fingerprintKey: deriveFingerprintKey(pepper),
-          providers: {
-            requiredFields: () => ["access_token"],
-            defaultGrant: () => ["read", "write"],
-            isOAuth: () => true,
-          },
-        });
-        const user = {
-          userRef: deriveUserRef(pepper, deps.issuer.issuer, SUBJECT),
-          expiresAt: Math.floor(Date.now() / 1000) + 3600,
-        };
-        const stored = await secrets.put(
-          user,
-          {
-            secretId: undefined,
-            provider: "tp",
-            label: `files ${randomBytes(3).toString("hex")}`,
-            fields: new Map([
-              ["access_token", Buffer.from(tokens.access_token, "latin1")],
-              ["refresh_token", Buffer.from(tokens.refresh_token ?? "", "latin1")],
-            ]),
-            connection: {
-              status: "active",
-              expiresAt: new Date(Date.now() + tokens.expires_in * 1000),
-              scopes: ["files:read", "profile:read"],
-            },
-          },
-          AbortSignal.timeout(10_000),
-        );
-        return stored.id;
       } finally {
         kms.destroy();
       }
+    }
+
+    /**
+     * The user's part: the app asks process A for an authorization URL, the browser logs in and
+     * consents at the provider, comes back to A's public callback, and lands on the app's return
+     * URL with the new connection's id — the only thing the app ever learns.
+     */
+    async function connectThroughBroker(): Promise<string> {
+      const { response } = await unary(
+        connections,
+        "StartConnection",
+        { provider: "tp", scopes: ["profile:read", "files:read"], returnUrl: RETURN_URL },
+        { callerKey: appKey, bearerToken: token },
+      );
+      responses.push(JSON.stringify(response));
+      const callback = await party.authorize(String(response.authorizationUrl), { user: SUBJECT });
+      canaries.register("code", callback.searchParams.get("code") ?? "");
+      const landed = await fetch(callback.href, { redirect: "manual" });
+      const location = landed.headers.get("location") ?? "";
+      responses.push(location);
+      expect(landed.status).toBe(303);
+      const back = new URL(location);
+      expect(`${back.origin}${back.pathname}`).toBe(RETURN_URL);
+      expect([...back.searchParams.keys()]).toEqual(["secret_id"]);
+      return back.searchParams.get("secret_id") ?? "";
     }
 
     const callOn = async (i: number) => {
@@ -196,7 +191,7 @@ describe.skipIf(missing)(
         (clients[i] as GrpcClients).proxy,
         "Call",
         { secretId, method: "GET", path: "/me" },
-        { callerKey: brokers[i]?.callerKey ?? "", bearerToken: token },
+        { callerKey: appKey, bearerToken: token },
       );
       const body = Buffer.from(response.body as Uint8Array).toString("utf8");
       responses.push(JSON.stringify(response), body);
@@ -228,8 +223,21 @@ describe.skipIf(missing)(
 
     const refreshes = () => party.grants.filter((g) => g.grantType === "refresh_token");
 
-    it("J195 a connection made by the authorization-code flow with PKCE is used through the proxy on either process", async () => {
-      secretId = await connectThroughProvider();
+    it("J189 StartConnection and the public callback connect the user through the provider's login and consent; the app gets only the connection's id", async () => {
+      secretId = await connectThroughBroker();
+      expect(secretId).toMatch(/^[0-9a-f-]{36}$/);
+      const { response } = await unary(
+        (clients[1] as GrpcClients).secrets,
+        "ListSecrets",
+        {},
+        { callerKey: appKey, bearerToken: token },
+      );
+      responses.push(JSON.stringify(response));
+      const listed = (response.secrets as Array<Record<string, unknown>>).find((x) => x.id === secretId);
+      expect(listed).toMatchObject({ provider: "tp", fieldNames: ["access_token", "refresh_token"] });
+    });
+
+    it("J195 the connection is used through the proxy on either process", async () => {
       const a = await callOn(0);
       expect(a.status).toBe(200);
       expect(JSON.parse(a.body)).toEqual({ user: SUBJECT, scope: "profile:read files:read" });
@@ -284,15 +292,15 @@ describe.skipIf(missing)(
       expect(party.grants.length).toBe(grants);
     });
 
-    it("J199 DeleteSecret of a live connection revokes it at the provider; no token, code, client secret or PKCE verifier is in any log, response, audit row or the database", async () => {
+    it("J199 DeleteSecret of a live connection revokes it at the provider; no token, code, client secret or PKCE verifier is in any log, response, redirect, audit row or the database", async () => {
       // A second, live connection to delete (the first one's grant is gone).
-      const live = await connectThroughProvider();
+      const live = await connectThroughBroker();
       const before = party.revocations.length;
       await unary(
         (clients[1] as GrpcClients).secrets,
         "DeleteSecret",
         { secretId: live },
-        { callerKey: brokers[1]?.callerKey ?? "", bearerToken: token },
+        { callerKey: appKey, bearerToken: token },
       );
       expect(party.revocations.slice(before)).toEqual([
         { tokenTypeHint: "refresh_token", kind: "RefreshToken", status: 200 },
@@ -310,3 +318,27 @@ describe.skipIf(missing)(
     });
   },
 );
+
+/** A loopback port nothing listens on now (bound, then released) for a listener to take. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** ConnectionService over grpc-js, from its .proto as the main app would load it. */
+function connectionClient(address: string): Client {
+  const root = fileURLToPath(new URL("../../proto", import.meta.url));
+  const definition = loadSync(["keybroker/v1/connections.proto"], {
+    ...PROTO_LOADER_OPTIONS,
+    includeDirs: [root],
+  });
+  const v1 = ((loadPackageDefinition(definition).keybroker as GrpcObject).v1 as GrpcObject).ConnectionService;
+  const Ctor = v1 as unknown as new (
+    address: string,
+    creds: ReturnType<typeof credentials.createInsecure>,
+  ) => Client;
+  return new Ctor(address, credentials.createInsecure());
+}

@@ -69,7 +69,10 @@ export interface OAuthThirdParty {
   readonly revocations: readonly RecordedRevocation[];
   /** Every request to the protected resource, in order. */
   readonly resourceCalls: readonly RecordedResourceCall[];
-  /** Every distinct token and code value the provider issued or saw: canaries for a leak sweep. */
+  /**
+   * Every distinct token and code value the provider issued, every client secret, and every PKCE
+   * verifier a client presented: canaries for a leak sweep.
+   */
   readonly issuedValues: ReadonlySet<string>;
   close(): Promise<void>;
 }
@@ -250,6 +253,9 @@ export async function startOAuthThirdParty(options: OAuthThirdPartyOptions = {})
             .end(JSON.stringify({ error: "invalid_client" }));
           return;
         }
+        // What a client proves a code with is a secret of the client too: a canary for sweeps.
+        const verifier = params.get("code_verifier");
+        if (verifier !== null && verifier.length >= 8) issuedValues.add(verifier);
         if (path === "/token/revocation") {
           const kind = storage.kindOf(params.get("token") ?? "");
           const tokenTypeHint = params.get("token_type_hint") ?? undefined;
