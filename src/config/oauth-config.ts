@@ -1,5 +1,10 @@
 import { z } from "zod";
-import type { ServerTlsConfig } from "./config.js";
+
+/** PEM files of the public listener (the same shape as config.ts's ServerTlsConfig, without mTLS). */
+export interface PublicTlsFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+}
 
 /** OAuth connections (issue 15): the public callback listener and where browsers may return. */
 export interface OAuthConfig {
@@ -7,7 +12,7 @@ export interface OAuthConfig {
   readonly listener: {
     readonly host: string;
     readonly port: number;
-    readonly tls: ServerTlsConfig | undefined;
+    readonly tls: PublicTlsFiles | undefined;
   };
   /** The callback's public URL, registered with each provider as the redirect URI. */
   readonly callbackUrl: string;

@@ -97,5 +97,6 @@ describe("keybroker oauth-apps", () => {
       await database.close();
     }
     expect(findLeaks([set.out, rotated.out, listed.out].join(""), [SECRET])).toEqual([]);
-  });
+    // Seven commands, each opening the data directory: generous under a loaded machine.
+  }, 180_000);
 });
