@@ -41,7 +41,8 @@ export type RefusalReason =
   | "dpop_proof_replayed"
   | "session_locked"
   | "pin_wrong"
-  | "pin_locked";
+  | "pin_locked"
+  | "connection_needs_reconsent";
 
 /**
  * Which credential a refusal is about. "secret": the stored secret cannot be used for the call
@@ -71,6 +72,8 @@ const CREDENTIAL_OF: Readonly<Record<RefusalReason, RefusedCredential>> = {
   session_locked: "access_token",
   pin_wrong: "access_token",
   pin_locked: "access_token",
+  // Issue 15: the provider refused the OAuth connection's grant; the user must connect again.
+  connection_needs_reconsent: "secret",
 };
 
 /** The credential `reason` refers to. */

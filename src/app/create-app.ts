@@ -173,6 +173,7 @@ export async function createApp(
       logger,
       resolve: overrides.resolve,
       tracing,
+      audited: audit.audited,
     });
     const rpc = registerRpcServices({
       config,
@@ -265,6 +266,7 @@ function registerRpcServices(parts: RpcParts): {
     createSecretServiceHandlers({
       guard,
       secrets: services.secrets,
+      deleter: services.deleter,
       // A secret's uses, from the trail; ownership is proven by reading the (still sealed) secret.
       uses: createSecretUses({
         db: database.db,

@@ -1,7 +1,12 @@
 import { readFile } from "node:fs/promises";
+import type { AuditedRunner } from "../audit/audited-operation.js";
 import type { Config } from "../config/config.js";
 import { BrokerError } from "../errors.js";
 import type { Logger } from "../log/logger.js";
+import { createConnectionRefresher } from "../oauth/connection-refresher.js";
+import { createOAuthAppStore, type OAuthAppStore } from "../oauth/oauth-app-store.js";
+import { createSecretDeleter, type SecretDeleter } from "../oauth/secret-deleter.js";
+import { createTokenEndpointClient, type TokenEndpointClient } from "../oauth/token-endpoint-client.js";
 import type { Metrics } from "../observability/metrics.js";
 import { tracedOutboundClient } from "../observability/traced-parts.js";
 import type { Tracing } from "../observability/tracing.js";
@@ -34,7 +39,9 @@ export interface ServicesDeps {
   > &
     Partial<Pick<Config, "inspectionRelaxed">>;
   readonly database: DatabaseHandle;
-  readonly keys: Pick<Keys, "userDataKeys" | "fingerprintKey">;
+  readonly keys: Pick<Keys, "userDataKeys" | "fingerprintKey" | "keyring">;
+  /** Refreshes and revocations of OAuth connections are audited like the calls that cause them. */
+  readonly audited: AuditedRunner;
   readonly metrics: Pick<Metrics, "upstreamCall"> & Partial<Pick<Metrics, "keyInspected">>;
   readonly logger: Logger;
   /** DNS for the egress guard (tests resolve fake hostnames to loopback). */
@@ -50,11 +57,15 @@ export interface Services {
   readonly largestRequestBodyBytes: number;
   /** The validated provider registry (the OAuth flows read providers' `oauth` settings). */
   readonly registry: ProviderRegistry;
+  /** DeleteSecret: an OAuth connection is revoked at its provider first (issue 15 item 5). */
+  readonly deleter: SecretDeleter;
+  /** The broker's OAuth apps and the providers' token endpoints (issue 15). */
+  readonly oauth: { readonly apps: OAuthAppStore; readonly tokens: TokenEndpointClient };
 }
 
 /** The domain services behind the RPCs: the secret store and the outbound proxy. */
 export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): Promise<Services> {
-  const { config, database, keys, metrics, logger, resolve } = deps;
+  const { config, database, keys, metrics, logger, resolve, audited } = deps;
   // The registry's production checks stay on unless loopback providers were explicitly allowed (L7).
   const registry = await loadProviderRegistry(config.providersFile, {
     production: !config.relaxations.includes("loopback_providers"),
@@ -134,10 +145,34 @@ export async function createServices(lifecycle: Lifecycle, deps: ServicesDeps): 
       logger,
     }),
   };
+  // OAuth connections (issue 15): the token endpoints are reached through the same egress guard
+  // and trusted CAs as calls; the apps' client secrets are sealed by the keyring.
+  const tokens = createTokenEndpointClient({
+    logger,
+    ...(resolve === undefined ? {} : { resolve }),
+    ...(ca === undefined ? {} : { ca }),
+  });
+  lifecycle.defer("token endpoint client", () => tokens.close());
+  const apps = createOAuthAppStore({
+    db: database.db,
+    keyring: keys.keyring,
+    isOAuthProvider: (id) => registry.get(id)?.definition.oauth !== undefined,
+  });
+  const connections = createConnectionRefresher({
+    db: database.db,
+    registry,
+    apps,
+    tokens,
+    secrets,
+    audited,
+    logger,
+  });
   return {
     secrets,
-    proxy: createProxyService({ secrets, outbound, operations, markUsed, limits, rates }),
+    proxy: createProxyService({ secrets, outbound, operations, markUsed, limits, rates, connections }),
     largestRequestBodyBytes: largestRequestBodyBytes(registry),
     registry,
+    deleter: createSecretDeleter({ secrets, registry, apps, tokens, audited, logger }),
+    oauth: { apps, tokens },
   };
 }

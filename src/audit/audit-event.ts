@@ -30,7 +30,11 @@ export type AuditAction =
   | "oauth.connect_start"
   | "oauth.connect"
   | "oauth_app.set"
-  | "oauth_app.rotate";
+  | "oauth_app.rotate"
+  // Issue 15: an OAuth connection's tokens renewed at the provider on use (a new version), and
+  // a deleted connection's grant revoked at the provider (RFC 7009, best effort).
+  | "secret.refresh"
+  | "secret.revoke";
 
 /**
  * `started` is written before a sensitive operation touches any key (Vault's request entry):

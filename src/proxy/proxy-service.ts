@@ -1,4 +1,5 @@
 import type { UserIdentity } from "../auth/identity.js";
+import type { ConnectionRefresher } from "../oauth/connection-refresher.js";
 import type {
   OutboundClient,
   OutboundResponse,
@@ -79,6 +80,8 @@ export function createProxyService(deps: {
   limits?: { readonly perSecret: ConcurrencyLimit; readonly perCaller: ConcurrencyLimit };
   /** Calls per window per secret and per caller key, across replicas (issue 13 item 6). */
   rates?: { readonly policy: RateLimitPolicy; readonly limiter: CallRateLimiter };
+  /** Refreshes an OAuth connection's expiring access token before it is used (issue 15 item 4). */
+  connections?: Pick<ConnectionRefresher, "fresh">;
 }): ProxyService {
   /**
    * A token from every limit that applies to the call's provider and operation class. The provider
@@ -117,6 +120,18 @@ export function createProxyService(deps: {
     }
   }
 
+  /**
+   * An OAuth connection's version to use: refreshed first if its access token is due (issue 15
+   * item 4). Callers test `connection === null` first, so a static API key costs one comparison.
+   */
+  async function refreshed(user: UserIdentity, sealed: SealedSecret, scope: ProxyCallScope) {
+    if (deps.connections === undefined) return sealed;
+    return deps.connections.fresh(user, sealed, {
+      signal: scope.signal,
+      actor: { requestId: scope.requestId, callerKeyId: scope.callerKeyId, userRef: user.userRef },
+    });
+  }
+
   const request = (secret: OpenedSecret, input: ProxyCallInput, requestId: string) => ({
     requestId,
     providerId: secret.provider,
@@ -136,12 +151,8 @@ export function createProxyService(deps: {
       return { sealed, provider, ...deps.operations.plan(provider, grant, input.method, input.path) };
     },
 
-    async call(
-      user,
-      input,
-      { sealed, provider, operationClass, grant },
-      { signal, requestId, callerKeyId, callerScopes },
-    ) {
+    async call(user, input, { sealed, provider, operationClass, grant }, scope) {
+      const { signal, requestId, callerKeyId, callerScopes } = scope;
       // Before a slot, a key unwrap or a decryption: a refused call costs nothing but its audit rows.
       checkOperation(operationClass, grant, callerScopes);
       // After the operation policy, before a slot or anything is decrypted (issue 13 item 6).
@@ -149,7 +160,8 @@ export function createProxyService(deps: {
       if (limited !== undefined) await limited;
       const release = await acquireSlots(input.secretId, callerKeyId, signal);
       try {
-        const secret = await deps.secrets.unseal(user, sealed, signal);
+        const use = sealed.secret.connection === null ? sealed : await refreshed(user, sealed, scope);
+        const secret = await deps.secrets.unseal(user, use, signal);
         try {
           const response = await deps.outbound.call(request(secret, input, requestId), signal);
           deps.markUsed?.(secret.id);
@@ -162,12 +174,8 @@ export function createProxyService(deps: {
       }
     },
 
-    async callStream(
-      user,
-      input,
-      { sealed, provider, operationClass, grant },
-      { signal, requestId, callerKeyId, callerScopes },
-    ) {
+    async callStream(user, input, { sealed, provider, operationClass, grant }, scope) {
+      const { signal, requestId, callerKeyId, callerScopes } = scope;
       checkOperation(operationClass, grant, callerScopes);
       // After the operation policy, before a slot or anything is decrypted (issue 13 item 6).
       const limited = takeRateTokens(provider, operationClass, input.secretId, callerKeyId, signal);
@@ -176,7 +184,8 @@ export function createProxyService(deps: {
       let secret: OpenedSecret;
       let response: OutboundStreamResponse;
       try {
-        secret = await deps.secrets.unseal(user, sealed, signal);
+        const use = sealed.secret.connection === null ? sealed : await refreshed(user, sealed, scope);
+        secret = await deps.secrets.unseal(user, use, signal);
       } catch (err) {
         release();
         throw err;

@@ -7,6 +7,7 @@ import {
   type SecretMetadata as ProtoSecretMetadata,
   type SecretService,
 } from "../../gen/keybroker/v1/secrets_pb.js";
+import type { SecretDeleter } from "../../oauth/secret-deleter.js";
 import { grantLabel } from "../../policy/operation-grant.js";
 import { parseProviderId, parsePutSecret, parseSecretId } from "../../secrets/secret-input.js";
 import type { SecretMetadata, SecretService as Secrets } from "../../secrets/secret-service.js";
@@ -29,10 +30,12 @@ type ProtoMetadataInit = Omit<
 export function createSecretServiceHandlers(deps: {
   guard: UserCallGuard;
   secrets: Secrets;
+  /** DeleteSecret: revokes an OAuth connection at its provider, then deletes (issue 15 item 5). */
+  deleter: SecretDeleter;
   uses: SecretUses;
   audited: AuditedRunner;
 }): ServiceHandlers<typeof SecretService> {
-  const { guard, secrets, uses, audited } = deps;
+  const { guard, secrets, deleter, uses, audited } = deps;
   return {
     async putSecret(request, ctx) {
       const { caller, user } = await guard.authorize(ctx, "secrets:write");
@@ -92,10 +95,9 @@ export function createSecretServiceHandlers(deps: {
     async deleteSecret(request, ctx) {
       const { caller, user } = await guard.authorize(ctx, "secrets:write");
       const secretId = parseSecretId(request.secretId);
-      await audited.run(
-        actorOf(ctx, caller, user),
-        { action: "secret.delete", sensitive: true, target: secretId },
-        () => secrets.delete(user, secretId),
+      const actor = actorOf(ctx, caller, user);
+      await audited.run(actor, { action: "secret.delete", sensitive: true, target: secretId }, () =>
+        deleter.delete(user, secretId, actor),
       );
       return {};
     },
