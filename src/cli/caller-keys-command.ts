@@ -18,7 +18,8 @@ const HELP =
   "Usage: keybroker caller-keys <action> [options]\n\n" +
   "The keys apps present as x-keybroker-key. A new key is printed once; only its SHA-256 is stored.\n\n" +
   "  create --name N --scopes s1,s2 [--expires-in-days D] [--client-cert FILE.pem]\n" +
-  "  list                              id, name, last 4, scopes, state, expiry, last use, certificate\n" +
+  "  list                              id, name, last 4, scopes, state, expiry, last use (recorded at\n" +
+  "                                    most once a minute per replica), client certificate\n" +
   "  revoke <id>                       refused from the next call on\n" +
   "  rotate <id> [--overlap-hours H]   a new key, same name and scopes; the old one expires after H (24)\n" +
   "  reinstate <id>                    lift a misuse-signal suspension (audited)\n\n" +
