@@ -96,7 +96,9 @@ describe("keybroker dev (npm start)", () => {
       ...headers,
       `${url}/ListSecrets`,
     ]);
-    expect(JSON.parse(list.stdout).secrets).toHaveLength(1);
+    // Hers, and the echo provider's secret dev mode seeded for her.
+    const listed = JSON.parse(list.stdout).secrets as Array<{ provider: string }>;
+    expect(listed.map((s) => s.provider).sort()).toEqual(["dev-echo", "kraken"]);
     expect(list.stdout).not.toContain("ghp_devmode_canary");
   });
 
