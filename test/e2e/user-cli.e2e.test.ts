@@ -81,7 +81,7 @@ describe("keybroker user commands", () => {
       });
       return (await secrets.put(user, put, AbortSignal.timeout(10_000))).id;
     });
-  }, 60_000);
+  }, 180_000);
 
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
