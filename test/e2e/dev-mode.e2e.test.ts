@@ -100,7 +100,7 @@ describe("keybroker dev (npm start)", () => {
     const listed = JSON.parse(list.stdout).secrets as Array<{ provider: string }>;
     expect(listed.map((s) => s.provider).sort()).toEqual(["dev-echo", "kraken"]);
     expect(list.stdout).not.toContain("ghp_devmode_canary");
-  });
+  }, 120_000);
 
   it("lists its services through reflection", async () => {
     const { stdout } = await run(BUF, [
