@@ -59,7 +59,7 @@ export function openAuditedOpsContext(
 
 /** The database, the configured keyring and the audit log, torn down together. */
 export function openKeyedOpsContext(
-  config: Config,
+  config: Pick<Config, "database" | "keyring" | "relaxations">,
   logger: Logger,
   options: OpsContextOptions,
 ): Promise<KeyedOpsContext> {

@@ -7,11 +7,29 @@ import { createOAuthAppStore, OAUTH_APP_LIMITS } from "../oauth/oauth-app-store.
 import { loadProviderRegistry } from "../outbound/provider-registry.js";
 import type { CliIo } from "./cli-io.js";
 import { createCommandLogger } from "./cli-io.js";
+import { COMMON_HELP, type CommandSpec, DATABASE_HELP } from "./command-spec.js";
 
 const USAGE =
   "usage: keybroker oauth-apps set <provider> --client-id ID   (client secret on stdin)\n" +
   "       keybroker oauth-apps rotate <provider> [--client-id ID] (new client secret on stdin)\n" +
   "       keybroker oauth-apps list\n";
+
+export const oauthAppsCommand: CommandSpec = {
+  name: "oauth-apps",
+  summary: "the broker's OAuth client per provider (client secret on stdin, never argv)",
+  help:
+    `Usage: keybroker oauth-apps set <provider> --client-id ID   (client secret on stdin)\n` +
+    "       keybroker oauth-apps rotate <provider> [--client-id ID]\n" +
+    "       keybroker oauth-apps list\n\n" +
+    "Sets, rotates or lists the OAuth app credentials the broker uses for connections (issue 15).\n" +
+    "The client secret is read from stdin only, sealed by the keyring, and set/rotate are audited.\n\n" +
+    DATABASE_HELP +
+    "\nOptions:\n" +
+    COMMON_HELP,
+  subcommands: ["set", "rotate", "list"],
+  flags: ["--client-id"],
+  run: runOAuthApps,
+};
 
 /**
  * `keybroker oauth-apps`: the broker's OAuth client per provider (issue 15 item 2). The client

@@ -1,6 +1,5 @@
-import { parseArgs } from "node:util";
 import { openKeyedOpsContext } from "../app/ops-context.js";
-import { loadConfig } from "../config/config.js";
+import { loadKeyedOpsConfig } from "../config/config.js";
 import { BrokerError } from "../errors.js";
 import {
   createRewrapJob,
@@ -8,7 +7,10 @@ import {
   type RewrapProgress,
   type RewrapReport,
 } from "../rotation/rewrap-job.js";
+import { JSON_OPTION, parseCommandArgs } from "./cli-args.js";
 import { type CliIo, createCommandLogger, type Output } from "./cli-io.js";
+import { COMMON_HELP, type CommandSpec, DATABASE_HELP } from "./command-spec.js";
+import { DEV_OPTION, openLockedOps, opsEnvironment } from "./ops-environment.js";
 
 /** The name this module gave CliIo before every command shared it (tests import it). */
 export type CommandIo = CliIo;
@@ -23,6 +25,29 @@ const LOG_LINE_EVERY_MS = 5_000;
 const USAGE =
   "usage: keybroker rewrap --to <key ARN|key id|alias|local:N|current> [--dry-run] " +
   "[--batch-size N] [--concurrency N] [--rate N]\n";
+
+const HELP =
+  "Usage: keybroker rewrap --to <key ARN|key id|alias|local:N|current> [options]\n\n" +
+  "Re-wraps every stored data key and the pepper under another master key while the broker keeps\n" +
+  "serving (KMS ReEncrypt: no plaintext key leaves the KMS). Ctrl-C stops gracefully; run again to\n" +
+  "resume. Reads the broker's database and keyring variables; no AUTH0_* needed.\n\n" +
+  "  --to KEY            the target master key; refused at once if it does not exist or is disabled\n" +
+  "  --dry-run           check the target and print the plan; re-encrypt one row in memory, write nothing\n" +
+  `  --batch-size N      rows read per page (${DEFAULTS.batchSize})\n` +
+  `  --concurrency N     KMS calls in flight (${DEFAULTS.concurrency})\n` +
+  `  --rate N            KMS calls per second at most (${DEFAULTS.rate})\n\n` +
+  DATABASE_HELP +
+  "\nOptions:\n" +
+  COMMON_HELP;
+
+export const rewrapCommand: CommandSpec = {
+  name: "rewrap",
+  summary: "re-wrap every data key and the pepper under another master key, online",
+  help: HELP,
+  subcommands: [],
+  flags: ["--to", "--dry-run", "--batch-size", "--concurrency", "--rate", "--dev", "--json"],
+  run: runRewrap,
+};
 
 const number = new Intl.NumberFormat("en-US");
 
@@ -115,32 +140,36 @@ function describeReport(report: RewrapReport): string {
  * Ctrl-C stops gracefully (rows in flight finish); running the command again resumes.
  */
 export async function runRewrap(args: string[], io: CliIo): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      to: { type: "string" },
-      "dry-run": { type: "boolean", default: false },
-      "batch-size": { type: "string" },
-      concurrency: { type: "string" },
-      rate: { type: "string" },
-    },
+  const { values } = parseCommandArgs(args, {
+    to: { type: "string" },
+    "dry-run": { type: "boolean", default: false },
+    "batch-size": { type: "string" },
+    concurrency: { type: "string" },
+    rate: { type: "string" },
+    ...DEV_OPTION,
+    ...JSON_OPTION,
   });
   if (values.to === undefined) {
     io.stderr.write(USAGE);
     return 2;
   }
+  const json = values.json === true;
   const batchSize = positiveInteger("batch-size", values["batch-size"], DEFAULTS.batchSize);
   const concurrency = positiveInteger("concurrency", values.concurrency, DEFAULTS.concurrency);
   const rate = positiveInteger("rate", values.rate, DEFAULTS.rate);
 
-  const config = loadConfig(io.env);
+  const config = loadKeyedOpsConfig(opsEnvironment("rewrap", io.env, values.dev));
   // Logs go to stderr so stdout holds the plan, the progress line and the report.
   const logger = createCommandLogger(io);
-  const ops = await openKeyedOpsContext(config, logger, { schema: "require-current" });
+  const ops = await openLockedOps("rewrap", config.database, () =>
+    openKeyedOpsContext(config, logger, { schema: "require-current" }),
+  );
   try {
     const configured = ops.keyring;
+    // Refuses a target that does not exist or cannot wrap, before anything is planned.
     const targetKeyId = await configured.resolveKeyId(values.to);
-    const line = createProgressLine(io.stdout);
+    // With --json, stdout carries one object at the end; progress would interleave with it.
+    const line = json ? { update() {}, finish() {} } : createProgressLine(io.stdout);
     const job = createRewrapJob({
       db: ops.database.db,
       keyring: configured.keyring,
@@ -151,17 +180,22 @@ export async function runRewrap(args: string[], io: CliIo): Promise<number> {
       onProgress: (progress) => line.update(progress),
     });
 
-    io.stdout.write(describePlan(targetKeyId, await job.plan(targetKeyId)));
-    if (targetKeyId !== configured.keyring.currentKeyId()) {
+    const plan = await job.plan(targetKeyId);
+    if (!json) io.stdout.write(describePlan(targetKeyId, plan));
+    const configuredKeyId = configured.keyring.currentKeyId();
+    if (targetKeyId !== configuredKeyId) {
       io.stderr.write(
-        `warning: the broker's configured master key is ${configured.keyring.currentKeyId()}; new data keys ` +
+        `warning: the broker's configured master key is ${configuredKeyId}; new data keys ` +
           "are still wrapped under it. Point the broker at the target first, then rewrap (run again to catch up).\n",
       );
     }
     if (values["dry-run"]) {
       await job.run(targetKeyId, { dryRun: true });
       io.stdout.write(
-        "dry run: the key management service re-encrypted one row to the target; nothing was written\n",
+        json
+          ? `${JSON.stringify({ targetKeyId, dryRun: true, plan })}\n`
+          : "dry run: the target key exists and can wrap; the key management service re-encrypted one row " +
+              "to it (if any is stored); nothing was written\n",
       );
       return 0;
     }
@@ -181,21 +215,24 @@ export async function runRewrap(args: string[], io: CliIo): Promise<number> {
       process.off("SIGTERM", onSignal);
       line.finish();
     }
+    const code = report.stopped ? 130 : report.remaining > 0 ? 1 : 0;
+    if (json) {
+      io.stdout.write(`${JSON.stringify({ targetKeyId, dryRun: false, plan, report })}\n`);
+      return code;
+    }
     io.stdout.write(describeReport(report));
     if (report.stopped) {
       io.stdout.write("run the same command again to resume\n");
-      return 130;
-    }
-    if (report.remaining > 0) {
+    } else if (report.remaining > 0) {
       io.stdout.write(
         "some rows are still on other master keys: run again; rows counted as failed need an operator (see the log)\n",
       );
-      return 1;
+    } else {
+      io.stdout.write(
+        "every data key and the pepper are wrapped under the target; see `keybroker keys status`\n",
+      );
     }
-    io.stdout.write(
-      "every data key and the pepper are wrapped under the target; see `keybroker keys status`\n",
-    );
-    return 0;
+    return code;
   } finally {
     await ops.close();
   }

@@ -1,14 +1,33 @@
 import cluster from "node:cluster";
 import { availableParallelism } from "node:os";
-import { parseArgs } from "node:util";
 import { startClusterPrimary } from "../app/cluster-primary.js";
 import { startClusterWorker } from "../app/cluster-worker.js";
 import { createApp } from "../app/create-app.js";
 import { type Config, loadConfig, relaxationWarnings } from "../config/config.js";
 import { BrokerError } from "../errors.js";
 import { createLogger, type Logger } from "../log/logger.js";
+import { parseCommandArgs } from "./cli-args.js";
 import type { CliIo } from "./cli-io.js";
+import type { CommandSpec } from "./command-spec.js";
 import { stopOnSignals } from "./shutdown-signals.js";
+
+const HELP =
+  "Usage: keybroker serve [--workers N]\n\n" +
+  "Runs the broker with production rules: everything from the environment (src/config/config.ts\n" +
+  "is the schema; docs/operations.md and README.md explain it), nothing embedded. A guard is\n" +
+  "relaxed only by its own KEYBROKER_ALLOW_* variable, each logged at start-up. Logs are JSON lines\n" +
+  "on stdout. Run `keybroker migrate` first. SIGTERM or SIGINT drains and stops.\n\n" +
+  "Options:\n  --workers N       N broker processes behind the same ports (default: one per core;\n" +
+  "                    1 with the embedded database)\n  -h, --help        this help\n";
+
+export const serveCommand: CommandSpec = {
+  name: "serve",
+  summary: "run the broker (production: configuration from the environment)",
+  help: HELP,
+  subcommands: [],
+  flags: ["--workers"],
+  run: runServe,
+};
 
 /**
  * Production entry point: everything from the environment, nothing embedded. Production rules
@@ -19,7 +38,7 @@ import { stopOnSignals } from "./shutdown-signals.js";
  * same ports (app/cluster-primary.ts); 1 runs the broker in this process, as before.
  */
 export async function runServe(args: string[], io: CliIo): Promise<number> {
-  const { values } = parseArgs({ args, options: { workers: { type: "string" } } });
+  const { values } = parseCommandArgs(args, { workers: { type: "string" } });
   const config = loadConfig(io.env, { mode: "production" });
   const logger = createLogger({ level: config.logLevel });
   if (cluster.isWorker) return serveAsWorker(config, logger);

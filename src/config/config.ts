@@ -228,7 +228,7 @@ export interface Config {
 }
 
 /** providers/providers.json at the package root (from src/config/ or dist/src/config/). */
-const SHIPPED_PROVIDERS_FILE = fileURLToPath(
+export const SHIPPED_PROVIDERS_FILE = fileURLToPath(
   new URL(
     import.meta.url.includes("/dist/")
       ? "../../../providers/providers.json"
@@ -480,29 +480,7 @@ export function loadConfig(
     database = { kind: "pglite", dataDir: e.KEYBROKER_PGLITE_DIR };
   }
 
-  let keyring: Config["keyring"];
-  if (e.KEYBROKER_KEYRING === "aws-kms") {
-    if (e.KEYBROKER_KMS_KEY_ID === undefined) problems.push("KEYBROKER_KMS_KEY_ID: required with aws-kms");
-    if (e.AWS_REGION === undefined) problems.push("AWS_REGION: required with aws-kms");
-    keyring = {
-      kind: "aws-kms",
-      keyId: e.KEYBROKER_KMS_KEY_ID ?? "",
-      region: e.AWS_REGION ?? "",
-      endpoint: e.KEYBROKER_KMS_ENDPOINT,
-      maxAttempts: e.KEYBROKER_KMS_MAX_ATTEMPTS,
-      attemptTimeoutMs: e.KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS,
-    };
-  } else {
-    if (!allowLocalKeyring) {
-      problems.push(
-        "KEYBROKER_KEYRING: the local keyring needs KEYBROKER_ALLOW_LOCAL_KEYRING=1 or keybroker dev; use aws-kms",
-      );
-    }
-    if (e.KEYBROKER_LOCAL_KEYRING_FILE === undefined) {
-      problems.push("KEYBROKER_LOCAL_KEYRING_FILE: required with the local keyring");
-    }
-    keyring = { kind: "local", file: e.KEYBROKER_LOCAL_KEYRING_FILE ?? "" };
-  }
+  const keyring = keyringOf(e, allowLocalKeyring, problems);
 
   const grpcTls = tlsFilesOf(problems, "KEYBROKER_TLS", {
     certFile: e.KEYBROKER_TLS_CERT_FILE,
@@ -669,6 +647,42 @@ export function loadConfig(
     },
     alerts,
   });
+}
+
+type KeyringEnv = Pick<
+  z.output<typeof envSchema>,
+  | "KEYBROKER_KEYRING"
+  | "KEYBROKER_KMS_KEY_ID"
+  | "AWS_REGION"
+  | "KEYBROKER_KMS_ENDPOINT"
+  | "KEYBROKER_KMS_MAX_ATTEMPTS"
+  | "KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS"
+  | "KEYBROKER_LOCAL_KEYRING_FILE"
+>;
+
+/** The master keyring: AWS KMS, or the local file keyring where it is allowed. */
+function keyringOf(e: KeyringEnv, allowLocalKeyring: boolean, problems: string[]): Config["keyring"] {
+  if (e.KEYBROKER_KEYRING === "aws-kms") {
+    if (e.KEYBROKER_KMS_KEY_ID === undefined) problems.push("KEYBROKER_KMS_KEY_ID: required with aws-kms");
+    if (e.AWS_REGION === undefined) problems.push("AWS_REGION: required with aws-kms");
+    return {
+      kind: "aws-kms",
+      keyId: e.KEYBROKER_KMS_KEY_ID ?? "",
+      region: e.AWS_REGION ?? "",
+      endpoint: e.KEYBROKER_KMS_ENDPOINT,
+      maxAttempts: e.KEYBROKER_KMS_MAX_ATTEMPTS,
+      attemptTimeoutMs: e.KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS,
+    };
+  }
+  if (!allowLocalKeyring) {
+    problems.push(
+      "KEYBROKER_KEYRING: the local keyring needs KEYBROKER_ALLOW_LOCAL_KEYRING=1 or keybroker dev; use aws-kms",
+    );
+  }
+  if (e.KEYBROKER_LOCAL_KEYRING_FILE === undefined) {
+    problems.push("KEYBROKER_LOCAL_KEYRING_FILE: required with the local keyring");
+  }
+  return { kind: "local", file: e.KEYBROKER_LOCAL_KEYRING_FILE ?? "" };
 }
 
 /**
@@ -870,6 +884,45 @@ export function loadDatabaseConfig(env: Readonly<Record<string, string | undefin
     ]);
   }
   return { kind: "pglite", dataDir: e.KEYBROKER_PGLITE_DIR };
+}
+
+/** What an operator command on keys needs (`rewrap`, `user`): no issuer, no listeners. */
+export interface KeyedOpsConfig {
+  readonly database: DatabaseConfig;
+  readonly keyring: Config["keyring"];
+  readonly relaxations: readonly Relaxation[];
+}
+
+/**
+ * The database and the keyring, as `serve` reads them, and nothing else: an operator rewrapping
+ * keys needs no AUTH0_* variables. Production rules, relaxed only by their own variables.
+ */
+export function loadKeyedOpsConfig(env: Readonly<Record<string, string | undefined>>): KeyedOpsConfig {
+  const database = loadDatabaseConfig(env);
+  const parsed = envSchema
+    .pick({
+      KEYBROKER_ALLOW_LOCAL_KEYRING: true,
+      KEYBROKER_ALLOW_EMBEDDED_DATABASE: true,
+      KEYBROKER_KEYRING: true,
+      KEYBROKER_KMS_KEY_ID: true,
+      AWS_REGION: true,
+      KEYBROKER_KMS_ENDPOINT: true,
+      KEYBROKER_KMS_MAX_ATTEMPTS: true,
+      KEYBROKER_KMS_ATTEMPT_TIMEOUT_MS: true,
+      KEYBROKER_LOCAL_KEYRING_FILE: true,
+    })
+    .safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`));
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  const keyring = keyringOf(e, e.KEYBROKER_ALLOW_LOCAL_KEYRING, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+  const relaxations: Relaxation[] = [];
+  if (e.KEYBROKER_ALLOW_LOCAL_KEYRING) relaxations.push("local_keyring");
+  if (e.KEYBROKER_ALLOW_EMBEDDED_DATABASE) relaxations.push("embedded_database");
+  return Object.freeze({ database, keyring, relaxations: Object.freeze(relaxations) });
 }
 
 /**

@@ -73,11 +73,22 @@ export async function resolveKmsKeyArn(
   keyId: string,
   signal?: AbortSignal,
 ): Promise<string> {
+  return (await describeKmsKey(client, keyId, signal)).arn;
+}
+
+/** A key's ARN and whether it can wrap data keys now (enabled, symmetric encryption). */
+export async function describeKmsKey(
+  client: KMSClient,
+  keyId: string,
+  signal?: AbortSignal,
+): Promise<{ readonly arn: string; readonly usable: boolean; readonly state: string }> {
   try {
     const out = await client.send(new DescribeKeyCommand({ KeyId: keyId }), signalOption(signal));
     const arn = out.KeyMetadata?.Arn;
     if (arn === undefined) throw new Error("DescribeKey returned no ARN");
-    return arn;
+    const state = out.KeyMetadata?.KeyState ?? (out.KeyMetadata?.Enabled === false ? "Disabled" : "Enabled");
+    const usage = out.KeyMetadata?.KeyUsage ?? "ENCRYPT_DECRYPT";
+    return { arn, state, usable: state === "Enabled" && usage === "ENCRYPT_DECRYPT" };
   } catch (err) {
     throw mapKmsError(err, signal);
   }

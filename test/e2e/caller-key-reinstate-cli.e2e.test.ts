@@ -40,7 +40,7 @@ describe("keybroker caller-keys reinstate", () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "keybroker-reinstate-"));
     await cli("migrate");
-  }, 60_000);
+  }, 180_000); // a cold migration in a spawned process: a minute or more on a loaded machine
 
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
@@ -67,7 +67,7 @@ describe("keybroker caller-keys reinstate", () => {
       { action: "caller_key.reinstate", target: id, outcome: "started" },
       { action: "caller_key.reinstate", target: id, outcome: "ok" },
     ]);
-  }, 180_000);
+  }, 300_000);
 
   it("H122 refuses to reinstate a key that is not suspended, with exit code 1", async () => {
     const created = await cli("caller-keys", "create", "--name", "other-app", "--scopes", "proxy:call");
@@ -80,5 +80,5 @@ describe("keybroker caller-keys reinstate", () => {
 
     expect(err?.code).toBe(1);
     expect(err?.stderr).toContain("no suspended caller key with that id");
-  }, 120_000);
+  }, 180_000);
 });

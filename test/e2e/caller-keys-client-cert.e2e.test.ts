@@ -30,7 +30,7 @@ describe("keybroker caller-keys with a client certificate", () => {
   beforeAll(async () => {
     certs = createMtlsCertificates();
     await cli("migrate");
-  }, 60_000);
+  }, 180_000);
 
   afterAll(() => certs?.remove());
 

@@ -31,13 +31,15 @@ describe("keybroker operator commands", () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "keybroker-ops-"));
     await cli("migrate");
-  }, 60_000);
+  }, 180_000); // a cold migration in a spawned process: a minute or more on a loaded machine
 
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("B19 creates a caller key, shows it once, and lists only its last four characters", async () => {
+  it("B19 creates a caller key, shows it once, and lists only its last four characters", {
+    timeout: 120_000,
+  }, async () => {
     const { stdout } = await cli(
       "caller-keys",
       "create",
@@ -55,14 +57,14 @@ describe("keybroker operator commands", () => {
     expect(list.stdout).toContain("active");
   });
 
-  it("refuses an unknown scope with a clear message and exit code 1", async () => {
+  it("refuses an unknown scope with a clear message and exit code 1", { timeout: 120_000 }, async () => {
     const err = await cliFailure("caller-keys", "create", "--name", "x", "--scopes", "secrets:everything");
     expect(err?.code).toBe(1);
     expect(err?.stderr).toContain("unknown scope(s): secrets:everything");
   });
 
   // Four CLI processes (tsx start-up + PGlite reopen each): allow for a loaded CI machine.
-  it("rotates a caller key with an overlap and revokes the old one", { timeout: 120_000 }, async () => {
+  it("rotates a caller key with an overlap and revokes the old one", { timeout: 240_000 }, async () => {
     const list = await cli("caller-keys", "list");
     const id = /^(ck_[0-9a-f]{16})\tmain-app/m.exec(list.stdout)?.[1] ?? "";
     const rotated = await cli("caller-keys", "rotate", id, "--overlap-hours", "1");
@@ -75,7 +77,7 @@ describe("keybroker operator commands", () => {
 
   // Three CLI processes plus an in-process reopen of the data directory: allow for a loaded machine.
   it("E49 verifies the audit chain, then names the first row someone edited", {
-    timeout: 120_000,
+    timeout: 240_000,
   }, async () => {
     const database = await openDatabase(
       { kind: "pglite", dataDir: join(dir, "pgdata") },

@@ -81,14 +81,15 @@ describe("keybroker user commands", () => {
       });
       return (await secrets.put(user, put, AbortSignal.timeout(10_000))).id;
     });
-  }, 60_000);
+  }, 180_000);
 
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  // A spawned command and two PGlite reopens each: minutes on a loaded machine.
   it("rotates one user's data key: every secret is re-sealed and still opens, under a new wrapped key", {
-    timeout: 60_000,
+    timeout: 240_000,
   }, async () => {
     const before = await withSecrets(async (db, _s, userRef) =>
       db.db
@@ -113,7 +114,7 @@ describe("keybroker user commands", () => {
     });
   });
 
-  it("refuses to shred without --yes, then shreds for good", { timeout: 60_000 }, async () => {
+  it("refuses to shred without --yes, then shreds for good", { timeout: 240_000 }, async () => {
     const refused = await run(process.execPath, [BIN, "user", "shred", "--sub", SUB], { env: env() }).then(
       () => undefined,
       (err: { code?: number; stderr?: string }) => err,

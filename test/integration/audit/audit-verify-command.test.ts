@@ -62,7 +62,10 @@ describe("keybroker audit verify with signed checkpoints", () => {
     return { code, out: out.join("") };
   }
 
-  it("G59 says how many rows the newest checkpoint covers, and exits 1 naming a cut tail", async () => {
+  // Five reopens of the PGlite directory and three command runs: minutes on a loaded machine.
+  it("G59 says how many rows the newest checkpoint covers, and exits 1 naming a cut tail", {
+    timeout: 180_000,
+  }, async () => {
     await withDatabase(async (database) => {
       const macKey = await openLocalMacKey(env.KEYBROKER_LOCAL_KEYRING_FILE ?? "");
       const checkpointer = createAuditCheckpointer({
