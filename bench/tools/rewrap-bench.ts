@@ -102,7 +102,7 @@ async function serveRewrapChild(): Promise<void> {
   } finally {
     client.destroy();
     await database.close();
-    process.disconnect();
+    process.disconnect?.();
   }
 }
 

@@ -28,6 +28,8 @@ import { createTestDatabase, dumpAllRows, type TestDatabase } from "../../suppor
 const CALLBACK = "https://broker.example.test/oauth/callback";
 const RETURN_URL = "https://app.example.test/connections/done";
 const signal = new AbortController().signal;
+// The first page of every provider's secrets (a test user has a handful).
+const EVERY_PROVIDER = { provider: undefined, pageSize: 0, pageToken: "" };
 
 describe("OAuth connect flow (StartConnection and the callback)", () => {
   let database: TestDatabase;
@@ -151,7 +153,7 @@ describe("OAuth connect flow (StartConnection and the callback)", () => {
     expect([...location.searchParams.keys()]).toEqual(["secret_id"]);
     const secretId = location.searchParams.get("secret_id") ?? "";
 
-    const [listed] = await secrets.list(alice, undefined, signal);
+    const [listed] = (await secrets.list(alice, EVERY_PROVIDER, signal)).secrets;
     expect(listed?.id).toBe(secretId);
     expect(listed?.connection?.status).toBe("active");
     expect(listed?.connection?.scopes).toEqual(["profile", "read"]);
@@ -162,7 +164,7 @@ describe("OAuth connect flow (StartConnection and the callback)", () => {
     const exchange = as.requests.at(-1);
     expect(exchange?.form.get("grant_type")).toBe("authorization_code");
     expect(s256Challenge(exchange?.form.get("code_verifier") ?? "")).toMatch(/^[A-Za-z0-9_-]{43}$/);
-    expect(await secrets.list(bob, undefined, signal)).toEqual([]);
+    expect((await secrets.list(bob, EVERY_PROVIDER, signal)).secrets).toEqual([]);
   });
 
   it("J161 a replayed state is refused with a plain 400 and stores nothing more", async () => {
@@ -172,7 +174,7 @@ describe("OAuth connect flow (StartConnection and the callback)", () => {
     const exchanges = as.requests.length;
     expect(await flow().complete({ state, code, error: undefined }, signal)).toEqual({ kind: "bad_request" });
     expect(as.requests.length).toBe(exchanges);
-    expect(await secrets.list(alice, undefined, signal)).toHaveLength(1);
+    expect((await secrets.list(alice, EVERY_PROVIDER, signal)).secrets).toHaveLength(1);
   });
 
   it("J162 a forged or malformed state is refused with a plain 400 before any exchange", async () => {
@@ -240,7 +242,7 @@ describe("OAuth connect flow (StartConnection and the callback)", () => {
       kind: "redirect",
       location: `${RETURN_URL}?error=provider_unavailable`,
     });
-    expect(await secrets.list(alice, undefined, signal)).toEqual([]);
+    expect((await secrets.list(alice, EVERY_PROVIDER, signal)).secrets).toEqual([]);
   });
 
   it("J166 a code issued for another user's authorization is refused (its PKCE verifier does not match)", async () => {
@@ -249,8 +251,8 @@ describe("OAuth connect flow (StartConnection and the callback)", () => {
     // Bob's browser brings Alice's code back with Bob's state.
     const outcome = await flow().complete({ state: bobs.state, code: alices.code, error: undefined }, signal);
     expect(outcome).toEqual({ kind: "redirect", location: `${RETURN_URL}?error=provider_error` });
-    expect(await secrets.list(bob, undefined, signal)).toEqual([]);
-    expect(await secrets.list(alice, undefined, signal)).toEqual([]);
+    expect((await secrets.list(bob, EVERY_PROVIDER, signal)).secrets).toEqual([]);
+    expect((await secrets.list(alice, EVERY_PROVIDER, signal)).secrets).toEqual([]);
   });
 
   it("J167 scopes the registry does not offer are refused, and so is a provider without oauth", async () => {
@@ -293,7 +295,7 @@ describe("OAuth connect flow (StartConnection and the callback)", () => {
     expect(opened.fields.get("access_token")?.toString()).toBe(longLived);
     expect(opened.fields.get("access_token")?.toString()).not.toBe(shortLived);
     expect(opened.fields.has("refresh_token")).toBe(false);
-    const [listed] = await secrets.list(alice, undefined, signal);
+    const [listed] = (await secrets.list(alice, EVERY_PROVIDER, signal)).secrets;
     expect(listed?.connection?.expiresAt?.getTime()).toBeGreaterThan(Date.now() + 50 * 86_400_000);
   });
 
@@ -319,7 +321,7 @@ describe("OAuth connect flow (StartConnection and the callback)", () => {
       signal,
     );
     expect(again).toEqual({ kind: "redirect", location: `${RETURN_URL}?secret_id=${secretId}` });
-    const [listed] = await secrets.list(alice, undefined, signal);
+    const [listed] = (await secrets.list(alice, EVERY_PROVIDER, signal)).secrets;
     expect(listed?.version).toBe(2);
     expect(listed?.connection?.scopes).toEqual(["read"]);
     // Another user's connection cannot be named for a reconnect.
