@@ -2,8 +2,8 @@
 // @generated from file keybroker/v1/secrets.proto (package keybroker.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keybroker/v1/secrets.proto.
  */
 export const file_keybroker_v1_secrets: GenFile = /*@__PURE__*/
-  fileDesc("ChprZXlicm9rZXIvdjEvc2VjcmV0cy5wcm90bxIMa2V5YnJva2VyLnYxIikKFEluc3BlY3RTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCSJFChVJbnNwZWN0U2VjcmV0UmVzcG9uc2USLAoGc2VjcmV0GAEgASgLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIoQBCg1LZXlJbnNwZWN0aW9uEg8KB3ZlcmRpY3QYASABKAkSEwoLcGVybWlzc2lvbnMYAiADKAkSHQoVZGFuZ2Vyb3VzX3Blcm1pc3Npb25zGAMgAygJEi4KCmNoZWNrZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIsABChBQdXRTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRI6CgZmaWVsZHMYBCADKAsyKi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdC5GaWVsZHNFbnRyeRINCgVncmFudBgFIAMoCRotCgtGaWVsZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKEVB1dFNlY3JldFJlc3BvbnNlEiwKBnNlY3JldBgBIAEoCzIcLmtleWJyb2tlci52MS5TZWNyZXRNZXRhZGF0YSJNChJMaXN0U2VjcmV0c1JlcXVlc3QSEAoIcHJvdmlkZXIYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiXQoTTGlzdFNlY3JldHNSZXNwb25zZRItCgdzZWNyZXRzGAEgAygLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChNEZWxldGVTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCSIWChREZWxldGVTZWNyZXRSZXNwb25zZSJRChVMaXN0U2VjcmV0VXNlc1JlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIlgKFkxpc3RTZWNyZXRVc2VzUmVzcG9uc2USJQoEdXNlcxgBIAMoCzIXLmtleWJyb2tlci52MS5TZWNyZXRVc2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIq8BCglTZWNyZXRVc2USKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPb3BlcmF0aW9uX2NsYXNzGAIgASgJEg4KBm1ldGhvZBgDIAEoCRIXCg91cHN0cmVhbV9zdGF0dXMYBCABKA0SFwoPY2FsbGVyX2tleV9uYW1lGAUgASgJEg8KB291dGNvbWUYBiABKAkSDAoEY29kZRgHIAEoCSLYAgoOU2VjcmV0TWV0YWRhdGESCgoCaWQYASABKAkSEAoIcHJvdmlkZXIYAiABKAkSDQoFbGFiZWwYAyABKAkSDwoHdmVyc2lvbhgEIAEoDRITCgtmaWVsZF9uYW1lcxgFIAMoCRIMCgRoaW50GAYgASgJEhMKC2ZpbmdlcnByaW50GAcgASgJEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3RfdXNlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZ3JhbnQYCyADKAkSLwoKaW5zcGVjdGlvbhgUIAEoCzIbLmtleWJyb2tlci52MS5LZXlJbnNwZWN0aW9uMr8DCg1TZWNyZXRTZXJ2aWNlEkwKCVB1dFNlY3JldBIeLmtleWJyb2tlci52MS5QdXRTZWNyZXRSZXF1ZXN0Gh8ua2V5YnJva2VyLnYxLlB1dFNlY3JldFJlc3BvbnNlElIKC0xpc3RTZWNyZXRzEiAua2V5YnJva2VyLnYxLkxpc3RTZWNyZXRzUmVxdWVzdBohLmtleWJyb2tlci52MS5MaXN0U2VjcmV0c1Jlc3BvbnNlElUKDERlbGV0ZVNlY3JldBIhLmtleWJyb2tlci52MS5EZWxldGVTZWNyZXRSZXF1ZXN0GiIua2V5YnJva2VyLnYxLkRlbGV0ZVNlY3JldFJlc3BvbnNlElsKDkxpc3RTZWNyZXRVc2VzEiMua2V5YnJva2VyLnYxLkxpc3RTZWNyZXRVc2VzUmVxdWVzdBokLmtleWJyb2tlci52MS5MaXN0U2VjcmV0VXNlc1Jlc3BvbnNlElgKDUluc3BlY3RTZWNyZXQSIi5rZXlicm9rZXIudjEuSW5zcGVjdFNlY3JldFJlcXVlc3QaIy5rZXlicm9rZXIudjEuSW5zcGVjdFNlY3JldFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChprZXlicm9rZXIvdjEvc2VjcmV0cy5wcm90bxIMa2V5YnJva2VyLnYxIikKFEluc3BlY3RTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCSJFChVJbnNwZWN0U2VjcmV0UmVzcG9uc2USLAoGc2VjcmV0GAEgASgLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhIoQBCg1LZXlJbnNwZWN0aW9uEg8KB3ZlcmRpY3QYASABKAkSEwoLcGVybWlzc2lvbnMYAiADKAkSHQoVZGFuZ2Vyb3VzX3Blcm1pc3Npb25zGAMgAygJEi4KCmNoZWNrZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIsABChBQdXRTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgVsYWJlbBgDIAEoCRI6CgZmaWVsZHMYBCADKAsyKi5rZXlicm9rZXIudjEuUHV0U2VjcmV0UmVxdWVzdC5GaWVsZHNFbnRyeRINCgVncmFudBgFIAMoCRotCgtGaWVsZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKEVB1dFNlY3JldFJlc3BvbnNlEiwKBnNlY3JldBgBIAEoCzIcLmtleWJyb2tlci52MS5TZWNyZXRNZXRhZGF0YSJNChJMaXN0U2VjcmV0c1JlcXVlc3QSEAoIcHJvdmlkZXIYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiXQoTTGlzdFNlY3JldHNSZXNwb25zZRItCgdzZWNyZXRzGAEgAygLMhwua2V5YnJva2VyLnYxLlNlY3JldE1ldGFkYXRhEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChNEZWxldGVTZWNyZXRSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCSIWChREZWxldGVTZWNyZXRSZXNwb25zZSJRChVMaXN0U2VjcmV0VXNlc1JlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIlgKFkxpc3RTZWNyZXRVc2VzUmVzcG9uc2USJQoEdXNlcxgBIAMoCzIXLmtleWJyb2tlci52MS5TZWNyZXRVc2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIq8BCglTZWNyZXRVc2USKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPb3BlcmF0aW9uX2NsYXNzGAIgASgJEg4KBm1ldGhvZBgDIAEoCRIXCg91cHN0cmVhbV9zdGF0dXMYBCABKA0SFwoPY2FsbGVyX2tleV9uYW1lGAUgASgJEg8KB291dGNvbWUYBiABKAkSDAoEY29kZRgHIAEoCSKLAwoOU2VjcmV0TWV0YWRhdGESCgoCaWQYASABKAkSEAoIcHJvdmlkZXIYAiABKAkSDQoFbGFiZWwYAyABKAkSDwoHdmVyc2lvbhgEIAEoDRITCgtmaWVsZF9uYW1lcxgFIAMoCRIMCgRoaW50GAYgASgJEhMKC2ZpbmdlcnByaW50GAcgASgJEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3RfdXNlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZ3JhbnQYCyADKAkSLwoKaW5zcGVjdGlvbhgUIAEoCzIbLmtleWJyb2tlci52MS5LZXlJbnNwZWN0aW9uEjEKCmNvbm5lY3Rpb24YFSABKAsyHS5rZXlicm9rZXIudjEuT0F1dGhDb25uZWN0aW9uIokBCg9PQXV0aENvbm5lY3Rpb24SLgoGc3RhdHVzGAEgASgOMh4ua2V5YnJva2VyLnYxLkNvbm5lY3Rpb25TdGF0dXMSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOZ3JhbnRlZF9zY29wZXMYAyADKAkqegoQQ29ubmVjdGlvblN0YXR1cxIhCh1DT05ORUNUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGENPTk5FQ1RJT05fU1RBVFVTX0FDVElWRRABEiUKIUNPTk5FQ1RJT05fU1RBVFVTX05FRURTX1JFQ09OU0VOVBACMr8DCg1TZWNyZXRTZXJ2aWNlEkwKCVB1dFNlY3JldBIeLmtleWJyb2tlci52MS5QdXRTZWNyZXRSZXF1ZXN0Gh8ua2V5YnJva2VyLnYxLlB1dFNlY3JldFJlc3BvbnNlElIKC0xpc3RTZWNyZXRzEiAua2V5YnJva2VyLnYxLkxpc3RTZWNyZXRzUmVxdWVzdBohLmtleWJyb2tlci52MS5MaXN0U2VjcmV0c1Jlc3BvbnNlElUKDERlbGV0ZVNlY3JldBIhLmtleWJyb2tlci52MS5EZWxldGVTZWNyZXRSZXF1ZXN0GiIua2V5YnJva2VyLnYxLkRlbGV0ZVNlY3JldFJlc3BvbnNlElsKDkxpc3RTZWNyZXRVc2VzEiMua2V5YnJva2VyLnYxLkxpc3RTZWNyZXRVc2VzUmVxdWVzdBokLmtleWJyb2tlci52MS5MaXN0U2VjcmV0VXNlc1Jlc3BvbnNlElgKDUluc3BlY3RTZWNyZXQSIi5rZXlicm9rZXIudjEuSW5zcGVjdFNlY3JldFJlcXVlc3QaIy5rZXlicm9rZXIudjEuSW5zcGVjdFNlY3JldFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keybroker.v1.InspectSecretRequest
@@ -442,6 +442,13 @@ export type SecretMetadata = Message<"keybroker.v1.SecretMetadata"> & {
    * @generated from field: keybroker.v1.KeyInspection inspection = 20;
    */
   inspection?: KeyInspection | undefined;
+
+  /**
+   * Set for an OAuth connection (issue 15): its state and granted scopes. Never a token.
+   *
+   * @generated from field: keybroker.v1.OAuthConnection connection = 21;
+   */
+  connection?: OAuthConnection | undefined;
 };
 
 /**
@@ -450,6 +457,69 @@ export type SecretMetadata = Message<"keybroker.v1.SecretMetadata"> & {
  */
 export const SecretMetadataSchema: GenMessage<SecretMetadata> = /*@__PURE__*/
   messageDesc(file_keybroker_v1_secrets, 12);
+
+/**
+ * The state of an OAuth connection, a secret whose tokens the broker got from the provider.
+ *
+ * @generated from message keybroker.v1.OAuthConnection
+ */
+export type OAuthConnection = Message<"keybroker.v1.OAuthConnection"> & {
+  /**
+   * @generated from field: keybroker.v1.ConnectionStatus status = 1;
+   */
+  status: ConnectionStatus;
+
+  /**
+   * When the current access token expires; unset when the provider gave no lifetime.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 2;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * The scopes the provider granted (sorted).
+   *
+   * @generated from field: repeated string granted_scopes = 3;
+   */
+  grantedScopes: string[];
+};
+
+/**
+ * Describes the message keybroker.v1.OAuthConnection.
+ * Use `create(OAuthConnectionSchema)` to create a new message.
+ */
+export const OAuthConnectionSchema: GenMessage<OAuthConnection> = /*@__PURE__*/
+  messageDesc(file_keybroker_v1_secrets, 13);
+
+/**
+ * @generated from enum keybroker.v1.ConnectionStatus
+ */
+export enum ConnectionStatus {
+  /**
+   * @generated from enum value: CONNECTION_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Usable: the broker refreshes the token as needed.
+   *
+   * @generated from enum value: CONNECTION_STATUS_ACTIVE = 1;
+   */
+  ACTIVE = 1,
+
+  /**
+   * The provider refused the grant (revoked, expired): the user must connect again.
+   *
+   * @generated from enum value: CONNECTION_STATUS_NEEDS_RECONSENT = 2;
+   */
+  NEEDS_RECONSENT = 2,
+}
+
+/**
+ * Describes the enum keybroker.v1.ConnectionStatus.
+ */
+export const ConnectionStatusSchema: GenEnum<ConnectionStatus> = /*@__PURE__*/
+  enumDesc(file_keybroker_v1_secrets, 0);
 
 /**
  * SecretService stores a user's third-party credentials. Every call needs two
