@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import type { Registry } from "prom-client";
 import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
+import type { Registry } from "prom-client";
 import { createCallerKeyAdmin } from "../admin/caller-key-admin.js";
 import { createUserShredder } from "../admin/user-shredder.js";
 import { createAdminServiceHandlers } from "../api/rpc/admin-service-handlers.js";
