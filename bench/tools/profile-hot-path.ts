@@ -2,7 +2,7 @@
  * One hot-path scenario against a real `keybroker serve`, for before/after comparisons while
  * optimising (the full suite is bench/run.ts):
  *
- *   npx tsx bench/tools/profile-hot-path.ts [--scenario proxy|list|health|connectProxy|connectList|echo|connectEcho]
+ *   npx tsx bench/tools/profile-hot-path.ts [--scenario proxy|list|health|connectProxy|connectList|echo|connectEcho|bare|connectBare]
  *     [--concurrency 64]
  *     [--calls 20000] [--database postgres|pglite] [--profile DIR]
  *
@@ -11,6 +11,7 @@
  * `npx tsx bench/tools/profile-summary.ts DIR/<file>.cpuprofile`.
  */
 import { parseArgs } from "node:util";
+import { startBareProxyProcess } from "../lib/bare-proxy-process.js";
 import { type BrokerProcess, startBrokerProcess } from "../lib/broker-process.js";
 import { startEchoProcess } from "../lib/echo-process.js";
 import { runLoad } from "../lib/load.js";
@@ -55,6 +56,18 @@ if (scenario === "echo" || scenario === "connectEcho") {
     console.log(await measure(echo.pid, scenario === "echo" ? echo.grpc : echo.connect));
   } finally {
     await echo.stop();
+  }
+} else if (scenario === "bare" || scenario === "connectBare") {
+  // The bare proxy floor: the same RPC and upstream request, nothing else (bench/tools/bare-proxy-server.ts).
+  const broker: BrokerProcess = await startBrokerProcess({ database });
+  const bare = await startBareProxyProcess(broker);
+  try {
+    const calls = await createScenarioCalls(broker, "auth0|bench-user-0", bare);
+    console.log(await measure(bare.pid, scenario === "bare" ? calls.bare : calls.connectBare));
+    calls.close();
+  } finally {
+    await bare.stop();
+    await broker.stop();
   }
 } else {
   const broker: BrokerProcess = await startBrokerProcess({
