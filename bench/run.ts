@@ -14,6 +14,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { arch, cpus, platform } from "node:os";
 import { parseArgs } from "node:util";
+import { type BareProxyProcess, startBareProxyProcess } from "./lib/bare-proxy-process.js";
 import { type BrokerProcess, startBrokerProcess } from "./lib/broker-process.js";
 import { type EchoProcess, startEchoProcess } from "./lib/echo-process.js";
 import { markdownChecks, markdownTable, type SectionOptions, type SectionResult } from "./lib/report.js";
@@ -91,14 +92,18 @@ async function main(): Promise<void> {
     options.progress("starting keybroker serve on Postgres");
     const broker: BrokerProcess = await startBrokerProcess({ database: "postgres", ...brokerCpu });
     let echo: EchoProcess | undefined;
+    let bare: BareProxyProcess | undefined;
     try {
-      const calls = await createScenarioCalls(broker);
+      if (wanted("transport-floor")) bare = await startBareProxyProcess(broker, brokerCpu);
+      const calls = await createScenarioCalls(broker, undefined, bare);
       try {
         if (wanted("transport-floor")) {
           echo = await startEchoProcess(brokerCpu);
-          results.push(await runTransportFloor(broker, echo, calls, options));
+          results.push(await runTransportFloor(broker, echo, calls, options, bare));
           await echo.stop();
           echo = undefined;
+          await bare?.stop();
+          bare = undefined;
         }
         if (wanted("added-latency")) results.push(await runAddedLatency(calls, options));
         if (wanted("embedded-vs-server")) {
@@ -131,6 +136,7 @@ async function main(): Promise<void> {
       if (wanted("scaling")) results.push(await runScaling(broker, options));
     } finally {
       await echo?.stop();
+      await bare?.stop();
       await broker.stop();
     }
   }

@@ -5,9 +5,18 @@ import { Agent, request } from "undici";
 import { ProxyService } from "../../src/gen/keybroker/v1/proxy_pb.js";
 import { SecretService } from "../../src/gen/keybroker/v1/secrets_pb.js";
 import { createGrpcClients, unary, type WireMessage } from "../../test/support/grpc-client.js";
+import type { BareProxyProcess } from "./bare-proxy-process.js";
 import type { BrokerProcess } from "./broker-process.js";
 
-export type ScenarioName = "health" | "list" | "proxy" | "connectList" | "connectProxy" | "direct";
+export type ScenarioName =
+  | "health"
+  | "list"
+  | "proxy"
+  | "connectList"
+  | "connectProxy"
+  | "direct"
+  | "bare"
+  | "connectBare";
 
 /** One call of each hot-path scenario against a running broker, for one bench user. */
 export type ScenarioCalls = Record<ScenarioName, () => Promise<unknown>> & {
@@ -18,11 +27,13 @@ export type ScenarioCalls = Record<ScenarioName, () => Promise<unknown>> & {
 /**
  * Stores one secret for a bench user, then returns a call per scenario: grpc-js (as the main
  * app calls) and Connect, each hitting the broker's cached hot path; `direct` is the same
- * upstream request made with undici, without the broker.
+ * upstream request made with undici, without the broker; `bare` and `connectBare` are the same
+ * Call RPC (same clients, same metadata) to the bare proxy floor, when one is given.
  */
 export async function createScenarioCalls(
   broker: BrokerProcess,
   sub = "auth0|bench-user",
+  bare?: Pick<BareProxyProcess, "grpcAddress" | "connectUrl">,
 ): Promise<ScenarioCalls> {
   // An hour: a full run on a busy machine outlasts the issuer's 5-minute default.
   const token = await broker.issuer.sign({ sub }, { expiresInSec: 3600 });
@@ -67,6 +78,13 @@ export async function createScenarioCalls(
     await res.body.arrayBuffer();
   };
 
+  const bareGrpc = bare === undefined ? undefined : createGrpcClients(bare.grpcAddress);
+  const bareConnect =
+    bare === undefined
+      ? undefined
+      : createClient(ProxyService, createConnectTransport({ baseUrl: bare.connectUrl, httpVersion: "2" }));
+  const noBare = () => Promise.reject(new Error("no bare proxy was started"));
+
   return {
     secretId,
     health,
@@ -75,8 +93,11 @@ export async function createScenarioCalls(
     connectList: () => connectSecrets.listSecrets({}, { headers }),
     connectProxy: () => connectProxy.call(proxyRequest, { headers }),
     direct,
+    bare: bareGrpc === undefined ? noBare : () => unary(bareGrpc.proxy, "Call", proxyRequest, auth),
+    connectBare: bareConnect === undefined ? noBare : () => bareConnect.call(proxyRequest, { headers }),
     close() {
       grpc.close();
+      bareGrpc?.close();
       raw.close();
       void upstream.close();
     },

@@ -4,6 +4,8 @@
  * interleaved (echo, list, call, echo, ...) and repeated, so a machine that drifts during the run
  * shifts every row alike and the ratios hold; CPU is read from /proc for the serving process only.
  */
+
+import type { BareProxyProcess } from "../lib/bare-proxy-process.js";
 import type { BrokerProcess } from "../lib/broker-process.js";
 import type { EchoProcess } from "../lib/echo-process.js";
 import { runLoad } from "../lib/load.js";
@@ -18,6 +20,8 @@ interface Row {
   readonly callsPerSecond: number;
   readonly cpuMicrosPerCall: number;
   readonly ratioToEcho: number;
+  /** CPU per call over the bare proxy's (the same RPC and upstream request, nothing else). */
+  readonly ratioToBare: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly transactionsPerCall: number;
@@ -30,6 +34,8 @@ interface Case {
   readonly pid: number;
   readonly call: () => Promise<unknown>;
   readonly broker: boolean;
+  /** "echo" and "bare" are floors, served by their own processes. */
+  readonly floor?: "echo" | "bare";
 }
 
 export async function runTransportFloor(
@@ -37,6 +43,7 @@ export async function runTransportFloor(
   echo: EchoProcess,
   calls: ScenarioCalls,
   options: SectionOptions,
+  bare?: BareProxyProcess,
 ): Promise<SectionResult> {
   const repeats = options.quick ? 1 : 3;
   const cases: Case[] = [
@@ -46,7 +53,20 @@ export async function runTransportFloor(
       pid: echo.pid,
       call: echo.grpc,
       broker: false,
+      floor: "echo",
     },
+    ...(bare === undefined
+      ? []
+      : [
+          {
+            scenario: "bare proxy (floor)",
+            transport: "grpc-js" as const,
+            pid: bare.pid,
+            call: calls.bare,
+            broker: false,
+            floor: "bare" as const,
+          },
+        ]),
     { scenario: "ListSecrets", transport: "grpc-js", pid: broker.pid, call: calls.list, broker: true },
     { scenario: "ProxyService.Call", transport: "grpc-js", pid: broker.pid, call: calls.proxy, broker: true },
     {
@@ -55,7 +75,20 @@ export async function runTransportFloor(
       pid: echo.pid,
       call: echo.connect,
       broker: false,
+      floor: "echo",
     },
+    ...(bare === undefined
+      ? []
+      : [
+          {
+            scenario: "bare proxy (floor)",
+            transport: "connect-node" as const,
+            pid: bare.pid,
+            call: calls.connectBare,
+            broker: false,
+            floor: "bare" as const,
+          },
+        ]),
     {
       scenario: "ListSecrets",
       transport: "connect-node",
@@ -105,7 +138,8 @@ export async function runTransportFloor(
     const cpuOf = (c: Case) => median((samples.get(c) ?? []).map((s) => s.cpu));
     for (const c of cases) {
       const s = samples.get(c) ?? [];
-      const floor = cases.find((f) => !f.broker && f.transport === c.transport);
+      const floor = cases.find((f) => f.floor === "echo" && f.transport === c.transport);
+      const bareFloor = cases.find((f) => f.floor === "bare" && f.transport === c.transport);
       rows.push({
         scenario: c.scenario,
         transport: c.transport,
@@ -113,6 +147,7 @@ export async function runTransportFloor(
         callsPerSecond: median(s.map((x) => x.cps)),
         cpuMicrosPerCall: cpuOf(c),
         ratioToEcho: floor === undefined ? Number.NaN : cpuOf(c) / cpuOf(floor),
+        ratioToBare: bareFloor === undefined ? Number.NaN : cpuOf(c) / cpuOf(bareFloor),
         p50Ms: median(s.map((x) => x.p50)),
         p99Ms: median(s.map((x) => x.p99)),
         transactionsPerCall: transactions.get(c) ?? Number.NaN,
@@ -144,6 +179,15 @@ export async function runTransportFloor(
         met: row.ratioToEcho <= 2.5,
       });
     }
+    // Issue 17 item 1: against what a proxied call physically is (grpc-js).
+    const bareLimit = concurrency === 64 ? 1.5 : 2;
+    if (grpc !== undefined && Number.isFinite(grpc.ratioToBare)) {
+      checks.push({
+        target: `ProxyService.Call ≤ ${bareLimit}× the bare proxy's CPU per call (grpc-js, concurrency ${concurrency})`,
+        measured: `×${fmt(grpc.ratioToBare, 2)}`,
+        met: grpc.ratioToBare <= bareLimit,
+      });
+    }
   }
 
   return {
@@ -159,6 +203,7 @@ export async function runTransportFloor(
           "calls/s",
           "server CPU µs/call",
           "× echo CPU",
+          "× bare proxy CPU",
           "p50 ms",
           "p99 ms",
           "DB statements/call",
@@ -171,6 +216,7 @@ export async function runTransportFloor(
           fmt(r.callsPerSecond),
           fmt(r.cpuMicrosPerCall),
           fmt(r.ratioToEcho, 2),
+          fmt(r.ratioToBare, 2),
           fmt(r.p50Ms, 2),
           fmt(r.p99Ms, 2),
           fmt(r.transactionsPerCall, 2),
@@ -179,6 +225,7 @@ export async function runTransportFloor(
         notes: [
           `${repeats} interleaved run(s) per row; ${options.quick ? 300 : "1,000 (c=1) / 3,000 (c=64)"} calls per run after a warm-up of ${options.quick ? 300 : 3000}.`,
           "Echo: the broker's own src/api servers (grpc-js and Connect), call context, error mapping and metrics, serving one echo RPC, in its own process.",
+          "Bare proxy: the same Call RPC on the same server stack, making the same undici request (Pool, 16 connections) to the same upstream, with no authentication, crypto, audit, policy or scrubbing (bench/tools/bare-proxy-server.ts), in its own process.",
           "Cached: the user's token and data key are in the broker's caches (every call after the first).",
           "DB statements/call: transactions committed in the broker's database per call (pg_stat_database), caller-key and secret lookups and audit batches included.",
         ],

@@ -17,11 +17,22 @@ export interface AuditLog {
    * A `deferred` event starts no batch of its own: it rides with the next one, or waits at most
    * `deferredMaxDelayMs`. For rows no caller waits on (the outcome of something already done).
    */
-  record(event: AuditEvent, options?: { readonly deferred?: boolean }): Promise<void>;
+  record(event: AuditEvent, options?: AuditRecordOptions): Promise<void>;
   /** Waits until every event recorded before the call is committed or has failed. Never rejects. */
   flush(): Promise<void>;
   /** Flushes, then refuses further events. Does not close the database. */
   close(): Promise<void>;
+}
+
+export interface AuditRecordOptions {
+  readonly deferred?: boolean;
+  /**
+   * The row commits only if the event's caller key is still live (not revoked, suspended or
+   * expired), checked by the statement that writes it; else the record rejects UNAUTHENTICATED
+   * and nothing of it is written. A sensitive call's `started` row is its caller key's check
+   * (catalogue B20): no separate read per call (issue 17 item 2).
+   */
+  readonly requireLiveCallerKey?: boolean;
 }
 
 export interface AuditLogDeps {
@@ -41,6 +52,8 @@ export interface AuditLogDeps {
 
 interface Pending {
   readonly entry: AuditEntry;
+  /** The caller key that must be live for this row to commit. */
+  readonly liveKey: string | undefined;
   readonly resolve: () => void;
   readonly reject: (err: BrokerError) => void;
   done: boolean;
@@ -56,6 +69,14 @@ function unavailable(cause?: unknown): BrokerError {
     "audit trail unavailable",
     cause === undefined ? undefined : { cause },
   );
+}
+
+/** The refusal of a call whose caller key turned out revoked, suspended or expired. */
+export function deadCallerKey(id: string): BrokerError {
+  return new BrokerError("unauthenticated", "invalid caller key", {
+    cause: new Error(`caller key ${id} is no longer live`),
+    reason: "caller_key_invalid",
+  });
 }
 
 /** The rows for `entries`, chained on from `head`, and the head they leave behind. */
@@ -114,24 +135,51 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
     }
   }
 
-  async function append(entries: readonly AuditEntry[]): Promise<AuditChainHead> {
+  /** Appends the batch; resolves to the caller keys found dead (their events were not written). */
+  async function append(
+    batch: readonly Pending[],
+  ): Promise<{ head: AuditChainHead | undefined; dead: Set<string> }> {
+    const dead = new Set<string>();
+    // A dead key's events leave the batch and the rest is re-chained: at most one retry per key.
+    for (;;) {
+      const pending = batch.filter((p) => p.liveKey === undefined || !dead.has(p.liveKey));
+      const entries = pending.map((p) => p.entry);
+      const liveKeys = [...new Set(pending.flatMap((p) => (p.liveKey === undefined ? [] : [p.liveKey])))];
+      // Nothing left to write: the head stays where it was.
+      if (entries.length === 0) return { head: knownHead, dead };
+      const outcome = await appendOnce(entries, liveKeys);
+      if (outcome.kind === "appended") return { head: outcome.head, dead };
+      for (const id of outcome.ids) dead.add(id);
+    }
+  }
+
+  async function appendOnce(
+    entries: readonly AuditEntry[],
+    liveKeys: readonly string[],
+  ): Promise<{ kind: "appended"; head: AuditChainHead } | { kind: "dead"; ids: readonly string[] }> {
     if (knownHead !== undefined) {
       const optimistic = chainOn(knownHead, entries);
-      if (await appendAuditRowsIfHead(deps.prepared, knownHead, optimistic.rows)) return optimistic.head;
+      const result = await appendAuditRowsIfHead(deps.prepared, knownHead, optimistic.rows, liveKeys);
+      if (result.kind === "appended") return { kind: "appended", head: optimistic.head };
+      if (result.kind === "dead_caller_keys") return { kind: "dead", ids: result.ids };
     }
     return deps.prepared.transaction(async (tx) => {
       const locked = await lockAuditChainHead(tx, GENESIS_HASH);
       const chained = chainOn(locked, entries);
-      if (!(await appendAuditRowsIfHead(tx, locked, chained.rows))) {
+      const result = await appendAuditRowsIfHead(tx, locked, chained.rows, liveKeys);
+      if (result.kind === "dead_caller_keys") return { kind: "dead" as const, ids: result.ids };
+      if (result.kind === "head_moved")
         throw new BrokerError("internal", "audit chain head moved while locked");
-      }
-      return chained.head;
+      return { kind: "appended" as const, head: chained.head };
     });
   }
 
   async function appendBatch(batch: readonly Pending[]): Promise<void> {
+    let dead: Set<string>;
     try {
-      knownHead = await append(batch.map(({ entry }) => entry));
+      const appended = await append(batch);
+      knownHead = appended.head;
+      dead = appended.dead;
     } catch (err) {
       knownHead = undefined;
       reportFailure(err);
@@ -143,10 +191,12 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
     }
     for (const pending of batch) {
       pending.done = true;
-      pending.resolve();
+      if (pending.liveKey !== undefined && dead.has(pending.liveKey))
+        pending.reject(deadCallerKey(pending.liveKey));
+      else pending.resolve();
     }
     try {
-      deps.onAppended?.(knownHead.lastSeq);
+      if (knownHead !== undefined) deps.onAppended?.(knownHead.lastSeq);
     } catch {
       // The rows are committed; a broken hook must not fail the batch that wrote them.
     }
@@ -222,7 +272,12 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
         return Promise.reject(err);
       }
       return new Promise<void>((resolve, reject) => {
-        queue.push({ entry, resolve, reject, done: false });
+        const liveKey = options?.requireLiveCallerKey === true ? (event.callerKeyId ?? undefined) : undefined;
+        if (options?.requireLiveCallerKey === true && liveKey === undefined) {
+          reject(new BrokerError("internal", "a row that must check its caller key names none"));
+          return;
+        }
+        queue.push({ entry, liveKey, resolve, reject, done: false });
         schedule(options?.deferred === true);
       });
     },

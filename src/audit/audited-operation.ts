@@ -1,5 +1,5 @@
 import type { BrokerErrorCode } from "../errors.js";
-import { isBrokerError } from "../errors.js";
+import { BrokerError, isBrokerError } from "../errors.js";
 import type { Logger } from "../log/logger.js";
 import type { AuditAction, AuditDetail, AuditOutcome } from "./audit-event.js";
 import type { AuditLog } from "./audit-log.js";
@@ -9,6 +9,11 @@ export interface AuditActor {
   readonly requestId: string;
   readonly callerKeyId: string | null;
   readonly userRef: Uint8Array | null;
+  /**
+   * The caller key's revocation, suspension and expiry are checked by the `started` row's own
+   * statement (issue 17 item 2): it rejects UNAUTHENTICATED, and nothing runs, if the key is dead.
+   */
+  readonly callerKeyLivenessPending?: boolean;
 }
 
 export interface AuditedOperationSpec<T> {
@@ -68,6 +73,7 @@ export function createAuditedRunner(deps: { audit: AuditLog; logger: Logger }): 
     outcome: AuditOutcome,
     code: BrokerErrorCode | null,
     deferred = false,
+    requireLiveCallerKey = false,
   ) {
     return audit.record(
       {
@@ -80,7 +86,7 @@ export function createAuditedRunner(deps: { audit: AuditLog; logger: Logger }): 
         code,
         ...(spec.detail === undefined ? {} : { detail: spec.detail }),
       },
-      { deferred },
+      requireLiveCallerKey ? { deferred, requireLiveCallerKey } : { deferred },
     );
   }
 
@@ -119,13 +125,18 @@ export function createAuditedRunner(deps: { audit: AuditLog; logger: Logger }): 
     read: () => Promise<R>,
     use: (read: R) => Promise<T>,
   ): Promise<T> {
+    // A caller whose key is still to be checked may only start what commits a `started` row first.
+    if (actor.callerKeyLivenessPending === true && !spec.sensitive) {
+      throw new BrokerError("internal", "an unchecked caller key may only run sensitive operations");
+    }
     const reading = read();
     // Observed at once: if the `started` row fails, nothing awaits the read, and its rejection must
     // not surface as unhandled. `use` still sees the real outcome through `reading`.
     reading.catch(() => undefined);
     if (spec.sensitive) {
       // Throws `unavailable` if the trail cannot be written: the operation never starts.
-      await record(actor, spec, "started", null);
+      // With a pending caller key it also throws `unauthenticated` if the key is no longer live.
+      await record(actor, spec, "started", null, false, actor.callerKeyLivenessPending === true);
     }
     let result: T;
     let readDetail: AuditDetail | undefined;

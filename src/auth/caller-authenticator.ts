@@ -46,18 +46,46 @@ export interface CallerAuthenticator {
     rawKey: string | undefined,
     requiredScope: ScopeRequirement,
     transport?: CallerTransport,
+    options?: AuthenticateOptions,
   ): Promise<CallerIdentity>;
+  /** Drops a key's cached parts, so its next call reads the database (it was found dead). */
+  forget(keyId: string): void;
+}
+
+export interface AuthenticateOptions {
+  /**
+   * "at-audit": a key seen before is served from memory (its immutable parts only: id, name,
+   * hash, scopes, certificate binding) and returned `livenessPending`; its revocation,
+   * suspension and expiry are then checked by the statement that commits the call's `started`
+   * audit row, which refuses a dead key (catalogue B20, issue 17 item 2). Default "now": read
+   * from the database on every call.
+   */
+  readonly liveness?: "now" | "at-audit";
+}
+
+/** The parts of a stored key that never change after it is created. */
+interface ImmutableKey {
+  readonly id: string;
+  readonly name: string;
+  readonly keyHash: Buffer;
+  readonly scopes: readonly string[];
+  readonly clientCertSha256: Buffer | null;
+  /** As last read: expiry can only move earlier, and the audit statement checks the stored one. */
+  readonly expiresAt: Date | null;
 }
 
 const INVALID_KEY = "invalid caller key";
 const DEFAULT_MARK_USED_INTERVAL_MS = 60_000;
 // Bounds the throttle map if keys churn; dropping entries only means an extra markUsed call.
 const MAX_THROTTLE_ENTRIES = 10_000;
+// Bounds the immutable-parts cache; dropping entries only means a database read on the next call.
+const MAX_CACHED_KEYS = 10_000;
 
 /**
  * Every failure to authenticate gives the same message, so a caller cannot tell an unknown key
- * from a revoked or expired one. Records are read on every call and never cached: a revocation
- * or expiry takes effect on the very next call (catalogue B20).
+ * from a revoked or expired one. With liveness "now" records are read on every call; with
+ * "at-audit" only the immutable parts are cached and the audit statement checks the rest. Either
+ * way a revocation or expiry takes effect on the very next call (catalogue B20).
  */
 export function createCallerAuthenticator(deps: CallerAuthenticatorDeps): CallerAuthenticator {
   const now = deps.now ?? Date.now;
@@ -80,8 +108,46 @@ export function createCallerAuthenticator(deps: CallerAuthenticatorDeps): Caller
     }
   }
 
+  // Keyed by the hex SHA-256 of the presented key: a hit proves the caller holds that key.
+  const known = new Map<string, ImmutableKey>();
+
+  function remember(hex: string, record: CallerKeyRecord): void {
+    if (known.size >= MAX_CACHED_KEYS) known.clear();
+    const { id, name, keyHash, scopes, clientCertSha256, expiresAt } = record;
+    known.set(hex, { id, name, keyHash, scopes, clientCertSha256, expiresAt });
+  }
+
+  async function readLive(hash: Buffer, hex: string): Promise<ImmutableKey> {
+    let record: CallerKeyRecord | undefined;
+    try {
+      record = await deps.lookup.findByHash(hash);
+    } catch (err) {
+      if (isBrokerError(err)) throw err;
+      throw new BrokerError("unavailable", "caller key store unavailable", { cause: err });
+    }
+    if (record === undefined) throw invalid("caller key unknown");
+
+    // Compare the stored hash ourselves, in constant time on equal lengths (catalogue B18):
+    // the lookup may match by index or prefix, and must not be the only check.
+    if (record.keyHash.length !== hash.length || !timingSafeEqual(record.keyHash, hash)) {
+      throw invalid(`caller key ${record.id} hash mismatch`);
+    }
+    // Any revocation counts, even one dated in the future: revocation is never scheduled.
+    if (record.revokedAt !== null) {
+      known.delete(hex);
+      throw invalid(`caller key ${record.id} revoked`);
+    }
+    // A suspension (misuse signal) is refused exactly like a revocation until reinstated by CLI.
+    if (record.suspendedAt !== null) {
+      known.delete(hex);
+      throw invalid(`caller key ${record.id} suspended`);
+    }
+    remember(hex, record);
+    return record;
+  }
+
   return {
-    async authenticate(rawKey, requiredScope, transport) {
+    async authenticate(rawKey, requiredScope, transport, options) {
       // Shape and checksum first: junk and typos never reach the database (catalogue B17).
       const hash = rawKey === undefined ? undefined : parseCallerKey(rawKey);
       if (hash === undefined) {
@@ -89,28 +155,14 @@ export function createCallerAuthenticator(deps: CallerAuthenticatorDeps): Caller
           ? invalid("caller key missing", "caller_key_missing")
           : invalid("caller key malformed");
       }
+      const hex = hash.toString("hex");
+      const deferred = options?.liveness === "at-audit";
+      const cached = deferred ? known.get(hex) : undefined;
+      const record = cached ?? (await readLive(hash, hex));
 
-      let record: CallerKeyRecord | undefined;
-      try {
-        record = await deps.lookup.findByHash(hash);
-      } catch (err) {
-        if (isBrokerError(err)) throw err;
-        throw new BrokerError("unavailable", "caller key store unavailable", { cause: err });
-      }
-      if (record === undefined) throw invalid("caller key unknown");
-
-      // Compare the stored hash ourselves, in constant time on equal lengths (catalogue B18):
-      // the lookup may match by index or prefix, and must not be the only check.
-      if (record.keyHash.length !== hash.length || !timingSafeEqual(record.keyHash, hash)) {
-        throw invalid(`caller key ${record.id} hash mismatch`);
-      }
-      // Any revocation counts, even one dated in the future: revocation is never scheduled.
-      if (record.revokedAt !== null) throw invalid(`caller key ${record.id} revoked`);
-      // A suspension (misuse signal) is refused exactly like a revocation until reinstated by CLI.
-      if (record.suspendedAt !== null || deps.isSuspensionHeld?.(record.id) === true) {
-        throw invalid(`caller key ${record.id} suspended`);
-      }
+      if (deps.isSuspensionHeld?.(record.id) === true) throw invalid(`caller key ${record.id} suspended`);
       if (record.expiresAt !== null && record.expiresAt.getTime() <= now()) {
+        known.delete(hex);
         throw invalid(`caller key ${record.id} expired`);
       }
       // A bound key is only half a credential: a copy of it (T1) is useless without the
@@ -142,7 +194,13 @@ export function createCallerAuthenticator(deps: CallerAuthenticatorDeps): Caller
           reason: "caller_key_scope_missing",
         });
       }
-      return { keyId: record.id, name: record.name, scopes };
+      // Only a key served from memory is unchecked; one just read was live a moment ago.
+      return cached === undefined
+        ? { keyId: record.id, name: record.name, scopes }
+        : { keyId: record.id, name: record.name, scopes, livenessPending: true };
+    },
+    forget(keyId) {
+      for (const [hex, key] of known) if (key.id === keyId) known.delete(hex);
     },
   };
 }

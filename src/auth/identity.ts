@@ -41,6 +41,13 @@ export interface CallerIdentity {
   readonly keyId: string;
   readonly name: string;
   readonly scopes: ReadonlySet<CallerScope>;
+  /**
+   * True when the key's immutable parts came from memory and its revocation, suspension and
+   * expiry are still to be checked by the statement that commits the call's `started` audit row
+   * (catalogue B20 holds: that statement refuses a dead key). Only sensitive audited operations
+   * may act for such a caller.
+   */
+  readonly livenessPending?: boolean;
 }
 
 /**

@@ -88,12 +88,22 @@ const CREATE_HEAD: PreparedStatement = {
 // A concurrent writer's update makes this one wait on the head's row lock, then re-check the
 // WHERE against the committed head and match nothing, so two writers never fork the chain.
 // Rows travel as one jsonb array: the same text on pg and PGlite, whatever the batch size.
+// $6 names caller keys that must still be live (not revoked, suspended or expired) for the batch
+// to commit: a sensitive call's `started` row doubles as its caller key's revocation check
+// (catalogue B20, issue 17 item 2). Any dead key among them and nothing is written; the ids come
+// back so the writer refuses those calls and appends the rest again.
 const APPEND_IF_HEAD: PreparedStatement = {
-  name: "kb_audit_append_if_head",
+  name: "kb_audit_append_if_head_live",
   text: `
-    with moved as (
+    with dead as (
+      select k.id from unnest($6::text[]) as k(id)
+       where not exists (
+         select from caller_keys c
+          where c.id = k.id and c.revoked_at is null and c.suspended_at is null
+            and (c.expires_at is null or c.expires_at > statement_timestamp()))
+    ), moved as (
       update audit_chain_head set last_seq = $3, last_hash = $4
-       where id = ${HEAD_ID} and last_seq = $1 and last_hash = $2
+       where id = ${HEAD_ID} and last_seq = $1 and last_hash = $2 and not exists (select from dead)
       returning 1
     ), appended as (
       insert into audit_events (seq, occurred_at, request_id, caller_key_id, user_ref, action, target,
@@ -106,7 +116,8 @@ const APPEND_IF_HEAD: PreparedStatement = {
        where exists (select from moved)
       returning 1
     )
-    select count(*)::int as appended from appended`,
+    select (select count(*)::int from appended) as appended,
+           coalesce((select array_agg(id) from dead), '{}'::text[]) as dead`,
 };
 
 /**
@@ -142,18 +153,26 @@ export async function readAuditChainHead(db: Kysely<Database>): Promise<AuditCha
 const hex = (bytes: Uint8Array | null): string | null =>
   bytes === null ? null : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
 
+/** What an append did: wrote every row, found the head elsewhere, or refused dead caller keys. */
+export type AppendResult =
+  | { readonly kind: "appended" }
+  | { readonly kind: "head_moved" }
+  | { readonly kind: "dead_caller_keys"; readonly ids: readonly string[] };
+
 /**
  * Appends `rows` (consecutive, chained from `expected`) and moves the head to the last one, in one
- * statement, if and only if the head is still `expected`. False means another writer moved it
- * first and nothing was written: read the head again (under its lock) and re-chain.
+ * statement, if and only if the head is still `expected` and every caller key in `liveCallerKeys`
+ * is live. `head_moved` means another writer moved it first and nothing was written: read the
+ * head again (under its lock) and re-chain. `dead_caller_keys`: nothing was written either.
  */
 export async function appendAuditRowsIfHead(
   runner: PreparedRunner,
   expected: AuditChainHead,
   rows: readonly NewAuditRow[],
-): Promise<boolean> {
+  liveCallerKeys: readonly string[] = [],
+): Promise<AppendResult> {
   const last = rows.at(-1);
-  if (last === undefined) return true;
+  if (last === undefined) return { kind: "appended" };
   const json = JSON.stringify(
     rows.map((r) => ({
       seq: r.seq,
@@ -170,17 +189,19 @@ export async function appendAuditRowsIfHead(
       hash: hex(r.hash),
     })),
   );
-  const [result] = await runner.rows<{ appended: number }>(APPEND_IF_HEAD, [
+  const [result] = await runner.rows<{ appended: number; dead: string[] }>(APPEND_IF_HEAD, [
     expected.lastSeq,
     expected.lastHash,
     last.seq,
     asBuffer(last.hash),
     json,
+    [...liveCallerKeys],
   ]);
   if (result === undefined || (result.appended !== 0 && result.appended !== rows.length)) {
     throw new BrokerError("internal", "audit append wrote a partial batch");
   }
-  return result.appended === rows.length;
+  if (result.dead.length > 0) return { kind: "dead_caller_keys", ids: result.dead };
+  return result.appended === rows.length ? { kind: "appended" } : { kind: "head_moved" };
 }
 
 /** Up to `limit` rows with seq > `afterSeq`, in seq order: keyset paging keeps memory bounded. */

@@ -178,4 +178,21 @@ describeOnEachDatabase("ProxyService end to end over grpc-js on %s", (kind) => {
     }
     expect(lastUsedAt).toBeTruthy();
   });
+  it("L265 a proxied call with a revoked caller key is refused on the very next call, nothing sent upstream (B20 with the key's parts cached)", async () => {
+    const second = await broker.callerKey(["proxy:call"]);
+    const request = { secretId: bearerId, method: "GET", path: "/ok" };
+    const auth = { callerKey: second.key, bearerToken: token };
+    // Twice: the second call is served from the cached key, checked only by its started row.
+    expect((await unary(broker.clients.proxy, "Call", request, auth)).response.status).toBe(200);
+    expect((await unary(broker.clients.proxy, "Call", request, auth)).response.status).toBe(200);
+    await broker.revokeCallerKey(second.id);
+    broker.upstream.reset();
+    const err = await unary(broker.clients.proxy, "Call", request, auth).then(
+      () => undefined,
+      (e: { code?: number; details?: string }) => e,
+    );
+    expect(err?.code).toBe(16);
+    expect(err?.details).toBe("invalid caller key");
+    expect(broker.upstream.requests).toEqual([]);
+  });
 });

@@ -1,6 +1,6 @@
 import type { AuditLog } from "../../audit/audit-log.js";
 import type { AuthFailureSummary } from "../../audit/auth-failure-summary.js";
-import type { CallerTransport } from "../../auth/caller-authenticator.js";
+import type { AuthenticateOptions, CallerTransport } from "../../auth/caller-authenticator.js";
 import {
   type CallerIdentity,
   type ScopeRequirement,
@@ -35,7 +35,19 @@ export interface UserCallGuard {
   authorize(
     credentials: CallCredentials,
     scope: ScopeRequirement,
+    options?: AuthenticateOptions,
   ): Promise<{ caller: CallerIdentity; user: UserIdentity }>;
+  /**
+   * For a call authorized with liveness "at-audit": when its `started` row found the caller key
+   * dead (UNAUTHENTICATED, caller_key_invalid), the refusal is counted and summarised like any
+   * other invalid key (review M4) and the key's cached parts dropped. Anything else: nothing.
+   */
+  refusedAtAudit(
+    credentials: CallCredentials,
+    scope: ScopeRequirement,
+    caller: CallerIdentity,
+    err: unknown,
+  ): void;
   /** The caller key alone (admin calls act for no user, so they carry no user token). */
   authorizeCaller(credentials: CallCredentials, scope: ScopeRequirement): Promise<CallerIdentity>;
 }
@@ -46,7 +58,9 @@ export function createUserCallGuard(deps: {
       rawKey: string | undefined,
       scope: ScopeRequirement,
       transport: CallerTransport,
+      options?: AuthenticateOptions,
     ): Promise<CallerIdentity>;
+    forget?(keyId: string): void;
   };
   tokens: Pick<TokenVerifier, "verify">;
   audit?: AuditLog;
@@ -97,12 +111,12 @@ export function createUserCallGuard(deps: {
   }
 
   return {
-    async authorize(credentials, scope) {
+    async authorize(credentials, scope, options) {
       let caller: CallerIdentity | undefined;
       try {
         // The credentials themselves, not a copy of the fingerprint: it is read lazily, and only
         // for keys bound to a certificate.
-        caller = await deps.callers.authenticate(credentials.callerKey, scope, credentials);
+        caller = await deps.callers.authenticate(credentials.callerKey, scope, credentials, options);
         const user = await deps.tokens.verify(credentials.bearerToken, {
           signal: credentials.signal,
           dpopProof: credentials.dpopProof,
@@ -113,6 +127,13 @@ export function createUserCallGuard(deps: {
         await recordFailure(credentials, scope, caller, err);
         throw err;
       }
+    },
+    refusedAtAudit(credentials, scope, caller, err) {
+      if (caller.livenessPending !== true || !isBrokerError(err) || err.reason !== "caller_key_invalid")
+        return;
+      deps.callers.forget?.(caller.keyId);
+      // A dead key is no known caller: counted and summarised, never a row each (review M4).
+      void recordFailure(credentials, scope, undefined, err);
     },
     async authorizeCaller(credentials, scope) {
       try {

@@ -16,6 +16,10 @@ import { actorOf } from "./audit-actor.js";
 import type { UserCallGuard } from "./call-guard.js";
 import { watchUse } from "./misuse-feed.js";
 
+// The caller key's revocation is checked by the `started` row's own statement: no read per call
+// (issue 17 item 2; catalogue B20 holds, a dead key's call is refused before anything runs).
+const CHECK_AT_AUDIT = { liveness: "at-audit" } as const;
+
 const toHeaders = (headers: ReadonlyArray<readonly [string, string]>) =>
   headers.map(([name, value]) => ({ name, value }));
 
@@ -61,32 +65,42 @@ export function createProxyServiceHandlers(deps: {
   const { guard, proxy, audited, signals } = deps;
   return {
     async call(request, ctx) {
-      const { caller, user } = await guard.authorize(ctx, PROXY_SCOPES);
+      const { caller, user } = await guard.authorize(ctx, PROXY_SCOPES, CHECK_AT_AUDIT);
       const input = parseProxyCall(request);
       // The sealed row is read while `started` commits; nothing is decrypted before it has (I8).
       const use = watchUse(signals, { caller, user, secretId: input.secretId });
-      const response = await use.settled(
-        audited.runWithRead(
-          actorOf(ctx, caller, user),
-          auditSpec(input),
-          () => use.planned(proxy.fetch(user, input)),
-          (sealed) => proxy.call(user, input, sealed, scopeOf(ctx, caller)),
-        ),
-      );
+      const response = await use
+        .settled(
+          audited.runWithRead(
+            actorOf(ctx, caller, user),
+            auditSpec(input),
+            () => use.planned(proxy.fetch(user, input)),
+            (sealed) => proxy.call(user, input, sealed, scopeOf(ctx, caller)),
+          ),
+        )
+        .catch((err: unknown) => {
+          guard.refusedAtAudit(ctx, PROXY_SCOPES, caller, err);
+          throw err;
+        });
       return { status: response.status, headers: toHeaders(response.headers), body: response.body };
     },
     async *callStream(request, ctx) {
-      const { caller, user } = await guard.authorize(ctx, PROXY_SCOPES);
+      const { caller, user } = await guard.authorize(ctx, PROXY_SCOPES, CHECK_AT_AUDIT);
       const input = parseProxyCall(request);
       const use = watchUse(signals, { caller, user, secretId: input.secretId });
-      const response = await use.settled(
-        audited.runWithRead(
-          actorOf(ctx, caller, user),
-          auditSpec(input),
-          () => use.planned(proxy.fetch(user, input)),
-          (sealed) => proxy.callStream(user, input, sealed, scopeOf(ctx, caller)),
-        ),
-      );
+      const response = await use
+        .settled(
+          audited.runWithRead(
+            actorOf(ctx, caller, user),
+            auditSpec(input),
+            () => use.planned(proxy.fetch(user, input)),
+            (sealed) => proxy.callStream(user, input, sealed, scopeOf(ctx, caller)),
+          ),
+        )
+        .catch((err: unknown) => {
+          guard.refusedAtAudit(ctx, PROXY_SCOPES, caller, err);
+          throw err;
+        });
       yield {
         part: { case: "head", value: { status: response.status, headers: toHeaders(response.headers) } },
       };

@@ -152,6 +152,44 @@ describe("caller authenticator", () => {
     await expect(auth.authenticate(key, "proxy:call")).resolves.toBeDefined();
   });
 
+  it("L264 liveness at-audit: a seen key's immutable parts come from memory, marked pending; the default mode reads every call", async () => {
+    const table = keyTable();
+    const { key, record } = table.add(["proxy:call"], { expiresAt: new Date(T0 + 1_000) });
+    let now = T0;
+    const auth = createCallerAuthenticator({ lookup: table.lookup, now: () => now });
+    const atAudit = { liveness: "at-audit" } as const;
+    // Never seen: read, and live a moment ago, so nothing is pending.
+    expect((await auth.authenticate(key, "proxy:call", undefined, atAudit)).livenessPending).toBeUndefined();
+    expect(table.lookups()).toBe(1);
+    // Seen: no read; its revocation is for the started row's statement to check.
+    record.revokedAt = new Date(T0);
+    const cached = await auth.authenticate(key, "proxy:call", undefined, atAudit);
+    expect(cached).toMatchObject({ keyId: record.id, livenessPending: true });
+    expect(table.lookups()).toBe(1);
+    // Without the option every call reads, and the revocation holds at once (B20).
+    expect((await brokerErrorOf(auth.authenticate(key, "proxy:call"))).code).toBe("unauthenticated");
+    expect(table.lookups()).toBe(2);
+    // The refused read dropped the key from memory: the next at-audit call reads and refuses too.
+    expect((await brokerErrorOf(auth.authenticate(key, "proxy:call", undefined, atAudit))).code).toBe(
+      "unauthenticated",
+    );
+    expect(table.lookups()).toBe(3);
+    // An expiry known in memory is still enforced from its millisecond, without a read.
+    record.revokedAt = null;
+    await auth.authenticate(key, "proxy:call");
+    now = T0 + 1_000;
+    expect((await brokerErrorOf(auth.authenticate(key, "proxy:call", undefined, atAudit))).code).toBe(
+      "unauthenticated",
+    );
+    // forget() sends the next call to the database.
+    now = T0;
+    await auth.authenticate(key, "proxy:call");
+    const reads = table.lookups();
+    auth.forget(record.id);
+    await auth.authenticate(key, "proxy:call", undefined, atAudit);
+    expect(table.lookups()).toBe(reads + 1);
+  });
+
   it("B20 rejects a key from the millisecond it expires", async () => {
     const table = keyTable();
     const { key } = table.add(["secrets:read"], { expiresAt: new Date(T0 + 1_000) });
