@@ -11,7 +11,9 @@ export const REPO_ROOT = new URL("../../", import.meta.url);
 
 /**
  * Item ranges by section: A–F from the original catalogue, G for the review findings (issue 12),
- * H for least privilege (issue 13), I for session binding (issue 14).
+ * H for least privilege (issue 13), I for session binding (issue 14), J for OAuth connections
+ * (issue 15), K for the integrator's experience (issue 16), L for performance (issue 17). A
+ * section may list several ranges: ids a helper reserved and did not use are simply not listed.
  */
 export const CATALOGUE_SECTIONS: ReadonlyArray<readonly [string, number, number]> = [
   ["A", 1, 15],
@@ -23,6 +25,13 @@ export const CATALOGUE_SECTIONS: ReadonlyArray<readonly [string, number, number]
   ["G", 58, 84],
   ["H", 85, 124],
   ["I", 125, 158],
+  ["J", 159, 199],
+  ["K", 200, 204],
+  ["K", 210, 223],
+  ["K", 230, 241],
+  ["K", 245, 258],
+  ["L", 260, 265],
+  ["L", 275, 282],
 ];
 
 export const CATALOGUE_ITEMS = CATALOGUE_SECTIONS.flatMap(([letter, from, to]) =>
@@ -44,7 +53,7 @@ export interface CatalogueRow {
 export function parseCatalogueRows(markdown: string): CatalogueRow[] {
   return markdown
     .split("\n")
-    .filter((line) => /^\|\s*[A-I]\d{1,3}\s*\|/.test(line))
+    .filter((line) => /^\|\s*[A-L]\d{1,3}\s*\|/.test(line))
     .map((line) => {
       const cells = line
         .slice(1, -1)
