@@ -193,7 +193,6 @@ export async function createApp(
       audit,
       guard,
       logger,
-      resolve: overrides.resolve,
     });
     const traced = (registrations: ServiceRegistration[]) =>
       tracing === undefined ? registrations : tracedRegistrations(registrations, tracing);

@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import type { UserCallGuard } from "../api/rpc/call-guard.js";
 import { createConnectionServiceHandlers } from "../api/rpc/connection-service-handlers.js";
 import { registerService, type ServiceRegistration } from "../api/transport/handlers.js";
@@ -8,13 +7,14 @@ import type { Config } from "../config/config.js";
 import { ConnectionService } from "../gen/keybroker/v1/connections_pb.js";
 import type { Logger } from "../log/logger.js";
 import { createConnectFlow } from "../oauth/connect-flow.js";
-import { createOAuthAppStore } from "../oauth/oauth-app-store.js";
-import { createTokenEndpointClient } from "../oauth/token-endpoint-client.js";
-import type { Resolver } from "../outbound/guarded-connector.js";
 import type { DatabaseHandle } from "../store/database.js";
+import { deleteExpiredAuthorizations } from "../store/oauth-authorizations.repository.js";
 import type { Audit } from "./audit.js";
 import type { Keys } from "./keys.js";
 import type { Lifecycle } from "./lifecycle.js";
+
+const PRUNE_INTERVAL_MS = 10 * 60_000;
+
 import type { Services } from "./services.js";
 
 export interface OAuthParts {
@@ -28,14 +28,13 @@ export interface OAuthParts {
 export async function openOAuth(
   lifecycle: Lifecycle,
   deps: {
-    readonly config: Pick<Config, "oauth" | "outboundCaFile">;
+    readonly config: Pick<Config, "oauth">;
     readonly database: DatabaseHandle;
     readonly keys: Pick<Keys, "keyring">;
-    readonly services: Pick<Services, "registry" | "secrets">;
+    readonly services: Pick<Services, "registry" | "secrets" | "oauth">;
     readonly audit: Audit;
     readonly guard: UserCallGuard;
     readonly logger: Logger;
-    readonly resolve?: Resolver | undefined;
   },
 ): Promise<OAuthParts> {
   const { config, database, keys, services, audit, guard, logger } = deps;
@@ -49,18 +48,8 @@ export async function openOAuth(
       listen: async () => undefined,
     };
   }
-  const ca = config.outboundCaFile === undefined ? undefined : await readFile(config.outboundCaFile);
-  const tokens = createTokenEndpointClient({
-    logger,
-    ...(deps.resolve === undefined ? {} : { resolve: deps.resolve }),
-    ...(ca === undefined ? {} : { ca }),
-  });
-  lifecycle.defer("oauth token endpoint client", () => tokens.close());
-  const apps = createOAuthAppStore({
-    db: database.db,
-    keyring: keys.keyring,
-    isOAuthProvider: (id) => services.registry.get(id)?.definition.oauth !== undefined,
-  });
+  // The same token-endpoint client and app store the proxy's refresher and deleter use.
+  const { apps, tokens } = services.oauth;
   const connect = createConnectFlow({
     db: database.db,
     keyring: keys.keyring,
@@ -81,6 +70,17 @@ export async function openOAuth(
     logger,
   });
   lifecycle.defer("oauth callback listener", () => server.close());
+  // Housekeeping off every call's path: expired pending authorizations can never be completed.
+  const pruning = setInterval(() => {
+    deleteExpiredAuthorizations(database.db, new Date()).catch((err: unknown) =>
+      logger.warn(
+        { err: { message: err instanceof Error ? err.message : "unknown" } },
+        "oauth: pruning expired pending authorizations failed; retrying at the next interval",
+      ),
+    );
+  }, PRUNE_INTERVAL_MS);
+  pruning.unref();
+  lifecycle.defer("oauth authorization pruning", async () => clearInterval(pruning));
   return {
     service: registerService(
       ConnectionService,

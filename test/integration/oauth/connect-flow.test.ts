@@ -1,6 +1,7 @@
 import { sql } from "kysely";
 import { Agent, request } from "undici";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { createUserShredder } from "../../../src/admin/user-shredder.js";
 import { createOAuthCallbackServer } from "../../../src/api/transport/oauth-callback-server.js";
 import { createAuditLog } from "../../../src/audit/audit-log.js";
 import { createAuditedRunner } from "../../../src/audit/audited-operation.js";
@@ -175,6 +176,20 @@ describe("OAuth connect flow (StartConnection and the callback)", () => {
     expect(await flow().complete({ state, code, error: undefined }, signal)).toEqual({ kind: "bad_request" });
     expect(as.requests.length).toBe(exchanges);
     expect((await secrets.list(alice, EVERY_PROVIDER, signal)).secrets).toHaveLength(1);
+  });
+
+  it("J161 a crypto-shredded user's pending authorizations go with the user: the consent's state then finds nothing", async () => {
+    const { state: first, code: firstCode } = await consent(alice);
+    expect((await flow().complete({ state: first, code: firstCode, error: undefined }, signal)).kind).toBe(
+      "redirect",
+    );
+    const { state, code } = await consent(alice);
+    const shredder = createUserShredder({ db: database.db, userDataKeys: { forget: () => undefined } });
+    expect(await shredder.shred(alice.userRef)).toBe(1);
+    const exchanges = as.requests.length;
+    expect(await flow().complete({ state, code, error: undefined }, signal)).toEqual({ kind: "bad_request" });
+    expect(as.requests.length).toBe(exchanges);
+    expect((await secrets.list(alice, EVERY_PROVIDER, signal)).secrets).toEqual([]);
   });
 
   it("J162 a forged or malformed state is refused with a plain 400 before any exchange", async () => {
