@@ -261,6 +261,7 @@ describe("deploy/k8s manifests", () => {
     expect(jobContainer.args).toEqual(["migrate"]);
     expect(jobContainer.image).toBe(container.image);
     expect(jobPod.restartPolicy).toBe("Never");
-    expect(container.args).toEqual(["serve"]);
+    // One worker per pod: the HPA scales pods on their CPU request, not the node's cores.
+    expect(container.args).toEqual(["serve", "--workers", "1"]);
   });
 });
