@@ -189,7 +189,9 @@ describe("client channel: TLS with a private CA and a client certificate", () =>
   });
 
   it("connects with tls { ca, cert, key } to a listener that requires mTLS, and not without the certificate", async () => {
-    const address = `127.0.0.1:${server.port}`;
+    // By name, as TLS clients should: grpc-js sends the target host as the TLS server name, and
+    // Node 26 refuses an IP address there (the certificate names both localhost and 127.0.0.1).
+    const address = `localhost:${server.port}`;
     const withCert = await listOnce({
       address,
       callerKey: CALLER_KEY,
