@@ -265,12 +265,21 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       stopAccepting() {
         closeListeners();
         setServing(false);
-        for (const watch of healthWatches) {
-          // Queued after the NOT_SERVING update, so watchers see that first.
-          watch.emit("error", { code: status.UNAVAILABLE, details: "server is shutting down" });
-        }
+        // After the NOT_SERVING update is written, so watchers see that first: the stream's write
+        // runs on a later tick (Node 26 drops a message still queued when the status goes out).
+        setImmediate(() => {
+          for (const watch of healthWatches) {
+            watch.emit("error", { code: status.UNAVAILABLE, details: "server is shutting down" });
+          }
+        });
       },
-      drain: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+      // Both: grpc-js's own view (sessions closed) and ours (every tracked call ended). On Node 26
+      // tryShutdown can report done while injected connections still carry calls in flight.
+      drain: () =>
+        Promise.all([
+          new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+          lifecycle.idle(),
+        ]).then(() => undefined),
       abortReason: new BrokerError("unavailable", "server is shutting down"),
       close(drainedInTime) {
         if (!drainedInTime) {
