@@ -28,9 +28,10 @@ const USAGE =
 
 const HELP =
   "Usage: keybroker rewrap --to <key ARN|key id|alias|local:N|current> [options]\n\n" +
-  "Re-wraps every stored data key and the pepper under another master key while the broker keeps\n" +
-  "serving (KMS ReEncrypt: no plaintext key leaves the KMS). Ctrl-C stops gracefully; run again to\n" +
-  "resume. Reads the broker's database and keyring variables; no AUTH0_* needed.\n\n" +
+  "Re-wraps every stored data key (users' and OAuth apps') and the pepper under another master key\n" +
+  "while the broker keeps serving (KMS ReEncrypt: no plaintext key leaves the KMS). Ctrl-C stops\n" +
+  "gracefully; run again to resume. Reads the broker's database and keyring variables; no AUTH0_*\n" +
+  "needed.\n\n" +
   "  --to KEY            the target master key; refused at once if it does not exist or is disabled\n" +
   "  --dry-run           check the target and print the plan; re-encrypt one row in memory, write nothing\n" +
   `  --batch-size N      rows read per page (${DEFAULTS.batchSize})\n` +
@@ -114,11 +115,12 @@ function positiveInteger(flag: string, value: string | undefined, fallback: numb
 function describePlan(targetKeyId: string, plan: RewrapPlan): string {
   const lines = [`target master key: ${targetKeyId}`];
   const sources = Object.entries(plan.byKey);
-  if (sources.length === 0 && !plan.pepper) {
+  if (sources.length === 0 && !plan.pepper && plan.oauthApps === 0) {
     lines.push("every data key and the pepper are already wrapped under the target");
   } else {
+    const apps = plan.oauthApps > 0 ? `, ${number.format(plan.oauthApps)} OAuth app(s)` : "";
     lines.push(
-      `to rewrap: ${number.format(plan.users)} user data key(s)${plan.pepper ? " and the pepper" : ""}`,
+      `to rewrap: ${number.format(plan.users)} user data key(s)${apps}${plan.pepper ? " and the pepper" : ""}`,
     );
     for (const [keyId, users] of sources) lines.push(`  from ${keyId}: ${number.format(users)} user(s)`);
   }

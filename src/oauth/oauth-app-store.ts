@@ -1,7 +1,8 @@
 import type { Kysely } from "kysely";
 import { BrokerError, invalidArgument } from "../errors.js";
-import type { EncryptionContext, Keyring, KeyringCallOptions } from "../keys/keyring.js";
+import type { Keyring, KeyringCallOptions } from "../keys/keyring.js";
 import { openUnderKeyring, sealUnderKeyring } from "../keys/keyring-sealed-value.js";
+import { oauthAppContext } from "../keys/oauth-app-context.js";
 import { findOAuthApp, listOAuthApps, writeOAuthApp } from "../store/oauth-apps.repository.js";
 import type { Database } from "../store/schema.js";
 
@@ -60,15 +61,6 @@ export function checkClientSecret(secret: Uint8Array): void {
   }
 }
 
-/**
- * The KMS context and AAD of an app's secret: the provider, the version and the client id, so a
- * row copied to another provider, rolled back to an older version, or given another client id no
- * longer opens. None of these is secret (a client id is in every authorization URL).
- */
-function appContext(provider: string, version: number, clientId: string): EncryptionContext {
-  return { purpose: "keybroker:oauth-app-secret", provider, version: String(version), client_id: clientId };
-}
-
 const WRITE_RETRIES = 3;
 
 function summaryOf(app: OAuthAppSummary): OAuthAppSummary {
@@ -110,7 +102,7 @@ export function createOAuthAppStore(deps: {
         const clientId = parseClientId(clientIdFor(current?.clientId));
         const sealed = await sealUnderKeyring(
           deps.keyring,
-          appContext(provider, version, clientId),
+          oauthAppContext(provider, version, clientId),
           clientSecret,
         );
         const at = now();
@@ -144,7 +136,7 @@ export function createOAuthAppStore(deps: {
       }
       const clientSecret = await openUnderKeyring(
         deps.keyring,
-        appContext(stored.provider, stored.version, stored.clientId),
+        oauthAppContext(stored.provider, stored.version, stored.clientId),
         {
           wrappedKey: stored.wrappedKey,
           masterKeyId: stored.masterKeyId,

@@ -5,6 +5,7 @@ import type { Keyring } from "../keys/keyring.js";
 import { PEPPER_STATE } from "../keys/pepper.js";
 import type { Logger } from "../log/logger.js";
 import { findBrokerState } from "../store/broker-state.repository.js";
+import { countOAuthAppsByMasterKey, findOAuthAppsNotOnKey } from "../store/oauth-apps.repository.js";
 import { countUsersByMasterKey, type WrappedUserKey } from "../store/rewrap.repository.js";
 import {
   deleteRewrapRateWindows,
@@ -19,9 +20,10 @@ import { createRewrapRowMover, type RowOutcome } from "./rewrap-row-mover.js";
 import { createSharedRateWindow, withSharedWindow } from "./shared-rate-window.js";
 
 /**
- * The rewrap job: plans, then drives workers that take rows from leased user_ref ranges
- * (leased-row-source.ts) and move them (rewrap-row-mover.ts) through the KMS rate limit and
- * backoff (kms-retry.ts), reporting progress; a stopped or failed run is resumed by running again.
+ * The rewrap job: plans, moves the pepper and the OAuth apps' keys, then drives workers that take
+ * users' rows from leased user_ref ranges (leased-row-source.ts) and move them
+ * (rewrap-row-mover.ts) through the KMS rate limit and backoff (kms-retry.ts), reporting progress;
+ * a stopped or failed run is resumed by running again.
  * Several jobs (processes) on the same target share the work through the range leases and the
  * rate through the database's rate windows (shared-rate-window.ts): run more to go faster.
  */
@@ -32,12 +34,14 @@ export interface RewrapPlan {
   readonly users: number;
   /** Whether the sealed pepper is not wrapped under the target. */
   readonly pepper: boolean;
+  /** OAuth apps (client secrets, one row per provider) whose data key is not wrapped under the target. */
+  readonly oauthApps: number;
   /** Those users per master key id that wraps them now. */
   readonly byKey: Record<string, number>;
 }
 
 export interface RewrapProgress {
-  /** Rows settled so far (rewrapped, skipped or failed), the pepper included. */
+  /** Rows settled so far (rewrapped, skipped or failed), the pepper and the OAuth apps included. */
   readonly done: number;
   /** Rows the plan counted at the start (more may appear while the broker serves). */
   readonly total: number;
@@ -70,9 +74,9 @@ export interface RewrapRunOptions {
 export interface RewrapJob {
   plan(targetKeyId: string): Promise<RewrapPlan>;
   /**
-   * Re-wraps every user's data key and the pepper under `targetKeyId` (a key ARN or
-   * "local:N", as rows record it, never an alias). Rejects `failed_precondition` when a
-   * master key is disabled or access is denied, `unavailable` when KMS stays unavailable
+   * Re-wraps every user's data key, the pepper and every OAuth app's data key under `targetKeyId`
+   * (a key ARN or "local:N", as rows record it, never an alias). Rejects `failed_precondition`
+   * when a master key is disabled or access is denied, `unavailable` when KMS stays unavailable
    * after retries; either way every row written so far is valid and a new run resumes.
    */
   run(targetKeyId: string, options?: RewrapRunOptions): Promise<RewrapReport>;
@@ -142,15 +146,16 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
   const rateBucket = (targetKeyId: string) => `rewrap:${targetKeyId}`;
 
   async function plan(targetKeyId: string): Promise<RewrapPlan> {
-    const [byKey, pepper] = await Promise.all([
+    const [byKey, pepper, apps] = await Promise.all([
       countUsersByMasterKey(db, targetKeyId),
       findBrokerState(db, PEPPER_STATE),
+      countOAuthAppsByMasterKey(db, targetKeyId),
     ]);
-    let users = 0;
-    for (const n of byKey.values()) users += n;
+    const sum = (counts: Map<string, number>) => [...counts.values()].reduce((a, n) => a + n, 0);
     return {
-      users,
+      users: sum(byKey),
       pepper: pepper !== undefined && pepper.masterKeyId !== targetKeyId,
+      oauthApps: sum(apps),
       byKey: Object.fromEntries(byKey),
     };
   }
@@ -165,12 +170,15 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
     const counts = { rewrapped: 0, skipped: 0, failed: 0 };
     // Rows that failed are remembered (in memory only) so a later pass does not retry them.
     const failedUsers = new Set<string>();
+    // The pepper and OAuth apps that failed: still counted as remaining, not worth another pass.
+    let failedOthers = 0;
     let fatal: unknown;
     const kms = createKmsRetry({ limiter, retry, logger, signal });
     const mover = createRewrapRowMover({ db, keyring, logger, kms, targetKeyId, concurrency });
 
     const initial = await plan(targetKeyId);
-    const total = initial.users + (initial.pepper ? 1 : 0);
+    const rowsLeft = (p: RewrapPlan) => p.users + (p.pepper ? 1 : 0) + p.oauthApps;
+    const total = rowsLeft(initial);
     const elapsed = () => (performance.now() - startedAt) / 1000;
     const done = () => counts.rewrapped + counts.skipped + counts.failed;
     const stopping = () => fatal !== undefined || signal?.aborted === true;
@@ -182,7 +190,10 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
 
     function settle(outcome: RowOutcome, row?: WrappedUserKey): void {
       counts[outcome] += 1;
-      if (outcome === "failed" && row !== undefined) failedUsers.add(row.userRef.toString("hex"));
+      if (outcome === "failed") {
+        if (row === undefined) failedOthers += 1;
+        else failedUsers.add(row.userRef.toString("hex"));
+      }
       progress();
     }
 
@@ -204,12 +215,19 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
     }
 
     async function remaining(): Promise<number> {
-      const current = await plan(targetKeyId);
-      return current.users + (current.pepper ? 1 : 0);
+      return rowsLeft(await plan(targetKeyId));
     }
 
     logger.info(
-      { targetKeyId, users: initial.users, pepper: initial.pepper, batchSize, concurrency, ratePerSecond },
+      {
+        targetKeyId,
+        users: initial.users,
+        pepper: initial.pepper,
+        oauthApps: initial.oauthApps,
+        batchSize,
+        concurrency,
+        ratePerSecond,
+      },
       options.dryRun ? "rewrap dry run" : "rewrap started",
     );
     if (options.dryRun) {
@@ -227,6 +245,16 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
       if (pepperOutcome !== undefined) settle(pepperOutcome);
     } catch (err) {
       if (!(signal?.aborted && isBrokerError(err) && err.code === "deadline_exceeded")) fatal = err;
+    }
+    try {
+      // Then the OAuth apps' client secrets (a handful of rows, outside the users' ranges): under
+      // the old key they would no longer open once it is disabled.
+      for (const app of stopping() ? [] : await findOAuthAppsNotOnKey(db, targetKeyId)) {
+        if (stopping()) break;
+        settle(await mover.rewrapOAuthApp(app));
+      }
+    } catch (err) {
+      if (!(signal?.aborted && isBrokerError(err) && err.code === "deadline_exceeded")) fatal ??= err;
     }
 
     let left = total;
@@ -254,7 +282,7 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
       await rows.release().catch((err: unknown) => logger.warn({ err }, "could not release a rewrap range"));
       if (stopping()) break;
       left = await remaining();
-      if (left <= failedUsers.size) break;
+      if (left <= failedUsers.size + failedOthers) break;
       // Rows behind the walk (made by replicas still on the old key, or left by a crashed worker
       // after its range was marked done): every range again, unless this pass moved nothing.
       if (counts.rewrapped === settledBefore && pass > 1) break;

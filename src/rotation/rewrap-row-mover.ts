@@ -2,11 +2,18 @@ import type { Kysely } from "kysely";
 import { decodePinEnvelope, isPinEnvelope, withWrappedShare } from "../crypto/pin-envelope.js";
 import { BrokerError, isBrokerError } from "../errors.js";
 import type { EncryptionContext, Keyring, WrappedKey } from "../keys/keyring.js";
+import { oauthAppContext } from "../keys/oauth-app-context.js";
 import { PEPPER_CONTEXT, PEPPER_STATE } from "../keys/pepper.js";
 import { pinShareContext, userKeyContext } from "../keys/user-data-keys.js";
 import type { Logger } from "../log/logger.js";
 import { findBrokerState } from "../store/broker-state.repository.js";
 import { asBuffer } from "../store/bytes.js";
+import {
+  compareAndSetOAuthAppKey,
+  findOAuthApp,
+  findOAuthAppsNotOnKey,
+  type StoredOAuthApp,
+} from "../store/oauth-apps.repository.js";
 import {
   compareAndSetBrokerState,
   compareAndSetUserKeys,
@@ -39,6 +46,8 @@ export interface RewrapRowMover {
   rewrapUser(row: WrappedUserKey): Promise<RowOutcome>;
   /** Moves the sealed pepper to the target; undefined when there is none or it is already there. */
   rewrapPepper(): Promise<RowOutcome | undefined>;
+  /** Moves one OAuth app's data key (its client secret's) to the target. */
+  rewrapOAuthApp(app: StoredOAuthApp): Promise<RowOutcome>;
   /** One re-encryption, discarded: proves the KMS lets us read the source and use the target. */
   probe(): Promise<void>;
 }
@@ -99,13 +108,13 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
   }
 
   /** Moves one row to the target with compare-and-set; a concurrent change is re-read, never overwritten. */
-  async function rewrapRow(
-    first: StoredWrappedKey,
-    reEncryptRow: (stored: StoredWrappedKey) => Promise<WrappedKey>,
-    store: (expected: Buffer, rewrapped: WrappedKey) => Promise<boolean>,
-    reread: () => Promise<StoredWrappedKey | undefined>,
+  async function rewrapRow<Row extends StoredWrappedKey>(
+    first: Row,
+    reEncryptRow: (stored: Row) => Promise<WrappedKey>,
+    store: (expected: Row, rewrapped: WrappedKey) => Promise<boolean>,
+    reread: () => Promise<Row | undefined>,
   ): Promise<RowOutcome> {
-    let current: StoredWrappedKey | undefined = first;
+    let current: Row | undefined = first;
     for (let attempt = 0; attempt < MAX_COMPARE_AND_SET_ATTEMPTS; attempt += 1) {
       if (current === undefined || current.masterKeyId === targetKeyId) return "skipped";
       let rewrapped: WrappedKey;
@@ -117,7 +126,7 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
         logger.error({ code: err.code }, "a stored wrapped key did not authenticate; left unchanged");
         return "failed";
       }
-      if (await store(current.wrapped, rewrapped)) return "rewrapped";
+      if (await store(current, rewrapped)) return "rewrapped";
       current = await reread();
     }
     logger.warn("a wrapped key kept changing during rewrap; left for the next run");
@@ -131,7 +140,7 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
       (expected, rewrapped) =>
         writes.write({
           userRef: row.userRef,
-          expected,
+          expected: expected.wrapped,
           wrappedDataKey: rewrapped.wrapped,
           masterKeyId: rewrapped.keyId,
         }),
@@ -156,7 +165,7 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
       (expected, rewrapped) =>
         compareAndSetBrokerState(db, {
           name: PEPPER_STATE,
-          expected,
+          expected: expected.wrapped,
           wrapped: rewrapped.wrapped,
           masterKeyId: rewrapped.keyId,
         }),
@@ -164,10 +173,46 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
     );
   }
 
+  // An app's row carries what its context names; a concurrent rotate may change all three.
+  type AppRow = StoredWrappedKey & Pick<StoredOAuthApp, "provider" | "version" | "clientId">;
+  const appRow = (app: StoredOAuthApp): AppRow => ({
+    wrapped: asBuffer(app.wrappedKey),
+    masterKeyId: app.masterKeyId,
+    provider: app.provider,
+    version: app.version,
+    clientId: app.clientId,
+  });
+  const reEncryptApp = (stored: AppRow) =>
+    reEncrypt(stored, oauthAppContext(stored.provider, stored.version, stored.clientId));
+
+  function rewrapOAuthApp(app: StoredOAuthApp): Promise<RowOutcome> {
+    return rewrapRow(
+      appRow(app),
+      reEncryptApp,
+      (expected, rewrapped) =>
+        compareAndSetOAuthAppKey(db, {
+          provider: expected.provider,
+          version: expected.version,
+          expectedMasterKeyId: expected.masterKeyId,
+          wrappedKey: rewrapped.wrapped,
+          masterKeyId: rewrapped.keyId,
+        }),
+      async () => {
+        const now = await findOAuthApp(db, app.provider);
+        return now && appRow(now);
+      },
+    );
+  }
+
   async function probe(): Promise<void> {
     const pepper = await readPepper();
     if (pepper !== undefined && pepper.masterKeyId !== targetKeyId) {
       await reEncrypt(pepper, PEPPER_CONTEXT);
+      return;
+    }
+    const [app] = await findOAuthAppsNotOnKey(db, targetKeyId);
+    if (app !== undefined) {
+      await reEncryptApp(appRow(app));
       return;
     }
     const [user] = await findUsersNotOnKey(db, { targetKeyId, after: undefined, limit: 1 });
@@ -179,5 +224,5 @@ export function createRewrapRowMover(deps: RewrapRowMoverDeps): RewrapRowMover {
     }
   }
 
-  return { rewrapUser, rewrapPepper, probe };
+  return { rewrapUser, rewrapPepper, rewrapOAuthApp, probe };
 }

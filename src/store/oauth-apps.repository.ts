@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { asBuffer } from "./bytes.js";
 import type { Database } from "./schema.js";
 
 /** One provider's OAuth client registration, still sealed. */
@@ -62,6 +63,60 @@ export async function writeOAuthApp(
     .where("version", "=", app.version - 1)
     .executeTakeFirst();
   return updated.numUpdatedRows > 0n;
+}
+
+/** How many OAuth apps' data keys each master key wraps (`keys status`, the rewrap plan). */
+export async function countOAuthAppsByMasterKey(
+  db: Kysely<Database>,
+  excludingKeyId?: string,
+): Promise<Map<string, number>> {
+  let query = db
+    .selectFrom("oauth_apps")
+    .select(["master_key_id", (eb) => eb.fn.countAll<string | number | bigint>().as("n")])
+    .groupBy("master_key_id")
+    .orderBy("master_key_id");
+  if (excludingKeyId !== undefined) query = query.where("master_key_id", "<>", excludingKeyId);
+  const rows = await query.execute();
+  return new Map(rows.map((row) => [row.master_key_id, Number(row.n)]));
+}
+
+/** The apps whose data key is not wrapped under `targetKeyId` (one row per provider: few). */
+export async function findOAuthAppsNotOnKey(
+  db: Kysely<Database>,
+  targetKeyId: string,
+): Promise<StoredOAuthApp[]> {
+  const rows = await db
+    .selectFrom("oauth_apps")
+    .selectAll()
+    .where("master_key_id", "<>", targetKeyId)
+    .orderBy("provider")
+    .execute();
+  return rows.map(toStored);
+}
+
+/**
+ * Stores an app's rewrapped data key only if the row is still the version under the master key
+ * that was rewrapped: a concurrent `oauth-apps rotate` (a new version) is never overwritten. The
+ * secret's ciphertext and updated_at stay: the secret did not change.
+ */
+export async function compareAndSetOAuthAppKey(
+  db: Kysely<Database>,
+  change: {
+    readonly provider: string;
+    readonly version: number;
+    readonly expectedMasterKeyId: string;
+    readonly wrappedKey: Uint8Array;
+    readonly masterKeyId: string;
+  },
+): Promise<boolean> {
+  const result = await db
+    .updateTable("oauth_apps")
+    .set({ wrapped_key: asBuffer(change.wrappedKey), master_key_id: change.masterKeyId })
+    .where("provider", "=", change.provider)
+    .where("version", "=", change.version)
+    .where("master_key_id", "=", change.expectedMasterKeyId)
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
 }
 
 function toStored(row: {

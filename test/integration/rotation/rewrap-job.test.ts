@@ -65,6 +65,7 @@ describeOnEachDatabase("rewrap job on %s", (databaseKind) => {
       expect(await job().plan(targetKeyId)).toEqual({
         users: USERS,
         pepper: true,
+        oauthApps: 0,
         byKey: { [fixture.sourceKeyId]: USERS },
       });
 

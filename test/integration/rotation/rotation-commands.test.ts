@@ -5,6 +5,8 @@ import { PGlite } from "@electric-sql/pglite";
 import { afterAll, beforeAll, expect, inject, it } from "vitest";
 import { runKeys } from "../../../src/cli/keys-command.js";
 import { type CommandIo, runRewrap } from "../../../src/cli/rewrap-command.js";
+import type { Keyring } from "../../../src/keys/keyring.js";
+import { createOAuthAppStore, type OAuthAppStore } from "../../../src/oauth/oauth-app-store.js";
 import { type DatabaseHandle, openDatabase } from "../../../src/store/database.js";
 import {
   createTestDatabase,
@@ -20,6 +22,10 @@ import {
 } from "./rotation-fixture.js";
 
 const USERS = 5;
+const APP = { provider: "github-oauth", clientId: "Iv1.cli0123", secret: "gho-cli-client-secret-0123456789" };
+
+const appStore = (database: DatabaseHandle, keyring: Keyring): OAuthAppStore =>
+  createOAuthAppStore({ db: database.db, keyring, isOAuthProvider: () => true });
 
 function captureIo(env: Record<string, string>): CommandIo & { out(): string; err(): string } {
   const out: string[] = [];
@@ -76,12 +82,13 @@ describeOnEachDatabase("keybroker rewrap and keys status on %s", (databaseKind) 
       await pglite.close();
       env = { ...common, KEYBROKER_PGLITE_DIR: join(dir, "pglite") };
     }
-    // Five users on local:1; then local:2 is added (current), as an operator rotating would.
+    // Five users and an OAuth app on local:1; then local:2 is added (current), as an operator rotating would.
     users = await withDatabase(async (database) => {
       await emptyDatabase(database);
       const fixture = await createRotationFixture(database, "local", { localKeyringPath: keyringPath });
       try {
         const seeded = await fixture.seedUsers(USERS);
+        await appStore(database, fixture.keyring).set(APP.provider, APP.clientId, Buffer.from(APP.secret));
         await fixture.addMasterKey();
         return seeded;
       } finally {
@@ -95,13 +102,13 @@ describeOnEachDatabase("keybroker rewrap and keys status on %s", (databaseKind) 
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("keys status counts the users and the pepper on each master key", async () => {
+  it("keys status counts the users, the OAuth apps and the pepper on each master key", async () => {
     const io = captureIo(env);
 
     expect(await runKeys(["status"], io)).toBe(0);
 
-    expect(io.out()).toMatch(/^local:1 +5 +yes$/m);
-    expect(io.out()).toMatch(/^total +5$/m);
+    expect(io.out()).toMatch(/^local:1 +5 +1 +yes$/m);
+    expect(io.out()).toMatch(/^total +5 +1$/m);
   });
 
   it("keys status marks a key outside KEYBROKER_ACCEPTED_MASTER_KEYS as retired", async () => {
@@ -109,7 +116,7 @@ describeOnEachDatabase("keybroker rewrap and keys status on %s", (databaseKind) 
 
     expect(await runKeys(["status"], io)).toBe(0);
 
-    expect(io.out()).toMatch(/^local:1 +5 +yes +RETIRED$/m);
+    expect(io.out()).toMatch(/^local:1 +5 +1 +yes +RETIRED$/m);
     expect(io.out()).toContain("run rewrap");
   });
 
@@ -119,12 +126,12 @@ describeOnEachDatabase("keybroker rewrap and keys status on %s", (databaseKind) 
     expect(await runRewrap(["--to", "local:2", "--dry-run"], io)).toBe(0);
 
     expect(io.out()).toContain("target master key: local:2");
-    expect(io.out()).toContain("to rewrap: 5 user data key(s) and the pepper");
+    expect(io.out()).toContain("to rewrap: 5 user data key(s), 1 OAuth app(s) and the pepper");
     expect(io.out()).toContain("  from local:1: 5 user(s)");
     expect(io.out()).toContain("nothing was written");
     const status = captureIo(env);
     await runKeys(["status"], status);
-    expect(status.out()).toMatch(/^local:1 +5 +yes$/m);
+    expect(status.out()).toMatch(/^local:1 +5 +1 +yes$/m);
   });
 
   it("refuses a target that is not a local key id, a bad rate and a missing --to", async () => {
@@ -148,16 +155,19 @@ describeOnEachDatabase("keybroker rewrap and keys status on %s", (databaseKind) 
 
     expect(io.err()).toBe("");
     expect(code).toBe(0);
-    expect(io.out()).toMatch(/rewrap finished in [0-9.]+ s: 6 rewrapped, 0 skipped, 0 failed, 0 remaining/);
+    expect(io.out()).toMatch(/rewrap finished in [0-9.]+ s: 7 rewrapped, 0 skipped, 0 failed, 0 remaining/);
     const status = captureIo(env);
     await runKeys(["status"], status);
-    expect(status.out()).toMatch(/^local:2 +5 +yes$/m);
+    expect(status.out()).toMatch(/^local:2 +5 +1 +yes$/m);
     expect(status.out()).not.toContain("local:1");
     await withDatabase(async (database) => {
       const fixture = await createRotationFixture(database, "local", { localKeyringPath: keyringPath });
       try {
         await fixture.disableMasterKey("local:1");
         expect(await unreadableSecrets(fixture.replica(), users)).toEqual([]);
+        const app = await appStore(database, fixture.keyring).get(APP.provider);
+        expect(app.clientSecret.toString("utf8")).toBe(APP.secret);
+        app.clientSecret.fill(0);
       } finally {
         await fixture.close();
       }

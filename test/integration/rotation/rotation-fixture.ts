@@ -93,7 +93,7 @@ export function countCalls(inner: Keyring, calls: KeyringCalls): Keyring {
 
 /** Empties every table the rotation touches, the pepper included (each test seeds its own). */
 export async function emptyDatabase(database: Pick<TestDatabase, "db">): Promise<void> {
-  await sql`truncate table secret_versions, secrets, users, broker_state, rewrap_ranges cascade`.execute(
+  await sql`truncate table secret_versions, secrets, users, broker_state, rewrap_ranges, oauth_apps cascade`.execute(
     database.db,
   );
 }

@@ -7,6 +7,7 @@ describe("keys status table", () => {
       ["local:1", 3],
       ["local:2", 12_345],
     ]),
+    oauthApps: new Map<string, number>(),
     pepperKeyId: "local:2",
   };
 
@@ -30,6 +31,27 @@ describe("keys status table", () => {
   });
 
   it("says so when nothing is stored yet", () => {
-    expect(formatKeyStatus({ users: new Map(), pepperKeyId: undefined })).toBe("no data keys stored yet\n");
+    expect(formatKeyStatus({ users: new Map(), oauthApps: new Map(), pepperKeyId: undefined })).toBe(
+      "no data keys stored yet\n",
+    );
+  });
+
+  it("adds a column of OAuth apps per master key once any is stored, so a key holding only apps is listed", () => {
+    const withApps = { ...status, oauthApps: new Map([["local:1", 2]]) };
+
+    expect(
+      formatKeyStatus(withApps, new Set(["local:2"]))
+        .trimEnd()
+        .split("\n"),
+    ).toEqual([
+      "master key      users  oauth apps  pepper",
+      "local:1             3           2          RETIRED",
+      "local:2        12,345           0  yes",
+      "total          12,348           2",
+      "",
+      "warning: rows above are wrapped under a retired master key and will be refused; run rewrap",
+    ]);
+    const onlyApps = { users: new Map(), oauthApps: new Map([["local:1", 1]]), pepperKeyId: "local:2" };
+    expect(formatKeyStatus(onlyApps, new Set(["local:2"]))).toMatch(/^local:1 +0 +1 +RETIRED$/m);
   });
 });
