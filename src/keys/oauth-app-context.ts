@@ -10,3 +10,11 @@ import type { EncryptionContext } from "./keyring.js";
 export function oauthAppContext(provider: string, version: number, clientId: string): EncryptionContext {
   return { purpose: "keybroker:oauth-app-secret", provider, version: String(version), client_id: clientId };
 }
+
+/**
+ * The KMS context of a pending authorization's sealed PKCE verifier: bound to the hash of its
+ * `state`, so a verifier row moved to another authorization no longer opens.
+ */
+export function oauthPkceVerifierContext(stateHash: Buffer): EncryptionContext {
+  return { purpose: "keybroker:oauth-pkce-verifier", state_hash: stateHash.toString("hex") };
+}

@@ -5,6 +5,7 @@ import type { CallerIdentity, UserIdentity } from "../auth/identity.js";
 import { BrokerError, invalidArgument, isBrokerError } from "../errors.js";
 import type { Keyring } from "../keys/keyring.js";
 import { openUnderKeyring, sealUnderKeyring } from "../keys/keyring-sealed-value.js";
+import { oauthPkceVerifierContext } from "../keys/oauth-app-context.js";
 import type { Logger } from "../log/logger.js";
 import { OAUTH_ACCESS_TOKEN_FIELD, OAUTH_REFRESH_TOKEN_FIELD } from "../outbound/oauth-registry-checks.js";
 import type { Provider, ProviderRegistry } from "../outbound/provider-registry.js";
@@ -89,9 +90,7 @@ export interface ConnectFlowDeps {
 
 const MAX_CODE_CHARS = 2048;
 
-function verifierContext(hash: Buffer): Record<string, string> {
-  return { purpose: "keybroker:oauth-pkce-verifier", state_hash: hash.toString("hex") };
-}
+const verifierContext = oauthPkceVerifierContext;
 
 /** Issue 15 item 3: StartConnection and the callback, with the user's tokens never leaving the broker. */
 export function createConnectFlow(deps: ConnectFlowDeps): ConnectFlow {

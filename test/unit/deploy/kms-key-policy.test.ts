@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { oauthAppContext, oauthPkceVerifierContext } from "../../../src/keys/oauth-app-context.js";
 import { PEPPER_CONTEXT } from "../../../src/keys/pepper.js";
 import { userKeyContext } from "../../../src/keys/user-data-keys.js";
 import { readRepoFile } from "./deploy-files.js";
@@ -42,27 +43,49 @@ function allowedFor(principal: string, action: string): Statement[] {
   );
 }
 
+/** Every encryption context the code sends to the master key, one of each kind. */
+const CODE_CONTEXTS: ReadonlyArray<Record<string, string>> = [
+  PEPPER_CONTEXT,
+  userKeyContext(Buffer.alloc(32)),
+  oauthAppContext("github-oauth", 1, "client-id"),
+  oauthPkceVerifierContext(Buffer.alloc(32)),
+];
+const CODE_PURPOSES = [...new Set(CODE_CONTEXTS.map((c) => c.purpose ?? ""))].sort();
+
+interface ContextCondition {
+  Condition?: {
+    StringEquals?: Record<string, string | string[]>;
+    "ForAllValues:StringEquals"?: Record<string, string[]>;
+  };
+}
+
+/** Whether a statement's conditions admit `context`: its purpose listed, every key allowed. */
+function admits(statement: ContextCondition, context: Record<string, string>): boolean {
+  const purposes = [statement.Condition?.StringEquals?.["kms:EncryptionContext:purpose"]].flat();
+  const keys = statement.Condition?.["ForAllValues:StringEquals"]?.["kms:EncryptionContextKeys"] ?? [];
+  return purposes.includes(context.purpose) && Object.keys(context).every((key) => keys.includes(key));
+}
+
 describe("deploy/kms-key-policy.json", () => {
   it("lets the broker role Decrypt, GenerateDataKey and ReEncrypt, and nothing else that uses the key", () => {
     const used = KEY_USE.filter((action) => allowedFor(BROKER_ROLE, action).length > 0);
     expect(used).toEqual(["kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:ReEncryptTo"]);
   });
 
-  it("binds every use to the encryption-context purposes the code sends", () => {
-    const purposes = [PEPPER_CONTEXT.purpose, userKeyContext(Buffer.alloc(32)).purpose].sort();
-    const contextKeys = [
-      ...new Set([...Object.keys(PEPPER_CONTEXT), ...Object.keys(userKeyContext(Buffer.alloc(32)))]),
-    ];
+  it("binds every use to the encryption contexts the code sends: each admitted, no other purpose", () => {
     for (const action of ["kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom"]) {
-      for (const statement of allowedFor(BROKER_ROLE, action)) {
-        expect(
-          [statement.Condition?.StringEquals?.["kms:EncryptionContext:purpose"]].flat().sort(),
+      const statements = allowedFor(BROKER_ROLE, action);
+      for (const context of CODE_CONTEXTS) {
+        expect([action, context.purpose, statements.some((s) => admits(s, context))]).toEqual([
           action,
-        ).toEqual(purposes);
-        expect(
-          statement.Condition?.["ForAllValues:StringEquals"]?.["kms:EncryptionContextKeys"],
-          action,
-        ).toEqual(expect.arrayContaining(contextKeys));
+          context.purpose,
+          true,
+        ]);
+      }
+      for (const statement of statements) {
+        const purposes = [statement.Condition?.StringEquals?.["kms:EncryptionContext:purpose"]].flat();
+        expect(purposes.length, statement.Sid).toBeGreaterThan(0);
+        for (const purpose of purposes) expect(CODE_PURPOSES, statement.Sid).toContain(purpose);
       }
     }
   });
@@ -102,7 +125,8 @@ describe("deploy/kms-key-policy.json", () => {
       ).toEqual([]);
     }
     const keyUse = broker.filter((s) => actionsOf(s).some((a) => KEY_USE.includes(a)));
-    expect(keyUse.flatMap(actionsOf).sort()).toEqual([
+    // One statement per family of contexts (user keys and pepper; OAuth secrets), same verbs.
+    expect([...new Set(keyUse.flatMap(actionsOf))].sort()).toEqual([
       "kms:Decrypt",
       "kms:GenerateDataKey",
       "kms:ReEncryptFrom",
@@ -139,23 +163,22 @@ describe("deploy/broker-iam-policy.json", () => {
   });
 
   it("M2 allows only Decrypt, GenerateDataKey and ReEncrypt, bound to the broker's encryption contexts", () => {
-    const purposes = [PEPPER_CONTEXT.purpose, userKeyContext(Buffer.alloc(32)).purpose].sort();
     const used = KEY_USE.filter((action) =>
       iamPolicy.Statement.some(
         (s) => s.Effect === "Allow" && [s.Action].flat().some((pattern) => allows(pattern, action)),
       ),
     );
     expect(used).toEqual(["kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:ReEncryptTo"]);
-    for (const statement of iamPolicy.Statement.filter((s) =>
+    const keyUse = iamPolicy.Statement.filter((s) =>
       [s.Action].flat().some((pattern) => KEY_USE.some((action) => allows(pattern, action))),
-    )) {
-      expect([statement.Condition?.StringEquals?.["kms:EncryptionContext:purpose"]].flat().sort()).toEqual(
-        purposes,
-      );
-      expect(statement.Condition?.["ForAllValues:StringEquals"]?.["kms:EncryptionContextKeys"]).toEqual([
-        "purpose",
-        "user_ref",
-      ]);
+    );
+    for (const context of CODE_CONTEXTS) {
+      expect([context.purpose, keyUse.some((s) => admits(s, context))]).toEqual([context.purpose, true]);
+    }
+    for (const statement of keyUse) {
+      const purposes = [statement.Condition?.StringEquals?.["kms:EncryptionContext:purpose"]].flat();
+      expect(purposes.length, statement.Sid).toBeGreaterThan(0);
+      for (const purpose of purposes) expect(CODE_PURPOSES, statement.Sid).toContain(purpose);
     }
   });
 });
