@@ -2,6 +2,7 @@ import { type ServiceError, status } from "@grpc/grpc-js";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../../src/gen/keybroker/v1/admin_pb.js";
+import { ConnectionService } from "../../src/gen/keybroker/v1/connections_pb.js";
 import { PinService } from "../../src/gen/keybroker/v1/pin_pb.js";
 import { ProxyService } from "../../src/gen/keybroker/v1/proxy_pb.js";
 import { SecretService } from "../../src/gen/keybroker/v1/secrets_pb.js";
@@ -69,6 +70,7 @@ const hex64 = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((b) => Buffer.
 describe("F51 every RPC answers random input with a definite status, through the real broker", () => {
   let broker: BrokerHarness;
   let userAuth: GrpcCallOptions;
+  let connectAuth: GrpcCallOptions;
   let adminAuth: GrpcCallOptions;
   let sessionAuth: GrpcCallOptions;
   let ownSessionAuth: GrpcCallOptions;
@@ -85,6 +87,8 @@ describe("F51 every RPC answers random input with a definite status, through the
     const adminKey = registerCanary("admin caller key", (await broker.callerKey(["admin"])).key);
     const token = registerCanary("user token", await broker.tokenFor(USER));
     userAuth = { callerKey: appKey, bearerToken: token, deadlineMs: DEADLINE_MS };
+    const connectKey = registerCanary("connect caller key", (await broker.callerKey(["oauth:connect"])).key);
+    connectAuth = { callerKey: connectKey, bearerToken: token, deadlineMs: DEADLINE_MS };
     adminAuth = { callerKey: adminKey, deadlineMs: DEADLINE_MS };
     const sessionKey = registerCanary("session caller key", (await broker.callerKey(["session:end"])).key);
     sessionAuth = { callerKey: sessionKey, deadlineMs: DEADLINE_MS };
@@ -228,6 +232,20 @@ describe("F51 every RPC answers random input with a definite status, through the
       alsoDefinite: [status.FAILED_PRECONDITION],
       arb: () => fc.record({ pin: text("1234", "correct horse", "") }),
     },
+    "keybroker.v1.ConnectionService/StartConnection": {
+      client: () => broker.clients.connections,
+      auth: () => connectAuth,
+      // This broker has no public listener configured: OAuth connections are off.
+      alsoDefinite: [status.FAILED_PRECONDITION],
+      arb: () =>
+        fc.record({
+          provider: text("github-oauth", "google", "test-upstream"),
+          scopes: fc.array(text("repo", "read:user", "openid"), { maxLength: 5 }),
+          returnUrl: text("https://app.example/connected", "javascript:alert(1)", ""),
+          secretId: fc.oneof(fc.constant(""), fc.uuid(), text()),
+          label: text("", "GitHub", "x".repeat(65)),
+        }),
+    },
     "keybroker.v1.ProxyService/Call": { client: () => broker.clients.proxy, arb: proxyRequest },
     "keybroker.v1.ProxyService/CallStream": {
       client: () => broker.clients.proxy,
@@ -312,9 +330,14 @@ describe("F51 every RPC answers random input with a definite status, through the
   };
 
   it("F51 has a generator for every method of every service", () => {
-    const served = [SecretService, ProxyService, AdminService, SessionService, PinService].flatMap((s) =>
-      s.methods.map((m) => `${s.typeName}/${m.name}`),
-    );
+    const served = [
+      SecretService,
+      ProxyService,
+      AdminService,
+      SessionService,
+      PinService,
+      ConnectionService,
+    ].flatMap((s) => s.methods.map((m) => `${s.typeName}/${m.name}`));
     expect(Object.keys(CASES).sort()).toEqual(served.sort());
   });
 

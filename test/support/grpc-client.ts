@@ -32,6 +32,7 @@ const PROTO_FILES = [
   "keybroker/v1/admin.proto",
   "keybroker/v1/sessions.proto",
   "keybroker/v1/pin.proto",
+  "keybroker/v1/connections.proto",
 ];
 
 export const PROTO_LOADER_OPTIONS: Options = {
@@ -64,6 +65,7 @@ export interface GrpcClients {
   readonly admin: Client;
   readonly sessions: Client;
   readonly pins: Client;
+  readonly connections: Client;
   close(): void;
 }
 
@@ -106,18 +108,25 @@ export function createGrpcClients(
   const admin = new (v1.AdminService as ServiceClientConstructor)(adminAddress, insecure, channelOptions);
   const sessions = new (v1.SessionService as ServiceClientConstructor)(address, insecure, channelOptions);
   const pins = new (v1.PinService as ServiceClientConstructor)(address, insecure, channelOptions);
+  const connections = new (v1.ConnectionService as ServiceClientConstructor)(
+    address,
+    insecure,
+    channelOptions,
+  );
   return {
     secrets,
     proxy,
     admin,
     sessions,
     pins,
+    connections,
     close() {
       secrets.close();
       proxy.close();
       admin.close();
       sessions.close();
       pins.close();
+      connections.close();
     },
   };
 }
