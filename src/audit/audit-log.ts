@@ -6,6 +6,12 @@ import {
   type NewAuditRow,
 } from "../store/audit.repository.js";
 import type { PreparedRunner } from "../store/prepared.js";
+import {
+  canNameSecret,
+  forUseId,
+  type SecretForUse,
+  type SecretForUseKey,
+} from "../store/secrets.repository.js";
 import { chainHash, GENESIS_HASH } from "./audit-chain.js";
 import { type AuditEntry, toAuditEntry } from "./audit-entry.js";
 import type { AuditEvent } from "./audit-event.js";
@@ -18,6 +24,17 @@ export interface AuditLog {
    * `deferredMaxDelayMs`. For rows no caller waits on (the outcome of something already done).
    */
   record(event: AuditEvent, options?: AuditRecordOptions): Promise<void>;
+  /**
+   * Like `record`, and the statement that commits the row also reads the sealed secret `read`
+   * names (never decrypted here): resolved with it once the row is committed, undefined if there
+   * is no such secret OR it is another user's (I4). The proxied call's one round trip (issue 17
+   * item 2): its `started` row, its caller key's check and its secret's read.
+   */
+  recordReading(
+    event: AuditEvent,
+    read: SecretForUseKey,
+    options?: AuditRecordOptions,
+  ): Promise<SecretForUse | undefined>;
   /** Waits until every event recorded before the call is committed or has failed. Never rejects. */
   flush(): Promise<void>;
   /** Flushes, then refuses further events. Does not close the database. */
@@ -54,7 +71,9 @@ interface Pending {
   readonly entry: AuditEntry;
   /** The caller key that must be live for this row to commit. */
   readonly liveKey: string | undefined;
-  readonly resolve: () => void;
+  /** The sealed secret the statement also reads for this event's call, if any. */
+  readonly read: SecretForUseKey | undefined;
+  readonly resolve: (read: SecretForUse | undefined) => void;
   readonly reject: (err: BrokerError) => void;
   done: boolean;
 }
@@ -135,10 +154,17 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
     }
   }
 
-  /** Appends the batch; resolves to the caller keys found dead (their events were not written). */
-  async function append(
-    batch: readonly Pending[],
-  ): Promise<{ head: AuditChainHead | undefined; dead: Set<string> }> {
+  type Appended = {
+    head: AuditChainHead | undefined;
+    dead: Set<string>;
+    secrets: ReadonlyMap<string, SecretForUse>;
+  };
+
+  /**
+   * Appends the batch; resolves to the caller keys found dead (their events were not written) and
+   * the secrets the written events' calls asked for.
+   */
+  async function append(batch: readonly Pending[]): Promise<Appended> {
     const dead = new Set<string>();
     // A dead key's events leave the batch and the rest is re-chained: at most one retry per key.
     for (;;) {
@@ -146,40 +172,56 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
       const entries = pending.map((p) => p.entry);
       const liveKeys = [...new Set(pending.flatMap((p) => (p.liveKey === undefined ? [] : [p.liveKey])))];
       // Nothing left to write: the head stays where it was.
-      if (entries.length === 0) return { head: knownHead, dead };
-      const outcome = await appendOnce(entries, liveKeys);
-      if (outcome.kind === "appended") return { head: outcome.head, dead };
+      if (entries.length === 0) return { head: knownHead, dead, secrets: new Map() };
+      const outcome = await appendOnce(entries, liveKeys, readsOf(pending));
+      if (outcome.kind === "appended") return { head: outcome.head, dead, secrets: outcome.secrets };
       for (const id of outcome.ids) dead.add(id);
     }
+  }
+
+  /** Each distinct (user, secret) pair the events' calls read, once. */
+  function readsOf(pending: readonly Pending[]): SecretForUseKey[] {
+    const reads = new Map<string, SecretForUseKey>();
+    for (const p of pending) {
+      if (p.read !== undefined) reads.set(forUseId(p.read.userRef, p.read.secretId), p.read);
+    }
+    return [...reads.values()];
   }
 
   async function appendOnce(
     entries: readonly AuditEntry[],
     liveKeys: readonly string[],
-  ): Promise<{ kind: "appended"; head: AuditChainHead } | { kind: "dead"; ids: readonly string[] }> {
+    reads: readonly SecretForUseKey[],
+  ): Promise<
+    | { kind: "appended"; head: AuditChainHead; secrets: ReadonlyMap<string, SecretForUse> }
+    | { kind: "dead"; ids: readonly string[] }
+  > {
     if (knownHead !== undefined) {
       const optimistic = chainOn(knownHead, entries);
-      const result = await appendAuditRowsIfHead(deps.prepared, knownHead, optimistic.rows, liveKeys);
-      if (result.kind === "appended") return { kind: "appended", head: optimistic.head };
+      const result = await appendAuditRowsIfHead(deps.prepared, knownHead, optimistic.rows, liveKeys, reads);
+      if (result.kind === "appended")
+        return { kind: "appended", head: optimistic.head, secrets: result.secrets };
       if (result.kind === "dead_caller_keys") return { kind: "dead", ids: result.ids };
     }
     return deps.prepared.transaction(async (tx) => {
       const locked = await lockAuditChainHead(tx, GENESIS_HASH);
       const chained = chainOn(locked, entries);
-      const result = await appendAuditRowsIfHead(tx, locked, chained.rows, liveKeys);
+      const result = await appendAuditRowsIfHead(tx, locked, chained.rows, liveKeys, reads);
       if (result.kind === "dead_caller_keys") return { kind: "dead" as const, ids: result.ids };
       if (result.kind === "head_moved")
         throw new BrokerError("internal", "audit chain head moved while locked");
-      return { kind: "appended" as const, head: chained.head };
+      return { kind: "appended" as const, head: chained.head, secrets: result.secrets };
     });
   }
 
   async function appendBatch(batch: readonly Pending[]): Promise<void> {
     let dead: Set<string>;
+    let secrets: ReadonlyMap<string, SecretForUse>;
     try {
       const appended = await append(batch);
       knownHead = appended.head;
       dead = appended.dead;
+      secrets = appended.secrets;
     } catch (err) {
       knownHead = undefined;
       reportFailure(err);
@@ -193,7 +235,12 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
       pending.done = true;
       if (pending.liveKey !== undefined && dead.has(pending.liveKey))
         pending.reject(deadCallerKey(pending.liveKey));
-      else pending.resolve();
+      else
+        pending.resolve(
+          pending.read === undefined
+            ? undefined
+            : secrets.get(forUseId(pending.read.userRef, pending.read.secretId)),
+        );
     }
     try {
       if (knownHead !== undefined) deps.onAppended?.(knownHead.lastSeq);
@@ -262,25 +309,38 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
     }
   }
 
-  return {
-    record(event, options) {
-      if (closed) return Promise.reject(unavailable());
-      let entry: AuditEntry;
-      try {
-        entry = toAuditEntry(event, now());
-      } catch (err) {
-        return Promise.reject(err);
+  function enqueue(
+    event: AuditEvent,
+    options: AuditRecordOptions | undefined,
+    read: SecretForUseKey | undefined,
+  ): Promise<SecretForUse | undefined> {
+    if (closed) return Promise.reject(unavailable());
+    let entry: AuditEntry;
+    try {
+      entry = toAuditEntry(event, now());
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<SecretForUse | undefined>((resolve, reject) => {
+      const liveKey = options?.requireLiveCallerKey === true ? (event.callerKeyId ?? undefined) : undefined;
+      if (options?.requireLiveCallerKey === true && liveKey === undefined) {
+        reject(new BrokerError("internal", "a row that must check its caller key names none"));
+        return;
       }
-      return new Promise<void>((resolve, reject) => {
-        const liveKey = options?.requireLiveCallerKey === true ? (event.callerKeyId ?? undefined) : undefined;
-        if (options?.requireLiveCallerKey === true && liveKey === undefined) {
-          reject(new BrokerError("internal", "a row that must check its caller key names none"));
-          return;
-        }
-        queue.push({ entry, liveKey, resolve, reject, done: false });
-        schedule(options?.deferred === true);
-      });
+      queue.push({ entry, liveKey, read, resolve, reject, done: false });
+      schedule(options?.deferred === true);
+    });
+  }
+
+  return {
+    async record(event, options) {
+      await enqueue(event, options, undefined);
     },
+
+    // Not a uuid names no secret: its row is still written, and nothing is read for it (a bad id
+    // must not fail the statement it shares with other calls).
+    recordReading: (event, read, options) =>
+      enqueue(event, options, canNameSecret(read.secretId) ? read : undefined),
 
     flush,
 

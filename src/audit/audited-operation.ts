@@ -1,6 +1,7 @@
 import type { BrokerErrorCode } from "../errors.js";
 import { BrokerError, isBrokerError } from "../errors.js";
 import type { Logger } from "../log/logger.js";
+import type { SecretForUse, SecretForUseKey } from "../store/secrets.repository.js";
 import type { AuditAction, AuditDetail, AuditOutcome } from "./audit-event.js";
 import type { AuditLog } from "./audit-log.js";
 
@@ -52,6 +53,19 @@ export interface AuditedRunner {
     read: () => Promise<R>,
     use: (read: R) => Promise<T>,
   ): Promise<T>;
+  /**
+   * Like `runWithRead`, for a sensitive operation on one of the user's stored secrets: the statement
+   * that commits the `started` row also reads the sealed secret (no round trip of its own, issue
+   * 17 item 2). `plan` gets what it found (undefined: no such secret of this user's) only after
+   * that row is committed, and must not decrypt; `use` then runs as in `runWithRead`.
+   */
+  runReadingSecret<R, T>(
+    actor: AuditActor,
+    spec: AuditedReadSpec<R, T>,
+    secret: SecretForUseKey,
+    plan: (found: SecretForUse | undefined) => Promise<R>,
+    use: (planned: R) => Promise<T>,
+  ): Promise<T>;
   /** A final row for an operation whose outcome is known only later (a stream's end). */
   finish(
     actor: AuditActor,
@@ -67,6 +81,17 @@ export function createAuditedRunner(deps: { audit: AuditLog; logger: Logger }): 
 
   type Spec = { action: AuditAction; target?: string; detail?: AuditDetail };
 
+  const eventOf = (actor: AuditActor, spec: Spec, outcome: AuditOutcome, code: BrokerErrorCode | null) => ({
+    requestId: actor.requestId,
+    callerKeyId: actor.callerKeyId,
+    userRef: actor.userRef,
+    action: spec.action,
+    target: spec.target ?? null,
+    outcome,
+    code,
+    ...(spec.detail === undefined ? {} : { detail: spec.detail }),
+  });
+
   function record(
     actor: AuditActor,
     spec: Spec,
@@ -76,16 +101,7 @@ export function createAuditedRunner(deps: { audit: AuditLog; logger: Logger }): 
     requireLiveCallerKey = false,
   ) {
     return audit.record(
-      {
-        requestId: actor.requestId,
-        callerKeyId: actor.callerKeyId,
-        userRef: actor.userRef,
-        action: spec.action,
-        target: spec.target ?? null,
-        outcome,
-        code,
-        ...(spec.detail === undefined ? {} : { detail: spec.detail }),
-      },
+      eventOf(actor, spec, outcome, code),
       requireLiveCallerKey ? { deferred, requireLiveCallerKey } : { deferred },
     );
   }
@@ -138,6 +154,38 @@ export function createAuditedRunner(deps: { audit: AuditLog; logger: Logger }): 
       // With a pending caller key it also throws `unauthenticated` if the key is no longer live.
       await record(actor, spec, "started", null, false, actor.callerKeyLivenessPending === true);
     }
+    return runStarted(actor, spec, reading, use);
+  }
+
+  async function runReadingSecret<R, T>(
+    actor: AuditActor,
+    spec: AuditedReadSpec<R, T>,
+    secret: SecretForUseKey,
+    plan: (found: SecretForUse | undefined) => Promise<R>,
+    use: (planned: R) => Promise<T>,
+  ): Promise<T> {
+    if (!spec.sensitive) {
+      throw new BrokerError("internal", "only a sensitive operation reads with its started row");
+    }
+    // Throws `unavailable` if the trail cannot be written (nothing is read or run), and
+    // `unauthenticated` if a pending caller key is no longer live.
+    const found = await audit.recordReading(
+      eventOf(actor, spec, "started", null),
+      secret,
+      actor.callerKeyLivenessPending === true ? { requireLiveCallerKey: true } : {},
+    );
+    // A `plan` that throws at once (no such secret) is an outcome like any other: it gets its row.
+    const planning = (async () => plan(found))();
+    return runStarted(actor, spec, planning, use);
+  }
+
+  /** The rest of an operation whose `started` row (if it needs one) is committed. */
+  async function runStarted<R, T>(
+    actor: AuditActor,
+    spec: AuditedReadSpec<R, T>,
+    reading: Promise<R>,
+    use: (read: R) => Promise<T>,
+  ): Promise<T> {
     let result: T;
     let readDetail: AuditDetail | undefined;
     try {
@@ -166,6 +214,7 @@ export function createAuditedRunner(deps: { audit: AuditLog; logger: Logger }): 
   return {
     finish: (actor, spec, error) => finish(actor, spec, error),
     runWithRead,
+    runReadingSecret,
     run: (actor, spec, operation) => runWithRead(actor, spec, async () => undefined, operation),
   };
 }

@@ -40,6 +40,10 @@ export function tracedAuditLog(audit: AuditLog, tracing: Tracing): AuditLog {
       tracing.span("keybroker.audit.record", { "keybroker.audit.action": event.action }, () =>
         audit.record(event, options),
       ),
+    recordReading: (event, read, options) =>
+      tracing.span("keybroker.audit.record", { "keybroker.audit.action": event.action }, () =>
+        audit.recordReading(event, read, options),
+      ),
     flush: () => audit.flush(),
     close: () => audit.close(),
   };

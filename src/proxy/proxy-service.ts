@@ -41,10 +41,10 @@ export interface PlannedProxyCall {
 
 export interface ProxyService {
   /**
-   * Reads the secret the call names, still sealed, and classifies the call: it may run before the
-   * `started` audit row.
+   * Classifies the call against the secret it names, still sealed, as the `started` row's own
+   * statement read it (`found`: undefined when the user has no such secret → NOT_FOUND).
    */
-  fetch(user: UserIdentity, input: ProxyCallInput): Promise<PlannedProxyCall>;
+  plan(user: UserIdentity, input: ProxyCallInput, found: SealedSecret | undefined): Promise<PlannedProxyCall>;
   /**
    * Checks the call's class against the caller's scopes and the secret's grant (permission_denied
    * before anything is unwrapped or decrypted, SPEC I10), then unseals the secret and makes the
@@ -70,7 +70,7 @@ export interface ProxyService {
  * or a host, so a key stored for A can never be sent to B (C23, SPEC I2).
  */
 export function createProxyService(deps: {
-  secrets: Pick<SecretService, "fetch" | "unseal">;
+  secrets: Pick<SecretService, "found" | "unseal">;
   outbound: Pick<OutboundClient, "call" | "callStream">;
   /** Operation classes and grants (SPEC I10): a few pattern matches, no query. */
   operations: OperationPolicy;
@@ -145,8 +145,8 @@ export function createProxyService(deps: {
   });
 
   return {
-    async fetch(user, input) {
-      const sealed = await deps.secrets.fetch(user, input.secretId);
+    async plan(_user, input, found) {
+      const sealed = deps.secrets.found(found);
       const { provider, grant } = sealed.secret;
       return { sealed, provider, ...deps.operations.plan(provider, grant, input.method, input.path) };
     },

@@ -90,6 +90,8 @@ export interface SecretService {
    * Rejects `not_found` for an absent OR another user's secret (I4).
    */
   fetch(user: UserIdentity, secretId: string): Promise<SealedSecret>;
+  /** What another statement read for `fetch` (the proxied call's `started` commit): NOT_FOUND if nothing. */
+  found(sealed: SealedSecret | undefined): SealedSecret;
   /** The second half of `open`: unwraps the user's data key and decrypts the fetched secret. */
   unseal(user: UserIdentity, sealed: SealedSecret, signal: AbortSignal): Promise<OpenedSecret>;
   /**
@@ -377,6 +379,7 @@ export function createSecretService(deps: {
     },
 
     fetch,
+    found,
     unseal,
     async inspect(user, sealed, signal) {
       const opened = await unseal(user, sealed, signal);
@@ -414,9 +417,12 @@ export function createSecretService(deps: {
   }
 
   async function fetch(user: UserIdentity, secretId: string): Promise<SealedSecret> {
-    const found = await forUse.find(user.userRef, secretId);
-    if (found === undefined) throw new BrokerError("not_found", NOT_FOUND);
-    return found;
+    return found(await forUse.find(user.userRef, secretId));
+  }
+
+  function found(sealed: SealedSecret | undefined): SealedSecret {
+    if (sealed === undefined) throw new BrokerError("not_found", NOT_FOUND);
+    return sealed;
   }
 
   async function unseal(

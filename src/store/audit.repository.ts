@@ -3,6 +3,14 @@ import { BrokerError } from "../errors.js";
 import { asBuffer } from "./bytes.js";
 import type { PreparedRunner, PreparedStatement } from "./prepared.js";
 import type { Database } from "./schema.js";
+import {
+  type SecretForUse,
+  type SecretForUseKey,
+  type SecretForUseRow,
+  secretsForUseById,
+  secretsForUseParams,
+  secretsForUseQuery,
+} from "./secrets.repository.js";
 
 /** The chain's tip: the last appended seq and its hash. */
 export interface AuditChainHead {
@@ -92,8 +100,12 @@ const CREATE_HEAD: PreparedStatement = {
 // to commit: a sensitive call's `started` row doubles as its caller key's revocation check
 // (catalogue B20, issue 17 item 2). Any dead key among them and nothing is written; the ids come
 // back so the writer refuses those calls and appends the rest again.
+// $7/$8 name (user, secret) pairs the batch's proxied calls are about to use: the statement that
+// commits their `started` rows also reads those sealed rows (only if it appended), so a proxied
+// call costs one round trip, the audited commit (issue 17 item 2). The read sees the same
+// snapshot as the caller-key check; nothing in it is decrypted before the commit returns (I8).
 const APPEND_IF_HEAD: PreparedStatement = {
-  name: "kb_audit_append_if_head_live",
+  name: "kb_audit_append_if_head_live_read",
   text: `
     with dead as (
       select k.id from unnest($6::text[]) as k(id)
@@ -115,9 +127,13 @@ const APPEND_IF_HEAD: PreparedStatement = {
              detail jsonb, prev_hash text, hash text)
        where exists (select from moved)
       returning 1
+    ), fetched as (
+      select * from (${secretsForUseQuery("$7", "$8")}) f where exists (select from moved)
+    ), outcome as (
+      select (select count(*)::int from appended) as appended,
+             coalesce((select array_agg(id) from dead), '{}'::text[]) as dead
     )
-    select (select count(*)::int from appended) as appended,
-           coalesce((select array_agg(id) from dead), '{}'::text[]) as dead`,
+    select outcome.appended, outcome.dead, fetched.* from outcome left join fetched on true`,
 };
 
 /**
@@ -153,26 +169,35 @@ export async function readAuditChainHead(db: Kysely<Database>): Promise<AuditCha
 const hex = (bytes: Uint8Array | null): string | null =>
   bytes === null ? null : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
 
-/** What an append did: wrote every row, found the head elsewhere, or refused dead caller keys. */
+/**
+ * What an append did: wrote every row (and read the secrets asked for, by `forUseId`: an absent
+ * pair, or another user's secret, is not in the map), found the head elsewhere, or refused dead
+ * caller keys.
+ */
 export type AppendResult =
-  | { readonly kind: "appended" }
+  | { readonly kind: "appended"; readonly secrets: ReadonlyMap<string, SecretForUse> }
   | { readonly kind: "head_moved" }
   | { readonly kind: "dead_caller_keys"; readonly ids: readonly string[] };
+
+const NOTHING_READ: ReadonlyMap<string, SecretForUse> = new Map();
 
 /**
  * Appends `rows` (consecutive, chained from `expected`) and moves the head to the last one, in one
  * statement, if and only if the head is still `expected` and every caller key in `liveCallerKeys`
- * is live. `head_moved` means another writer moved it first and nothing was written: read the
- * head again (under its lock) and re-chain. `dead_caller_keys`: nothing was written either.
+ * is live; when it does, the same statement reads the sealed secrets `reads` names (each must be
+ * a uuid: see `canNameSecret`). `head_moved` means another writer moved it first and nothing was
+ * written: read the head again (under its lock) and re-chain. `dead_caller_keys`: nothing was
+ * written either.
  */
 export async function appendAuditRowsIfHead(
   runner: PreparedRunner,
   expected: AuditChainHead,
   rows: readonly NewAuditRow[],
   liveCallerKeys: readonly string[] = [],
+  reads: readonly SecretForUseKey[] = [],
 ): Promise<AppendResult> {
   const last = rows.at(-1);
-  if (last === undefined) return { kind: "appended" };
+  if (last === undefined) return { kind: "appended", secrets: NOTHING_READ };
   const json = JSON.stringify(
     rows.map((r) => ({
       seq: r.seq,
@@ -189,19 +214,22 @@ export async function appendAuditRowsIfHead(
       hash: hex(r.hash),
     })),
   );
-  const [result] = await runner.rows<{ appended: number; dead: string[] }>(APPEND_IF_HEAD, [
+  const results = await runner.rows<{ appended: number; dead: string[] } & SecretForUseRow>(APPEND_IF_HEAD, [
     expected.lastSeq,
     expected.lastHash,
     last.seq,
     asBuffer(last.hash),
     json,
     [...liveCallerKeys],
+    ...secretsForUseParams(reads),
   ]);
+  const [result] = results;
   if (result === undefined || (result.appended !== 0 && result.appended !== rows.length)) {
     throw new BrokerError("internal", "audit append wrote a partial batch");
   }
   if (result.dead.length > 0) return { kind: "dead_caller_keys", ids: result.dead };
-  return result.appended === rows.length ? { kind: "appended" } : { kind: "head_moved" };
+  if (result.appended !== rows.length) return { kind: "head_moved" };
+  return { kind: "appended", secrets: reads.length === 0 ? NOTHING_READ : secretsForUseById(results) };
 }
 
 /** Up to `limit` rows with seq > `afterSeq`, in seq order: keyset paging keeps memory bounded. */

@@ -84,15 +84,23 @@ const LIST: PreparedStatement = {
    limit $5`,
 };
 
-// A batch of (user, secret) pairs: a row comes back only for a pair that matches BOTH, so one
-// user's id in the same batch as another user's request can never answer it (I4).
-const FIND_FOR_USE: PreparedStatement = {
-  name: "kb_find_secrets_for_use",
-  text: `${SELECT_WITH_KEY}, v.ciphertext, s.user_ref
-    from unnest($1::text[], $2::uuid[]) as want(user_ref_hex, id)
+/**
+ * The read of a batch of (user, secret) pairs, given as parameters `$userRefs` (hex text[]) and
+ * `$ids` (uuid[]): a row comes back only for a pair that matches BOTH, so one user's id in the
+ * same batch as another user's request can never answer it (I4). Also the body of the read the
+ * audit trail's `started` commit does for a proxied call (audit.repository.ts, issue 17 item 2).
+ */
+export function secretsForUseQuery(userRefs: string, ids: string): string {
+  return `${SELECT_WITH_KEY}, v.ciphertext, s.user_ref as owner_ref
+    from unnest(${userRefs}::text[], ${ids}::uuid[]) as want(user_ref_hex, id)
     join secrets s on s.id = want.id and s.user_ref = decode(want.user_ref_hex, 'hex')
     join secret_versions v on v.secret_id = s.id and v.version = s.current_version
-    join users u on u.user_ref = s.user_ref`,
+    join users u on u.user_ref = s.user_ref`;
+}
+
+const FIND_FOR_USE: PreparedStatement = {
+  name: "kb_find_secrets_for_use",
+  text: secretsForUseQuery("$1", "$2"),
 };
 
 interface SecretWithKeyRow {
@@ -120,8 +128,11 @@ interface SecretWithKeyRow {
   data_key_version: number;
   encryptions: number;
   ciphertext?: Uint8Array;
-  user_ref?: Uint8Array;
+  owner_ref?: Uint8Array;
 }
+
+/** A row of `secretsForUseQuery`, as another statement returns it (null columns: no row). */
+export type SecretForUseRow = Partial<SecretWithKeyRow>;
 
 function toStoredSecret(row: SecretWithKeyRow): StoredSecret {
   return {
@@ -217,29 +228,43 @@ export interface SecretForUseKey {
   readonly secretId: string;
 }
 
-const forUseId = (userRef: Uint8Array, secretId: string): string =>
+/** The id of a (user, secret) pair in the maps below: `user ref hex/secret id`. */
+export const forUseId = (userRef: Uint8Array, secretId: string): string =>
   `${Buffer.from(userRef.buffer, userRef.byteOffset, userRef.byteLength).toString("hex")}/${secretId}`;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-/** Each requested secret that exists AND belongs to the user who asked, by `user ref hex/secret id`. */
+/**
+ * Whether `secretId` can name a secret at all (a uuid). One that cannot must never reach a batch
+ * read: its cast would fail the whole statement, and with it every other call of the batch.
+ */
+export const canNameSecret = (secretId: string): boolean => UUID.test(secretId);
+
+/** The parameters of `secretsForUseQuery` for `keys`: user refs as hex, then secret ids. */
+export function secretsForUseParams(keys: readonly SecretForUseKey[]): [string[], string[]] {
+  return [keys.map((k) => k.userRef.toString("hex")), keys.map((k) => k.secretId)];
+}
+
+/** The rows of `secretsForUseQuery` by `forUseId`; rows whose columns are null are skipped. */
+export function secretsForUseById(rows: readonly SecretForUseRow[]): Map<string, SecretForUse> {
+  const found = new Map<string, SecretForUse>();
+  for (const row of rows) {
+    if (row.id == null || row.ciphertext == null || row.owner_ref == null) continue;
+    const full = row as SecretWithKeyRow & { ciphertext: Uint8Array; owner_ref: Uint8Array };
+    found.set(forUseId(full.owner_ref, full.id), {
+      secret: { ...toStoredSecret(full), ciphertext: full.ciphertext },
+      userKey: toUserKey(full),
+    });
+  }
+  return found;
+}
+
+/** Each requested secret that exists AND belongs to the user who asked, by `forUseId`. */
 export async function findSecretsForUse(
   prepared: PreparedRunner,
   keys: readonly SecretForUseKey[],
 ): Promise<Map<string, SecretForUse>> {
-  const rows = await prepared.rows<SecretWithKeyRow>(FIND_FOR_USE, [
-    keys.map((k) => k.userRef.toString("hex")),
-    keys.map((k) => k.secretId),
-  ]);
-  const found = new Map<string, SecretForUse>();
-  for (const row of rows) {
-    if (row.ciphertext === undefined || row.user_ref === undefined) continue;
-    found.set(forUseId(row.user_ref, row.id), {
-      secret: { ...toStoredSecret(row), ciphertext: row.ciphertext },
-      userKey: toUserKey(row),
-    });
-  }
-  return found;
+  return secretsForUseById(await prepared.rows<SecretForUseRow>(FIND_FOR_USE, secretsForUseParams(keys)));
 }
 
 /** Finds one of a user's secrets for use; undefined if absent OR another user's (I4). */
@@ -258,7 +283,7 @@ export function createSecretForUseLookup(prepared: PreparedRunner): SecretForUse
   return {
     // Not a uuid cannot exist, and must not fail the batch it would have shared with others.
     find: (userRef, secretId) =>
-      UUID.test(secretId) ? lookup.get({ userRef, secretId }) : Promise.resolve(undefined),
+      canNameSecret(secretId) ? lookup.get({ userRef, secretId }) : Promise.resolve(undefined),
   };
 }
 

@@ -67,15 +67,17 @@ export function createProxyServiceHandlers(deps: {
     async call(request, ctx) {
       const { caller, user } = await guard.authorize(ctx, PROXY_SCOPES, CHECK_AT_AUDIT);
       const input = parseProxyCall(request);
-      // The sealed row is read while `started` commits; nothing is decrypted before it has (I8).
+      // The sealed row is read by the statement that commits `started` (one round trip, issue 17
+      // item 2); nothing is decrypted before that commit returns (I8).
       const use = watchUse(signals, { caller, user, secretId: input.secretId });
       const response = await use
         .settled(
-          audited.runWithRead(
+          audited.runReadingSecret(
             actorOf(ctx, caller, user),
             auditSpec(input),
-            () => use.planned(proxy.fetch(user, input)),
-            (sealed) => proxy.call(user, input, sealed, scopeOf(ctx, caller)),
+            { userRef: user.userRef, secretId: input.secretId },
+            (found) => use.planned(proxy.plan(user, input, found)),
+            (planned) => proxy.call(user, input, planned, scopeOf(ctx, caller)),
           ),
         )
         .catch((err: unknown) => {
@@ -90,11 +92,12 @@ export function createProxyServiceHandlers(deps: {
       const use = watchUse(signals, { caller, user, secretId: input.secretId });
       const response = await use
         .settled(
-          audited.runWithRead(
+          audited.runReadingSecret(
             actorOf(ctx, caller, user),
             auditSpec(input),
-            () => use.planned(proxy.fetch(user, input)),
-            (sealed) => proxy.callStream(user, input, sealed, scopeOf(ctx, caller)),
+            { userRef: user.userRef, secretId: input.secretId },
+            (found) => use.planned(proxy.plan(user, input, found)),
+            (planned) => proxy.callStream(user, input, planned, scopeOf(ctx, caller)),
           ),
         )
         .catch((err: unknown) => {

@@ -12,38 +12,13 @@ import {
   revokeCallerKey,
   suspendCallerKey,
 } from "../../../src/store/caller-keys.repository.js";
-import type { PreparedRunner } from "../../../src/store/prepared.js";
 import { brokerErrorOf } from "../../support/broker-errors.js";
+import { countingRunner as counting } from "../../support/counting-runner.js";
 import {
   createTestDatabase,
   describeOnEachDatabase,
   type TestDatabase,
 } from "../../support/test-database.js";
-
-/** A runner that counts the statements (round trips) sent through it. */
-function counting(inner: PreparedRunner): PreparedRunner & { count: number } {
-  const runner = {
-    count: 0,
-    rows<R>(statement: Parameters<PreparedRunner["rows"]>[0], values: readonly unknown[]) {
-      runner.count += 1;
-      return inner.rows<R>(statement, values);
-    },
-    transaction<T>(work: (tx: PreparedRunner) => Promise<T>) {
-      // begin + commit are round trips too.
-      runner.count += 2;
-      return inner.transaction((tx) =>
-        work({
-          rows: (statement, values) => {
-            runner.count += 1;
-            return tx.rows(statement, values);
-          },
-          transaction: tx.transaction,
-        }),
-      );
-    },
-  };
-  return runner;
-}
 
 describeOnEachDatabase("a started row checks its caller key on %s", (kind) => {
   let database: TestDatabase;

@@ -1,8 +1,9 @@
 import { describe, expect, it } from "vitest";
 import type { AuditEvent } from "../../../src/audit/audit-event.js";
-import type { AuditLog } from "../../../src/audit/audit-log.js";
+import type { AuditLog, AuditRecordOptions } from "../../../src/audit/audit-log.js";
 import { createAuditedRunner } from "../../../src/audit/audited-operation.js";
 import { BrokerError } from "../../../src/errors.js";
+import type { SecretForUse, SecretForUseKey } from "../../../src/store/secrets.repository.js";
 import { captureLogs } from "../../support/captured-logs.js";
 
 interface Recorded {
@@ -12,25 +13,34 @@ interface Recorded {
   fail(err: unknown): void;
 }
 
-/** An AuditLog whose rows commit (or fail) only when the test says so; `log` lists what happened. */
-function controlledAuditLog() {
+/**
+ * An AuditLog whose rows commit (or fail) only when the test says so; `log` lists what happened.
+ * A row recorded with a read "finds" what `stored` holds for its secret id.
+ */
+function controlledAuditLog(stored: ReadonlyMap<string, SecretForUse> = new Map()) {
   const rows: Recorded[] = [];
   const log: string[] = [];
-  const audit: AuditLog = {
-    record(event, options) {
-      return new Promise<void>((resolve, reject) => {
-        log.push(`record ${event.action}:${event.outcome}`);
-        rows.push({
-          event,
-          deferred: options?.deferred === true,
-          commit: () => {
-            log.push(`commit ${event.action}:${event.outcome}`);
-            resolve();
-          },
-          fail: reject,
-        });
+  function enqueue(event: AuditEvent, options: AuditRecordOptions | undefined, read?: SecretForUseKey) {
+    return new Promise<SecretForUse | undefined>((resolve, reject) => {
+      log.push(
+        `record ${event.action}:${event.outcome}${read === undefined ? "" : ` reading ${read.secretId}`}`,
+      );
+      rows.push({
+        event,
+        deferred: options?.deferred === true,
+        commit: () => {
+          log.push(`commit ${event.action}:${event.outcome}`);
+          resolve(read === undefined ? undefined : stored.get(read.secretId));
+        },
+        fail: reject,
       });
+    });
+  }
+  const audit: AuditLog = {
+    async record(event, options) {
+      await enqueue(event, options);
     },
+    recordReading: (event, read, options) => enqueue(event, options, read),
     flush: async () => {},
     close: async () => {},
   };
@@ -62,6 +72,63 @@ describe("audited operations", () => {
     rows[0]?.commit();
     expect(await result).toBe("done");
     expect(log.slice(2, 4)).toEqual(["commit proxy.call:started", "use sealed"]);
+  });
+
+  it("L283 read a secret with the started row: planned only once that row is committed, in its statement (I8)", async () => {
+    const sealed = { secret: { id: "secret-1" } } as unknown as SecretForUse;
+    const { audit, rows, log } = controlledAuditLog(new Map([["secret-1", sealed]]));
+    const runner = createAuditedRunner({ audit, logger: captureLogs().logger });
+    const result = runner.runReadingSecret(
+      actor,
+      { ...sensitive, readDetail: (p: string) => ({ provider: p }) },
+      { userRef: actor.userRef, secretId: "secret-1" },
+      async (found) => {
+        log.push(`plan ${found === sealed ? "found" : "missing"}`);
+        return "prov";
+      },
+      async (planned) => {
+        log.push(`use ${planned}`);
+        return "done";
+      },
+    );
+    await turn();
+    // No read of its own: the started row carries it, and nothing is planned before its commit.
+    expect(log).toEqual(["record proxy.call:started reading secret-1"]);
+    rows[0]?.commit();
+    expect(await result).toBe("done");
+    expect(log.slice(1, 4)).toEqual(["commit proxy.call:started", "plan found", "use prov"]);
+    expect(rows[1]?.event).toMatchObject({ outcome: "ok", detail: { provider: "prov" } });
+  });
+
+  it("L284 read a secret with the started row: nothing planned when that row fails; a missing secret's refusal gets its row", async () => {
+    const { audit, rows } = controlledAuditLog();
+    const runner = createAuditedRunner({ audit, logger: captureLogs().logger });
+    let planned = 0;
+    const plan = async (found: SecretForUse | undefined) => {
+      planned += 1;
+      if (found === undefined) throw new BrokerError("not_found", "secret not found");
+      return "never";
+    };
+    const key = { userRef: actor.userRef, secretId: "secret-2" };
+    const refused = runner.runReadingSecret(actor, sensitive, key, plan, async () => "unreachable");
+    await turn();
+    rows[0]?.fail(new BrokerError("unavailable", "audit trail unavailable"));
+    await expect(refused).rejects.toMatchObject({ code: "unavailable" });
+    expect(planned).toBe(0);
+
+    const missing = runner.runReadingSecret(actor, sensitive, key, plan, async () => "unreachable");
+    await turn();
+    rows[1]?.commit();
+    await expect(missing).rejects.toMatchObject({ code: "not_found" });
+    expect(planned).toBe(1);
+    expect(rows.slice(1).map((r) => [r.event.outcome, r.event.code, r.deferred])).toEqual([
+      ["started", null, false],
+      ["error", "not_found", true],
+    ]);
+    // Only sensitive operations may read this way: they are the ones with a started row.
+    await expect(
+      runner.runReadingSecret(actor, { ...sensitive, sensitive: false }, key, plan, async () => "x"),
+    ).rejects.toMatchObject({ code: "internal" });
   });
 
   it("answer a sensitive operation without waiting for its outcome row, which is recorded deferred", async () => {
