@@ -26,6 +26,8 @@ export interface BrokerProcess {
   readonly pid: number;
   readonly grpcAddress: string;
   readonly connectUrl: string;
+  /** The ops server's /metrics (one endpoint for all workers). */
+  readonly metricsUrl: string;
   readonly callerKey: string;
   readonly issuer: TestIssuer;
   readonly kms: LocalKmsServer;
@@ -156,6 +158,7 @@ export async function startBrokerProcess(options: BrokerProcessOptions): Promise
     pid: first.pid,
     grpcAddress: first.grpcAddress,
     connectUrl: first.connectUrl,
+    metricsUrl: first.metricsUrl,
     callerKey: created.key,
     issuer,
     kms,
@@ -183,6 +186,7 @@ export interface ServeProcess {
   readonly pid: number;
   readonly grpcAddress: string;
   readonly connectUrl: string;
+  readonly metricsUrl: string;
   /** SIGTERM, then waits for the exit (the broker drains and flushes its audit trail first). */
   stop(): Promise<void>;
 }
@@ -213,6 +217,7 @@ async function spawnServe(
     pid: child.pid ?? 0,
     grpcAddress: `127.0.0.1:${ports.grpc}`,
     connectUrl: `http://127.0.0.1:${ports.connect}`,
+    metricsUrl: `http://127.0.0.1:${ports.ops}/metrics`,
     stop() {
       exited ??= new Promise((resolve) => {
         if (child.exitCode !== null) resolve(child.exitCode);
@@ -224,17 +229,17 @@ async function spawnServe(
   };
 }
 
-async function waitForPorts(child: ChildProcess): Promise<{ grpc: number; connect: number }> {
+async function waitForPorts(child: ChildProcess): Promise<{ grpc: number; connect: number; ops: number }> {
   let out = "";
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`broker did not start:\n${out}`)), 60_000);
     const onData = (chunk: Buffer) => {
       out += chunk.toString();
       // The broker logs its bound ports once at start-up (LOG_LEVEL=info; nothing per call).
-      const match = /"grpcPort":(\d+),"connectPort":(\d+)/.exec(out);
+      const match = /"grpcPort":(\d+),"connectPort":(\d+)[^}\n]*"opsPort":(\d+)/.exec(out);
       if (match) {
         clearTimeout(timer);
-        resolve({ grpc: Number(match[1]), connect: Number(match[2]) });
+        resolve({ grpc: Number(match[1]), connect: Number(match[2]), ops: Number(match[3]) });
       }
     };
     child.stdout?.on("data", onData);

@@ -47,6 +47,31 @@ function treeCpuMicros(pid: number): number {
   return total;
 }
 
+/** The audit batches so far by how they reached the chain head, and the rows (from /metrics). */
+interface AuditCounts {
+  readonly optimistic: number;
+  readonly headMoved: number;
+  readonly locked: number;
+  readonly rows: number;
+  /** Seconds spent in committed appends, all paths, all workers. */
+  readonly seconds: number;
+}
+
+async function auditCounts(metricsUrl: string): Promise<AuditCounts> {
+  const text = await (await fetch(metricsUrl)).text();
+  const value = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? 0);
+  return {
+    optimistic: value(/^keybroker_audit_batch_seconds_count\{path="optimistic"\} (\S+)$/m),
+    headMoved: value(/^keybroker_audit_batch_seconds_count\{path="head_moved"\} (\S+)$/m),
+    locked: value(/^keybroker_audit_batch_seconds_count\{path="locked"\} (\S+)$/m),
+    rows: value(/^keybroker_audit_rows_total (\S+)$/m),
+    seconds: [...text.matchAll(/^keybroker_audit_batch_seconds_sum\{path="[a-z_]+"\} (\S+)$/gm)].reduce(
+      (n, m) => n + Number(m[1]),
+      0,
+    ),
+  };
+}
+
 interface Target {
   readonly workers: number;
   readonly broker: BrokerProcess;
@@ -83,26 +108,39 @@ export async function runWorkers(options: SectionOptions): Promise<SectionResult
   const rounds = options.quick ? 2 : 5;
   const callsPerRound = options.quick ? 1_000 : 4_000;
   const targets: Target[] = [];
-  const samples = new Map<number, { rate: number[]; cpu: number[]; p50: number[]; errors: number }>();
+  const samples = new Map<
+    number,
+    { rate: number[]; cpu: number[]; p50: number[]; errors: number; audit: AuditCounts[]; wall: number[] }
+  >();
   try {
     for (const workers of [1, 2]) {
       options.progress(`workers: starting serve --workers ${workers}`);
       targets.push(await prepare(workers));
-      samples.set(workers, { rate: [], cpu: [], p50: [], errors: 0 });
+      samples.set(workers, { rate: [], cpu: [], p50: [], errors: 0, audit: [], wall: [] });
     }
     for (const t of targets) await runLoad(200, CONCURRENCY, t.call); // warm-up: JIT, caches, pools
     for (let round = 0; round < rounds; round++) {
       for (const t of targets) {
         options.progress(`workers: round ${round + 1}/${rounds}, --workers ${t.workers}`);
+        const auditBefore = await auditCounts(t.broker.metricsUrl);
         const before = treeCpuMicros(t.broker.pid);
         const load = await runLoad(callsPerRound, CONCURRENCY, t.call);
         const cpu = treeCpuMicros(t.broker.pid) - before;
+        const auditAfter = await auditCounts(t.broker.metricsUrl);
         const s = samples.get(t.workers);
         if (s === undefined) continue;
         s.rate.push(load.callsPerSecond);
         s.cpu.push(cpu / load.calls);
         s.p50.push(load.p50Ms);
         s.errors += load.errors;
+        s.audit.push({
+          optimistic: auditAfter.optimistic - auditBefore.optimistic,
+          headMoved: auditAfter.headMoved - auditBefore.headMoved,
+          locked: auditAfter.locked - auditBefore.locked,
+          rows: auditAfter.rows - auditBefore.rows,
+          seconds: auditAfter.seconds - auditBefore.seconds,
+        });
+        s.wall.push(load.calls / load.callsPerSecond);
       }
     }
   } finally {
@@ -120,6 +158,35 @@ export async function runWorkers(options: SectionOptions): Promise<SectionResult
     fmt(median(s?.cpu ?? [])),
   ];
   const ratio = median(two?.rate ?? []) / median(one?.rate ?? []);
+  // The chain head's contention: of all batches in the measured rounds, how many found it moved
+  // by the other worker (optimistic try wasted, then BEGIN, lock, append, COMMIT).
+  const contention = (workers: number, s: typeof one) => {
+    const total = (s?.audit ?? []).reduce(
+      (a, r) => ({
+        optimistic: a.optimistic + r.optimistic,
+        headMoved: a.headMoved + r.headMoved,
+        locked: a.locked + r.locked,
+        rows: a.rows + r.rows,
+        seconds: a.seconds + r.seconds,
+      }),
+      { optimistic: 0, headMoved: 0, locked: 0, rows: 0, seconds: 0 },
+    );
+    const wall = (s?.wall ?? []).reduce((n, w) => n + w, 0);
+    const batches = total.optimistic + total.headMoved + total.locked;
+    const calls = rounds * callsPerRound;
+    // One statement for an optimistic batch; five (try, BEGIN, lock, append, COMMIT) after a move.
+    const statements = total.optimistic + 5 * total.headMoved + 4 * total.locked;
+    return {
+      workers,
+      batches,
+      headMovedShare: batches === 0 ? 0 : total.headMoved / batches,
+      rowsPerBatch: batches === 0 ? 0 : total.rows / batches,
+      statementsPerCall: statements / calls,
+      // Each worker has at most one batch in flight: 100% means its appender never rests.
+      appenderBusy: wall === 0 ? 0 : total.seconds / (wall * workers),
+    };
+  };
+  const chain = [contention(1, one), contention(2, two)];
   return {
     id: "workers",
     title: "Every core: serve --workers 1 vs 2 (ProxyService.Call, grpc-js, Postgres)",
@@ -130,12 +197,36 @@ export async function runWorkers(options: SectionOptions): Promise<SectionResult
         rows: [row(1, one), row(2, two), ["2 vs 1", `×${fmt(ratio, 2)}`, "", ""]],
         notes: [
           "one machine: the load generator, Postgres, the HTTPS upstream and the KMS server run on the same cores as the workers, so two workers cannot get two free cores; the ratio is a lower bound of what a dedicated host gets",
-          "every call's `started` audit row is chained on the one chain head (compare-and-set per batch); with two workers each batch finds the head moved by the other and re-chains under the head's row lock",
+          "every call's `started` audit row is chained on the one chain head (compare-and-set per batch); with two workers a batch that finds the head moved by the other re-chains under the head's row lock: the next table measures how often",
+        ],
+      },
+      {
+        title:
+          "the audit chain head under two workers (all measured rounds, from keybroker_audit_batch_seconds{path})",
+        columns: [
+          "workers",
+          "batches",
+          "found the head moved",
+          "rows per batch",
+          "audit statements per call",
+          "appender busy (per worker)",
+        ],
+        rows: chain.map((c) => [
+          c.workers,
+          c.batches,
+          `${fmt(c.headMovedShare * 100, 1)}%`,
+          fmt(c.rowsPerBatch, 1),
+          fmt(c.statementsPerCall, 2),
+          `${fmt(c.appenderBusy * 100, 0)}%`,
+        ]),
+        notes: [
+          "a batch that found the head moved costs five statements (the optimistic try, then BEGIN, the head's row lock, the append, COMMIT) instead of one; each call has a `started` row and a deferred outcome row",
+          "appender busy: time in committed appends over wall time, per worker (each has at most one batch in flight; rows that arrive meanwhile form the next batch, so a busy appender makes batches bigger rather than refusing calls)",
         ],
       },
     ],
     checks: [],
     errors: (one?.errors ?? 0) + (two?.errors ?? 0),
-    data: { rounds, callsPerRound, one, two, ratio },
+    data: { rounds, callsPerRound, one, two, ratio, chain },
   };
 }

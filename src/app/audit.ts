@@ -11,7 +11,7 @@ export interface AuditDeps {
   readonly database: DatabaseHandle;
   readonly logger: Logger;
   /** Counts failed writes (the broker); operator commands have no metrics. */
-  readonly metrics?: Pick<Metrics, "auditWriteFailed"> | undefined;
+  readonly metrics?: Pick<Metrics, "auditWriteFailed" | "auditBatch"> | undefined;
   /** Told the chain's last seq after each committed batch (the checkpointer's row count, M1). */
   readonly onAppended?: ((lastSeq: number) => void) | undefined;
   /** When tracing is on: every record inside a span. */
@@ -33,6 +33,9 @@ export function openAudit(lifecycle: Lifecycle, deps: AuditDeps): Audit {
     // every sensitive call's latency; under load batches still form while one is in flight.
     batchMaxDelayMs: 0,
     ...(onAppended === undefined ? {} : { onAppended }),
+    ...(metrics === undefined
+      ? {}
+      : { onBatch: ({ path, rows, durationMs }) => metrics.auditBatch(path, rows, durationMs) }),
     onWriteFailure: (err) => {
       metrics?.auditWriteFailed();
       logger.error({ err }, "audit trail write failed");

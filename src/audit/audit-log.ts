@@ -52,6 +52,9 @@ export interface AuditRecordOptions {
   readonly requireLiveCallerKey?: boolean;
 }
 
+/** How a committed batch reached the chain head (see `onBatch`). */
+export type AuditBatchPath = "optimistic" | "head_moved" | "locked";
+
 export interface AuditLogDeps {
   readonly prepared: PreparedRunner;
   readonly now?: () => Date;
@@ -63,6 +66,13 @@ export interface AuditLogDeps {
   readonly batchMaxSize?: number;
   /** Told about every failed batch (with the real cause), e.g. to log it and fail readiness. */
   readonly onWriteFailure?: (err: unknown) => void;
+  /**
+   * Told about each committed batch: how it reached the head (one optimistic statement; the
+   * optimistic try found it moved by another writer, then the locked path; or locked from the
+   * start), its rows and its time. The chain head's contention between replicas and workers
+   * (issue 17 item 3) shows as `head_moved`. Must not throw or block.
+   */
+  readonly onBatch?: (batch: { path: AuditBatchPath; rows: number; durationMs: number }) => void;
   /** Told the chain's last seq after each committed batch; must not throw or block (M1 checkpoints). */
   readonly onAppended?: (lastSeq: number) => void;
 }
@@ -155,6 +165,8 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
   }
 
   type Appended = {
+    path: AuditBatchPath;
+    rows: number;
     head: AuditChainHead | undefined;
     dead: Set<string>;
     secrets: ReadonlyMap<string, SecretForUse>;
@@ -172,9 +184,10 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
       const entries = pending.map((p) => p.entry);
       const liveKeys = [...new Set(pending.flatMap((p) => (p.liveKey === undefined ? [] : [p.liveKey])))];
       // Nothing left to write: the head stays where it was.
-      if (entries.length === 0) return { head: knownHead, dead, secrets: new Map() };
+      if (entries.length === 0)
+        return { path: "optimistic", rows: 0, head: knownHead, dead, secrets: new Map() };
       const outcome = await appendOnce(entries, liveKeys, readsOf(pending));
-      if (outcome.kind === "appended") return { head: outcome.head, dead, secrets: outcome.secrets };
+      if (outcome.kind === "appended") return { ...outcome, rows: entries.length, dead };
       for (const id of outcome.ids) dead.add(id);
     }
   }
@@ -193,15 +206,22 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
     liveKeys: readonly string[],
     reads: readonly SecretForUseKey[],
   ): Promise<
-    | { kind: "appended"; head: AuditChainHead; secrets: ReadonlyMap<string, SecretForUse> }
+    | {
+        kind: "appended";
+        path: AuditBatchPath;
+        head: AuditChainHead;
+        secrets: ReadonlyMap<string, SecretForUse>;
+      }
     | { kind: "dead"; ids: readonly string[] }
   > {
+    let path: AuditBatchPath = "locked";
     if (knownHead !== undefined) {
       const optimistic = chainOn(knownHead, entries);
       const result = await appendAuditRowsIfHead(deps.prepared, knownHead, optimistic.rows, liveKeys, reads);
       if (result.kind === "appended")
-        return { kind: "appended", head: optimistic.head, secrets: result.secrets };
+        return { kind: "appended", path: "optimistic", head: optimistic.head, secrets: result.secrets };
       if (result.kind === "dead_caller_keys") return { kind: "dead", ids: result.ids };
+      path = "head_moved";
     }
     return deps.prepared.transaction(async (tx) => {
       const locked = await lockAuditChainHead(tx, GENESIS_HASH);
@@ -210,18 +230,23 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
       if (result.kind === "dead_caller_keys") return { kind: "dead" as const, ids: result.ids };
       if (result.kind === "head_moved")
         throw new BrokerError("internal", "audit chain head moved while locked");
-      return { kind: "appended" as const, head: chained.head, secrets: result.secrets };
+      return { kind: "appended" as const, path, head: chained.head, secrets: result.secrets };
     });
   }
 
   async function appendBatch(batch: readonly Pending[]): Promise<void> {
     let dead: Set<string>;
     let secrets: ReadonlyMap<string, SecretForUse>;
+    const startedAt = performance.now();
     try {
       const appended = await append(batch);
       knownHead = appended.head;
       dead = appended.dead;
       secrets = appended.secrets;
+      if (appended.rows > 0) {
+        const { path, rows } = appended;
+        tell(() => deps.onBatch?.({ path, rows, durationMs: performance.now() - startedAt }));
+      }
     } catch (err) {
       knownHead = undefined;
       reportFailure(err);
@@ -242,8 +267,15 @@ export function createAuditLog(deps: AuditLogDeps): AuditLog {
             : secrets.get(forUseId(pending.read.userRef, pending.read.secretId)),
         );
     }
+    if (knownHead !== undefined) {
+      const { lastSeq } = knownHead;
+      tell(() => deps.onAppended?.(lastSeq));
+    }
+  }
+
+  function tell(hook: () => void): void {
     try {
-      if (knownHead !== undefined) deps.onAppended?.(knownHead.lastSeq);
+      hook();
     } catch {
       // The rows are committed; a broken hook must not fail the batch that wrote them.
     }

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { AuditBatchPath } from "../audit/audit-log.js";
 import type { BrokerErrorCode, RefusalReason } from "../errors.js";
 import type { DataKeyCacheStats } from "../keys/data-key-cache.js";
 import type { UpstreamCallEvent } from "../outbound/outbound-client.js";
@@ -26,6 +27,11 @@ import type { CallEndEvent, GrpcMethodType } from "./call-end.js";
  *   keybroker_response_redactions_total{provider}              declared credential fields redacted from answers
  *   keybroker_key_inspections_total{provider,verdict}          key inspections (PutSecret, InspectSecret)
  *   keybroker_audit_write_failures_total                       audit batches that could not be committed
+ *   keybroker_audit_batch_seconds{path}                        committed audit batches by how they reached the
+ *                                                              chain head: optimistic (one statement), head_moved
+ *                                                              (another writer moved it: the optimistic try, then
+ *                                                              the locked path), locked (first batch: head unknown)
+ *   keybroker_audit_rows_total                                 audit rows committed
  *   keybroker_auth_refusals_total{reason}                      refused credentials by refusal reason
  *   keybroker_misuse_signals_total{signal}                     misuse signals raised (src/signals/)
  *   keybroker_alert_webhook_deliveries_total{outcome}          alert webhooks delivered, failed, dropped
@@ -49,6 +55,8 @@ export interface Metrics {
   kmsCall(op: KmsOp, outcome: KmsOutcome, durationMs: number): void;
   upstreamCall(event: UpstreamCallEvent): void;
   auditWriteFailed(): void;
+  /** One committed audit batch: how it reached the head (the chain's contention), its rows, its time. */
+  auditBatch(path: AuditBatchPath, rows: number, durationMs: number): void;
   /** One finished key inspection; verdict is none, ok, warned or refused. */
   keyInspected(provider: string, verdict: string): void;
   /** One refused call, by its refusal reason (or the error code when it carries none). */
@@ -231,6 +239,18 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
     labelNames: ["provider", "verdict"] as const,
     registers,
   });
+  const auditBatches = new Histogram({
+    name: "keybroker_audit_batch_seconds",
+    help: "Committed audit batches by how they reached the chain head (optimistic, head_moved, locked).",
+    labelNames: ["path"] as const,
+    buckets: DURATION_BUCKETS,
+    registers,
+  });
+  const auditRows = new Counter({
+    name: "keybroker_audit_rows_total",
+    help: "Audit rows committed.",
+    registers,
+  });
   const auditFailures = new Counter({
     name: "keybroker_audit_write_failures_total",
     help: "Audit batches that could not be committed (their operations failed).",
@@ -362,6 +382,10 @@ export function createMetrics(deps: MetricsDeps = {}): Metrics {
       inspectionsTotal.labels(upstreamSeriesFor(provider).provider, verdict).inc();
     },
 
+    auditBatch(path, rows, durationMs) {
+      auditBatches.observe({ path }, durationMs / 1000);
+      auditRows.inc(rows);
+    },
     auditWriteFailed() {
       auditFailures.inc();
     },
