@@ -294,8 +294,12 @@ export async function runRewrap(args: string[], io: CliIo): Promise<number> {
     io.stdout.write(closingWords(report));
     return code;
   } finally {
-    await ops.close();
-    channel?.close();
+    try {
+      await ops.close();
+    } finally {
+      // A worker's open IPC channel would keep it alive after the job.
+      channel?.close();
+    }
   }
 }
 

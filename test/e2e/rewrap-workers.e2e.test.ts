@@ -40,6 +40,7 @@ interface WorkersJson {
   readonly workers: ReadonlyArray<{
     readonly worker: number;
     readonly exitCode: number | null;
+    readonly signal: string | null;
     readonly failed: boolean;
     readonly report?: RewrapReport;
   }>;
@@ -206,6 +207,32 @@ describe.skipIf(missing)(
       expect(halfway.report.rewrapped + resumed.report.rewrapped).toBe(USERS + 2);
       await expectAllOnTarget();
       expect(await rangeRows()).toEqual([]);
+    });
+
+    it("a worker killed mid-run is reported as failed and the command exits 1, while the other finishes every row", {
+      timeout: 300_000,
+    }, async () => {
+      const run = start(["--to", targetKeyId, "--workers", "2", "--rate", "20", "--json"]);
+      // A range owner is named "pid <pid> <suffix>": kill the first worker seen holding one.
+      let victim: number | undefined;
+      const deadline = Date.now() + 180_000;
+      while (victim === undefined && Date.now() < deadline) {
+        const owner = (await rangeRows()).find((r) => r.owner !== null)?.owner;
+        victim = owner === undefined || owner === null ? undefined : Number(/^pid (\d+) /.exec(owner)?.[1]);
+        if (victim === undefined) await delay(50);
+      }
+      expect(victim).toBeGreaterThan(0);
+      process.kill(victim ?? 0, "SIGKILL");
+      const ended = await run.done;
+
+      expect(ended.code, ended.stderr.slice(-4_000)).toBe(1);
+      const { report, workers } = parseJson(ended);
+      const killed = workers.find((w) => w.report === undefined);
+      expect(killed).toMatchObject({ exitCode: null, failed: true });
+      expect(workers.filter((w) => !w.failed)).toHaveLength(1);
+      // Its range went to the other worker once the lease lapsed: nothing is left behind.
+      expect(report).toMatchObject({ remaining: 0, failed: 0, stopped: false });
+      await expectAllOnTarget();
     });
 
     it("refuses --workers outside 1 to 16 with exit code 1 and says why", { timeout: 120_000 }, async () => {
