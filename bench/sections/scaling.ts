@@ -31,6 +31,7 @@ const REWRAP_LATENCY_MS = 5;
 
 interface RewrapResult {
   readonly users: number;
+  readonly workers: number;
   readonly seconds: number;
   readonly rowsPerSecond: number;
   readonly cpuMsPerRow: number;
@@ -38,8 +39,15 @@ interface RewrapResult {
   readonly retries: number;
 }
 
-async function runRewrap(sizes: readonly number[], options: SectionOptions): Promise<RewrapResult[]> {
-  options.progress(`scaling: rewrap of ${sizes.join(", ")} users (progress below)`);
+/** One rewrap-bench.ts run: each size seeded once, then rewrapped with each worker count in turn. */
+async function runRewrap(
+  sizes: readonly number[],
+  workers: readonly number[],
+  options: SectionOptions,
+): Promise<RewrapResult[]> {
+  options.progress(
+    `scaling: rewrap of ${sizes.join(", ")} users with ${workers.join(" then ")} worker(s) (progress below)`,
+  );
   const child = spawn(
     process.execPath,
     [
@@ -50,6 +58,8 @@ async function runRewrap(sizes: readonly number[], options: SectionOptions): Pro
       sizes.join(","),
       "--latency-ms",
       String(REWRAP_LATENCY_MS),
+      "--workers",
+      workers.join(","),
       "--json",
     ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
@@ -209,14 +219,31 @@ async function runDatabaseSize(options: SectionOptions) {
 export async function runScaling(broker: BrokerProcess, options: SectionOptions): Promise<SectionResult> {
   const listRows = await runListLatency(broker, options);
   const size = await runDatabaseSize(options);
+  // Sizes up to 100k with one worker, then two, on the same rows; 1M (most of the full run's time)
+  // with two only.
   const sizes = options.quick ? [1000, 4000] : [10_000, 100_000, 1_000_000];
-  const rewrap = await runRewrap(sizes, options);
+  const rewrap = [
+    ...(await runRewrap(
+      sizes.filter((n) => n <= 100_000),
+      [1, 2],
+      options,
+    )),
+    ...(sizes.some((n) => n > 100_000)
+      ? await runRewrap(
+          sizes.filter((n) => n > 100_000),
+          [2],
+          options,
+        )
+      : []),
+  ];
+  const hundredK = (workers: number) => rewrap.find((r) => r.users === 100_000 && r.workers === workers);
 
   const tables: Table[] = [
     {
-      title: `online rewrap to a new master key, KMS latency ${REWRAP_LATENCY_MS} ms (configured concurrency 32, rate 5,000/s)`,
+      title: `online rewrap to a new master key, KMS latency ${REWRAP_LATENCY_MS} ms (configured concurrency 32 per worker, rate 5,000/s in total)`,
       columns: [
         "users",
+        "workers",
         "seconds",
         "rows/s",
         "µs per row (wall)",
@@ -226,6 +253,7 @@ export async function runScaling(broker: BrokerProcess, options: SectionOptions)
       ],
       rows: rewrap.map((r) => [
         r.users,
+        r.workers,
         fmt(r.seconds, 1),
         fmt(r.rowsPerSecond),
         fmt((r.seconds * 1e6) / r.users),
@@ -234,8 +262,15 @@ export async function runScaling(broker: BrokerProcess, options: SectionOptions)
         r.retries,
       ]),
       notes: [
-        "One KMS ReEncrypt per user (plaintext keys never leave KMS) plus the pepper; the KMS server runs in its own process on the same machine, so its CPU competes with the job's.",
-        "Job CPU is the rewrap process's own; most of it is the AWS SDK's per-request work (see the README).",
+        "One KMS ReEncrypt per user (plaintext keys never leave KMS) plus the pepper (each worker tries it; one writes it); the KMS server runs in its own process on the same machine.",
+        "Workers: 1 runs the job in the bench's process; 2 are two job processes (as `keybroker rewrap --workers 2`) sharing the users through leased ranges and the rate in total, timed from their fork, start-up included (which is why 2 workers lose on small tables). Each size is seeded once, then rewrapped with 1 worker (A→B), then 2 (B→C); 1M users with 2 workers only.",
+        "This machine has 2 cores: the job processes, the KMS server process and Postgres all share them, so a second worker gains far less than ×2 here; against a remote KMS and database the workers would have the cores to themselves.",
+        "Job CPU is the rewrap processes' own, summed over the workers; most of it is the AWS SDK's per-request work (see the README).",
+        ...(hundredK(1) !== undefined && hundredK(2) !== undefined
+          ? [
+              `At 100k users: 1 worker ${fmt(hundredK(1)?.seconds ?? 0, 1)} s, 2 workers ${fmt(hundredK(2)?.seconds ?? 0, 1)} s.`,
+            ]
+          : []),
       ],
     },
     {
@@ -271,22 +306,26 @@ export async function runScaling(broker: BrokerProcess, options: SectionOptions)
   ];
 
   const checks: TargetCheck[] = [];
-  const smallest = rewrap[0];
-  const largest = rewrap.at(-1);
+  // Linearity with the same worker count at both ends: two workers, as the largest size runs. The
+  // largest against the next size down, not the smallest: two processes' start-up (~3 s, timed)
+  // is a third of a 10k run, so against 10k any larger table would look better than linear.
+  const twoWorkers = rewrap.filter((r) => r.workers === 2);
+  const smallest = twoWorkers.at(-2);
+  const largest = twoWorkers.at(-1);
   if (smallest !== undefined && largest !== undefined && largest !== smallest) {
     const growth = largest.seconds / largest.users / (smallest.seconds / smallest.users);
     checks.push({
       target: "rewrap cost linear in users",
-      measured: `time per row at ${largest.users} users ×${fmt(growth, 2)} that at ${smallest.users}`,
+      measured: `time per row at ${largest.users} users ×${fmt(growth, 2)} that at ${smallest.users} (2 workers)`,
       met: growth <= 1.25,
     });
   }
-  const hundredK = rewrap.find((r) => r.users === 100_000);
-  if (hundredK !== undefined) {
+  const atTarget = hundredK(2);
+  if (atTarget !== undefined) {
     checks.push({
       target: `rewrap of 100k users ≤ 60 s at ${REWRAP_LATENCY_MS} ms KMS latency`,
-      measured: `${fmt(hundredK.seconds, 1)} s`,
-      met: hundredK.seconds <= 60,
+      measured: `${fmt(atTarget.seconds, 1)} s (2 workers)`,
+      met: atTarget.seconds <= 60,
     });
   }
   return {

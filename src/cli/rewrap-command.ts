@@ -3,6 +3,7 @@ import { loadKeyedOpsConfig } from "../config/config.js";
 import { BrokerError } from "../errors.js";
 import {
   createRewrapJob,
+  type RewrapJob,
   type RewrapPlan,
   type RewrapProgress,
   type RewrapReport,
@@ -11,6 +12,15 @@ import { JSON_OPTION, parseCommandArgs } from "./cli-args.js";
 import { type CliIo, createCommandLogger, type Output } from "./cli-io.js";
 import { COMMON_HELP, type CommandSpec, DATABASE_HELP } from "./command-spec.js";
 import { DEV_OPTION, openLockedOps, opsEnvironment } from "./ops-environment.js";
+import {
+  combineReports,
+  MAX_WORKERS,
+  runWorkerProcesses,
+  type WorkerChannel,
+  type WorkerProcessesResult,
+  withoutWorkersFlag,
+  workerChannel,
+} from "./rewrap-workers.js";
 
 /** The name this module gave CliIo before every command shared it (tests import it). */
 export type CommandIo = CliIo;
@@ -24,7 +34,7 @@ const LOG_LINE_EVERY_MS = 5_000;
 
 const USAGE =
   "usage: keybroker rewrap --to <key ARN|key id|alias|local:N|current> [--dry-run] " +
-  "[--batch-size N] [--concurrency N] [--rate N]\n";
+  "[--batch-size N] [--concurrency N] [--rate N] [--workers N]\n";
 
 const HELP =
   "Usage: keybroker rewrap --to <key ARN|key id|alias|local:N|current> [options]\n\n" +
@@ -36,7 +46,10 @@ const HELP =
   "  --dry-run           check the target and print the plan; re-encrypt one row in memory, write nothing\n" +
   `  --batch-size N      rows read per page (${DEFAULTS.batchSize})\n` +
   `  --concurrency N     KMS calls in flight (${DEFAULTS.concurrency})\n` +
-  `  --rate N            KMS calls per second at most (${DEFAULTS.rate})\n\n` +
+  `  --rate N            KMS calls per second at most, in total over every worker (${DEFAULTS.rate})\n` +
+  `  --workers N         run the job in N processes (1 to ${MAX_WORKERS}; default 1; Postgres only): they\n` +
+  "                      split the users through leased ranges and share --rate; --concurrency and\n" +
+  "                      --batch-size are each worker's. Ctrl-C stops them all; --dry-run runs once\n\n" +
   DATABASE_HELP +
   "\nOptions:\n" +
   COMMON_HELP;
@@ -46,7 +59,7 @@ export const rewrapCommand: CommandSpec = {
   summary: "re-wrap every data key and the pepper under another master key, online",
   help: HELP,
   subcommands: [],
-  flags: ["--to", "--dry-run", "--batch-size", "--concurrency", "--rate", "--dev", "--json"],
+  flags: ["--to", "--dry-run", "--batch-size", "--concurrency", "--rate", "--workers", "--dev", "--json"],
   run: runRewrap,
 };
 
@@ -127,19 +140,64 @@ function describePlan(targetKeyId: string, plan: RewrapPlan): string {
   return `${lines.join("\n")}\n`;
 }
 
-function describeReport(report: RewrapReport): string {
+function describeReport(report: RewrapReport, workers = 1): string {
+  const by = workers > 1 ? ` (${workers} workers)` : "";
   return (
-    `rewrap ${report.stopped ? "stopped" : "finished"} in ${report.seconds.toFixed(1)} s: ` +
+    `rewrap ${report.stopped ? "stopped" : "finished"} in ${report.seconds.toFixed(1)} s${by}: ` +
     `${number.format(report.rewrapped)} rewrapped, ${number.format(report.skipped)} skipped, ` +
     `${number.format(report.failed)} failed, ${number.format(report.remaining)} remaining` +
     `${report.retries > 0 ? ` (${number.format(report.retries)} KMS calls retried)` : ""}\n`
   );
 }
 
+function rowsLeft(plan: RewrapPlan): number {
+  return plan.users + (plan.pepper ? 1 : 0) + plan.oauthApps;
+}
+
+function exitCode(report: RewrapReport): number {
+  return report.stopped ? 130 : report.remaining > 0 ? 1 : 0;
+}
+
+function closingWords(report: RewrapReport): string {
+  if (report.stopped) return "run the same command again to resume\n";
+  if (report.remaining > 0) {
+    return "some rows are still on other master keys: run again; rows counted as failed need an operator (see the log)\n";
+  }
+  return "every data key and the pepper are wrapped under the target; see `keybroker keys status`\n";
+}
+
+function workerCount(value: string | undefined): number {
+  if (value === undefined) return 1;
+  const workers = Number(value);
+  if (!(Number.isInteger(workers) && workers >= 1 && workers <= MAX_WORKERS)) {
+    throw new BrokerError("invalid_argument", `--workers must be an integer from 1 to ${MAX_WORKERS}`);
+  }
+  return workers;
+}
+
+/** Stops the job gracefully on SIGINT/SIGTERM while `work` runs; `onStop` is called once. */
+async function untilSignal<T>(work: (signal: AbortSignal) => Promise<T>, onStop: () => void): Promise<T> {
+  const stop = new AbortController();
+  const onSignal = () => {
+    if (!stop.signal.aborted) onStop();
+    stop.abort();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    return await work(stop.signal);
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
+
 /**
  * `keybroker rewrap`: re-wraps every stored data key and the pepper under another master
  * key while the broker keeps serving (SPEC I9). Uses the broker's own configuration.
  * Ctrl-C stops gracefully (rows in flight finish); running the command again resumes.
+ * `--workers N` runs the job in N processes of this CLI (rewrap-workers.ts); such a forked
+ * worker runs the job and reports to its parent instead of printing.
  */
 export async function runRewrap(args: string[], io: CliIo): Promise<number> {
   const { values } = parseCommandArgs(args, {
@@ -148,6 +206,7 @@ export async function runRewrap(args: string[], io: CliIo): Promise<number> {
     "batch-size": { type: "string" },
     concurrency: { type: "string" },
     rate: { type: "string" },
+    workers: { type: "string" },
     ...DEV_OPTION,
     ...JSON_OPTION,
   });
@@ -159,8 +218,16 @@ export async function runRewrap(args: string[], io: CliIo): Promise<number> {
   const batchSize = positiveInteger("batch-size", values["batch-size"], DEFAULTS.batchSize);
   const concurrency = positiveInteger("concurrency", values.concurrency, DEFAULTS.concurrency);
   const rate = positiveInteger("rate", values.rate, DEFAULTS.rate);
+  const workers = workerCount(values.workers);
 
   const config = loadKeyedOpsConfig(opsEnvironment("rewrap", io.env, values.dev));
+  if (workers > 1 && config.database.kind === "pglite") {
+    throw new BrokerError(
+      "invalid_argument",
+      "--workers above 1 needs Postgres (DATABASE_URL): the embedded database belongs to one process",
+    );
+  }
+  const channel = workerChannel(io.env);
   // Logs go to stderr so stdout holds the plan, the progress line and the report.
   const logger = createCommandLogger(io);
   const ops = await openLockedOps("rewrap", config.database, () =>
@@ -170,17 +237,21 @@ export async function runRewrap(args: string[], io: CliIo): Promise<number> {
     const configured = ops.keyring;
     // Refuses a target that does not exist or cannot wrap, before anything is planned.
     const targetKeyId = await configured.resolveKeyId(values.to);
-    // With --json, stdout carries one object at the end; progress would interleave with it.
-    const line = json ? { update() {}, finish() {} } : createProgressLine(io.stdout);
-    const job = createRewrapJob({
+    const jobDeps = {
       db: ops.database.db,
       keyring: configured.keyring,
       logger,
       batchSize,
       concurrency,
       ratePerSecond: rate,
-      onProgress: (progress) => line.update(progress),
-    });
+    };
+    if (channel !== undefined) {
+      const job = createRewrapJob({ ...jobDeps, onProgress: (progress) => channel.progress(progress) });
+      return await runAsWorker(job, targetKeyId, channel);
+    }
+    // With --json, stdout carries one object at the end; progress would interleave with it.
+    const line = json ? { update() {}, finish() {} } : createProgressLine(io.stdout);
+    const job = createRewrapJob({ ...jobDeps, onProgress: (progress) => line.update(progress) });
 
     const plan = await job.plan(targetKeyId);
     if (!json) io.stdout.write(describePlan(targetKeyId, plan));
@@ -201,41 +272,108 @@ export async function runRewrap(args: string[], io: CliIo): Promise<number> {
       );
       return 0;
     }
+    if (workers > 1) {
+      return await runInWorkers({ args, io, json, workers, targetKeyId, plan, line, job });
+    }
 
-    const stop = new AbortController();
-    const onSignal = () => {
-      if (!stop.signal.aborted) io.stderr.write("\nstopping: rows in flight finish, then the job ends\n");
-      stop.abort();
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
     let report: RewrapReport;
     try {
-      report = await job.run(targetKeyId, { signal: stop.signal });
+      report = await untilSignal(
+        (signal) => job.run(targetKeyId, { signal }),
+        () => io.stderr.write("\nstopping: rows in flight finish, then the job ends\n"),
+      );
     } finally {
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
       line.finish();
     }
-    const code = report.stopped ? 130 : report.remaining > 0 ? 1 : 0;
+    const code = exitCode(report);
     if (json) {
       io.stdout.write(`${JSON.stringify({ targetKeyId, dryRun: false, plan, report })}\n`);
       return code;
     }
     io.stdout.write(describeReport(report));
-    if (report.stopped) {
-      io.stdout.write("run the same command again to resume\n");
-    } else if (report.remaining > 0) {
-      io.stdout.write(
-        "some rows are still on other master keys: run again; rows counted as failed need an operator (see the log)\n",
-      );
-    } else {
-      io.stdout.write(
-        "every data key and the pepper are wrapped under the target; see `keybroker keys status`\n",
-      );
-    }
+    io.stdout.write(closingWords(report));
     return code;
   } finally {
-    await ops.close();
+    try {
+      await ops.close();
+    } finally {
+      // A worker's open IPC channel would keep it alive after the job.
+      channel?.close();
+    }
   }
+}
+
+/** A forked worker: the job, stopped by a signal or by its parent going away; the report to the parent. */
+async function runAsWorker(job: RewrapJob, targetKeyId: string, channel: WorkerChannel): Promise<number> {
+  // Quietly: the parent says "stopping" once for every worker.
+  const report = await untilSignal(
+    (signal) => {
+      const stop = new AbortController();
+      signal.addEventListener("abort", () => stop.abort(), { once: true });
+      channel.onParentGone(() => stop.abort());
+      return job.run(targetKeyId, { signal: stop.signal });
+    },
+    () => undefined,
+  );
+  await channel.report(report);
+  return exitCode(report);
+}
+
+/**
+ * The parent of `--workers N`: forks the workers, shows their progress as one line, and prints
+ * one report (or one JSON object) for them all. The rows left are counted afresh at the end.
+ */
+async function runInWorkers(run: {
+  readonly args: readonly string[];
+  readonly io: CliIo;
+  readonly json: boolean;
+  readonly workers: number;
+  readonly targetKeyId: string;
+  readonly plan: RewrapPlan;
+  readonly line: ReturnType<typeof createProgressLine>;
+  readonly job: RewrapJob;
+}): Promise<number> {
+  const { io, json, workers, targetKeyId, plan, line, job } = run;
+  const total = rowsLeft(plan);
+  if (!json) io.stdout.write(`${workers} worker processes; --rate is their total\n`);
+  const started = performance.now();
+  let result: WorkerProcessesResult;
+  try {
+    result = await runWorkerProcesses({
+      argv: ["rewrap", ...withoutWorkersFlag(run.args)],
+      env: io.env,
+      workers,
+      output: io.stderr,
+      onProgress: (latest) => {
+        const done = latest.reduce((n, p) => n + p.done, 0);
+        line.update({ done, total: Math.max(total, done), rate: latest.reduce((n, p) => n + p.rate, 0) });
+      },
+      onStop: () => io.stderr.write("\nstopping: rows in flight finish in every worker, then they end\n"),
+    });
+  } finally {
+    line.finish();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const report = combineReports(result, { seconds, remaining: rowsLeft(await job.plan(targetKeyId)) });
+  const failed = result.outcomes.filter((o) => o.failed);
+  const code = failed.length > 0 ? 1 : exitCode(report);
+  if (json) {
+    const each = result.outcomes.map(({ worker, pid, exitCode, signal, report, failed }) => ({
+      worker,
+      pid,
+      exitCode,
+      signal,
+      failed,
+      report,
+    }));
+    io.stdout.write(`${JSON.stringify({ targetKeyId, dryRun: false, plan, report, workers: each })}\n`);
+    return code;
+  }
+  for (const o of failed) {
+    const how = o.signal !== null ? `killed by ${o.signal}` : `exit code ${o.exitCode ?? "none"}`;
+    io.stdout.write(`worker ${o.worker} (pid ${o.pid ?? "?"}) failed (${how}); its error is above\n`);
+  }
+  io.stdout.write(describeReport(report, workers));
+  io.stdout.write(closingWords(report));
+  return code;
 }

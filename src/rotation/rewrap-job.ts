@@ -8,6 +8,7 @@ import { findBrokerState } from "../store/broker-state.repository.js";
 import { countOAuthAppsByMasterKey, findOAuthAppsNotOnKey } from "../store/oauth-apps.repository.js";
 import { countUsersByMasterKey, type WrappedUserKey } from "../store/rewrap.repository.js";
 import {
+  deleteFinishedRewrapRanges,
   deleteRewrapRateWindows,
   ensureRewrapRanges,
   reopenRewrapRanges,
@@ -290,8 +291,20 @@ export function createRewrapJob(deps: RewrapJobDeps): RewrapJob {
       logger.info({ pass, remaining: left }, "rows appeared behind the rewrap ranges; another pass");
     }
     if (stopping()) left = await remaining().catch(() => left);
-    else
+    else {
       await deleteRewrapRateWindows(db, rateBucket(targetKeyId), Date.now() - 60_000).catch(() => undefined);
+      // The target's 64 range rows go once every range is done; they only ever serve a resume.
+      // Not the other choice (deleting older targets' rows when a new target starts): a run to B
+      // stopped half-way, then one to C, would lose B's progress, and a job still walking B (an
+      // operator's second process) would have its leases pulled from under it. Here nothing
+      // unfinished is touched: a stopped run hands its ranges back undone, so they stay, and a
+      // job between passes that reopened them keeps them (deleteFinishedRewrapRanges). A worker
+      // of this run starting after the deletion only recreates the rows and walks past rows
+      // already on the target. Best effort: left behind, they are 64 small rows.
+      await deleteFinishedRewrapRanges(db, targetKeyId).catch((err: unknown) =>
+        logger.warn({ err }, "could not delete the finished rewrap ranges"),
+      );
+    }
 
     const report: RewrapReport = {
       ...counts,

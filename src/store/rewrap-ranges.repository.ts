@@ -124,6 +124,25 @@ export async function reopenRewrapRanges(db: Kysely<Database>, targetKeyId: stri
 }
 
 /**
+ * Deletes the ranges of `targetKeyId` once every one of them is done (a finished rewrap), in one
+ * statement; returns how many rows went. A target with any range not done (a stopped run, a
+ * worker still walking) keeps all of its rows, so a later run resumes where this one stopped.
+ * Each row must itself still be done when it is deleted: a range reopened meanwhile by another
+ * job's next pass (its update committed while this statement waited on the row) is kept, so a
+ * pass in flight never loses its ranges half-way.
+ */
+export async function deleteFinishedRewrapRanges(db: Kysely<Database>, targetKeyId: string): Promise<number> {
+  const result = await sql`
+    delete from rewrap_ranges r
+     where r.target_key_id = ${targetKeyId}
+       and r.done_at is not null
+       and not exists (
+         select 1 from rewrap_ranges o
+          where o.target_key_id = ${targetKeyId} and o.done_at is null)`.execute(db);
+  return Number(result.numAffectedRows ?? 0n);
+}
+
+/**
  * Takes up to `block` tokens of the window starting at `windowStart` (ms since the epoch) from the
  * counter every worker of the job shares (rate_limit_leases, as the proxy's shared limits do), never
  * letting it pass `limit`. Returns how many it took: 0 when the window is spent.

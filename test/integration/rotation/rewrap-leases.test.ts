@@ -3,7 +3,12 @@ import type { Keyring } from "../../../src/keys/keyring.js";
 import { readKeyStatus } from "../../../src/rotation/key-status.js";
 import { rewrapRangeStarts } from "../../../src/rotation/leased-row-source.js";
 import { createRewrapJob, type RewrapJobDeps } from "../../../src/rotation/rewrap-job.js";
-import { ensureRewrapRanges, leaseRewrapRange } from "../../../src/store/rewrap-ranges.repository.js";
+import {
+  deleteFinishedRewrapRanges,
+  ensureRewrapRanges,
+  leaseRewrapRange,
+  settleRewrapRange,
+} from "../../../src/store/rewrap-ranges.repository.js";
 import {
   createTestDatabase,
   describeOnEachDatabase,
@@ -143,6 +148,73 @@ describeOnEachDatabase("rewrap over leased ranges on %s", (databaseKind) => {
     // 41+ calls at 15 a window need at least three windows: more than a second, never two jobs' double rate.
     expect(perWindow.size).toBeGreaterThanOrEqual(3);
     expect(Date.now() - started).toBeGreaterThan(1_000);
+  });
+
+  const ranges = async (target = targetKeyId) =>
+    database.db
+      .selectFrom("rewrap_ranges")
+      .select(["owner", "done_at"])
+      .where("target_key_id", "=", target)
+      .execute();
+
+  describe("the ranges of a target", () => {
+    it("are kept when a job is stopped, so the next run resumes from them, and deleted once a run finishes them all", async () => {
+      const stop = new AbortController();
+      const first = await job("first", {
+        onProgress: ({ done }) => {
+          if (done >= 10) stop.abort();
+        },
+      }).run(targetKeyId, { signal: stop.signal });
+      expect(first.stopped).toBe(true);
+      const kept = await ranges();
+      expect(kept).toHaveLength(RANGES);
+      expect(kept.filter((r) => r.owner !== null)).toEqual([]);
+      expect(kept.some((r) => r.done_at !== null)).toBe(true);
+      expect(kept.every((r) => r.done_at !== null)).toBe(false);
+
+      const second = await job("second").run(targetKeyId);
+
+      expect(second).toMatchObject({ remaining: 0, stopped: false });
+      expect(await ranges()).toEqual([]);
+      const perUser = new Map<string, number>();
+      for (const c of userCalls()) perUser.set(c.user, (perUser.get(c.user) ?? 0) + 1);
+      expect(perUser.size).toBe(USERS);
+      expect([...perUser.values()].every((n) => n === 1)).toBe(true);
+      expect(await unreadableSecrets(fixture.replica(), users)).toEqual([]);
+    });
+
+    it("are deleted only when every one of them is done, and another target's are left alone", async () => {
+      const other = "local:99";
+      await ensureRewrapRanges(database.db, targetKeyId, rewrapRangeStarts(RANGES));
+      await ensureRewrapRanges(database.db, other, rewrapRangeStarts(RANGES));
+      const finish = async (target: string) => {
+        const range = await leaseRewrapRange(database.db, { targetKeyId: target, owner: "w", ttlMs: 60_000 });
+        if (range === undefined) throw new Error("no range left to lease");
+        await settleRewrapRange(database.db, {
+          targetKeyId: target,
+          owner: "w",
+          start: range.start,
+          done: true,
+        });
+      };
+      for (let i = 0; i < RANGES - 1; i += 1) await finish(targetKeyId);
+      for (let i = 0; i < RANGES; i += 1) await finish(other);
+      // The last range leased by a worker still walking it: nothing of the target may go.
+      const last = await leaseRewrapRange(database.db, { targetKeyId, owner: "walking", ttlMs: 60_000 });
+
+      expect(await deleteFinishedRewrapRanges(database.db, targetKeyId)).toBe(0);
+      expect(await ranges()).toHaveLength(RANGES);
+
+      await settleRewrapRange(database.db, {
+        targetKeyId,
+        owner: "walking",
+        start: last?.start ?? Buffer.alloc(0),
+        done: true,
+      });
+      expect(await deleteFinishedRewrapRanges(database.db, targetKeyId)).toBe(RANGES);
+      expect(await ranges()).toEqual([]);
+      expect(await ranges(other)).toHaveLength(RANGES);
+    });
   });
 
   describe("a stopped job", () => {

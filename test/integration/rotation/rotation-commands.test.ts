@@ -147,6 +147,24 @@ describeOnEachDatabase("keybroker rewrap and keys status on %s", (databaseKind) 
     expect(io.err()).toContain("usage: keybroker rewrap --to");
   });
 
+  it("refuses --workers outside 1 to 16, and more than one worker on the embedded database; a dry run with workers runs once", async () => {
+    for (const workers of ["0", "17", "two", "1.5"]) {
+      await expect(runRewrap(["--to", "local:2", "--workers", workers], captureIo(env))).rejects.toThrow(
+        "--workers must be an integer from 1 to 16",
+      );
+    }
+    const io = captureIo(env);
+    const dryRun = runRewrap(["--to", "local:2", "--workers", "2", "--dry-run"], io);
+    if (databaseKind === "pglite") {
+      await expect(dryRun).rejects.toThrow("--workers above 1 needs Postgres (DATABASE_URL)");
+      return;
+    }
+    expect(await dryRun).toBe(0);
+    expect(io.out()).toContain("to rewrap: 5 user data key(s), 1 OAuth app(s) and the pepper");
+    expect(io.out()).not.toContain("worker processes");
+    expect(io.out()).toContain("nothing was written");
+  });
+
   // Last: the only test that changes the stored rows.
   it("rewraps every row to the new key, reports it, and every secret stays readable", async () => {
     const io = captureIo(env);
