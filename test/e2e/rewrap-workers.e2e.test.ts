@@ -145,7 +145,7 @@ describe.skipIf(missing)(
       await fixture?.close();
     });
 
-    it("two workers rewrap every user, the OAuth app and the pepper exactly once between them, and report as one", {
+    it("L288 two workers rewrap every user, the OAuth app and the pepper exactly once between them, and report as one", {
       timeout: 240_000,
     }, async () => {
       const run = await start(["--to", targetKeyId, "--workers", "2", "--rate", "40", "--json"]).done;
@@ -166,7 +166,7 @@ describe.skipIf(missing)(
       expect(await rangeRows()).toEqual([]);
     });
 
-    it("Ctrl-C to the parent stops both workers gracefully, and running the command again resumes to the end", {
+    it("L289 Ctrl-C to the parent stops both workers gracefully, and running the command again resumes to the end", {
       timeout: 300_000,
     }, async () => {
       const first = start(["--to", targetKeyId, "--workers", "2", "--rate", "20", "--json"]);
@@ -209,7 +209,7 @@ describe.skipIf(missing)(
       expect(await rangeRows()).toEqual([]);
     });
 
-    it("a worker killed mid-run is reported as failed and the command exits 1, while the other finishes every row", {
+    it("L289 a worker killed mid-run is reported as failed and the command exits 1, while the other finishes every row", {
       timeout: 300_000,
     }, async () => {
       const run = start(["--to", targetKeyId, "--workers", "2", "--rate", "20", "--json"]);
@@ -235,7 +235,9 @@ describe.skipIf(missing)(
       await expectAllOnTarget();
     });
 
-    it("refuses --workers outside 1 to 16 with exit code 1 and says why", { timeout: 120_000 }, async () => {
+    it("L290 refuses --workers outside 1 to 16 with exit code 1 and says why", {
+      timeout: 120_000,
+    }, async () => {
       const run = await start(["--to", targetKeyId, "--workers", "17"]).done;
 
       expect(run.code).toBe(1);

@@ -24,6 +24,13 @@ import { bearerUpstreamProvider, loopbackProvider } from "./loopback-providers.j
 import { createTestDatabase, type TestDatabase, type TestDatabaseKind } from "./test-database.js";
 import { startTestIssuer, type TestIssuer } from "./test-issuer.js";
 
+/**
+ * The harness broker's unknown-kid refetch cooldown. Within it, an unknown kid was never checked
+ * against the issuer and is UNAVAILABLE (retry), after it UNAUTHENTICATED (A5): a test that wants
+ * the definite refusal waits this long after any other unknown-kid token.
+ */
+export const HARNESS_JWKS_COOLDOWN_MS = 1000;
+
 /** The whole broker, started as `keybroker serve` would, on loopback with real dependencies. */
 export interface BrokerHarness {
   readonly app: App;
@@ -118,7 +125,7 @@ export async function startBroker(
     AUTH0_ISSUER: issuer.issuer,
     AUTH0_AUDIENCE: issuer.audience,
     AUTH0_REQUIRED_PERMISSION: issuer.permission,
-    KEYBROKER_JWKS_COOLDOWN_MS: "1000",
+    KEYBROKER_JWKS_COOLDOWN_MS: String(HARNESS_JWKS_COOLDOWN_MS),
     KEYBROKER_SHUTDOWN_GRACE_MS: "2000",
     KEYBROKER_PROVIDERS_FILE: providersFile,
     KEYBROKER_OUTBOUND_CA_FILE: caFile,

@@ -31,7 +31,7 @@ export const CATALOGUE_SECTIONS: ReadonlyArray<readonly [string, number, number]
   ["K", 230, 241],
   ["K", 245, 258],
   ["L", 260, 265],
-  ["L", 275, 286],
+  ["L", 275, 291],
 ];
 
 export const CATALOGUE_ITEMS = CATALOGUE_SECTIONS.flatMap(([letter, from, to]) =>

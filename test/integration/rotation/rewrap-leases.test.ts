@@ -158,7 +158,7 @@ describeOnEachDatabase("rewrap over leased ranges on %s", (databaseKind) => {
       .execute();
 
   describe("the ranges of a target", () => {
-    it("are kept when a job is stopped, so the next run resumes from them, and deleted once a run finishes them all", async () => {
+    it("L291 are kept when a job is stopped, so the next run resumes from them, and deleted once a run finishes them all", async () => {
       const stop = new AbortController();
       const first = await job("first", {
         onProgress: ({ done }) => {
@@ -183,7 +183,7 @@ describeOnEachDatabase("rewrap over leased ranges on %s", (databaseKind) => {
       expect(await unreadableSecrets(fixture.replica(), users)).toEqual([]);
     });
 
-    it("are deleted only when every one of them is done, and another target's are left alone", async () => {
+    it("L291 are deleted only when every one of them is done, and another target's are left alone", async () => {
       const other = "local:99";
       await ensureRewrapRanges(database.db, targetKeyId, rewrapRangeStarts(RANGES));
       await ensureRewrapRanges(database.db, other, rewrapRangeStarts(RANGES));

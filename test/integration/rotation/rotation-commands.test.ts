@@ -147,7 +147,7 @@ describeOnEachDatabase("keybroker rewrap and keys status on %s", (databaseKind) 
     expect(io.err()).toContain("usage: keybroker rewrap --to");
   });
 
-  it("refuses --workers outside 1 to 16, and more than one worker on the embedded database; a dry run with workers runs once", async () => {
+  it("L290 refuses --workers outside 1 to 16, and more than one worker on the embedded database; a dry run with workers runs once", async () => {
     for (const workers of ["0", "17", "two", "1.5"]) {
       await expect(runRewrap(["--to", "local:2", "--workers", workers], captureIo(env))).rejects.toThrow(
         "--workers must be an integer from 1 to 16",

@@ -24,7 +24,7 @@ const outcome = (worker: number, over: Partial<WorkerOutcome>): WorkerOutcome =>
 });
 
 describe("rewrap --workers, the parent's side", () => {
-  it("gives each worker every argument but --workers, in either spelling", () => {
+  it("L288 gives each worker every argument but --workers, in either spelling", () => {
     expect(withoutWorkersFlag(["--to", "local:2", "--workers", "2", "--rate", "500", "--json"])).toEqual([
       "--to",
       "local:2",
@@ -38,7 +38,7 @@ describe("rewrap --workers, the parent's side", () => {
     ]);
   });
 
-  it("sums the workers' counts into one report, takes the wall time and rows left from the parent, and is stopped if any was", () => {
+  it("L288 sums the workers' counts into one report, takes the wall time and rows left from the parent, and is stopped if any was", () => {
     const combined = combineReports(
       {
         stopRequested: false,
@@ -65,7 +65,7 @@ describe("rewrap --workers, the parent's side", () => {
     });
   });
 
-  it("counts a run the operator stopped as stopped even when no worker had started its job yet", () => {
+  it("L289 counts a run the operator stopped as stopped even when no worker had started its job yet", () => {
     const combined = combineReports(
       { stopRequested: true, outcomes: [outcome(1, { exitCode: null, signal: "SIGINT" })] },
       { seconds: 2, remaining: 301 },
