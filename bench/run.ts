@@ -74,11 +74,33 @@ function gitCommit(): string {
   }
 }
 
+/**
+ * A section that throws is reported as failed (errors > 0, so the run exits 1) and the run goes
+ * on: an hour of other sections is not lost to one broken one. Its error is printed and kept.
+ */
+async function guarded(id: SectionId, run: () => Promise<SectionResult>): Promise<SectionResult> {
+  try {
+    return await run();
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    options.progress(`${id}: FAILED: ${message}`);
+    return {
+      id,
+      title: `${id}: FAILED (${message})`,
+      tables: [],
+      checks: [],
+      errors: 1,
+      data: { error: message },
+    };
+  }
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   const results: SectionResult[] = [];
-  if (wanted("envelope")) results.push(await runEnvelopeVsEsdk(options));
-  if (wanted("scrubber-worst-case")) results.push(await runScrubberWorstCase(options));
+  if (wanted("envelope")) results.push(await guarded("envelope", () => runEnvelopeVsEsdk(options)));
+  if (wanted("scrubber-worst-case"))
+    results.push(await guarded("scrubber-worst-case", () => runScrubberWorstCase(options)));
 
   const brokerSections: SectionId[] = [
     "transport-floor",
@@ -105,7 +127,8 @@ async function main(): Promise<void> {
           await bare?.stop();
           bare = undefined;
         }
-        if (wanted("added-latency")) results.push(await runAddedLatency(calls, options));
+        if (wanted("added-latency"))
+          results.push(await guarded("added-latency", () => runAddedLatency(calls, options)));
         if (wanted("embedded-vs-server")) {
           options.progress("starting keybroker serve on PGlite");
           const embedded = await startBrokerProcess({ database: "pglite", ...brokerCpu });
@@ -128,12 +151,13 @@ async function main(): Promise<void> {
             await embedded.stop();
           }
         }
-        if (wanted("memory")) results.push(await runMemory(broker, calls, options));
+        if (wanted("memory")) results.push(await guarded("memory", () => runMemory(broker, calls, options)));
       } finally {
         calls.close();
       }
-      if (wanted("kms-economy")) results.push(await runKmsEconomy(broker, options));
-      if (wanted("scaling")) results.push(await runScaling(broker, options));
+      if (wanted("kms-economy"))
+        results.push(await guarded("kms-economy", () => runKmsEconomy(broker, options)));
+      if (wanted("scaling")) results.push(await guarded("scaling", () => runScaling(broker, options)));
     } finally {
       await echo?.stop();
       await bare?.stop();
@@ -141,7 +165,7 @@ async function main(): Promise<void> {
     }
   }
   // Its own brokers (1 and 2 workers), unpinned: two workers need both cores.
-  if (wanted("workers")) results.push(await runWorkers(options));
+  if (wanted("workers")) results.push(await guarded("workers", () => runWorkers(options)));
 
   const machine = {
     cpus: cpus().length,
