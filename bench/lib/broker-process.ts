@@ -83,7 +83,10 @@ export async function startBrokerProcess(options: BrokerProcessOptions): Promise
       const c = new pg.Client({ connectionString: ADMIN_URL });
       await c.connect();
       try {
-        // Backends publish their counters at most once a second (PostgreSQL 15 shared-memory stats).
+        // Backends publish their counters at most once a second (PostgreSQL 15 shared-memory stats),
+        // and a backend that goes idle within that second defers its flush by up to 10 s
+        // (PGSTAT_IDLE_INTERVAL): short interleaved runs can carry part of the previous scenario's
+        // count. A scenario measured alone (bench/tools/profile-hot-path.ts) is exact.
         await new Promise((resolve) => setTimeout(resolve, 1100));
         const { rows } = await c.query<{ n: string }>(
           "select xact_commit::text as n from pg_stat_database where datname = $1",
