@@ -169,7 +169,8 @@ describeOnEachDatabase("rewrap over leased ranges on %s", (databaseKind) => {
       const kept = await ranges();
       expect(kept).toHaveLength(RANGES);
       expect(kept.filter((r) => r.owner !== null)).toEqual([]);
-      expect(kept.some((r) => r.done_at !== null)).toBe(true);
+      // Whether a range happened to finish before the stop depends on timing (the rows done may
+      // all sit in ranges still in progress); that not all are done is what must hold.
       expect(kept.every((r) => r.done_at !== null)).toBe(false);
 
       const second = await job("second").run(targetKeyId);
